@@ -1,0 +1,58 @@
+"""Checkpoint files: atomic save, safe load (`torch.load(weights_only=True)`), and user-facing errors.
+
+A checkpoint is a plain dict of tensors, numbers and strings: model weights, the TrainConfig as a dict,
+the epoch, optimizer/scheduler/RNG state, history, and the best-so-far weights.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+
+CHECKPOINT_FORMAT = "polyp-kd-tune/checkpoint/v1"
+WEIGHTS_FILENAME = "model.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write via a temporary file and rename, so a crash never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """Accept a checkpoint file, or a folder holding best.pt / model.pt (a run dir or an export)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", WEIGHTS_FILENAME, "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path}: folder holds no best.pt, {WEIGHTS_FILENAME} or last.pt; "
+                        f"pass a checkpoint file")
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; check the path "
+                        f"(training writes <save_dir>/<experiment_name>/best.pt)")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = resolve_checkpoint_path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+        raise UserError(f"{path}: not a polyp-kd-tune checkpoint ({err.__class__.__name__}); "
+                        f"pass a best.pt/last.pt written by core.train or an exported model.pt") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a polyp-kd-tune checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
+                        f"pass a best.pt/last.pt written by core.train or an exported model.pt")
+    state["path"] = str(path)
+    return state

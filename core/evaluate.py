@@ -1,0 +1,141 @@
+"""Evaluation: Dice/IoU of a model on each test set present plus their mean, and overlay pictures.
+
+CLI: python -m core.evaluate --checkpoint P [--data-root D] [--save-visuals] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from core.data import PolypData, discover, eval_loader, read_image
+from core.errors import cli_errors
+from core.metrics import SegmentationScores, binarize, mean_over_sets
+
+
+@torch.no_grad()
+def score_loader(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
+                 on_batch=None) -> SegmentationScores:
+    """Per-image Dice/IoU of `model` over an eval loader; `on_batch(batch, logits)` sees each batch."""
+    model.eval()
+    scores = SegmentationScores()
+    for batch in loader:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            logits = model(batch.images.to(device, non_blocking=True))
+        logits = logits.float().cpu()
+        scores.add_batch(logits, batch.masks)
+        if on_batch is not None:
+            on_batch(batch, logits)
+    return scores
+
+
+def evaluate_test_sets(model: nn.Module, data: PolypData, img_size: int, batch_size: int,
+                       device: torch.device, num_workers: int = 0, on_batch=None) -> dict[str, Any]:
+    """{'test_sets': {name: {dice, iou, n}}, 'mean': {...}, 'missing': [...], 'synthetic': bool}."""
+    model.to(device)
+    per_set = {}
+    for name, pairs in data.test_sets.items():
+        loader = eval_loader(pairs, img_size, batch_size, num_workers)
+        hook = (lambda batch, logits, name=name: on_batch(name, batch, logits)) if on_batch else None
+        per_set[name] = score_loader(model, loader, device, device.type == "cuda", hook).summary()
+    return {"test_sets": per_set, "mean": mean_over_sets(per_set),
+            "missing": list(data.missing_test_sets), "synthetic": data.synthetic}
+
+
+def format_table(report: dict[str, Any], title: str = "test sets") -> str:
+    lines = [title + (" [SYNTHETIC data]" if report.get("synthetic") else ""),
+             f"{'test set':<20}{'images':>7}{'Dice':>9}{'IoU':>9}"]
+    for name, s in report["test_sets"].items():
+        lines.append(f"{name:<20}{s['n']:>7}{s['dice']:>9.4f}{s['iou']:>9.4f}")
+    m = report["mean"]
+    lines.append(f"{'mean':<20}{m['n']:>7}{m['dice']:>9.4f}{m['iou']:>9.4f}")
+    if report.get("missing"):
+        lines.append(f"missing (not evaluated): {', '.join(report['missing'])}")
+    return "\n".join(lines)
+
+
+def overlay_panel(image_rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray, height: int = 256) -> np.ndarray:
+    """image | ground truth (green) | prediction (red), each with its contour; returns BGR uint8."""
+    def tint(mask01: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+        out = image_rgb.copy()
+        region = mask01.astype(bool)
+        out[region] = (0.55 * out[region] + 0.45 * np.array(colour)).astype(np.uint8)
+        contours, _ = cv2.findContours(mask01.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, colour, max(1, image_rgb.shape[0] // 150))
+        return out
+
+    tiles = [image_rgb, tint(mask, (0, 255, 0)), tint(pred, (255, 0, 0))]
+    scale = height / image_rgb.shape[0]
+    size = (max(1, round(image_rgb.shape[1] * scale)), height)
+    panel = np.concatenate([cv2.resize(t, size, interpolation=cv2.INTER_NEAREST) for t in tiles], axis=1)
+    return cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from core.models import load_model
+    from core.train import resolve_device
+
+    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True,
+                        help="best.pt/last.pt, a run folder, or an exported model folder")
+    parser.add_argument("--data-root", help="default: the data_root the checkpoint was trained on")
+    parser.add_argument("--which", choices=("best", "last"), default="best",
+                        help="weights of the best validation epoch (default) or of the last epoch")
+    parser.add_argument("--save-visuals", action="store_true",
+                        help="write image | ground truth | prediction overlays")
+    parser.add_argument("--max-visuals", type=int, default=16, help="overlays per test set")
+    parser.add_argument("--out", help="output folder (default results/evaluate/<experiment_name>)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    with cli_errors():
+        model, state = load_model(args.checkpoint, which=args.which)
+        cfg = state["config"]
+        data = discover(args.data_root or cfg["data_root"])
+        device = resolve_device(args.device)
+        out = Path(args.out or Path("results") / "evaluate" / cfg["experiment_name"])
+        # Everything is written to a temporary sibling first, then renamed: never a half-written folder.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            saved: dict[str, int] = {}
+
+            def save_visuals(name: str, batch, logits: torch.Tensor) -> None:
+                for stem, mask, one in zip(batch.stems, batch.masks, logits):
+                    if saved.get(name, 0) >= args.max_visuals:
+                        return
+                    pair = next(p for p in data.test_sets[name] if p.stem == stem)
+                    pred = binarize(one, tuple(mask.shape)).numpy()
+                    panel = overlay_panel(read_image(pair.image), mask.numpy(), pred)
+                    (tmp / "visuals" / name).mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(tmp / "visuals" / name / f"{stem}.png"), panel)
+                    saved[name] = saved.get(name, 0) + 1
+
+            report = evaluate_test_sets(model, data, cfg["img_size"], args.batch_size, device,
+                                        on_batch=save_visuals if args.save_visuals else None)
+            report["checkpoint"] = state["path"]
+            report["weights"] = args.which
+            (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(format_table(report, title=f"{state['path']} ({args.which} weights)"))
+        print(f"wrote {out / 'metrics.json'}" + (f" and overlays in {out / 'visuals'}" if args.save_visuals else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Model registry: every network is built here, like timm's `create_model`.
+
+Student: smp U-Net on a selectable encoder. Teacher: smp U-Net++ on ResNet50. One logit channel each.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from core.checkpoint import load_checkpoint
+from core.config import TrainConfig
+from core.errors import UserError
+
+TEACHER_ARCH, TEACHER_ENCODER = "UnetPlusPlus", "resnet50"
+STUDENT_ARCH = "Unet"
+
+
+def architecture(cfg: TrainConfig) -> dict[str, str]:
+    """What a checkpoint records so that a loader can rebuild (and verify) the network."""
+    if cfg.mode == "teacher":
+        return {"arch": TEACHER_ARCH, "encoder": TEACHER_ENCODER}
+    return {"arch": STUDENT_ARCH, "encoder": cfg.student_backbone}
+
+
+def build_model(arch: dict[str, str], encoder_weights: str | None) -> nn.Module:
+    model_class = {STUDENT_ARCH: smp.Unet, TEACHER_ARCH: smp.UnetPlusPlus}.get(arch["arch"])
+    if model_class is None:
+        raise UserError(f"unknown architecture {arch['arch']!r}; expected {STUDENT_ARCH} or {TEACHER_ARCH}")
+    try:
+        return model_class(encoder_name=arch["encoder"], encoder_weights=encoder_weights,
+                           in_channels=3, classes=1)
+    except OSError as err:
+        # Pretrained weights come from the Hugging Face hub; offline this surfaces as an OSError.
+        raise UserError(f"could not download '{encoder_weights}' weights for encoder "
+                        f"{arch['encoder']!r} ({err.__class__.__name__}); without network access set "
+                        f"`encoder_weights: null` (random init)") from None
+
+
+def build_for_training(cfg: TrainConfig) -> nn.Module:
+    """The network a run of `cfg.mode` trains: the teacher in mode teacher, else the student."""
+    return build_model(architecture(cfg), cfg.encoder_weights)
+
+
+def load_model(path: str, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network stored in a checkpoint; `which` is 'best' (best-val weights) or 'last'."""
+    state = load_checkpoint(path)
+    model = build_model(state["architecture"], encoder_weights=None)
+    weights = state.get("best_model") if which == "best" and state.get("best_model") else state["model"]
+    model.load_state_dict(weights)
+    return model.eval(), state
+
+
+def load_frozen_teacher(path: str | None, device: torch.device) -> nn.Module:
+    """The trained teacher for distillation: eval mode, no gradients."""
+    if not path:
+        raise UserError("mode distillation needs 'teacher_checkpoint'; train one with "
+                        "`python -m core.train --mode teacher` and set teacher_checkpoint=<run>/best.pt")
+    state = load_checkpoint(path)
+    arch = state.get("architecture", {})
+    if arch != {"arch": TEACHER_ARCH, "encoder": TEACHER_ENCODER}:
+        raise UserError(f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not the "
+                        f"teacher ({TEACHER_ARCH}/{TEACHER_ENCODER}); pass a checkpoint from --mode teacher")
+    teacher = build_model(arch, encoder_weights=None)
+    weights = state.get("best_model") or state["model"]
+    teacher.load_state_dict(weights)
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
