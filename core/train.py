@@ -89,6 +89,11 @@ class Trainer:
         self.best_model: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
 
+    @property
+    def best_epoch(self) -> dict[str, Any] | None:
+        """The history entry of the epoch with the highest validation Dice so far."""
+        return max(self.history, key=lambda h: h["val_dice"], default=None)
+
     def epochs(self) -> Iterator[EpochResult]:
         """Train until cfg.epochs, yielding after each epoch (state is consistent at every yield)."""
         while self.epoch < self.cfg.epochs:

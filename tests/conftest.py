@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny synthetic datasets made on the fly and a tiny trained teacher."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core.config import TrainConfig, config_from_dict
+from core.synthetic import write_demo_dataset
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    return write_demo_dataset(tmp_path_factory.mktemp("data") / "demo", size=64, n_train=16, n_test=4, seed=0)
+
+
+def tiny_config(data_root: Path, save_dir: Path, **changes) -> TrainConfig:
+    """64 px, random init, no loader workers: fast and deterministic on a CPU."""
+    values = dict(data_root=str(data_root), save_dir=str(save_dir), img_size=64, batch_size=4, epochs=2,
+                  learning_rate=1e-3, encoder_weights=None, num_workers=0, device="cpu", val_fraction=0.25)
+    values.update(changes)
+    return config_from_dict(values, source="test")
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(demo_root, tmp_path_factory) -> Path:
+    from core.train import Trainer
+
+    save_dir = tmp_path_factory.mktemp("teacher")
+    trainer = Trainer(tiny_config(demo_root, save_dir, mode="teacher", epochs=1, experiment_name="teacher"))
+    for _ in trainer.epochs():
+        pass
+    return trainer.save(save_dir / "teacher" / "best.pt")

@@ -1,0 +1,357 @@
+"""Search-space files: YAML -> a validated `SearchSpace`, and the Optuna define-by-run function.
+
+Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a commented example):
+
+    name: kd                      # sweep name -> results/<name>/
+    base: {TrainConfig keys}      # fixed values for every trial
+    parameters:                   # searched TrainConfig keys
+      alpha: {type: uniform, low: 0.1, high: 0.9}
+      learning_rate: {type: loguniform, low: 1.0e-5, high: 3.0e-3}
+      epochs_or_int_key: {type: int, low: 1, high: 4, step: 1}
+      student_backbone:
+        type: choice
+        values: [mobilenet_v2, resnet18]
+        when:                     # conditional parameters, opened by one value of this choice
+          resnet18: {weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-3}}
+    objective: {metric: best_val_dice, mode: max}
+    search: {num_samples: 16, max_concurrent_trials: 4, seed: 0, max_failures: 2}
+    asha: {max_t: 30, grace_period: 5, reduction_factor: 3}
+    resources: {cpu: 4, gpu: 0.5}  # per trial; gpu is used only where the cluster has GPUs
+    teacher: {checkpoint: null, train: {TrainConfig keys for training it when missing}}
+    wandb: {project: polyp-kd-tune, group: null, mode: offline}
+    demo_data: {size: 64, train: 48, test: 8, seed: 0}   # generate synthetic data if data_root is missing
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from core.config import TrainConfig, config_from_dict, read_yaml_mapping
+from core.errors import UserError
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+PARAMETER_TYPES = ("uniform", "loguniform", "int", "choice")
+OBJECTIVE_METRICS = ("best_val_dice", "val_dice", "best_val_iou", "val_iou")
+# A conditional parameter's name in Optuna and in the trial config: distinct per branch, so that
+# Optuna's TPE models `weight_decay` under resnet18 separately from any other branch.
+BRANCH_SEPARATOR = "@"
+
+
+@dataclass
+class Parameter:
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    step: int | None = None
+    values: list[Any] = field(default_factory=list)
+    when: dict[Any, list[Parameter]] = field(default_factory=dict)
+
+    def suggest(self, trial: optuna.Trial, prefix: str = "") -> dict[str, Any]:
+        """Sample this parameter (and the branch it opens) into {trial-config name: value}."""
+        key = prefix + self.name
+        if self.type == "uniform":
+            value = trial.suggest_float(key, self.low, self.high)
+        elif self.type == "loguniform":
+            value = trial.suggest_float(key, self.low, self.high, log=True)
+        elif self.type == "int":
+            value = trial.suggest_int(key, self.low, self.high, step=self.step or 1)
+        else:
+            value = trial.suggest_categorical(key, self.values)
+        chosen = {key: value}
+        for sub in self.when.get(value, []):
+            chosen.update(sub.suggest(trial, prefix=f"{key}={value}{BRANCH_SEPARATOR}"))
+        return chosen
+
+    def extremes(self) -> list[Any]:
+        return list(self.values) if self.type == "choice" else [self.low, self.high]
+
+
+@dataclass
+class Objective:
+    metric: str = "best_val_dice"
+    mode: str = "max"
+
+
+@dataclass
+class SearchSettings:
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+    seed: int = 0
+    max_failures: int = 2
+
+
+@dataclass
+class AshaSettings:
+    max_t: int = 10
+    grace_period: int = 2
+    reduction_factor: int = 2
+
+
+@dataclass
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass
+class TeacherSettings:
+    checkpoint: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WandbSettings:
+    project: str = "polyp-kd-tune"
+    group: str | None = None
+    mode: str = "offline"
+
+
+@dataclass
+class DemoData:
+    size: int = 64
+    train: int = 48
+    test: int = 8
+    seed: int = 0
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    source: str
+    base: dict[str, Any]
+    parameters: list[Parameter]
+    objective: Objective = field(default_factory=Objective)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    asha: AshaSettings = field(default_factory=AshaSettings)
+    resources: Resources = field(default_factory=Resources)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+    demo_data: DemoData | None = None
+
+    def base_config(self) -> TrainConfig:
+        """The trial config before sampling; `epochs` is ASHA's max_t, so every trial's learning-rate
+        schedule spans the budget a surviving trial gets."""
+        return config_from_dict({**self.base, "epochs": self.asha.max_t}, source=f"{self.source}: base")
+
+    def teacher_config(self) -> TrainConfig:
+        values = {**self.base, "mode": "teacher", "experiment_name": "teacher", **self.teacher.train}
+        values.pop("teacher_checkpoint", None)
+        return config_from_dict(values, source=f"{self.source}: teacher.train")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["parameters"] = {p["name"]: _parameter_to_dict(p) for p in out["parameters"]}
+        out.pop("source")
+        return out
+
+
+class DefineByRun:
+    """The Optuna define-by-run space. A module-level class (not a closure) because Ray pickles the
+    searcher, space function included, to resume a sweep."""
+
+    def __init__(self, parameters: list[Parameter]):
+        self.parameters = parameters
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        for parameter in self.parameters:
+            parameter.suggest(trial)
+
+
+def trial_config(base: TrainConfig, sampled: dict[str, Any]) -> TrainConfig:
+    """Merge one trial's sampled values into the base config (branch names map back to their key)."""
+    values = {}
+    for key, value in sampled.items():
+        values[key.rsplit(BRANCH_SEPARATOR, 1)[-1]] = value
+    return base.replace(**values)
+
+
+def resolve_space_path(name: str | Path) -> Path:
+    """A path as given, else a bare name (with or without .yaml) in search_spaces/."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (SPACES_DIR / path.name, SPACES_DIR / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.name for p in SPACES_DIR.glob("*.yaml")))
+    raise UserError(f"{name}: search-space file not found; pass a path or one of: {shipped}")
+
+
+def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Read and validate a space file; every problem is a UserError naming the file and key."""
+    path = resolve_space_path(name)
+    raw = read_yaml_mapping(path)
+    src = str(path)
+    _no_unknown(raw, {f.name for f in dataclasses.fields(SearchSpace)} - {"source"}, src)
+    if "parameters" not in raw or not isinstance(raw["parameters"], dict) or not raw["parameters"]:
+        raise UserError(f"{src}: 'parameters' must map at least one config key to a distribution")
+    base = _mapping(raw.get("base", {}), f"{src}: base")
+    base.update(overrides or {})
+    space = SearchSpace(
+        name=str(raw.get("name") or path.stem), source=src, base=base,
+        parameters=[_parse_parameter(k, v, f"{src}: parameters.{k}") for k, v in raw["parameters"].items()],
+        objective=_section(Objective, raw, "objective", src),
+        search=_section(SearchSettings, raw, "search", src),
+        asha=_section(AshaSettings, raw, "asha", src),
+        resources=_section(Resources, raw, "resources", src),
+        teacher=_section(TeacherSettings, raw, "teacher", src),
+        wandb=_section(WandbSettings, raw, "wandb", src),
+        demo_data=_section(DemoData, raw, "demo_data", src) if raw.get("demo_data") is not None else None,
+    )
+    _validate(space)
+    return space
+
+
+def _validate(space: SearchSpace) -> None:
+    src = space.source
+    _choice(space.objective.metric, OBJECTIVE_METRICS, f"{src}: objective.metric")
+    _choice(space.objective.mode, ("max", "min"), f"{src}: objective.mode")
+    _choice(space.wandb.mode, ("offline", "online", "disabled"), f"{src}: wandb.mode")
+    s, a, r = space.search, space.asha, space.resources
+    _require(s.num_samples >= 1, f"{src}: search.num_samples must be >= 1")
+    _require(s.max_concurrent_trials >= 1, f"{src}: search.max_concurrent_trials must be >= 1")
+    _require(s.max_failures >= 0, f"{src}: search.max_failures must be >= 0")
+    _require(a.max_t >= 1, f"{src}: asha.max_t must be >= 1 (epochs)")
+    _require(1 <= a.grace_period <= a.max_t, f"{src}: asha.grace_period must be in [1, max_t={a.max_t}]")
+    _require(a.reduction_factor >= 2, f"{src}: asha.reduction_factor must be >= 2")
+    _require(r.cpu > 0, f"{src}: resources.cpu must be > 0")
+    _require(r.gpu >= 0, f"{src}: resources.gpu must be >= 0 (fractions such as 0.5 share a GPU)")
+    _require(r.gpu <= 1 or float(r.gpu).is_integer(), f"{src}: resources.gpu above 1 must be a whole number")
+    if "epochs" in space.base or any(p.name == "epochs" for p in space.parameters):
+        raise UserError(f"{src}: set the epoch budget with asha.max_t, not 'epochs'")
+    base = space.base_config()
+    # Every distribution's end points must make a valid config: catches e.g. alpha up to 1.5 now,
+    # not after Ray has started and a trial fails.
+    for parameter in _all_parameters(space.parameters):
+        for value in parameter.extremes():
+            try:
+                base.replace(**{parameter.name: value})
+            except UserError as err:
+                raise UserError(f"{src}: parameters.{parameter.name}: {err}".replace("overrides: ", "")) from None
+    if space.teacher.train:
+        space.teacher_config()
+
+
+def _all_parameters(parameters: list[Parameter]):
+    for p in parameters:
+        yield p
+        for subs in p.when.values():
+            yield from _all_parameters(subs)
+
+
+def _parse_parameter(name: str, spec: Any, where: str) -> Parameter:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if name not in known:
+        raise UserError(f"{where}: '{name}' is not a config key; searchable keys: {', '.join(sorted(known))}")
+    spec = _mapping(spec, where)
+    _no_unknown(spec, {"type", "low", "high", "step", "values", "when"}, where)
+    kind = spec.get("type")
+    _choice(kind, PARAMETER_TYPES, f"{where}.type")
+    if kind == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: 'values' must be a non-empty list for type choice")
+        if len(set(map(repr, values))) != len(values):
+            raise UserError(f"{where}: 'values' has duplicates")
+        when = _mapping(spec.get("when", {}), f"{where}.when")
+        branches = {}
+        for value, subs in when.items():
+            if value not in values:
+                raise UserError(f"{where}.when: {value!r} is not one of the values {values}")
+            subs = _mapping(subs, f"{where}.when.{value}")
+            branches[value] = [_parse_parameter(k, v, f"{where}.when.{value}.{k}") for k, v in subs.items()]
+        return Parameter(name, kind, values=values, when=branches)
+    for key in ("values", "when"):
+        if key in spec:
+            raise UserError(f"{where}: '{key}' applies to type choice only")
+    low, high = _number(spec.get("low"), f"{where}.low"), _number(spec.get("high"), f"{where}.high")
+    if low >= high:
+        raise UserError(f"{where}: low ({low}) must be below high ({high})")
+    if kind == "loguniform" and low <= 0:
+        raise UserError(f"{where}: loguniform needs low > 0, got {low}")
+    step = None
+    if kind == "int":
+        if not (float(low).is_integer() and float(high).is_integer()):
+            raise UserError(f"{where}: type int needs whole-number low and high")
+        low, high = int(low), int(high)
+        step = spec.get("step", 1)
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise UserError(f"{where}.step: must be a whole number >= 1")
+    elif "step" in spec:
+        raise UserError(f"{where}: 'step' applies to type int only")
+    return Parameter(name, kind, low=low, high=high, step=step)
+
+
+def _parameter_to_dict(p: dict[str, Any]) -> dict[str, Any]:
+    out = {"type": p["type"]}
+    if p["type"] == "choice":
+        out["values"] = p["values"]
+        if p["when"]:
+            out["when"] = {v: {s["name"]: _parameter_to_dict(s) for s in subs} for v, subs in p["when"].items()}
+    else:
+        out.update(low=p["low"], high=p["high"])
+        if p["step"]:
+            out["step"] = p["step"]
+    return out
+
+
+def _section(cls, raw: dict[str, Any], key: str, src: str):
+    values = _mapping(raw.get(key) or {}, f"{src}: {key}")
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    _no_unknown(values, set(hints), f"{src}: {key}")
+    kwargs = {}
+    for name, value in values.items():
+        default = hints[name].default
+        expected = type(default) if default not in (None, dataclasses.MISSING) else None
+        if expected is float:
+            value = float(_number(value, f"{src}: {key}.{name}"))
+        elif expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            raise UserError(f"{src}: {key}.{name} must be {expected.__name__}, got {value!r}")
+        kwargs[name] = value
+    if key == "teacher":
+        kwargs["train"] = _mapping(kwargs.get("train", {}), f"{src}: teacher.train")
+        if kwargs.get("checkpoint") is not None and not isinstance(kwargs["checkpoint"], str):
+            raise UserError(f"{src}: teacher.checkpoint must be a path or null")
+    return cls(**kwargs)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or value is None:
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise UserError(f"{where}: expected a finite number, got {value!r}")
+    return int(number) if isinstance(value, int) else number
+
+
+def _no_unknown(values: dict[str, Any], known: set[str], where: str) -> None:
+    for key in values:
+        if key not in known:
+            raise UserError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(known))}")
+
+
+def _choice(value: Any, allowed: tuple, where: str) -> None:
+    if value not in allowed:
+        raise UserError(f"{where} is {value!r}; allowed values: {', '.join(map(str, allowed))}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)

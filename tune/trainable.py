@@ -1,0 +1,52 @@
+"""The Ray Tune trainable: a thin function around `core.train.Trainer`.
+
+Each epoch it reports validation Dice/IoU, train loss and epoch with a checkpoint of the trainer's full
+state; a restarted trial continues from `tune.get_checkpoint()`; the final epoch adds test-set scores.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from core.checkpoint import load_checkpoint
+from core.config import config_from_dict
+from core.evaluate import evaluate_test_sets
+from core.train import Trainer
+from tune.space import trial_config
+
+CHECKPOINT_FILE = "trainer.pt"
+
+
+def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    """`config` holds the values Optuna sampled; `base` the sweep's fixed TrainConfig values."""
+    cfg = trial_config(config_from_dict(base, source="sweep base config"), config)
+    trainer = Trainer(cfg)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
+    for result in trainer.epochs():
+        best = trainer.best_epoch
+        metrics = {**result.to_dict(), "is_best": int(result.is_best), "best_val_dice": best["val_dice"],
+                   "best_val_iou": best["val_iou"], "best_epoch": best["epoch"]}
+        if trainer.epoch == cfg.epochs:
+            metrics.update(_test_metrics(trainer))
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _test_metrics(trainer: Trainer) -> dict[str, float]:
+    """Test-set scores of the best-validation weights, logged for reporting only (never selected on)."""
+    model = copy.deepcopy(trainer.model)
+    model.load_state_dict(trainer.best_model)
+    report = evaluate_test_sets(model, trainer.data, trainer.cfg.img_size, trainer.cfg.batch_size,
+                                trainer.device)
+    out = {f"test/{name}/dice": s["dice"] for name, s in report["test_sets"].items()}
+    out.update({f"test/{name}/iou": s["iou"] for name, s in report["test_sets"].items()})
+    out.update({"test/mean/dice": report["mean"]["dice"], "test/mean/iou": report["mean"]["iou"]})
+    return out
