@@ -41,6 +41,15 @@ def prepare_data(space: SearchSpace) -> None:
     print(discover(root).describe())
 
 
+def quiet_ray_logs() -> None:
+    """Environment for Ray's and W&B's processes (set before ray.init, which they inherit)."""
+    # Tune warns when a result takes > 0.5 s to process; on a 2-core machine busy with trials that is
+    # the normal case, not a bottleneck worth a line per epoch.
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 def configure_wandb(space: SearchSpace, sweep_dir: Path):
     """W&B callback: offline unless WANDB_API_KEY is set; runs land in <sweep>/wandb/."""
     from ray.air.integrations.wandb import WandbLoggerCallback
@@ -57,7 +66,6 @@ def configure_wandb(space: SearchSpace, sweep_dir: Path):
         return None, mode
     # Ray checks for an API key unless the environment says offline.
     os.environ["WANDB_MODE"] = mode
-    (sweep_dir / "wandb").mkdir(parents=True, exist_ok=True)
 
     class KeyHidingWandbLoggerCallback(WandbLoggerCallback):
         # Ray hands WANDB_API_KEY to its logging actor through runtime_env, which Ray writes in plain
@@ -123,31 +131,41 @@ def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | 
     from tune.teacher_stage import ensure_teacher
 
     trials_dir = sweep_dir / TRIALS_DIRNAME
-    if resume and not tune.Tuner.can_restore(str(trials_dir)):
-        raise UserError(f"{trials_dir}: no sweep to resume there; run without --resume to start it")
-    if not resume and trials_dir.exists():
+    if resume and not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir}: no sweep to resume there; run without --resume to start it")
+    # A sweep interrupted during its teacher stage has no Ray experiment yet: resuming starts it.
+    restore = resume and tune.Tuner.can_restore(str(trials_dir))
+    if not resume and sweep_dir.exists():
         raise UserError(f"{sweep_dir}: a sweep of this name exists; continue it with --resume or "
-                        f"start another with --name NEW")
+                        f"start another with --name NEW (or delete the folder)")
     started = time.perf_counter()
+    quiet_ray_logs()
+    callback, wandb_mode = configure_wandb(space, sweep_dir)
     address = address or os.environ.get("RAY_ADDRESS")
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
              configure_logging=True, logging_level="WARNING")
     try:
         use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "wandb").mkdir(parents=True, exist_ok=True)
         (sweep_dir / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
         base = space.base_config().to_dict()
         if base["mode"] == "distillation":
             base["teacher_checkpoint"] = str(ensure_teacher(space, sweep_dir, use_gpu))
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"name": space.name, "base": base}, indent=2))
-        callback, wandb_mode = configure_wandb(space, sweep_dir)
         callbacks = [callback] if callback else []
-        if resume:
+        if restore:
             tuner = tune.Tuner.restore(str(trials_dir), trainable=trainable_for(space, base, use_gpu),
                                        resume_errored=True)
         else:
             tuner = build_tuner(space, sweep_dir, base, use_gpu, callbacks)
         results = tuner.fit()
+        # ResultGrid has no trial status; its analysis does. Ctrl-C makes fit() return early.
+        trials = results._experiment_analysis.trials
+        finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        if finished < space.search.num_samples:
+            print(f"\nsweep interrupted: {finished} of {space.search.num_samples} trials finished; continue with "
+                  f"`python -m tune.search --space {space.source} --name {space.name} --resume`", file=sys.stderr)
+            raise SystemExit(130)
         rows = report.leaderboard(results, space)
         report.write_leaderboard(rows, sweep_dir / "leaderboard.csv")
         report.plot_curves(results, sweep_dir / "curves.png")

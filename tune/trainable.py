@@ -6,6 +6,7 @@ state; a restarted trial continues from `tune.get_checkpoint()`; the final epoch
 from __future__ import annotations
 
 import copy
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ CHECKPOINT_FILE = "trainer.pt"
 
 def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """`config` holds the values Optuna sampled; `base` the sweep's fixed TrainConfig values."""
+    # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = trial_config(config_from_dict(base, source="sweep base config"), config)
     trainer = Trainer(cfg)
     checkpoint = tune.get_checkpoint()

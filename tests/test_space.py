@@ -1,0 +1,111 @@
+import optuna
+import pytest
+import yaml
+
+from core.errors import UserError
+from tune.space import SPACES_DIR, DefineByRun, load_space, trial_config
+
+VALID = {
+    "name": "t",
+    "base": {"mode": "baseline", "encoder_weights": None, "img_size": 64},
+    "parameters": {
+        "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
+        "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "resnet18"],
+                             "when": {"resnet18": {"weight_decay": {"type": "loguniform", "low": 1e-6,
+                                                                    "high": 1e-3}}}},
+        "batch_size": {"type": "int", "low": 2, "high": 8, "step": 2},
+    },
+    "asha": {"max_t": 4, "grace_period": 1, "reduction_factor": 2},
+}
+
+
+def write(tmp_path, space):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def with_change(path_keys, value):
+    space = yaml.safe_load(yaml.safe_dump(VALID))
+    node = space
+    for key in path_keys[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path_keys[-1]]
+    else:
+        node[path_keys[-1]] = value
+    return space
+
+
+@pytest.mark.parametrize("name", ["demo", "kd", "baseline", "teacher"])
+def test_shipped_spaces_load(name):
+    space = load_space(f"{name}.yaml")
+    assert space.parameters and space.base_config().epochs == space.asha.max_t
+
+
+def test_kd_space_searches_the_documented_ranges():
+    space = load_space("kd")
+    params = {p.name: p for p in space.parameters}
+    assert (params["alpha"].low, params["alpha"].high) == (0.1, 0.9)
+    assert (params["temperature"].low, params["temperature"].high) == (1.0, 10.0)
+    assert params["learning_rate"].type == "loguniform"
+    assert (params["learning_rate"].low, params["learning_rate"].high) == (1e-5, 3e-3)
+    assert {"mobilenet_v2", "efficientnet-b0", "resnet18"} <= set(params["student_backbone"].values)
+    assert space.base["img_size"] == 320 and space.resources.gpu > 0
+
+
+@pytest.mark.parametrize("path_keys, value, message", [
+    (["colour"], 1, "unknown key 'colour'"),
+    (["parameters", "learning_rate", "low"], 0.1, r"low \(0.1\) must be below high"),
+    (["parameters", "student_backbone", "values"], [], "non-empty list"),
+    (["parameters", "learning_rate", "type"], "normal", "allowed values: uniform, loguniform, int, choice"),
+    (["parameters", "learning_rate", "high"], "big", "expected a number"),
+    (["parameters", "learning_rate", "low"], -1.0, "loguniform needs low > 0"),
+    (["parameters", "batch_size", "step"], 0.5, "step"),
+    (["parameters", "dropout"], {"type": "uniform", "low": 0, "high": 1}, "'dropout' is not a config key"),
+    (["parameters", "student_backbone", "when"], {"vgg": {}}, "'vgg' is not one of the values"),
+    (["asha", "grace_period"], 10, "grace_period"),
+    (["asha", "max_t"], "ten", "asha.max_t must be int"),
+    (["base", "alpha"], 2.0, "'alpha'"),
+    (["base", "epochs"], 3, "asha.max_t"),
+    (["parameters"], {}, "at least one"),
+    (["objective"], {"metric": "test_dice"}, "objective.metric"),
+])
+def test_bad_space_is_one_clear_error(tmp_path, path_keys, value, message):
+    path = write(tmp_path, with_change(path_keys, value))
+    with pytest.raises(UserError, match=message) as info:
+        load_space(path)
+    assert str(path) in str(info.value)
+
+
+def test_distribution_end_points_must_be_valid_config_values(tmp_path):
+    space = with_change(["parameters", "alpha"], {"type": "uniform", "low": 0.5, "high": 1.5})
+    with pytest.raises(UserError, match=r"parameters\.alpha.*'alpha' is 1.5"):
+        load_space(write(tmp_path, space))
+
+
+def test_bare_name_resolves_in_search_spaces_and_unknown_lists_them():
+    assert load_space("demo").source == str(SPACES_DIR / "demo.yaml")
+    with pytest.raises(UserError, match="demo.yaml"):
+        load_space("nope.yaml")
+
+
+def test_conditional_parameters_get_distinct_names_per_branch(tmp_path):
+    space = load_space(write(tmp_path, VALID))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {}
+    for _ in range(30):
+        trial = study.ask()
+        DefineByRun(space.parameters)(trial)
+        seen[trial.params["student_backbone"]] = set(trial.params)
+        study.tell(trial, 0.0)
+    assert seen["mobilenet_v2"] == {"learning_rate", "student_backbone", "batch_size"}
+    assert seen["resnet18"] == seen["mobilenet_v2"] | {"student_backbone=resnet18@weight_decay"}
+    assert all(trial.params["batch_size"] % 2 == 0 for trial in study.trials)
+
+
+def test_trial_config_maps_branch_names_back_to_config_keys(tmp_path):
+    space = load_space(write(tmp_path, VALID))
+    cfg = trial_config(space.base_config(), {"student_backbone": "resnet18", "learning_rate": 0.003,
+                                             "student_backbone=resnet18@weight_decay": 1e-5})
+    assert (cfg.student_backbone, cfg.learning_rate, cfg.weight_decay, cfg.epochs) == ("resnet18", 0.003, 1e-5, 4)

@@ -1,0 +1,201 @@
+"""End-to-end sweeps on tiny synthetic data: Optuna + ASHA + W&B offline, resume, export."""
+import csv
+import glob
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tune import best as best_cli
+from tune import search as search_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
+
+
+def tiny_space(data_root: Path, num_samples: int, max_t: int, **changes) -> dict:
+    space = {
+        "name": "tiny",
+        "base": {"mode": "distillation", "data_root": str(data_root), "encoder_weights": None,
+                 "img_size": 64, "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
+        "parameters": {
+            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
+            "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
+            # Wide on purpose: trials differ enough for ASHA to cut some.
+            "learning_rate": {"type": "loguniform", "low": 1.0e-6, "high": 3.0e-2},
+            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "resnet18"]},
+        },
+        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
+        "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 3},
+        "resources": {"cpu": 1},
+        "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3}},
+        "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
+    }
+    space.update(changes)
+    return space
+
+
+def read_rows(sweep_dir: Path) -> list[dict]:
+    with (sweep_dir / "leaderboard.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(demo_root, tmp_path_factory):
+    """One 6-trial KD sweep, run once with a (fake) W&B key in the environment."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    space_file = tmp / "tiny.yaml"
+    space_file.write_text(yaml.safe_dump(tiny_space(demo_root, num_samples=6, max_t=4)))
+    saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
+    os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")
+    try:
+        search_cli.main(["--space", str(space_file), "--storage", str(tmp / "results"), "--num-cpus", "2"])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return tmp / "results" / "tiny"
+
+
+def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
+    rows = read_rows(finished_sweep)
+    assert len(rows) == 6 and sorted(r["trial_id"] for r in rows) == sorted({r["trial_id"] for r in rows})
+    # OptunaSearch saved its study, which saw every trial.
+    state = pickle.loads(Path(glob.glob(str(finished_sweep / "trials" / "searcher-state-*.pkl"))[0]).read_bytes())
+    assert len(state["_ot_study"].trials) == 6
+    # ASHA cut at least one trial before max_t.
+    early = [r for r in rows if r["stopped_early"] == "True"]
+    assert early and all(int(r["epochs"]) < 4 for r in early)
+    assert any(int(r["epochs"]) == 4 for r in rows)
+    dice = [float(r["best_val_dice"]) for r in rows if r["status"] == "DONE"]
+    assert dice == sorted(dice, reverse=True)
+    for name in ("space.yaml", "sweep.json", "curves.png", "parallel_coordinates.png", "teacher/best.pt"):
+        assert (finished_sweep / name).is_file(), name
+
+
+def test_every_trial_used_the_one_sweep_teacher(finished_sweep):
+    teacher = str(finished_sweep / "teacher" / "best.pt")
+    assert json.loads((finished_sweep / "sweep.json").read_text())["base"]["teacher_checkpoint"] == teacher
+    for params in (finished_sweep / "trials").glob("*/params.json"):
+        assert "teacher_checkpoint" not in json.loads(params.read_text())
+    checkpoints = list((finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt"))
+    assert checkpoints and all(torch.load(c, weights_only=True)["config"]["teacher_checkpoint"] == teacher
+                               for c in checkpoints)
+
+
+def test_winner_is_the_best_validation_trial_and_was_evaluated(finished_sweep):
+    best = json.loads((finished_sweep / "best.json").read_text())
+    rows = read_rows(finished_sweep)
+    assert best["trial_id"] == rows[0]["trial_id"]
+    assert best["best_val_dice"] == pytest.approx(max(float(r["best_val_dice"]) for r in rows))
+    assert set(best["test"]["test_sets"]) == {"Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300",
+                                              "ETIS-LaribPolypDB"}
+    assert 0 <= best["test"]["mean"]["dice"] <= 1 and best["synthetic_data"] is True
+    state = torch.load(best["checkpoint"], weights_only=True)
+    assert state["config"]["mode"] == "distillation" and state["best_model"] is not None
+
+
+def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
+    runs = list((finished_sweep / "wandb").glob("offline-run-*"))
+    trial_ids = {r["trial_id"] for r in read_rows(finished_sweep)}
+    assert {run.name.rsplit("-", 1)[-1] for run in runs} == trial_ids
+    assert all(list(run.glob("*.wandb")) for run in runs)
+    places = [finished_sweep] + [Path(p) for p in glob.glob("/tmp/ray/session_latest/logs")]
+    for place in places:
+        for path in place.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000:
+                assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_show_and_export_round_trip(finished_sweep, tmp_path, capsys):
+    best_cli.main(["show", "--sweep", str(finished_sweep)])
+    assert "stopped early by ASHA" in capsys.readouterr().out
+    out = tmp_path / "export"
+    best_cli.main(["export", "--sweep", str(finished_sweep), "--out", str(out)])
+    assert {p.name for p in out.iterdir()} == {"model.pt", "model.onnx", "config.yaml", "metrics.json",
+                                               "MODEL_CARD.md"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["onnx"]["max_abs_diff"] < 1e-3 and "test image" in metrics["onnx"]["checked_on"]
+    state = torch.load(out / "model.pt", weights_only=True)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg == state["config"]
+    assert "SYNTHETIC" in (out / "MODEL_CARD.md").read_text()
+    # The exported folder is a checkpoint core.evaluate understands.
+    from core import evaluate as evaluate_cli
+    evaluate_cli.main(["--checkpoint", str(out), "--out", str(tmp_path / "eval")])
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    best = json.loads((finished_sweep / "best.json").read_text())
+    assert report["mean"]["dice"] == pytest.approx(best["test"]["mean"]["dice"], abs=1e-6)
+
+
+def test_onnx_matches_pytorch_on_a_batch(finished_sweep, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from core.models import load_model
+    out = tmp_path / "export"
+    best_cli.export(finished_sweep, out)
+    model, _ = load_model(out)
+    x = torch.randn(3, 3, 64, 64)
+    expected = model(x).detach().numpy()
+    actual = ort.InferenceSession(str(out / "model.onnx")).run(None, {"image": x.numpy()})[0]
+    assert np.abs(actual - expected).max() < 1e-3
+
+
+def test_existing_sweep_name_is_refused(finished_sweep, capsys):
+    space = finished_sweep / "space.yaml"
+    with pytest.raises(SystemExit) as info:
+        search_cli.main(["--space", str(space), "--storage", str(finished_sweep.parent), "--name", "tiny"])
+    assert info.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, tmp_path):
+    space_file = tmp_path / "tiny.yaml"
+    space = tiny_space(demo_root, num_samples=4, max_t=3, name="resume")
+    space["search"]["max_concurrent_trials"] = 1
+    space_file.write_text(yaml.safe_dump(space))
+    storage = tmp_path / "results"
+    trials = storage / "resume" / "trials"
+    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(storage),
+           "--num-cpus", "2"]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(_finished(trials)) < 1:
+            time.sleep(1)
+        assert _finished(trials), "no trial finished in time"
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = {trial: (trial / "progress.csv").read_text() for trial in _finished(trials)}
+    assert not (storage / "resume" / "best.json").exists()
+    search_cli.main(["--space", str(space_file), "--storage", str(storage), "--num-cpus", "2", "--resume"])
+    rows = read_rows(storage / "resume")
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
+    for trial, progress in before.items():
+        assert (trial / "progress.csv").read_text() == progress, f"{trial.name} was re-run"
+    assert (storage / "resume" / "best.json").is_file()
+
+
+def _finished(trials: Path) -> list[Path]:
+    """Trial folders whose last result says the trial is done (max_t reached)."""
+    done = []
+    for result in trials.glob("*/result.json"):
+        lines = result.read_text().strip().splitlines()
+        if lines and json.loads(lines[-1]).get("done"):
+            done.append(result.parent)
+    return done
