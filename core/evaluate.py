@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from core.data import PolypData, discover, eval_loader, read_image
 from core.errors import cli_errors
 from core.metrics import SegmentationScores, binarize, mean_over_sets
+from core.models import load_model, resolve_device
 
 
 @torch.no_grad()
@@ -83,9 +84,6 @@ def overlay_panel(image_rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray, hei
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from core.models import load_model
-    from core.train import resolve_device
-
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,

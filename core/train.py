@@ -26,7 +26,7 @@ from core.data import PolypData, discover, eval_loader, split_train_val, train_l
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
-from core.models import architecture, build_for_training, count_parameters, load_frozen_teacher
+from core.models import architecture, build_for_training, count_parameters, load_frozen_teacher, resolve_device
 
 
 class DivergedError(UserError):
@@ -45,18 +45,6 @@ class EpochResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"'device' is {name!r} but no CUDA GPU is visible; use device=auto or cpu")
-    return torch.device(name)
 
 
 class Trainer:

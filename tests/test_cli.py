@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from core import evaluate as evaluate_cli
 from core import train as train_cli
 from core.train import Trainer, run_training

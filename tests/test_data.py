@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import REAL_DATA
+
 from core.data import TrainSet, discover, find_pairs, read_mask, split_train_val
 from core.errors import UserError
 from core.synthetic import SYNTHETIC_MARKER, TEST_SET_NAMES, write_demo_dataset

@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from core.checkpoint import load_checkpoint
 from core.errors import UserError
 from core.models import load_model

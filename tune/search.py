@@ -91,8 +91,6 @@ def build_tuner(space: SearchSpace, sweep_dir: Path, base: dict, use_gpu: bool, 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from tune.trainable import train_trial
-
     metric, mode = space.objective.metric, space.objective.mode
     searcher = OptunaSearch(space=DefineByRun(space.parameters), metric=metric, mode=mode,
                             sampler=optuna.samplers.TPESampler(seed=space.search.seed))
