@@ -44,10 +44,12 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+                    ) -> dict[str, Any]:
+    """`mmap=True` maps tensors lazily: a cheap way to check a large checkpoint before using it."""
     path = resolve_checkpoint_path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
         raise UserError(f"{path}: not a polyp-kd-tune checkpoint ({err.__class__.__name__}); "
                         f"pass a best.pt/last.pt written by core.train or an exported model.pt") from None

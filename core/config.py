@@ -19,6 +19,7 @@ from core.errors import UserError
 
 MODES = ("baseline", "distillation", "teacher")
 KD_LOSSES = ("bce", "mse")
+TEACHER_LOGITS = ("cached", "online")
 ENCODER_WEIGHTS = ("imagenet", None)
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -40,15 +41,18 @@ class TrainConfig:
     alpha: float = 0.6
     temperature: float = 4.0
     kd_loss: str = "bce"
+    teacher_logits: str = "cached"
     seed: int = 42
     val_fraction: float = 0.1
     num_workers: int = 2
     device: str = "auto"
+    cache_dir: str | None = None
 
     def validate(self) -> TrainConfig:
         """Check every value; raises UserError naming the first bad key and what it accepts."""
         _one_of("mode", self.mode, MODES)
         _one_of("kd_loss", self.kd_loss, KD_LOSSES)
+        _one_of("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
         _one_of("encoder_weights", self.encoder_weights, ENCODER_WEIGHTS)
         _check("alpha", 0.0 <= self.alpha <= 1.0, self.alpha, "a number in [0, 1]")
         _check("temperature", self.temperature > 0, self.temperature, "a number > 0")

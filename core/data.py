@@ -123,14 +123,17 @@ def read_mask(path: Path) -> np.ndarray:
     return (mask > 127).astype(np.uint8)
 
 
-def train_geometric(img_size: int) -> A.Compose:
-    """Transforms that move pixels; applied jointly to image and mask."""
+def train_geometric() -> A.Compose:
+    """Transforms that move pixels, applied jointly to image, mask and (cached) teacher logits.
+
+    Logits are an "image" target, so they are resampled bilinearly like the image; borders are
+    reflected for all three, so no constant fill has to be invented for logits or mask.
+    """
     return A.Compose([
-        A.Resize(img_size, img_size),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
-        A.Rotate(limit=30, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5),
-    ])
+        A.Rotate(limit=30, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+    ], additional_targets={"teacher_logits": "image"})
 
 
 def train_photometric() -> A.Compose:
@@ -172,24 +175,49 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class TrainSet(Dataset):
-    """Augmented training samples: (image CHW float, mask 1xHxW float)."""
+    """Augmented training samples from the decoded cache: (image CHW float, mask 1xSxS float) and, for
+    cached distillation, the teacher's logits (1xSxS float) moved by the same geometric transform."""
 
-    def __init__(self, pairs: Sequence[SamplePair], img_size: int, seed: int):
-        self.pairs, self.seed = list(pairs), seed
-        self.geometric, self.photometric = train_geometric(img_size), train_photometric()
+    def __init__(self, images: np.ndarray, masks: np.ndarray, indices: Sequence[int], seed: int,
+                 teacher_logits: np.ndarray | None = None):
+        self.images, self.masks, self.indices, self.seed = images, masks, list(indices), seed
+        self.teacher_logits = teacher_logits
+        self.geometric, self.photometric = train_geometric(), train_photometric()
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.indices)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, index = key
-        pair = self.pairs[index]
+        row = self.indices[index]
         sample_seed = (self.seed * 1_000_003 + epoch * 10_007 + index) % 2**32
         self.geometric.set_random_seed(sample_seed)
         self.photometric.set_random_seed(sample_seed + 1)
-        moved = self.geometric(image=read_image(pair.image), mask=read_mask(pair.mask))
+        # Copies: the cache is a read-only memory map shared with other processes.
+        targets = {"image": np.array(self.images[row]), "mask": np.array(self.masks[row])}
+        if self.teacher_logits is not None:
+            targets["teacher_logits"] = np.asarray(self.teacher_logits[row], dtype=np.float32)
+        moved = self.geometric(**targets)
         image = self.photometric(image=moved["image"])["image"]
-        return to_tensor(image), torch.from_numpy(moved["mask"]).float().unsqueeze(0)
+        out = (to_tensor(image), torch.from_numpy(moved["mask"]).float().unsqueeze(0))
+        if self.teacher_logits is not None:
+            out += (torch.from_numpy(np.ascontiguousarray(moved["teacher_logits"])).unsqueeze(0),)
+        return out
+
+
+class CachedEvalSet(Dataset):
+    """Validation samples from the decoded cache, scored at img_size (selection only, never reported)."""
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, indices: Sequence[int], stems: Sequence[str]):
+        self.images, self.masks, self.indices, self.stems = images, masks, list(indices), list(stems)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        row = self.indices[index]
+        return (to_tensor(np.array(self.images[row])), torch.from_numpy(np.array(self.masks[row])),
+                self.stems[row])
 
 
 @dataclass
@@ -221,9 +249,7 @@ def collate_eval(batch: list[tuple[torch.Tensor, torch.Tensor, str]]) -> EvalBat
     return EvalBatch(torch.stack(images), list(masks), list(stems))
 
 
-def train_loader(pairs: Sequence[SamplePair], img_size: int, batch_size: int, seed: int,
-                 num_workers: int) -> DataLoader:
-    dataset = TrainSet(pairs, img_size, seed)
+def train_loader(dataset: TrainSet, batch_size: int, seed: int, num_workers: int) -> DataLoader:
     # drop_last avoids a 1-image final batch, whose BatchNorm statistics are degenerate.
     drop_last = len(dataset) > batch_size
     return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed),
@@ -231,10 +257,9 @@ def train_loader(pairs: Sequence[SamplePair], img_size: int, batch_size: int, se
                       persistent_workers=num_workers > 0)
 
 
-def eval_loader(pairs: Sequence[SamplePair], img_size: int, batch_size: int,
-                num_workers: int) -> DataLoader:
-    return DataLoader(EvalSet(pairs, img_size), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, collate_fn=collate_eval)
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_eval)
 
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.data import PolypData, discover, eval_loader, read_image
+from core.data import EvalSet, PolypData, discover, eval_loader, read_image
 from core.errors import cli_errors
 from core.metrics import SegmentationScores, binarize, mean_over_sets
 from core.models import load_model, resolve_device
@@ -47,7 +47,7 @@ def evaluate_test_sets(model: nn.Module, data: PolypData, img_size: int, batch_s
     model.to(device)
     per_set = {}
     for name, pairs in data.test_sets.items():
-        loader = eval_loader(pairs, img_size, batch_size, num_workers)
+        loader = eval_loader(EvalSet(pairs, img_size), batch_size, num_workers)
         hook = (lambda batch, logits, name=name: on_batch(name, batch, logits)) if on_batch else None
         per_set[name] = score_loader(model, loader, device, device.type == "cuda", hook).summary()
     return {"test_sets": per_set, "mean": mean_over_sets(per_set),

@@ -10,7 +10,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, resolve_checkpoint_path
 from core.config import TrainConfig
 from core.errors import UserError
 
@@ -53,16 +53,28 @@ def load_model(path: str, which: str = "best") -> tuple[nn.Module, dict[str, Any
     return model.eval(), state
 
 
-def load_frozen_teacher(path: str | None, device: torch.device) -> nn.Module:
-    """The trained teacher for distillation: eval mode, no gradients."""
+def require_teacher_path(path: str | None) -> str:
+    """The path of a valid teacher checkpoint, or the error that says what is wrong and how to fix it."""
     if not path:
         raise UserError("mode distillation needs 'teacher_checkpoint'; train one with "
                         "`python -m core.train --mode teacher` and set teacher_checkpoint=<run>/best.pt")
-    state = load_checkpoint(path)
+    _teacher_state(path, mmap=True)
+    return str(resolve_checkpoint_path(path))
+
+
+def _teacher_state(path: str, mmap: bool = False) -> dict[str, Any]:
+    state = load_checkpoint(path, mmap=mmap)
     arch = state.get("architecture", {})
     if arch != {"arch": TEACHER_ARCH, "encoder": TEACHER_ENCODER}:
         raise UserError(f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not the "
                         f"teacher ({TEACHER_ARCH}/{TEACHER_ENCODER}); pass a checkpoint from --mode teacher")
+    return state
+
+
+def load_frozen_teacher(path: str | None, device: torch.device) -> nn.Module:
+    """The trained teacher for distillation: eval mode, no gradients."""
+    state = _teacher_state(require_teacher_path(path))
+    arch = state["architecture"]
     teacher = build_model(arch, encoder_weights=None)
     weights = state.get("best_model") or state["model"]
     teacher.load_state_dict(weights)

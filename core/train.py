@@ -20,13 +20,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from core.cache import decoded_samples, default_cache_dir, teacher_logits
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import MODES, TrainConfig, config_from_dict, load_config, parse_overrides
-from core.data import PolypData, discover, eval_loader, split_train_val, train_loader
+from core.data import CachedEvalSet, PolypData, TrainSet, discover, eval_loader, split_train_val, train_loader
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
-from core.models import architecture, build_for_training, count_parameters, load_frozen_teacher, resolve_device
+from core.models import (
+    architecture,
+    build_for_training,
+    count_parameters,
+    load_frozen_teacher,
+    require_teacher_path,
+    resolve_device,
+)
 
 
 class DivergedError(UserError):
@@ -55,16 +63,31 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.progress = progress
         self.data = data if data is not None else discover(cfg.data_root)
+        distill = cfg.mode == "distillation"
+        teacher_path = require_teacher_path(cfg.teacher_checkpoint) if distill else None
+        # Train and validation images are decoded once per node and shared by every run there.
+        cache_dir = cfg.cache_dir or default_cache_dir()
+        samples = decoded_samples(self.data.train, cfg.img_size, cache_dir, progress)
         train_pairs, val_pairs = split_train_val(self.data.train, cfg.val_fraction, cfg.seed)
-        self.train_loader = train_loader(train_pairs, cfg.img_size, cfg.batch_size, cfg.seed, cfg.num_workers)
-        self.val_loader = eval_loader(val_pairs, cfg.img_size, cfg.batch_size, cfg.num_workers)
+        # Cached: the teacher's logits on the un-augmented images, moved with each augmentation; the
+        # teacher itself never runs in the loop. Online: the teacher runs on every augmented batch.
+        self.teacher = None
+        cached_logits = None
+        if distill and cfg.teacher_logits == "cached":
+            cached_logits = teacher_logits(teacher_path, samples, cache_dir, self.device, cfg.batch_size, progress)
+        elif distill:
+            self.teacher = load_frozen_teacher(teacher_path, self.device)
+        self.train_loader = train_loader(
+            TrainSet(samples.images, samples.masks, samples.index_of(train_pairs), cfg.seed, cached_logits),
+            cfg.batch_size, cfg.seed, cfg.num_workers)
+        self.val_loader = eval_loader(
+            CachedEvalSet(samples.images, samples.masks, samples.index_of(val_pairs), samples.stems),
+            cfg.batch_size, cfg.num_workers)
 
         torch.manual_seed(cfg.seed)
-        self.teacher = (load_frozen_teacher(cfg.teacher_checkpoint, self.device)
-                        if cfg.mode == "distillation" else None)
         self.model = build_for_training(cfg).to(self.device)
         self.criterion: nn.Module = (DistillationLoss(cfg.alpha, cfg.temperature, cfg.kd_loss)
-                                     if self.teacher is not None else SupervisedLoss())
+                                     if distill else SupervisedLoss())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
@@ -108,17 +131,21 @@ class Trainer:
         total, batches = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    leave=False, disable=not self.progress, unit="batch")
-        for images, masks in bar:
-            images = images.to(self.device, non_blocking=True)
-            masks = masks.to(self.device, non_blocking=True)
+        for batch in bar:
+            images, masks = (t.to(self.device, non_blocking=True) for t in batch[:2])
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = self.model(images)
                 if self.teacher is not None:
                     with torch.no_grad():
-                        teacher_logits = self.teacher(images)
-                    loss = self.criterion(logits.float(), masks, teacher_logits.float())
+                        target_logits = self.teacher(images).float()
+                elif len(batch) == 3:
+                    target_logits = batch[2].to(self.device, non_blocking=True)
                 else:
-                    loss = self.criterion(logits.float(), masks)
+                    target_logits = None
+            if target_logits is None:
+                loss = self.criterion(logits.float(), masks)
+            else:
+                loss = self.criterion(logits.float(), masks, target_logits)
             if not torch.isfinite(loss):
                 raise DivergedError(
                     f"training loss became {loss.item()} at epoch {self.epoch + 1}, batch {batches + 1} "

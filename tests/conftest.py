@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from core.synthetic import write_demo_dataset
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Caches go to a throwaway folder, never to the user's ~/.cache (Ray workers inherit this too).
+os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-cache-")
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import REAL_DATA
 
+from core.cache import decoded_samples
 from core.data import TrainSet, discover, find_pairs, read_mask, split_train_val
 from core.errors import UserError
 from core.synthetic import SYNTHETIC_MARKER, TEST_SET_NAMES, write_demo_dataset
@@ -98,11 +99,12 @@ def test_demo_data_has_polyps_and_empty_images(tmp_path):
     assert any(f == 0 for f in fractions) and sum(f > 0 for f in fractions) >= 25
 
 
-def test_augmentation_is_a_function_of_seed_epoch_and_index(demo_root):
-    pairs = discover(demo_root).train
-    dataset = TrainSet(pairs, img_size=64, seed=1)
+def test_augmentation_is_a_function_of_seed_epoch_and_index(demo_root, tmp_path):
+    samples = decoded_samples(discover(demo_root).train, 64, tmp_path)
+    rows = list(range(len(samples.stems)))
+    dataset = TrainSet(samples.images, samples.masks, rows, seed=1)
     image, mask = dataset[(0, 3)]
-    again_image, again_mask = TrainSet(pairs, img_size=64, seed=1)[(0, 3)]
+    again_image, again_mask = TrainSet(samples.images, samples.masks, rows, seed=1)[(0, 3)]
     assert torch.equal(image, again_image) and torch.equal(mask, again_mask)
     assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert set(mask.unique().tolist()) <= {0.0, 1.0}

@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
 
 
-def tiny_space(data_root: Path, num_samples: int, max_t: int, **changes) -> dict:
+def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, **changes) -> dict:
     space = {
         "name": "tiny",
         "base": {"mode": "distillation", "data_root": str(data_root), "encoder_weights": None,
+                 "cache_dir": str(cache_dir),
                  "img_size": 64, "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
         "parameters": {
             "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
@@ -53,7 +54,7 @@ def finished_sweep(demo_root, tmp_path_factory):
     """One 6-trial KD sweep, run once with a (fake) W&B key in the environment."""
     tmp = tmp_path_factory.mktemp("sweep")
     space_file = tmp / "tiny.yaml"
-    space_file.write_text(yaml.safe_dump(tiny_space(demo_root, num_samples=6, max_t=4)))
+    space_file.write_text(yaml.safe_dump(tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")))
     saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
     os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")
     try:
@@ -91,6 +92,14 @@ def test_every_trial_used_the_one_sweep_teacher(finished_sweep):
     checkpoints = list((finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt"))
     assert checkpoints and all(torch.load(c, weights_only=True)["config"]["teacher_checkpoint"] == teacher
                                for c in checkpoints)
+
+
+def test_trials_on_one_node_share_one_cache(finished_sweep):
+    cache = finished_sweep.parent.parent / "cache"
+    assert len(list(cache.glob("decoded/*/images.npy"))) == 1
+    assert len(list(cache.glob("teacher_logits/*/logits.npy"))) == 1
+    trained = [c for c in (finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt")]
+    assert all(torch.load(c, weights_only=True)["config"]["teacher_logits"] == "cached" for c in trained)
 
 
 def test_winner_is_the_best_validation_trial_and_was_evaluated(finished_sweep):
@@ -161,7 +170,7 @@ def test_existing_sweep_name_is_refused(finished_sweep, capsys):
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, tmp_path):
     space_file = tmp_path / "tiny.yaml"
-    space = tiny_space(demo_root, num_samples=4, max_t=3, name="resume")
+    space = tiny_space(demo_root, num_samples=4, max_t=3, cache_dir=tmp_path / "cache", name="resume")
     space["search"]["max_concurrent_trials"] = 1
     space_file.write_text(yaml.safe_dump(space))
     storage = tmp_path / "results"

@@ -33,9 +33,9 @@ def test_baseline_two_epochs_writes_loadable_checkpoints(demo_root, tmp_path):
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 
-def test_distillation_trains_against_a_frozen_teacher(demo_root, tmp_path, teacher_checkpoint):
+def test_online_distillation_trains_against_a_frozen_teacher(demo_root, tmp_path, teacher_checkpoint):
     cfg = tiny_config(demo_root, tmp_path, mode="distillation", teacher_checkpoint=str(teacher_checkpoint),
-                      alpha=0.5, temperature=2.0)
+                      alpha=0.5, temperature=2.0, teacher_logits="online")
     trainer = Trainer(cfg)
     teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     results = list(trainer.epochs())
@@ -45,6 +45,17 @@ def test_distillation_trains_against_a_frozen_teacher(demo_root, tmp_path, teach
     assert all(not p.requires_grad for p in trainer.teacher.parameters())
     state = load_checkpoint(trainer.save(tmp_path / "kd.pt"))
     assert state["architecture"] == {"arch": "Unet", "encoder": "mobilenet_v2"}
+
+
+def test_cached_distillation_never_runs_the_teacher_in_the_loop(demo_root, tmp_path, teacher_checkpoint):
+    cfg = tiny_config(demo_root, tmp_path, mode="distillation", teacher_checkpoint=str(teacher_checkpoint),
+                      alpha=0.5, temperature=2.0, cache_dir=str(tmp_path / "cache"))
+    trainer = Trainer(cfg)
+    assert trainer.teacher is None
+    images, masks, logits = next(iter(trainer.train_loader))
+    assert logits.shape == masks.shape and logits.dtype == torch.float32
+    assert [r.epoch for r in trainer.epochs()] == [1, 2]
+    assert len(list((tmp_path / "cache" / "teacher_logits").glob("*/logits.npy"))) == 1
 
 
 def test_same_seed_gives_the_same_run(demo_root, tmp_path):

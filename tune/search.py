@@ -126,7 +126,7 @@ def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | 
     from ray import tune
 
     from tune import report
-    from tune.teacher_stage import ensure_teacher
+    from tune.prepare import ensure_teacher, warm_caches
 
     trials_dir = sweep_dir / TRIALS_DIRNAME
     if resume and not sweep_dir.is_dir():
@@ -150,6 +150,7 @@ def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | 
         if base["mode"] == "distillation":
             base["teacher_checkpoint"] = str(ensure_teacher(space, sweep_dir, use_gpu))
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"name": space.name, "base": base}, indent=2))
+        warm_caches(space, space.base_config().replace(**base), use_gpu)
         callbacks = [callback] if callback else []
         if restore:
             tuner = tune.Tuner.restore(str(trials_dir), trainable=trainable_for(space, base, use_gpu),

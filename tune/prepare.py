@@ -1,7 +1,8 @@
-"""The sweep's teacher stage: use the space's teacher checkpoint, or train one once before any trial.
+"""What a sweep does once before its trials: make sure there is a teacher, then warm the node's caches.
 
-Training runs as one Ray task with a trial's resources (so it lands on a GPU where there is one) and
-writes `<sweep>/teacher/best.pt`; every distillation trial then receives that same path.
+Teacher: the space's checkpoint, or one trained by a Ray task (on a GPU where there is one) into
+`<sweep>/teacher/best.pt`; every distillation trial receives that same path and no trial trains one.
+Caches: the decoded training images and the teacher's logits, built once so that trials only map them.
 """
 from __future__ import annotations
 
@@ -21,6 +22,26 @@ def _train_teacher(cfg: TrainConfig, resume_from: str | None) -> str:
     trainer = Trainer.resume(resume_from) if resume_from else Trainer(cfg)
     run_dir = run_training(trainer, log=lambda line: print(f"[teacher] {line}", flush=True))
     return str(run_dir / "best.pt")
+
+
+def _warm_caches(cfg: TrainConfig) -> None:
+    from core.cache import decoded_samples, default_cache_dir, teacher_logits
+    from core.data import discover
+    from core.models import resolve_device
+
+    cache_dir = cfg.cache_dir or default_cache_dir()
+    samples = decoded_samples(discover(cfg.data_root).train, cfg.img_size, cache_dir)
+    if cfg.mode == "distillation" and cfg.teacher_logits == "cached":
+        teacher_logits(cfg.teacher_checkpoint, samples, cache_dir, resolve_device(cfg.device), cfg.batch_size)
+
+
+def warm_caches(space: SearchSpace, cfg: TrainConfig, use_gpu: bool) -> None:
+    """Decode the training images and compute the teacher's logits once, before trials start."""
+    what = "decoded images" + (" and teacher logits" if cfg.mode == "distillation"
+                               and cfg.teacher_logits == "cached" else "")
+    print(f"caches: preparing {what} at {cfg.img_size}px")
+    gpus = space.resources.gpu if use_gpu else 0
+    ray.get(ray.remote(num_cpus=space.resources.cpu, num_gpus=gpus, max_retries=0)(_warm_caches).remote(cfg))
 
 
 def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool) -> Path:

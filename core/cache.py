@@ -1,0 +1,152 @@
+"""Node-local caches that every trial on a machine shares: the training pool decoded and resized once
+(uint8, memory-mapped), and the frozen teacher's logits on it (fp16, memory-mapped).
+
+Each cache lives in a folder named by a hash of its inputs (file list with sizes and mtimes, img_size,
+and for logits the teacher checkpoint's bytes), so a changed input means a new cache, never a stale one.
+Builders take a file lock, so concurrent trials build a cache once and the rest wait and map it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.data import SamplePair, read_image, read_mask, to_tensor
+
+CACHE_VERSION = "1"
+CACHE_ENV = "POLYP_KD_TUNE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$POLYP_KD_TUNE_CACHE, else ~/.cache/polyp-kd-tune: on local disk of each node, never shared storage."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "polyp-kd-tune"
+
+
+@dataclass
+class DecodedSamples:
+    """The training pool at img_size: images N×S×S×3 RGB uint8, masks N×S×S in {0, 1}."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    stems: list[str]
+    key: str
+    folder: Path
+
+    def index_of(self, pairs: Sequence[SamplePair]) -> list[int]:
+        position = {stem: i for i, stem in enumerate(self.stems)}
+        return [position[p.stem] for p in pairs]
+
+
+def samples_key(pairs: Sequence[SamplePair], img_size: int) -> str:
+    digest = hashlib.sha256(f"decoded v{CACHE_VERSION} {img_size}\n".encode())
+    for pair in pairs:
+        for path in (pair.image, pair.mask):
+            stat = path.stat()
+            digest.update(f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decoded_samples(pairs: Sequence[SamplePair], img_size: int, cache_dir: str | Path,
+                    progress: bool = False) -> DecodedSamples:
+    """Decode and resize every pair once per node; later calls (any process) only map the files."""
+    pairs = sorted(pairs, key=lambda p: p.stem)
+    key = samples_key(pairs, img_size)
+    folder = Path(cache_dir) / "decoded" / key
+
+    def build(tmp: Path) -> None:
+        n = len(pairs)
+        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, img_size, img_size, 3))
+        masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, img_size, img_size))
+        for i, pair in enumerate(tqdm(pairs, desc=f"decoding {n} images at {img_size}px", disable=not progress,
+                                      unit="img")):
+            images[i] = cv2.resize(read_image(pair.image), (img_size, img_size), interpolation=cv2.INTER_LINEAR)
+            masks[i] = cv2.resize(read_mask(pair.mask), (img_size, img_size), interpolation=cv2.INTER_NEAREST)
+        images.flush()
+        masks.flush()
+        del images, masks
+        (tmp / "stems.json").write_text(json.dumps([p.stem for p in pairs]))
+
+    _build_once(folder, build)
+    return DecodedSamples(np.load(folder / "images.npy", mmap_mode="r"),
+                          np.load(folder / "masks.npy", mmap_mode="r"),
+                          json.loads((folder / "stems.json").read_text()), key, folder)
+
+
+def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cache_dir: str | Path,
+                   device: torch.device, batch_size: int = 8, progress: bool = False) -> np.ndarray:
+    """The teacher's logits (N×S×S fp16) on the un-augmented cached images, computed once per node."""
+    from core.models import load_frozen_teacher
+
+    key = hashlib.sha256(f"logits v{CACHE_VERSION} {file_sha256(teacher_checkpoint)} {samples.key}".encode())
+    folder = Path(cache_dir) / "teacher_logits" / key.hexdigest()[:20]
+
+    def build(tmp: Path) -> None:
+        teacher = load_frozen_teacher(str(teacher_checkpoint), device)
+        n, size = samples.images.shape[:2]
+        out = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np.float16, (n, size, size))
+        amp = device.type == "cuda"
+        with torch.no_grad():
+            for start in tqdm(range(0, n, batch_size), desc="teacher logits", disable=not progress, unit="batch"):
+                images = samples.images[start:start + batch_size]
+                batch = torch.stack([to_tensor(np.array(image)) for image in images])
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    logits = teacher(batch.to(device))
+                out[start:start + len(batch)] = logits[:, 0].float().cpu().numpy().astype(np.float16)
+        out.flush()
+        del out
+        (tmp / "source.json").write_text(json.dumps({"teacher_checkpoint": str(teacher_checkpoint),
+                                                     "decoded": samples.key}))
+
+    _build_once(folder, build)
+    return np.load(folder / "logits.npy", mmap_mode="r")
+
+
+def _build_once(folder: Path, build) -> None:
+    """Run `build(tmp)` and rename tmp to `folder`, unless `folder` exists; one builder at a time."""
+    if (folder / "complete").exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(folder.parent / f"{folder.name}.lock"):
+        if (folder / "complete").exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            build(tmp)
+            (tmp / "complete").write_text("")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
