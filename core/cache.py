@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.data import SamplePair, read_image, read_mask, to_tensor
+from core.data import SamplePair, normalize, read_image, read_mask, to_tensor
 
 CACHE_VERSION = "1"
 CACHE_ENV = "POLYP_KD_TUNE_CACHE"
@@ -110,7 +110,7 @@ def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cach
         with torch.no_grad():
             for start in tqdm(range(0, n, batch_size), desc="teacher logits", disable=not progress, unit="batch"):
                 images = samples.images[start:start + batch_size]
-                batch = torch.stack([to_tensor(np.array(image)) for image in images])
+                batch = normalize(torch.stack([to_tensor(np.array(image)) for image in images]))
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                     logits = teacher(batch.to(device))
                 out[start:start + len(batch)] = logits[:, 0].float().cpu().numpy().astype(np.float16)

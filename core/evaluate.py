@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.data import EvalSet, PolypData, discover, eval_loader, read_image
+from core.data import EvalSet, PolypData, discover, eval_loader, normalize, read_image
 from core.errors import cli_errors
 from core.metrics import SegmentationScores, binarize, mean_over_sets
 from core.models import load_model, resolve_device
@@ -33,7 +33,7 @@ def score_loader(model: nn.Module, loader: DataLoader, device: torch.device, amp
     scores = SegmentationScores()
     for batch in loader:
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(batch.images.to(device, non_blocking=True))
+            logits = model(normalize(batch.images.to(device, non_blocking=True)))
         logits = logits.float().cpu()
         scores.add_batch(logits, batch.masks)
         if on_batch is not None:

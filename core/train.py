@@ -23,7 +23,16 @@ from tqdm import tqdm
 from core.cache import decoded_samples, default_cache_dir, teacher_logits
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import MODES, TrainConfig, config_from_dict, load_config, parse_overrides
-from core.data import CachedEvalSet, PolypData, TrainSet, discover, eval_loader, split_train_val, train_loader
+from core.data import (
+    CachedEvalSet,
+    PolypData,
+    TrainSet,
+    discover,
+    eval_loader,
+    normalize,
+    split_train_val,
+    train_loader,
+)
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
@@ -132,7 +141,8 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    leave=False, disable=not self.progress, unit="batch")
         for batch in bar:
-            images, masks = (t.to(self.device, non_blocking=True) for t in batch[:2])
+            images = normalize(batch[0].to(self.device, non_blocking=True))
+            masks = batch[1].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = self.model(images)
                 if self.teacher is not None:

@@ -7,7 +7,7 @@ import torch
 
 from core import cache
 from core.cache import decoded_samples, samples_key, teacher_logits
-from core.data import TrainSet, discover, read_image, to_tensor
+from core.data import TrainSet, discover, normalize, read_image, to_tensor
 from core.models import load_frozen_teacher
 
 
@@ -31,7 +31,8 @@ def test_cached_logits_equal_a_fresh_teacher_forward(pairs, tmp_path, teacher_ch
     assert logits.dtype == np.float16 and logits.shape == (len(pairs), 64, 64)
     teacher = load_frozen_teacher(str(teacher_checkpoint), torch.device("cpu"))
     with torch.no_grad():
-        fresh = teacher(torch.stack([to_tensor(np.array(samples.images[i])) for i in (0, 5)]))[:, 0].numpy()
+        batch = torch.stack([to_tensor(np.array(samples.images[i])) for i in (0, 5)])
+        fresh = teacher(normalize(batch))[:, 0].numpy()
     cached = logits[[0, 5]].astype(np.float32)
     # fp16 keeps ~3 significant digits.
     assert np.allclose(cached, fresh, rtol=2e-3, atol=2e-3)

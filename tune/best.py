@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from core.checkpoint import WEIGHTS_FILENAME, load_checkpoint, save_checkpoint
-from core.data import EvalSet, discover
+from core.data import EvalSet, discover, normalize
 from core.errors import UserError, cli_errors
 from core.evaluate import format_table
 from core.models import build_model, count_parameters
@@ -177,8 +177,8 @@ def _reference_image(cfg: dict[str, Any]) -> tuple[torch.Tensor, str]:
     try:
         data = discover(cfg["data_root"])
         for pairs in data.test_sets.values():
-            image, _, stem = EvalSet(pairs[:1], cfg["img_size"])[0]
-            return image[None], f"test image {pairs[0].image.name}"
+            image, _, _ = EvalSet(pairs[:1], cfg["img_size"])[0]
+            return normalize(image[None]), f"test image {pairs[0].image.name}"
     except UserError:
         pass
     generator = torch.Generator().manual_seed(0)
