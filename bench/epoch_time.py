@@ -11,32 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch  # noqa: E402
+from common import bench_data
 
 from core.config import config_from_dict  # noqa: E402
-from core.data import PolypData, discover  # noqa: E402
-from core.synthetic import write_demo_dataset  # noqa: E402
+from core.data import PolypData  # noqa: E402
 from core.train import Trainer  # noqa: E402
-
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "polyp"
-
-
-def load_data(n_train: int, workdir: Path) -> tuple[PolypData, str]:
-    if REAL_DATA.is_dir():
-        data, label = discover(REAL_DATA), f"real polyp data ({REAL_DATA})"
-    else:
-        data, label = discover(write_demo_dataset(workdir / "demo", size=320, n_train=n_train, n_test=1)), \
-            "SYNTHETIC demo data"
-    # Every 1450/N-th image, so both Kvasir and CVC-ClinicDB frames are in the subset.
-    step = max(1, len(data.train) // n_train)
-    data.train = data.train[::step][:n_train]
-    return data, label
 
 
 def time_mode(mode: str, data: PolypData, args, workdir: Path) -> list[float]:
@@ -62,7 +45,7 @@ def main() -> None:
     parser.add_argument("--modes", default="baseline,distillation")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data, label = load_data(args.train_images, Path(tmp))
+        data, label = bench_data(args.train_images, Path(tmp), args.img_size)
         n = round(len(data.train) * 0.9)
         print(f"{label}; {n} training + {len(data.train) - n} validation images, {args.img_size}px, "
               f"batch {args.batch_size}, {torch.get_num_threads()} threads, device "
