@@ -77,7 +77,7 @@ def find_pairs(folder: Path) -> list[SamplePair]:
 
 def discover(data_root: str | Path) -> PolypData:
     """Find TrainDataset and whichever of the five test sets exist under `data_root`."""
-    root = Path(data_root)
+    root = Path(data_root).expanduser()
     if not root.is_dir():
         raise UserError(f"{root}: data folder not found; set data_root, or create demo data with "
                         f"`python -m core.data demo --out {root}`")

@@ -31,7 +31,7 @@ SWEEP_FILE = "sweep.json"
 def prepare_data(space: SearchSpace) -> None:
     """Make data_root absolute (trials run in another working directory) and create demo data if
     the space asks for it and it is missing; then scan it, so bad data fails before Ray starts."""
-    root = Path(space.base.get("data_root", "dataset")).resolve()
+    root = Path(space.base.get("data_root", "dataset")).expanduser().resolve()
     space.base["data_root"] = str(root)
     if not root.exists() and space.demo_data is not None:
         d = space.demo_data
@@ -81,7 +81,7 @@ def configure_wandb(space: SearchSpace, sweep_dir: Path):
 
     callback = KeyHidingWandbLoggerCallback(
         project=space.wandb.project, group=space.wandb.group or space.name, mode=mode,
-        dir=str(sweep_dir), excludes=["is_best"], log_config=False)
+        dir=str(sweep_dir), excludes=["is_best", "node_id"], log_config=False)
     return callback, mode
 
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from core.checkpoint import load_checkpoint
@@ -32,10 +33,14 @@ def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
+    # Where this run of the trial started and on which node: how a sweep survived lost nodes shows here.
+    restored_from_epoch = trainer.epoch
+    node_id = ray.get_runtime_context().get_node_id()
     for result in trainer.epochs():
         best = trainer.best_epoch
         metrics = {**result.to_dict(), "is_best": int(result.is_best), "best_val_dice": best["val_dice"],
-                   "best_val_iou": best["val_iou"], "best_epoch": best["epoch"]}
+                   "best_val_iou": best["val_iou"], "best_epoch": best["epoch"],
+                   "restored_from_epoch": restored_from_epoch, "node_id": node_id}
         if trainer.epoch == cfg.epochs:
             metrics.update(_test_metrics(trainer))
         with tempfile.TemporaryDirectory() as folder:

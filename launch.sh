@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Run polyp-kd-tune sweeps on the Ray cluster described by cluster.yaml.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+usage: ./launch.sh [--dry-run] [--cluster FILE] [--storage URI] COMMAND [ARGS]
+
+commands:
+  up                          start (or update) the cluster: ray up
+  data [DIR]                  copy the dataset (default ./dataset) to every node
+  sweep --space FILE [ARGS]   submit `python -m tune.search --space FILE ARGS` as a Ray job
+  status                      cluster nodes and running jobs
+  logs [JOB_ID]               follow a sweep's output (default: the last submitted job)
+  fetch SWEEP [DEST]          copy results/SWEEP back from the storage (default dest ./results/SWEEP)
+  down                        tear the cluster down
+
+options:
+  --dry-run        print the commands instead of running them
+  --cluster FILE   cluster config (default: cluster.yaml)
+  --storage URI    shared storage for results and checkpoints (default: $POLYP_KD_STORAGE,
+                   e.g. s3://my-bucket/polyp-kd-tune); multi-node sweeps need one
+USAGE
+}
+
+DRY_RUN=0
+CLUSTER=cluster.yaml
+STORAGE="${POLYP_KD_STORAGE:-}"
+DASHBOARD=http://127.0.0.1:8265
+REMOTE_DIR='~/polyp-kd-tune'
+LAST_JOB_FILE=.launch_last_job
+
+die() { echo "error: $*" >&2; exit 2; }
+run() {
+  if [[ $DRY_RUN == 1 ]]; then
+    printf '%q ' "$@"; echo
+  else
+    "$@"
+  fi
+}
+need_cluster_file() { [[ -f $CLUSTER ]] || die "$CLUSTER: cluster config not found; pass --cluster FILE"; }
+need_storage() {
+  [[ -n $STORAGE ]] || die "no shared storage: pass --storage s3://bucket/path or set POLYP_KD_STORAGE"
+}
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    -h|--help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --cluster) [[ $# -ge 2 ]] || die "--cluster needs a file"; CLUSTER=$2; shift 2 ;;
+    --storage) [[ $# -ge 2 ]] || die "--storage needs a URI"; STORAGE=$2; shift 2 ;;
+    -*) die "unknown option $1; see ./launch.sh --help" ;;
+    *) break ;;
+  esac
+done
+[[ $# -ge 1 ]] || { usage >&2; exit 2; }
+command=$1; shift
+
+case $command in
+  up)
+    need_cluster_file
+    run ray up -y "$CLUSTER"
+    ;;
+  data)
+    need_cluster_file
+    src=${1:-dataset}
+    [[ -d $src/TrainDataset ]] || die "$src: no TrainDataset folder; pass the data root (PraNet layout)"
+    run ray rsync-up --all-nodes "$CLUSTER" "$src/" "$REMOTE_DIR/dataset/"
+    ;;
+  sweep)
+    need_cluster_file
+    need_storage
+    space=""
+    args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+      [[ ${args[i]} == --space ]] && space=${args[i + 1]:-}
+    done
+    [[ -n $space ]] || die "sweep needs --space FILE (e.g. kd.yaml)"
+    [[ -f $space || -f search_spaces/$space || -f search_spaces/$space.yaml ]] \
+      || die "$space: search-space file not found (looked in . and search_spaces/)"
+    # The dashboard port of the head, forwarded to this machine for the job API.
+    run ray dashboard "$CLUSTER" --port-forward 8265 &
+    forward=$!
+    trap 'kill $forward 2>/dev/null || true' EXIT
+    [[ $DRY_RUN == 1 ]] || sleep 5
+    job_id="polyp-kd-$(date +%Y%m%d-%H%M%S)"
+    run ray job submit --address "$DASHBOARD" --submission-id "$job_id" --no-wait \
+      --working-dir . \
+      --runtime-env-json '{"excludes": [".venv", "results", "dataset", ".git"]}' \
+      -- python -m tune.search --address auto --storage "$STORAGE" --set data_root="$REMOTE_DIR/dataset" "${args[@]}"
+    [[ $DRY_RUN == 1 ]] || echo "$job_id" > "$LAST_JOB_FILE"
+    echo "submitted $job_id; follow it with ./launch.sh logs $job_id"
+    ;;
+  status)
+    need_cluster_file
+    run ray exec "$CLUSTER" "ray status && ray job list --address http://127.0.0.1:8265"
+    ;;
+  logs)
+    need_cluster_file
+    job_id=${1:-$( [[ -f $LAST_JOB_FILE ]] && cat "$LAST_JOB_FILE" || true)}
+    [[ -n $job_id ]] || die "no job id given and none submitted from here; see ./launch.sh status"
+    run ray exec "$CLUSTER" "ray job logs --follow --address http://127.0.0.1:8265 $job_id"
+    ;;
+  fetch)
+    need_storage
+    [[ $# -ge 1 ]] || die "fetch needs a sweep name, e.g. ./launch.sh fetch kd"
+    sweep=$1
+    dest=${2:-results/$sweep}
+    case $STORAGE in
+      s3://*) run aws s3 sync "${STORAGE%/}/$sweep" "$dest" ;;
+      gs://*) run gsutil -m rsync -r "${STORAGE%/}/$sweep" "$dest" ;;
+      *) run rsync -a "${STORAGE%/}/$sweep/" "$dest/" ;;
+    esac
+    echo "W&B offline runs: wandb sync $dest/wandb/offline-run-*"
+    ;;
+  down)
+    need_cluster_file
+    run ray down -y "$CLUSTER"
+    ;;
+  *)
+    die "unknown command '$command'; see ./launch.sh --help"
+    ;;
+esac
