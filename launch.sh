@@ -8,7 +8,8 @@ usage: ./launch.sh [--dry-run] [--cluster FILE] [--storage URI] COMMAND [ARGS]
 
 commands:
   up                          start (or update) the cluster: ray up
-  data [DIR]                  copy the dataset (default ./dataset) to every node
+  data [DIR]                  copy the dataset (default ./dataset) to every running node
+                              (new nodes get ./dataset from cluster.yaml's file_mounts)
   sweep --space FILE [ARGS]   submit `python -m tune.search --space FILE ARGS` as a Ray job
   status                      cluster nodes and running jobs
   logs [JOB_ID]               follow a sweep's output (default: the last submitted job)
@@ -27,7 +28,7 @@ DRY_RUN=0
 CLUSTER=cluster.yaml
 STORAGE="${POLYP_KD_STORAGE:-}"
 DASHBOARD=http://127.0.0.1:8265
-REMOTE_DIR='~/polyp-kd-tune'
+REMOTE_DATA='~/polyp-kd-data'
 LAST_JOB_FILE=.launch_last_job
 
 die() { echo "error: $*" >&2; exit 2; }
@@ -65,7 +66,7 @@ case $command in
     need_cluster_file
     src=${1:-dataset}
     [[ -d $src/TrainDataset ]] || die "$src: no TrainDataset folder; pass the data root (PraNet layout)"
-    run ray rsync-up --all-nodes "$CLUSTER" "$src/" "$REMOTE_DIR/dataset/"
+    run ray rsync-up --all-nodes "$CLUSTER" "$src/" "$REMOTE_DATA/"
     ;;
   sweep)
     need_cluster_file
@@ -87,7 +88,7 @@ case $command in
     run ray job submit --address "$DASHBOARD" --submission-id "$job_id" --no-wait \
       --working-dir . \
       --runtime-env-json '{"excludes": [".venv", "results", "dataset", ".git"]}' \
-      -- python -m tune.search --address auto --storage "$STORAGE" --set data_root="$REMOTE_DIR/dataset" "${args[@]}"
+      -- python -m tune.search --address auto --storage "$STORAGE" --set data_root="$REMOTE_DATA" "${args[@]}"
     [[ $DRY_RUN == 1 ]] || echo "$job_id" > "$LAST_JOB_FILE"
     echo "submitted $job_id; follow it with ./launch.sh logs $job_id"
     ;;

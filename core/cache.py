@@ -88,7 +88,7 @@ def decoded_samples(pairs: Sequence[SamplePair], img_size: int, cache_dir: str |
         del images, masks
         (tmp / "stems.json").write_text(json.dumps([p.stem for p in pairs]))
 
-    _build_once(folder, build)
+    build_once(folder, build)
     return DecodedSamples(np.load(folder / "images.npy", mmap_mode="r"),
                           np.load(folder / "masks.npy", mmap_mode="r"),
                           json.loads((folder / "stems.json").read_text()), key, folder)
@@ -119,11 +119,11 @@ def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cach
         (tmp / "source.json").write_text(json.dumps({"teacher_checkpoint": str(teacher_checkpoint),
                                                      "decoded": samples.key}))
 
-    _build_once(folder, build)
+    build_once(folder, build)
     return np.load(folder / "logits.npy", mmap_mode="r")
 
 
-def _build_once(folder: Path, build) -> None:
+def build_once(folder: Path, build) -> None:
     """Run `build(tmp)` and rename tmp to `folder`, unless `folder` exists; one builder at a time."""
     if (folder / "complete").exists():
         return

@@ -75,7 +75,7 @@ def test_dry_run_sweep_submits_tune_search_with_the_storage():
 def test_dry_run_data_syncs_to_every_node(demo_root):
     out = launch("--dry-run", "data", str(demo_root))
     assert out.returncode == 0, out.stderr
-    assert f"ray rsync-up --all-nodes cluster.yaml {demo_root}/" in out.stdout
+    assert f"ray rsync-up --all-nodes cluster.yaml {demo_root}/ " in out.stdout and "polyp-kd-data/" in out.stdout
 
 
 @pytest.mark.parametrize("args, message", [

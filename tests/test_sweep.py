@@ -208,3 +208,21 @@ def _finished(trials: Path) -> list[Path]:
         if lines and json.loads(lines[-1]).get("done"):
             done.append(result.parent)
     return done
+
+
+def test_sweep_on_uri_storage_keeps_teacher_and_trials_where_every_node_reaches(demo_root, tmp_path):
+    shared = tmp_path / "bucket"
+    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="remote")
+    space_file = tmp_path / "remote.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    search_cli.main(["--space", str(space_file), "--storage", f"file://{shared}", "--num-cpus", "2",
+                     "--local-results", str(tmp_path / "local")])
+    remote = shared / "remote"
+    assert (remote / "teacher" / "best.pt").is_file()
+    assert len([p for p in (remote / "trials").iterdir() if p.name.startswith("train_trial")]) == 2
+    for name in ("best.json", "leaderboard.csv", "sweep.json", "space.yaml"):
+        assert (remote / name).is_file(), name
+    base = json.loads((remote / "sweep.json").read_text())["base"]
+    assert base["teacher_checkpoint"] == f"file://{remote}/teacher/best.pt"
+    best = json.loads((tmp_path / "local" / "remote" / "best.json").read_text())
+    assert Path(best["checkpoint"]).is_file() and str(tmp_path / "local") in best["checkpoint"]

@@ -15,12 +15,17 @@ from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from core.models import load_frozen_teacher
 from core.train import Trainer, run_training
+from tune import storage
 from tune.space import SearchSpace
 
 
-def _train_teacher(cfg: TrainConfig, resume_from: str | None) -> str:
+def _train_teacher(cfg: TrainConfig, resume_from: str | None, shared: str | None) -> str:
     trainer = Trainer.resume(resume_from) if resume_from else Trainer(cfg)
     run_dir = run_training(trainer, log=lambda line: print(f"[teacher] {line}", flush=True))
+    if shared:
+        # This task may run on any node: the teacher goes where every trial can read it.
+        storage.upload(run_dir / "best.pt", storage.join(shared, "best.pt"))
+        return storage.join(shared, "best.pt")
     return str(run_dir / "best.pt")
 
 
@@ -30,6 +35,8 @@ def _warm_caches(cfg: TrainConfig) -> None:
     from core.models import resolve_device
 
     cache_dir = cfg.cache_dir or default_cache_dir()
+    if cfg.teacher_checkpoint:
+        cfg = cfg.replace(teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint, cache_dir))
     samples = decoded_samples(discover(cfg.data_root).train, cfg.img_size, cache_dir)
     if cfg.mode == "distillation" and cfg.teacher_logits == "cached":
         teacher_logits(cfg.teacher_checkpoint, samples, cache_dir, resolve_device(cfg.device), cfg.batch_size)
@@ -44,21 +51,29 @@ def warm_caches(space: SearchSpace, cfg: TrainConfig, use_gpu: bool) -> None:
     ray.get(ray.remote(num_cpus=space.resources.cpu, num_gpus=gpus, max_retries=0)(_warm_caches).remote(cfg))
 
 
-def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool) -> Path:
-    """Path of a trained teacher checkpoint for this sweep (trained now if it does not exist yet)."""
+def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: str | None = None) -> str:
+    """Location of a trained teacher checkpoint for this sweep (trained now if it does not exist yet).
+
+    With `shared` (a URI every node reaches) the teacher is uploaded there and that URI is returned."""
     if space.teacher.checkpoint and Path(space.teacher.checkpoint).is_file():
         path = Path(space.teacher.checkpoint).resolve()
         load_frozen_teacher(str(path), device=torch.device("cpu"))  # fails early on a wrong checkpoint
         print(f"teacher: using {path}")
-        return path
+        if shared:
+            storage.upload(path, storage.join(shared, "best.pt"))
+            return storage.join(shared, "best.pt")
+        return str(path)
     cfg = space.teacher_config().replace(save_dir=str(sweep_dir), experiment_name="teacher")
+    if shared and storage.exists(storage.join(shared, "best.pt")):
+        print(f"teacher: using this sweep's {storage.join(shared, 'best.pt')}")
+        return storage.join(shared, "best.pt")
     stored, last = cfg.run_dir / "best.pt", cfg.run_dir / "last.pt"
     resume_from = None
     if last.is_file():
         # An interrupted sweep may have stopped mid-teacher: finish it rather than trust a partial one.
-        if load_checkpoint(last)["epoch"] >= cfg.epochs:
+        if load_checkpoint(last)["epoch"] >= cfg.epochs and not shared:
             print(f"teacher: using this sweep's {stored}")
-            return stored
+            return str(stored)
         resume_from = str(last)
     if space.teacher.checkpoint:
         print(f"teacher: {space.teacher.checkpoint} does not exist; training one for this sweep")
@@ -68,4 +83,4 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool) -> Path:
     cpus = min(space.resources.cpu * space.search.max_concurrent_trials, ray.cluster_resources().get("CPU", 1))
     gpus = space.resources.gpu if use_gpu else 0
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train_teacher)
-    return Path(ray.get(task.remote(cfg, resume_from)))
+    return ray.get(task.remote(cfg, resume_from, shared))

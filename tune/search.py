@@ -85,7 +85,7 @@ def configure_wandb(space: SearchSpace, sweep_dir: Path):
     return callback, mode
 
 
-def build_tuner(space: SearchSpace, sweep_dir: Path, base: dict, use_gpu: bool, callbacks: list):
+def build_tuner(space: SearchSpace, experiment_root: str, base: dict, use_gpu: bool, callbacks: list):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -106,7 +106,7 @@ def build_tuner(space: SearchSpace, sweep_dir: Path, base: dict, use_gpu: bool, 
                                     # (bench/sweep_overhead.py: sweep/direct 1.35 -> 1.05).
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=TRIALS_DIRNAME, storage_path=str(sweep_dir),
+            name=TRIALS_DIRNAME, storage_path=experiment_root,
             # Each checkpoint holds the last state *and* the best-validation weights: one is enough.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
@@ -123,24 +123,28 @@ def trainable_for(space: SearchSpace, base: dict, use_gpu: bool):
     return tune.with_resources(tune.with_parameters(train_trial, base=base), resources)
 
 
-def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | None,
-              num_cpus: int | None) -> dict:
+def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
+              num_cpus: int | None, local_results: Path = Path("results")) -> dict:
+    """`storage_root` is a local folder or a URI shared by every node; with a URI the sweep's own files
+    are also kept in <local_results>/<sweep>/ on this machine and copied to the storage at the end."""
     import ray
     from ray import tune
 
-    from tune import report
+    from tune import report, storage
     from tune.prepare import ensure_teacher, warm_caches
 
-    trials_dir = sweep_dir / TRIALS_DIRNAME
-    if resume and not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir}: no sweep to resume there; run without --resume to start it")
+    remote = storage.is_uri(storage_root)
+    shared = storage.join(storage_root, space.name)        # every node reaches this
+    sweep_dir = (local_results / space.name).resolve() if remote else Path(shared)
+    trials_location = storage.join(shared, TRIALS_DIRNAME)
+    if resume and not (sweep_dir.is_dir() or storage.exists(shared)):
+        raise UserError(f"{shared}: no sweep to resume there; run without --resume to start it")
     # A sweep interrupted during its teacher stage has no Ray experiment yet: resuming starts it.
-    restore = resume and tune.Tuner.can_restore(str(trials_dir))
-    if not resume and sweep_dir.exists():
+    restore = resume and tune.Tuner.can_restore(trials_location)
+    if not resume and (sweep_dir.exists() or (remote and storage.exists(trials_location))):
         raise UserError(f"{sweep_dir}: a sweep of this name exists; continue it with --resume or "
                         f"start another with --name NEW (or delete the folder)")
     started = time.perf_counter()
-    quiet_ray_logs()
     callback, wandb_mode = configure_wandb(space, sweep_dir)
     address = address or os.environ.get("RAY_ADDRESS")
     ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
@@ -151,15 +155,19 @@ def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | 
         (sweep_dir / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
         base = space.base_config().to_dict()
         if base["mode"] == "distillation":
-            base["teacher_checkpoint"] = str(ensure_teacher(space, sweep_dir, use_gpu))
+            base["teacher_checkpoint"] = ensure_teacher(space, sweep_dir, use_gpu,
+                                                        shared=storage.join(shared, "teacher") if remote else None)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"name": space.name, "base": base}, indent=2))
+        if remote:
+            storage.upload(sweep_dir / SWEEP_FILE, storage.join(shared, SWEEP_FILE))
         warm_caches(space, space.base_config().replace(**base), use_gpu)
         callbacks = [callback] if callback else []
         if restore:
-            tuner = tune.Tuner.restore(str(trials_dir), trainable=trainable_for(space, base, use_gpu),
+            tuner = tune.Tuner.restore(trials_location, trainable=trainable_for(space, base, use_gpu),
                                        resume_errored=True)
         else:
-            tuner = build_tuner(space, sweep_dir, base, use_gpu, callbacks)
+            tuner = build_tuner(space, shared, base, use_gpu, callbacks)
         results = tuner.fit()
         # ResultGrid has no trial status; its analysis does. Ctrl-C makes fit() return early.
         trials = results._experiment_analysis.trials
@@ -176,6 +184,10 @@ def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | 
         winner_row = next((r for r in rows if r["status"] == "DONE" and r["checkpoint"]), None)
         if winner_row is None:
             raise UserError(f"{sweep_dir}: no trial finished; see the errors in leaderboard.csv")
+        if remote:
+            # The winner's checkpoint is in shared storage: keep a local copy beside best.json.
+            result = next(r for r in results if r.path == winner_row["trial_dir"])
+            winner_row["checkpoint"] = result.checkpoint.to_directory(str(sweep_dir / "winner_checkpoint"))
         winner = report.evaluate_winner(winner_row)
         best = report.write_best(winner_row, winner, space, sweep_dir / "best.json")
         from core.evaluate import format_table
@@ -189,6 +201,12 @@ def run_sweep(space: SearchSpace, sweep_dir: Path, resume: bool, address: str | 
         if wandb_mode == "offline":
             print(f"W&B runs are offline in {sweep_dir / 'wandb'}; upload them with "
                   f"`wandb sync {sweep_dir / 'wandb'}/offline-run-*`")
+        if remote:
+            for name in ("space.yaml", SWEEP_FILE, "leaderboard.csv", "best.json", "curves.png",
+                         "parallel_coordinates.png", "wandb"):
+                if (sweep_dir / name).exists():
+                    storage.upload(sweep_dir / name, storage.join(shared, name))
+            print(f"report copied to {shared}")
         print(f"export the winner with: python -m tune.best export --sweep {sweep_dir}")
         return best
     finally:
@@ -203,11 +221,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-samples", type=int, help="number of trials (overrides the space)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
     parser.add_argument("--address", help="join a running Ray cluster (default: $RAY_ADDRESS, else local)")
-    parser.add_argument("--storage", default="results", help="folder that holds results/<sweep>/")
+    parser.add_argument("--storage", default="results",
+                        help="folder or URI (s3://, gs://) that holds <sweep>/; a cluster needs one all nodes reach")
+    parser.add_argument("--local-results", default="results",
+                        help="with a URI --storage: local folder for the report and the winner (default results)")
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base config key for every trial; repeatable")
     args = parser.parse_args(argv)
+    quiet_ray_logs()  # before Ray is imported: some settings are read at import time
     with cli_errors():
         space = load_space(args.space, parse_overrides(args.overrides))
         if args.name:
@@ -216,12 +238,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.num_samples < 1:
                 raise UserError("--num-samples must be >= 1")
             space.search.num_samples = args.num_samples
-        sweep_dir = Path(args.storage).resolve() / space.name
-        if args.resume and (sweep_dir / SWEEP_FILE).is_file():
+        from tune import storage
+
+        storage_root = storage.resolve(args.storage)
+        saved = storage.join(storage_root, space.name, SWEEP_FILE)
+        if args.resume and storage.exists(saved):
             # The trials already run were built from the saved base config: keep using it.
-            space.base = {**json.loads((sweep_dir / SWEEP_FILE).read_text())["base"]}
+            space.base = {**json.loads(Path(storage.local_copy(saved)).read_text())["base"]}
         prepare_data(space)
-        run_sweep(space, sweep_dir, args.resume, args.address, args.num_cpus)
+        run_sweep(space, storage_root, args.resume, args.address, args.num_cpus, Path(args.local_results))
     sys.stdout.flush()
 
 

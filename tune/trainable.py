@@ -19,6 +19,7 @@ from core.config import config_from_dict
 from core.evaluate import evaluate_test_sets
 from core.train import Trainer
 from tune.space import trial_config
+from tune.storage import local_copy
 
 CHECKPOINT_FILE = "trainer.pt"
 
@@ -27,6 +28,9 @@ def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """`config` holds the values Optuna sampled; `base` the sweep's fixed TrainConfig values."""
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    if base.get("teacher_checkpoint"):
+        # A teacher in shared storage (a cluster) is fetched once per node into the local cache.
+        base = {**base, "teacher_checkpoint": local_copy(base["teacher_checkpoint"], base.get("cache_dir"))}
     cfg = trial_config(config_from_dict(base, source="sweep base config"), config)
     trainer = Trainer(cfg)
     checkpoint = tune.get_checkpoint()
