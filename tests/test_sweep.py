@@ -178,14 +178,15 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, 
     cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(storage),
            "--num-cpus", "2"]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    log = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(_finished(trials)) < 1:
             time.sleep(1)
         assert _finished(trials), "no trial finished in time"
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
+        proc.send_signal(signal.SIGINT)  # Ctrl-C to the driver: Tune saves its state and stops
         assert proc.wait(timeout=120) != 0
     finally:
         if proc.poll() is None:

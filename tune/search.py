@@ -102,9 +102,10 @@ def build_tuner(space: SearchSpace, experiment_root: str, base: dict, use_gpu: b
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric=metric, mode=mode,
                                     num_samples=space.search.num_samples,
                                     max_concurrent_trials=space.search.max_concurrent_trials,
-                                    # A reused trial process skips ~4 s of start-up and imports per trial
-                                    # (bench/sweep_overhead.py: sweep/direct 1.35 -> 1.05).
-                                    reuse_actors=True),
+                                    # Reusing trial processes would save ~4 s of start-up per trial
+                                    # (bench/sweep_overhead.py: sweep/direct 1.35 -> 1.05), but with it a
+                                    # Ctrl-C left the driver hanging (Ray 2.60); correctness first.
+                                    reuse_actors=False),
         run_config=tune.RunConfig(
             name=TRIALS_DIRNAME, storage_path=experiment_root,
             # Each checkpoint holds the last state *and* the best-validation weights: one is enough.
