@@ -201,6 +201,13 @@ class Trainer:
         self.best_model = state.get("best_model")
         self.history = list(state.get("history", []))
 
+    def evaluate_best(self) -> dict[str, Any]:
+        """Test-set scores of the best-validation weights (reported, never selected on)."""
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best_model)
+        return evaluate_test_sets(model, self.data, self.cfg.img_size, self.cfg.batch_size, self.device,
+                                  self.cfg.num_workers)
+
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(self.state_dict(), path)
 
@@ -233,10 +240,7 @@ def run_training(trainer: Trainer, log=print) -> Path:
             f"val dice {result.val_dice:.4f}  iou {result.val_iou:.4f}  {result.seconds:5.1f}s"
             + ("  *best" if result.is_best else ""))
     if trainer.best_model is not None:
-        model = copy.deepcopy(trainer.model)
-        model.load_state_dict(trainer.best_model)
-        report = evaluate_test_sets(model, trainer.data, cfg.img_size, cfg.batch_size, trainer.device,
-                                    cfg.num_workers)
+        report = trainer.evaluate_best()
         (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))
         log(format_table(report, title=f"test sets (best val epoch, val dice {trainer.best_val_dice:.4f})"))
     return run_dir

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import yaml
 
-from core.checkpoint import WEIGHTS_FILENAME, load_checkpoint, save_checkpoint
+from core.checkpoint import WEIGHTS_FILENAME, save_checkpoint
 from core.data import EvalSet, discover, normalize
 from core.errors import UserError, cli_errors
 from core.evaluate import format_table
-from core.models import build_model, count_parameters
+from core.models import count_parameters, load_model
 from tune.report import format_leaderboard
 
 DEFAULT_STORAGE = Path("results")
@@ -66,11 +66,8 @@ def show(sweep_dir: Path) -> None:
 def export(sweep_dir: Path, out: Path) -> dict[str, Any]:
     """Write the winner to `out` (via a temporary folder, so a failure leaves nothing half-written)."""
     best = json.loads((sweep_dir / "best.json").read_text())
-    state = load_checkpoint(best["checkpoint"])
-    weights = state.get("best_model") or state["model"]
-    model = build_model(state["architecture"], encoder_weights=None)
-    model.load_state_dict(weights)
-    model.eval()
+    model, state = load_model(best["checkpoint"])
+    weights = model.state_dict()
     cfg = state["config"]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import ray
-import torch
 
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
-from core.models import load_frozen_teacher
+from core.models import require_teacher_path
 from core.train import Trainer, run_training
 from tune import storage
 from tune.space import SearchSpace
@@ -57,7 +56,7 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     With `shared` (a URI every node reaches) the teacher is uploaded there and that URI is returned."""
     if space.teacher.checkpoint and Path(space.teacher.checkpoint).is_file():
         path = Path(space.teacher.checkpoint).resolve()
-        load_frozen_teacher(str(path), device=torch.device("cpu"))  # fails early on a wrong checkpoint
+        require_teacher_path(str(path))  # a missing or wrong checkpoint fails here, before any trial
         print(f"teacher: using {path}")
         if shared:
             storage.upload(path, storage.join(shared, "best.pt"))

@@ -14,12 +14,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import discover  # noqa: E402
 from core.evaluate import evaluate_test_sets  # noqa: E402
-from core.models import build_model  # noqa: E402
+from core.models import load_model, resolve_device  # noqa: E402
 from tune.space import SearchSpace  # noqa: E402
 from tune.trainable import CHECKPOINT_FILE  # noqa: E402
 
@@ -88,13 +86,10 @@ def format_leaderboard(rows: list[dict[str, Any]], limit: int = 20) -> str:
 
 def evaluate_winner(row: dict[str, Any], data_root: str | None = None) -> dict[str, Any]:
     """Score the winning trial's best-validation weights on every test set present."""
-    state = load_checkpoint(Path(row["checkpoint"]) / CHECKPOINT_FILE)
-    model = build_model(state["architecture"], encoder_weights=None)
-    model.load_state_dict(state["best_model"] or state["model"])
+    model, state = load_model(Path(row["checkpoint"]) / CHECKPOINT_FILE)
     cfg = state["config"]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = discover(data_root or cfg["data_root"])
-    report = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], device)
+    report = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], resolve_device("auto"))
     return {"config": cfg, "architecture": state["architecture"], "test": report,
             "checkpoint": str(Path(row["checkpoint"]) / CHECKPOINT_FILE), "synthetic_data": data.synthetic}
 

@@ -5,7 +5,6 @@ state; a restarted trial continues from `tune.get_checkpoint()`; the final epoch
 """
 from __future__ import annotations
 
-import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -16,7 +15,6 @@ from ray import tune
 
 from core.checkpoint import load_checkpoint
 from core.config import config_from_dict
-from core.evaluate import evaluate_test_sets
 from core.train import Trainer
 from tune.space import trial_config
 from tune.storage import local_copy
@@ -54,10 +52,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
 
 def _test_metrics(trainer: Trainer) -> dict[str, float]:
     """Test-set scores of the best-validation weights, logged for reporting only (never selected on)."""
-    model = copy.deepcopy(trainer.model)
-    model.load_state_dict(trainer.best_model)
-    report = evaluate_test_sets(model, trainer.data, trainer.cfg.img_size, trainer.cfg.batch_size,
-                                trainer.device)
+    report = trainer.evaluate_best()
     out = {f"test/{name}/dice": s["dice"] for name, s in report["test_sets"].items()}
     out.update({f"test/{name}/iou": s["iou"] for name, s in report["test_sets"].items()})
     out.update({"test/mean/dice": report["mean"]["dice"], "test/mean/iou": report["mean"]["iou"]})
