@@ -1,7 +1,8 @@
 """Checkpoint files: atomic save, safe load (`torch.load(weights_only=True)`), and user-facing errors.
 
-A checkpoint is a plain dict of tensors, numbers and strings: model weights, the TrainConfig as a dict,
-the epoch, optimizer/scheduler/RNG state, history, and the best-so-far weights.
+A checkpoint is a plain dict of tensors, numbers and strings: the TrainConfig as a dict, the architecture,
+history and weights. A training state (last.pt, trial checkpoints) adds optimizer/scheduler/RNG state and
+the best-so-far weights; a weights file (best.pt, an export's model.pt) holds only the best weights.
 """
 from __future__ import annotations
 

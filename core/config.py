@@ -31,6 +31,7 @@ class TrainConfig:
     save_dir: str = "results/runs"
     mode: str = "baseline"
     student_backbone: str = "mobilenet_v2"
+    teacher_backbone: str = "resnet50"
     encoder_weights: str | None = "imagenet"
     teacher_checkpoint: str | None = None
     img_size: int = 320
@@ -68,7 +69,8 @@ class TrainConfig:
                "one of auto, cpu, cuda, cuda:N, mps")
         _check("experiment_name", bool(re.fullmatch(r"[\w.\-]+", self.experiment_name)),
                self.experiment_name, "letters, digits, '.', '_' or '-' (it names a folder)")
-        _check_backbone(self.student_backbone)
+        _check_backbone("student_backbone", self.student_backbone)
+        _check_backbone("teacher_backbone", self.teacher_backbone)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def _check(key: str, ok: bool, value: Any, expected: str) -> None:
         raise UserError(f"'{key}' is {value!r}; it must be {expected}")
 
 
-def _check_backbone(name: str) -> None:
+def _check_backbone(key: str, name: str) -> None:
     import segmentation_models_pytorch as smp
 
     if name in smp.encoders.get_encoder_names():
@@ -200,5 +202,5 @@ def _check_backbone(name: str) -> None:
         if timm.is_model(name[3:]):
             return
     examples = "mobilenet_v2, efficientnet-b0, resnet18, tu-mobilenetv3_large_100"
-    raise UserError(f"'student_backbone' is {name!r}, not a segmentation-models-pytorch encoder; "
+    raise UserError(f"'{key}' is {name!r}, not a segmentation-models-pytorch encoder; "
                     f"e.g. {examples} (all: smp.encoders.get_encoder_names(), or 'tu-' + a timm model)")

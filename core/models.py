@@ -1,6 +1,6 @@
 """Model registry: every network is built here, like timm's `create_model`.
 
-Student: smp U-Net on a selectable encoder. Teacher: smp U-Net++ on ResNet50. One logit channel each.
+Student: smp U-Net on a selectable encoder. Teacher: smp U-Net++ (ResNet50 by default). One logit channel each.
 """
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from core.checkpoint import load_checkpoint, resolve_checkpoint_path
 from core.config import TrainConfig
 from core.errors import UserError
 
-TEACHER_ARCH, TEACHER_ENCODER = "UnetPlusPlus", "resnet50"
+TEACHER_ARCH = "UnetPlusPlus"
 STUDENT_ARCH = "Unet"
 
 
 def architecture(cfg: TrainConfig) -> dict[str, str]:
     """What a checkpoint records so that a loader can rebuild (and verify) the network."""
     if cfg.mode == "teacher":
-        return {"arch": TEACHER_ARCH, "encoder": TEACHER_ENCODER}
+        return {"arch": TEACHER_ARCH, "encoder": cfg.teacher_backbone}
     return {"arch": STUDENT_ARCH, "encoder": cfg.student_backbone}
 
 
@@ -48,9 +48,14 @@ def load_model(path: str, which: str = "best") -> tuple[nn.Module, dict[str, Any
     """Rebuild the network stored in a checkpoint; `which` is 'best' (best-val weights) or 'last'."""
     state = load_checkpoint(path)
     model = build_model(state["architecture"], encoder_weights=None)
-    weights = state.get("best_model") if which == "best" and state.get("best_model") else state["model"]
-    model.load_state_dict(weights)
+    model.load_state_dict(best_weights(state) if which == "best" else state["model"])
     return model.eval(), state
+
+
+def best_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The best-validation weights of any checkpoint: a weights file holds only those; a full training
+    state holds them separately unless the last epoch was the best (then they are its `model`)."""
+    return state.get("best_model") or state["model"]
 
 
 def require_teacher_path(path: str | None) -> str:
@@ -65,9 +70,9 @@ def require_teacher_path(path: str | None) -> str:
 def _teacher_state(path: str, mmap: bool = False) -> dict[str, Any]:
     state = load_checkpoint(path, mmap=mmap)
     arch = state.get("architecture", {})
-    if arch != {"arch": TEACHER_ARCH, "encoder": TEACHER_ENCODER}:
-        raise UserError(f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not the "
-                        f"teacher ({TEACHER_ARCH}/{TEACHER_ENCODER}); pass a checkpoint from --mode teacher")
+    if arch.get("arch") != TEACHER_ARCH:
+        raise UserError(f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not a "
+                        f"teacher ({TEACHER_ARCH}); pass a checkpoint from --mode teacher")
     return state
 
 
@@ -76,8 +81,7 @@ def load_frozen_teacher(path: str | None, device: torch.device) -> nn.Module:
     state = _teacher_state(require_teacher_path(path))
     arch = state["architecture"]
     teacher = build_model(arch, encoder_weights=None)
-    weights = state.get("best_model") or state["model"]
-    teacher.load_state_dict(weights)
+    teacher.load_state_dict(best_weights(state))
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

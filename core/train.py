@@ -38,6 +38,7 @@ from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
 from core.models import (
     architecture,
+    best_weights,
     build_for_training,
     count_parameters,
     load_frozen_teacher,
@@ -171,17 +172,31 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this epoch ended; plain tensors and values."""
+        best_is_last = bool(self.history) and self.history[-1]["is_best"]
         return {
-            "config": self.cfg.to_dict(),
-            "architecture": architecture(self.cfg),
+            **self._summary(),
             "epoch": self.epoch,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "best_model": self.best_model,
-            "best_val_dice": self.best_val_dice,
+            # Stored once when they are the current weights: a checkpoint is 3x the model, not 4x.
+            "best_model": None if best_is_last else self.best_model,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+        }
+
+    def weights_state(self) -> dict[str, Any]:
+        """The best-validation weights with config and history only (best.pt): 1x the model."""
+        if self.best_model is None:
+            raise RuntimeError("no epoch has finished yet: there are no best weights to save")
+        return {**self._summary(), "epoch": self.best_epoch["epoch"], "model": self.best_model,
+                "weights_only": True}
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "architecture": architecture(self.cfg),
+            "best_val_dice": self.best_val_dice,
             "history": self.history,
             "synthetic_data": self.data.synthetic,
         }
@@ -190,6 +205,9 @@ class Trainer:
         if state.get("architecture") != architecture(self.cfg):
             raise UserError(f"{state.get('path', 'checkpoint')}: holds a {state.get('architecture')} model, "
                             f"this run trains {architecture(self.cfg)}; resume with the matching mode")
+        if "optimizer" not in state:
+            raise UserError(f"{state.get('path', 'checkpoint')}: holds the best weights only, not a "
+                            f"training state; resume from last.pt in the same folder")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -198,8 +216,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.epoch = int(state["epoch"])
         self.best_val_dice = float(state["best_val_dice"])
-        self.best_model = state.get("best_model")
         self.history = list(state.get("history", []))
+        self.best_model = best_weights(state) if self.history else None
 
     def evaluate_best(self) -> dict[str, Any]:
         """Test-set scores of the best-validation weights (reported, never selected on)."""
@@ -209,7 +227,12 @@ class Trainer:
                                   self.cfg.num_workers)
 
     def save(self, path: str | Path) -> Path:
+        """The full training state (last.pt, trial checkpoints): what `resume` continues from."""
         return save_checkpoint(self.state_dict(), path)
+
+    def save_best(self, path: str | Path) -> Path:
+        """The best weights only (best.pt): what evaluation, distillation and export read."""
+        return save_checkpoint(self.weights_state(), path)
 
     @classmethod
     def resume(cls, path: str | Path, overrides: dict[str, Any] | None = None,
@@ -234,7 +257,7 @@ def run_training(trainer: Trainer, log=print) -> Path:
         # The run folder appears with the first finished epoch, so a run that fails early leaves nothing.
         trainer.save(run_dir / "last.pt")
         if result.is_best:
-            trainer.save(run_dir / "best.pt")
+            trainer.save_best(run_dir / "best.pt")
         (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=2))
         log(f"epoch {result.epoch:3d}/{cfg.epochs}  loss {result.train_loss:.4f}  "
             f"val dice {result.val_dice:.4f}  iou {result.val_iou:.4f}  {result.seconds:5.1f}s"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # Caches go to a throwaway folder, never to the user's ~/.cache (Ray workers inherit this too).
 os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-cache-")
+TEST_TEACHER_BACKBONE = "mobilenet_v2"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_cache():
+    yield
+    shutil.rmtree(os.environ["POLYP_KD_TUNE_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +43,9 @@ def teacher_checkpoint(demo_root, tmp_path_factory) -> Path:
     from core.train import Trainer
 
     save_dir = tmp_path_factory.mktemp("teacher")
-    trainer = Trainer(tiny_config(demo_root, save_dir, mode="teacher", epochs=1, experiment_name="teacher"))
+    # A small U-Net++ keeps the suite fast and its disk use low; the default ResNet50 is 7x the size.
+    trainer = Trainer(tiny_config(demo_root, save_dir, mode="teacher", epochs=1, experiment_name="teacher",
+                                  teacher_backbone=TEST_TEACHER_BACKBONE))
     for _ in trainer.epochs():
         pass
-    return trainer.save(save_dir / "teacher" / "best.pt")
+    return trainer.save_best(save_dir / "teacher" / "best.pt")

@@ -72,7 +72,7 @@ def test_teacher_checkpoint_missing_wrong_or_not_a_checkpoint(demo_root, tmp_pat
     assert_one_line_error(code, err, "foreign.pt", "not a polyp-kd-tune checkpoint")
     student = Trainer(tiny_config(demo_root, tmp_path)).save(tmp_path / "student.pt")
     code, err = call(train_cli.main, args + ["--set", f"teacher_checkpoint={student}"], capsys)
-    assert_one_line_error(code, err, "student.pt", "not the teacher")
+    assert_one_line_error(code, err, "student.pt", "not a teacher")
     assert not (tmp_path / "runs").exists()
 
 

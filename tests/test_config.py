@@ -11,6 +11,7 @@ def test_defaults_match_the_documented_ones():
     assert (cfg.learning_rate, cfg.alpha, cfg.temperature, cfg.kd_loss, cfg.seed, cfg.val_fraction) == \
         (1e-4, 0.6, 4.0, "bce", 42, 0.1)
     assert cfg.data_root == "dataset" and cfg.device == "auto" and cfg.encoder_weights == "imagenet"
+    assert cfg.teacher_backbone == "resnet50"
 
 
 def test_yaml_then_set_overrides_in_that_order(tmp_path):
@@ -26,7 +27,7 @@ def test_yaml_then_set_overrides_in_that_order(tmp_path):
     ("alpha=1.5", "alpha"), ("alpha=-0.1", "alpha"), ("temperature=0", "temperature"),
     ("learning_rate=0", "learning_rate"), ("learning_rate=-1", "learning_rate"), ("mode=student", "mode"),
     ("kd_loss=kl", "kd_loss"), ("img_size=100", "img_size"), ("batch_size=abc", "batch_size"),
-    ("student_backbone=not_a_net", "student_backbone"), ("encoder_weights=ssl", "encoder_weights"),
+    ("student_backbone=not_a_net", "student_backbone"), ("teacher_backbone=resnet5", "teacher_backbone"), ("encoder_weights=ssl", "encoder_weights"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(UserError, match=f"'{key}'"):

@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+from conftest import TEST_TEACHER_BACKBONE
+
 from tune import best as best_cli
 from tune import search as search_cli
 
@@ -32,12 +34,12 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
             "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
             # Wide on purpose: trials differ enough for ASHA to cut some.
             "learning_rate": {"type": "loguniform", "low": 1.0e-6, "high": 3.0e-2},
-            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "resnet18"]},
+            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "tu-mobilenetv3_small_100"]},
         },
         "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
         "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 3},
         "resources": {"cpu": 1},
-        "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3}},
+        "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
         "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
     }
     space.update(changes)
@@ -111,7 +113,9 @@ def test_winner_is_the_best_validation_trial_and_was_evaluated(finished_sweep):
                                               "ETIS-LaribPolypDB"}
     assert 0 <= best["test"]["mean"]["dice"] <= 1 and best["synthetic_data"] is True
     state = torch.load(best["checkpoint"], weights_only=True)
-    assert state["config"]["mode"] == "distillation" and state["best_model"] is not None
+    assert state["config"]["mode"] == "distillation" and state["epoch"] == int(rows[0]["epochs"])
+    # The best epoch's weights are in the checkpoint: apart, or as `model` when the last epoch was best.
+    assert (state["best_model"] is None) == (int(best["best_epoch"]) == state["epoch"])
 
 
 def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):

@@ -19,11 +19,13 @@ def run(cfg):
 def test_baseline_two_epochs_writes_loadable_checkpoints(demo_root, tmp_path):
     cfg = tiny_config(demo_root, tmp_path, mode="baseline", experiment_name="base")
     run_dir = run_training(Trainer(cfg), log=lambda *_: None)
-    for name in ("best.pt", "last.pt"):
-        state = torch.load(run_dir / name, weights_only=True)
+    best, last = (torch.load(run_dir / name, weights_only=True) for name in ("best.pt", "last.pt"))
+    for state in (best, last):
         assert state["config"]["mode"] == "baseline" and state["architecture"]["arch"] == "Unet"
-        assert {"model", "optimizer", "scheduler", "torch_rng", "best_model"} <= set(state)
-    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 2
+    assert {"model", "optimizer", "scheduler", "torch_rng", "best_model"} <= set(last) and last["epoch"] == 2
+    # best.pt is what evaluation and export read: the weights alone, a third of the training state.
+    assert best["weights_only"] and "optimizer" not in best and "best_model" not in best
+    assert (run_dir / "best.pt").stat().st_size < 0.4 * (run_dir / "last.pt").stat().st_size
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(0 <= h["val_dice"] <= 1 and h["train_loss"] > 0 and h["seconds"] > 0 for h in history)
@@ -85,6 +87,30 @@ def test_resume_with_more_epochs_extends_the_run(demo_root, tmp_path):
     assert [r.epoch for r in resumed.epochs()] == [2]
 
 
+@pytest.mark.parametrize("best_epoch", [1, 2])
+def test_resume_keeps_the_best_weights_whichever_epoch_was_best(demo_root, tmp_path, best_epoch):
+    trainer = Trainer(tiny_config(demo_root, tmp_path, epochs=3))
+    next(trainer.epochs())
+    # Dice is in [0, 1]: 2.0 cannot be beaten, -1.0 always is; this fixes which epoch is the best.
+    trainer.best_val_dice = 2.0 if best_epoch == 1 else -1.0
+    next(trainer.epochs())
+    assert trainer.history[-1]["is_best"] == (best_epoch == 2)
+    state = load_checkpoint(trainer.save(tmp_path / "last.pt"))
+    # Best weights are stored once when they are the current ones, separately otherwise.
+    assert (state["best_model"] is None) == (best_epoch == 2)
+    resumed = Trainer.resume(tmp_path / "last.pt")
+    assert all(torch.equal(v, resumed.best_model[k]) for k, v in trainer.best_model.items())
+    changed = any(not torch.equal(v, resumed.model.state_dict()[k]) for k, v in trainer.best_model.items()
+                  if v.is_floating_point())
+    assert changed == (best_epoch == 1)
+
+
+def test_resuming_from_best_weights_says_to_use_last_pt(demo_root, tmp_path):
+    trainer, _ = run(tiny_config(demo_root, tmp_path, epochs=1))
+    with pytest.raises(UserError, match="resume from last.pt"):
+        Trainer.resume(trainer.save_best(tmp_path / "best.pt"))
+
+
 def test_nan_loss_stops_training_with_a_clear_error(demo_root, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(demo_root, tmp_path))
     monkeypatch.setattr(trainer, "criterion", lambda logits, masks: logits.sum() * float("nan"))
@@ -95,7 +121,7 @@ def test_nan_loss_stops_training_with_a_clear_error(demo_root, tmp_path, monkeyp
 def test_teacher_checkpoint_of_another_architecture_is_rejected(demo_root, tmp_path):
     student_ckpt = Trainer(tiny_config(demo_root, tmp_path)).save(tmp_path / "student.pt")
     cfg = tiny_config(demo_root, tmp_path, mode="distillation", teacher_checkpoint=str(student_ckpt))
-    with pytest.raises(UserError, match="not the teacher"):
+    with pytest.raises(UserError, match="not a teacher"):
         Trainer(cfg)
 
 

@@ -75,7 +75,7 @@ def export(sweep_dir: Path, out: Path) -> dict[str, Any]:
         metrics = {key: best[key] for key in ("sweep", "trial_id", "objective", "best_val_dice",
                                                "best_val_iou", "best_epoch", "params")}
         metrics["test"] = best["test"]
-        save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": weights,
+        save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": weights, "weights_only": True,
                          "epoch": best["best_epoch"], "metrics": json.loads(json.dumps(metrics)),
                          "synthetic_data": bool(best.get("synthetic_data"))}, tmp / WEIGHTS_FILENAME)
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -70,13 +70,13 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     resume_from = None
     if last.is_file():
         # An interrupted sweep may have stopped mid-teacher: finish it rather than trust a partial one.
-        if load_checkpoint(last)["epoch"] >= cfg.epochs and not shared:
+        if load_checkpoint(last, mmap=True)["epoch"] >= cfg.epochs and not shared:
             print(f"teacher: using this sweep's {stored}")
             return str(stored)
         resume_from = str(last)
     if space.teacher.checkpoint:
         print(f"teacher: {space.teacher.checkpoint} does not exist; training one for this sweep")
-    print(f"teacher: {'resuming' if resume_from else 'training'} UNet++/ResNet50 for {cfg.epochs} epochs "
+    print(f"teacher: {'resuming' if resume_from else 'training'} UNet++/{cfg.teacher_backbone} for {cfg.epochs} epochs "
           f"at {cfg.img_size}px -> {stored}")
     # Nothing else runs during this stage: give it the CPUs the concurrent trials will share.
     cpus = min(space.resources.cpu * space.search.max_concurrent_trials, ray.cluster_resources().get("CPU", 1))

@@ -94,7 +94,7 @@ def build_tuner(space: SearchSpace, experiment_root: str, base: dict, use_gpu: b
     metric, mode = space.objective.metric, space.objective.mode
     searcher = OptunaSearch(space=DefineByRun(space.parameters), metric=metric, mode=mode,
                             sampler=optuna.samplers.TPESampler(seed=space.search.seed))
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=space.asha.max_t,
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=space.asha.max_t,
                               grace_period=space.asha.grace_period,
                               reduction_factor=space.asha.reduction_factor)
     return tune.Tuner(
