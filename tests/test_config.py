@@ -27,7 +27,8 @@ def test_yaml_then_set_overrides_in_that_order(tmp_path):
     ("alpha=1.5", "alpha"), ("alpha=-0.1", "alpha"), ("temperature=0", "temperature"),
     ("learning_rate=0", "learning_rate"), ("learning_rate=-1", "learning_rate"), ("mode=student", "mode"),
     ("kd_loss=kl", "kd_loss"), ("img_size=100", "img_size"), ("batch_size=abc", "batch_size"),
-    ("student_backbone=not_a_net", "student_backbone"), ("teacher_backbone=resnet5", "teacher_backbone"), ("encoder_weights=ssl", "encoder_weights"),
+    ("student_backbone=not_a_net", "student_backbone"), ("teacher_backbone=resnet5", "teacher_backbone"),
+    ("encoder_weights=ssl", "encoder_weights"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(UserError, match=f"'{key}'"):

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import TEST_TEACHER_BACKBONE
 
 from tune import best as best_cli
