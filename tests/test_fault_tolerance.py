@@ -23,7 +23,9 @@ MAX_T = 8
 
 
 @pytest.fixture()
-def cluster():
+def cluster(monkeypatch):
+    # The spaces below disable W&B; conftest's WANDB_MODE=offline would otherwise take precedence.
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -79,6 +81,21 @@ def recovery_report(trials_dir: Path) -> dict:
 def read_rows(sweep_dir: Path) -> list[dict]:
     with (sweep_dir / "leaderboard.csv").open() as f:
         return list(csv.DictReader(f))
+
+
+def move_checkpoints_of_unfinished_trials(trials_dir: Path) -> list[str]:
+    """Rename each unfinished trial's checkpoint to a later name, so that the one Ray recorded is gone.
+
+    This is the race a killed driver can leave behind (Ray deletes a trial's older checkpoint as soon as
+    a newer one arrives, but saves its experiment state only every few seconds), made certain."""
+    moved = []
+    for progress in trials_dir.glob("*/result.json"):
+        rows = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
+        checkpoints = sorted(progress.parent.glob("checkpoint_*"))
+        if rows and not rows[-1]["done"] and checkpoints:
+            checkpoints[-1].rename(progress.parent / "checkpoint_000099")
+            moved.append(rows[0]["trial_id"])
+    return moved
 
 
 def checkpointed_running_trial(trials_dir: Path):
@@ -146,6 +163,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
             proc.kill()
     finished_before = {t: len(df) for t, df in trial_results(trials_dir).items() if df["done"].iloc[-1]}
     assert finished_before, "no trial finished before the driver was killed"
+    moved = move_checkpoints_of_unfinished_trials(trials_dir)
+    assert moved, "no unfinished trial had a checkpoint when the driver was killed"
     search_cli.main(["--space", str(space), "--storage", str(storage), "--address", cluster.address, "--resume"])
     wall = time.time() - started
     rows = read_rows(storage / "lost-driver")
@@ -155,4 +174,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
     for trial_id, reports in finished_before.items():
         assert len(after[trial_id]) == reports, f"finished trial {trial_id} was re-run"
     report = recovery_report(trials_dir)
-    print(f"\nkilled driver: {report}, finished before the kill {len(finished_before)}, wall {wall:.0f}s")
+    # Every moved trial went on from its moved checkpoint (none started again from epoch 1).
+    assert report["resumed_from_checkpoint"] >= len(moved) and report["epochs_lost"] == 0
+    print(f"\nkilled driver: {report}, finished before the kill {len(finished_before)}, "
+          f"recorded checkpoint gone for {len(moved)}, wall {wall:.0f}s")

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from core.data import discover  # noqa: E402
 from core.evaluate import evaluate_test_sets  # noqa: E402
 from core.models import load_model, resolve_device  # noqa: E402
+from tune.recovery import CHECKPOINT_FILE  # noqa: E402
 from tune.space import SearchSpace  # noqa: E402
-from tune.trainable import CHECKPOINT_FILE  # noqa: E402
 
 LEADERBOARD_COLUMNS = ["rank", "trial_id", "status", "epochs", "stopped_early", "best_val_dice",
                        "best_val_iou", "best_epoch", "last_val_dice"]

@@ -133,6 +133,7 @@ def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str 
 
     from tune import report, storage
     from tune.prepare import ensure_teacher, warm_caches
+    from tune.recovery import restore_recorded_checkpoints
 
     remote = storage.is_uri(storage_root)
     shared = storage.join(storage_root, space.name)        # every node reaches this
@@ -165,6 +166,8 @@ def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str 
         warm_caches(space, space.base_config().replace(**base), use_gpu)
         callbacks = [callback] if callback else []
         if restore:
+            for note in restore_recorded_checkpoints(trials_location):
+                print(note)
             tuner = tune.Tuner.restore(trials_location, trainable=trainable_for(space, base, use_gpu),
                                        resume_errored=True)
         else:
