@@ -30,7 +30,9 @@ def leaderboard(results, space: SearchSpace) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         m = result.metrics or {}
-        epochs = int(m.get("training_iteration", 0) or 0)
+        # Our own epoch count, as ASHA's: Ray's iteration counter lags behind it for a trial whose
+        # checkpoint tune/recovery.py replaced with a newer one.
+        epochs = int(m.get("epoch", 0) or 0)
         error = result.error
         row = {
             "trial_id": m.get("trial_id") or Path(result.path).name,
@@ -117,7 +119,7 @@ def plot_curves(results, path: Path) -> None:
         df = result.metrics_dataframe
         if df is None or df.empty or "val_dice" not in df:
             continue
-        ax.plot(df["training_iteration"], df["val_dice"], marker="o", ms=3, lw=1,
+        ax.plot(df["epoch"], df["val_dice"], marker="o", ms=3, lw=1,
                 label=str((result.metrics or {}).get("trial_id", "")))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Dice")
