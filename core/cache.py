@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core.checkpoint import resolve_checkpoint_path
+from core.config import TrainConfig
 from core.data import SamplePair, normalize, read_image, read_mask, to_tensor
 
 CACHE_VERSION = "1"
@@ -94,11 +96,23 @@ def decoded_samples(pairs: Sequence[SamplePair], img_size: int, cache_dir: str |
                           json.loads((folder / "stems.json").read_text()), key, folder)
 
 
+def training_caches(cfg: TrainConfig, train_pairs: Sequence[SamplePair], device: torch.device,
+                    progress: bool = False) -> tuple[DecodedSamples, np.ndarray | None]:
+    """What a run of `cfg` maps from this node's cache: the decoded training pool, and the teacher's
+    logits when it distils from cached logits. A sweep calls it once before its trials, which then only map."""
+    cache_dir = cfg.cache_dir or default_cache_dir()
+    samples = decoded_samples(train_pairs, cfg.img_size, cache_dir, progress)
+    if cfg.mode != "distillation" or cfg.teacher_logits != "cached":
+        return samples, None
+    return samples, teacher_logits(cfg.teacher_checkpoint, samples, cache_dir, device, cfg.batch_size, progress)
+
+
 def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cache_dir: str | Path,
                    device: torch.device, batch_size: int = 8, progress: bool = False) -> np.ndarray:
     """The teacher's logits (N×S×S fp16) on the un-augmented cached images, computed once per node."""
     from core.models import load_frozen_teacher
 
+    teacher_checkpoint = resolve_checkpoint_path(teacher_checkpoint)  # a run folder names its best.pt
     key = hashlib.sha256(f"logits v{CACHE_VERSION} {file_sha256(teacher_checkpoint)} {samples.key}".encode())
     folder = Path(cache_dir) / "teacher_logits" / key.hexdigest()[:20]
 

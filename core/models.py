@@ -10,7 +10,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from core.checkpoint import load_checkpoint, resolve_checkpoint_path
+from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from core.errors import UserError
 
@@ -60,14 +60,13 @@ def best_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def require_teacher_path(path: str | None) -> str:
     """The path of a valid teacher checkpoint, or the error that says what is wrong and how to fix it."""
+    return _teacher_state(path, mmap=True)["path"]
+
+
+def _teacher_state(path: str | None, mmap: bool = False) -> dict[str, Any]:
     if not path:
         raise UserError("mode distillation needs 'teacher_checkpoint'; train one with "
                         "`python -m core.train --mode teacher` and set teacher_checkpoint=<run>/best.pt")
-    _teacher_state(path, mmap=True)
-    return str(resolve_checkpoint_path(path))
-
-
-def _teacher_state(path: str, mmap: bool = False) -> dict[str, Any]:
     state = load_checkpoint(path, mmap=mmap)
     arch = state.get("architecture", {})
     if arch.get("arch") != TEACHER_ARCH:
@@ -78,9 +77,8 @@ def _teacher_state(path: str, mmap: bool = False) -> dict[str, Any]:
 
 def load_frozen_teacher(path: str | None, device: torch.device) -> nn.Module:
     """The trained teacher for distillation: eval mode, no gradients."""
-    state = _teacher_state(require_teacher_path(path))
-    arch = state["architecture"]
-    teacher = build_model(arch, encoder_weights=None)
+    state = _teacher_state(path)
+    teacher = build_model(state["architecture"], encoder_weights=None)
     teacher.load_state_dict(best_weights(state))
     teacher.to(device).eval()
     for p in teacher.parameters():

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.cache import decoded_samples, default_cache_dir, teacher_logits
+from core.cache import training_caches
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import MODES, TrainConfig, config_from_dict, load_config, parse_overrides
 from core.data import (
@@ -74,19 +74,15 @@ class Trainer:
         self.progress = progress
         self.data = data if data is not None else discover(cfg.data_root)
         distill = cfg.mode == "distillation"
-        teacher_path = require_teacher_path(cfg.teacher_checkpoint) if distill else None
+        if distill:
+            require_teacher_path(cfg.teacher_checkpoint)  # a wrong teacher fails before any decoding
         # Train and validation images are decoded once per node and shared by every run there.
-        cache_dir = cfg.cache_dir or default_cache_dir()
-        samples = decoded_samples(self.data.train, cfg.img_size, cache_dir, progress)
+        # Cached distillation: the teacher's logits on the un-augmented images, moved with each
+        # augmentation; the teacher never runs in the loop. Online: it runs on every augmented batch.
+        samples, cached_logits = training_caches(cfg, self.data.train, self.device, progress)
         train_pairs, val_pairs = split_train_val(self.data.train, cfg.val_fraction, cfg.seed)
-        # Cached: the teacher's logits on the un-augmented images, moved with each augmentation; the
-        # teacher itself never runs in the loop. Online: the teacher runs on every augmented batch.
-        self.teacher = None
-        cached_logits = None
-        if distill and cfg.teacher_logits == "cached":
-            cached_logits = teacher_logits(teacher_path, samples, cache_dir, self.device, cfg.batch_size, progress)
-        elif distill:
-            self.teacher = load_frozen_teacher(teacher_path, self.device)
+        self.teacher = (load_frozen_teacher(cfg.teacher_checkpoint, self.device)
+                        if distill and cached_logits is None else None)
         self.train_loader = train_loader(
             TrainSet(samples.images, samples.masks, samples.index_of(train_pairs), cfg.seed, cached_logits),
             cfg.batch_size, cfg.seed, cfg.num_workers)

@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         mean = metrics["test"]["mean"]
         print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {WEIGHTS_FILENAME}, model.onnx "
               f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}), config.yaml, metrics.json, "
-              f"MODEL_CARD.md; test mean Dice {mean['dice']:.4f}" )
+              f"MODEL_CARD.md; test mean Dice {mean['dice']:.4f}")
 
 
 if __name__ == "__main__":

@@ -29,16 +29,14 @@ def _train_teacher(cfg: TrainConfig, resume_from: str | None, shared: str | None
 
 
 def _warm_caches(cfg: TrainConfig) -> None:
-    from core.cache import decoded_samples, default_cache_dir, teacher_logits
+    from core.cache import default_cache_dir, training_caches
     from core.data import discover
     from core.models import resolve_device
 
-    cache_dir = cfg.cache_dir or default_cache_dir()
     if cfg.teacher_checkpoint:
-        cfg = cfg.replace(teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint, cache_dir))
-    samples = decoded_samples(discover(cfg.data_root).train, cfg.img_size, cache_dir)
-    if cfg.mode == "distillation" and cfg.teacher_logits == "cached":
-        teacher_logits(cfg.teacher_checkpoint, samples, cache_dir, resolve_device(cfg.device), cfg.batch_size)
+        cfg = cfg.replace(teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint,
+                                                                cfg.cache_dir or default_cache_dir()))
+    training_caches(cfg, discover(cfg.data_root).train, resolve_device(cfg.device))
 
 
 def warm_caches(space: SearchSpace, cfg: TrainConfig, use_gpu: bool) -> None:

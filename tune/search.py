@@ -21,6 +21,7 @@ import yaml
 from core.config import parse_overrides
 from core.data import discover
 from core.errors import UserError, cli_errors
+from core.evaluate import format_table
 from core.synthetic import write_demo_dataset
 from tune.space import DefineByRun, SearchSpace, load_space
 
@@ -194,7 +195,6 @@ def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str 
             winner_row["checkpoint"] = result.checkpoint.to_directory(str(sweep_dir / "winner_checkpoint"))
         winner = report.evaluate_winner(winner_row)
         best = report.write_best(winner_row, winner, space, sweep_dir / "best.json")
-        from core.evaluate import format_table
         print(f"\nwinner: trial {best['trial_id']}  val Dice {best['best_val_dice']:.4f} "
               f"(epoch {best['best_epoch']})  " + "  ".join(f"{k}={v}" for k, v in best["params"].items()))
         print(format_table(best["test"], title="winner on the test sets (reported, never selected on)"))
