@@ -18,8 +18,8 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on sys.path)
 import torch  # noqa: E402
 
+from core.export import inference_speed, write_onnx  # noqa: E402
 from core.models import build_model, load_model  # noqa: E402
-from tune.best import inference_speed, write_onnx  # noqa: E402
 
 
 def cuda_speed(model: torch.nn.Module, onnx_path: Path, size: int, batch: int, repeats: int) -> dict[str, float]:

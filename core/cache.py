@@ -4,6 +4,8 @@
 Each cache lives in a folder named by a hash of its inputs (file list with sizes and mtimes, img_size,
 and for logits the teacher checkpoint's bytes), so a changed input means a new cache, never a stale one.
 Builders take a file lock, so concurrent trials build a cache once and the rest wait and map it.
+Each folder records its files' sizes and checksums when built; one that no longer matches (a truncated
+file) is rebuilt, never mapped.
 """
 from __future__ import annotations
 
@@ -12,9 +14,8 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,11 @@ from tqdm import tqdm
 from core.checkpoint import resolve_checkpoint_path
 from core.config import TrainConfig
 from core.data import SamplePair, normalize, read_image, read_mask, to_tensor
+from core.files import atomic_folder
 
-CACHE_VERSION = "1"
+# 2: files decoded completely (truncation is an error), 0/1 masks read as binary, TIFFs via tifffile.
+CACHE_VERSION = "2"
+BUILD_RECORD = "complete.json"  # written last: {file: {size, ends_sha256}} of a finished build
 CACHE_ENV = "POLYP_KD_TUNE_CACHE"
 
 
@@ -137,23 +141,58 @@ def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cach
     return np.load(folder / "logits.npy", mmap_mode="r")
 
 
-def build_once(folder: Path, build) -> None:
-    """Run `build(tmp)` and rename tmp to `folder`, unless `folder` exists; one builder at a time."""
-    if (folder / "complete").exists():
+def build_once(folder: Path, build: Callable[[Path], None]) -> None:
+    """Run `build(tmp)` in a temporary sibling renamed to `folder`, unless `folder` holds an intact build;
+    one builder at a time. A folder whose files differ from what was recorded at build time (sizes, and
+    checksums of each file's ends) is rebuilt, saying so in one line: mapping it would crash or mislead."""
+    if _damage(folder) is None:
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(folder.parent / f"{folder.name}.lock"):
-        if (folder / "complete").exists():
+        damage = _damage(folder)
+        if damage is None:
             return
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        if folder.exists():
+            print(f"cache {folder}: {damage}; rebuilding it", file=sys.stderr)
+        with atomic_folder(folder) as tmp:
             build(tmp)
-            (tmp / "complete").write_text("")
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            record = {str(p.relative_to(tmp)): _fingerprint(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1))
+
+
+def _fingerprint(path: Path) -> dict[str, int | str]:
+    # Size catches truncation; the ends' checksum catches an overwritten header or tail. Hashing whole
+    # files (hundreds of MB of decoded images) at every trial start would cost more than it protects.
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+        digest.update(f.read())
+    return {"size": size, "ends_sha256": digest.hexdigest()}
+
+
+def _damage(folder: Path) -> str | None:
+    """None if `folder` holds a finished build whose files match its record, else what is wrong."""
+    if not folder.is_dir():
+        return "not built"
+    try:
+        record = json.loads((folder / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        return f"no readable {BUILD_RECORD} (an unfinished or older build)"
+    for name, expected in record.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} is {size} bytes but was {expected['size']} when built"
+        if _fingerprint(path) != expected:
+            return f"{name} differs from what was built (checksum)"
+    return None
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from core.errors import UserError
+from core.split import DEFAULT_GROUP_PATTERN, VAL_SPLITS
 
 MODES = ("baseline", "distillation", "teacher")
 KD_LOSSES = ("bce", "mse")
@@ -43,8 +44,11 @@ class TrainConfig:
     temperature: float = 4.0
     kd_loss: str = "bce"
     teacher_logits: str = "cached"
-    seed: int = 42
+    seed: int = 42              # initialisation and augmentation order
     val_fraction: float = 0.1
+    val_split: str = "random"   # random | grouped (frames of one video stay on one side; core/split.py)
+    val_group_pattern: str = DEFAULT_GROUP_PATTERN
+    split_seed: int = 42        # the validation split; fixed while `seed` varies across repeated runs
     num_workers: int = 2
     device: str = "auto"
     cache_dir: str | None = None
@@ -55,6 +59,11 @@ class TrainConfig:
         _one_of("kd_loss", self.kd_loss, KD_LOSSES)
         _one_of("teacher_logits", self.teacher_logits, TEACHER_LOGITS)
         _one_of("encoder_weights", self.encoder_weights, ENCODER_WEIGHTS)
+        _one_of("val_split", self.val_split, VAL_SPLITS)
+        try:
+            re.compile(self.val_group_pattern)
+        except re.error as err:
+            raise UserError(f"'val_group_pattern' is not a valid regular expression ({err})") from None
         _check("alpha", 0.0 <= self.alpha <= 1.0, self.alpha, "a number in [0, 1]")
         _check("temperature", self.temperature > 0, self.temperature, "a number > 0")
         _check("learning_rate", self.learning_rate > 0, self.learning_rate, "a number > 0")
@@ -62,6 +71,10 @@ class TrainConfig:
         _check("img_size", self.img_size >= 32 and self.img_size % 32 == 0, self.img_size,
                "a multiple of 32 (U-Net encoders downsample 5 times), at least 32")
         _check("batch_size", self.batch_size >= 1, self.batch_size, "an integer >= 1")
+        # At img_size 32 the encoders' deepest feature map is 1x1: a batch of one leaves BatchNorm a single
+        # value per channel and training fails (from 64 px on, batch 1 trains).
+        _check("batch_size", self.batch_size >= 2 or self.img_size > 32, self.batch_size,
+               "at least 2 at img_size 32 (BatchNorm needs more than one value per channel there)")
         _check("epochs", self.epochs >= 1, self.epochs, "an integer >= 1")
         _check("val_fraction", 0.0 < self.val_fraction < 1.0, self.val_fraction, "a number in (0, 1)")
         _check("num_workers", self.num_workers >= 0, self.num_workers, "an integer >= 0")

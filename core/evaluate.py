@@ -1,14 +1,13 @@
 """Evaluation: Dice/IoU of a model on each test set present plus their mean, and overlay pictures.
 
-CLI: python -m core.evaluate --checkpoint P [--data-root D] [--save-visuals] [--out DIR]
+CLI: python -m core.evaluate --checkpoint P [--data-root D | --test-dir F] [--save-visuals] [--out DIR]
+--data-root scores every test set under D/TestDataset (no TrainDataset needed); --test-dir scores one folder
+holding images/ and masks/, under the folder's name.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.data import EvalSet, PolypData, discover, eval_loader, normalize, read_image
+from core.data import EvalSet, PolypData, discover_test_sets, eval_loader, normalize, read_image, single_test_set
 from core.errors import cli_errors
+from core.files import atomic_folder
 from core.metrics import SegmentationScores, binarize, mean_over_sets
 from core.models import load_model, resolve_device
 
@@ -55,28 +55,31 @@ def evaluate_test_sets(model: nn.Module, data: PolypData, img_size: int, batch_s
 
 
 def format_table(report: dict[str, Any], title: str = "test sets") -> str:
+    width = max([20] + [len(name) + 2 for name in report["test_sets"]])  # any folder can be a test set
     lines = [title + (" [SYNTHETIC data]" if report.get("synthetic") else ""),
-             f"{'test set':<20}{'images':>7}{'Dice':>9}{'IoU':>9}"]
+             f"{'test set':<{width}}{'images':>7}{'Dice':>9}{'IoU':>9}"]
     for name, s in report["test_sets"].items():
-        lines.append(f"{name:<20}{s['n']:>7}{s['dice']:>9.4f}{s['iou']:>9.4f}")
+        lines.append(f"{name:<{width}}{s['n']:>7}{s['dice']:>9.4f}{s['iou']:>9.4f}")
     m = report["mean"]
-    lines.append(f"{'mean':<20}{m['n']:>7}{m['dice']:>9.4f}{m['iou']:>9.4f}")
+    lines.append(f"{'mean':<{width}}{m['n']:>7}{m['dice']:>9.4f}{m['iou']:>9.4f}")
     if report.get("missing"):
         lines.append(f"missing (not evaluated): {', '.join(report['missing'])}")
     return "\n".join(lines)
 
 
+def tint(image_rgb: np.ndarray, mask01: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """A copy of the RGB image with the mask's region tinted by `colour` and its outer contour drawn."""
+    out = image_rgb.copy()
+    region = mask01.astype(bool)
+    out[region] = (0.55 * out[region] + 0.45 * np.array(colour)).astype(np.uint8)
+    contours, _ = cv2.findContours(mask01.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, colour, max(1, image_rgb.shape[0] // 150))
+    return out
+
+
 def overlay_panel(image_rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray, height: int = 256) -> np.ndarray:
     """image | ground truth (green) | prediction (red), each with its contour; returns BGR uint8."""
-    def tint(mask01: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-        out = image_rgb.copy()
-        region = mask01.astype(bool)
-        out[region] = (0.55 * out[region] + 0.45 * np.array(colour)).astype(np.uint8)
-        contours, _ = cv2.findContours(mask01.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, colour, max(1, image_rgb.shape[0] // 150))
-        return out
-
-    tiles = [image_rgb, tint(mask, (0, 255, 0)), tint(pred, (255, 0, 0))]
+    tiles = [image_rgb, tint(image_rgb, mask, (0, 255, 0)), tint(image_rgb, pred, (255, 0, 0))]
     scale = height / image_rgb.shape[0]
     size = (max(1, round(image_rgb.shape[1] * scale)), height)
     panel = np.concatenate([cv2.resize(t, size, interpolation=cv2.INTER_NEAREST) for t in tiles], axis=1)
@@ -88,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="best.pt/last.pt, a run folder, or an exported model folder")
-    parser.add_argument("--data-root", help="default: the data_root the checkpoint was trained on")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data-root", help="score every test set under DATA_ROOT/TestDataset "
+                                            "(default: the data_root the checkpoint was trained on)")
+    source.add_argument("--test-dir", help="score one folder holding images/ and masks/, named after the folder")
     parser.add_argument("--which", choices=("best", "last"), default="best",
                         help="weights of the best validation epoch (default) or of the last epoch")
     parser.add_argument("--save-visuals", action="store_true",
@@ -101,13 +107,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     with cli_errors():
         model, state = load_model(args.checkpoint, which=args.which)
         cfg = state["config"]
-        data = discover(args.data_root or cfg["data_root"])
+        data = (single_test_set(args.test_dir) if args.test_dir
+                else discover_test_sets(args.data_root or cfg["data_root"]))
         device = resolve_device(args.device)
         out = Path(args.out or Path("results") / "evaluate" / cfg["experiment_name"])
-        # Everything is written to a temporary sibling first, then renamed: never a half-written folder.
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        try:
+        # Written beside `out` and renamed when complete: never a half-written folder.
+        with atomic_folder(out) as tmp:
             saved: dict[str, int] = {}
 
             def save_visuals(name: str, batch, logits: torch.Tensor) -> None:
@@ -126,11 +131,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             report["checkpoint"] = state["path"]
             report["weights"] = args.which
             (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         print(format_table(report, title=f"{state['path']} ({args.which} weights)"))
         print(f"wrote {out / 'metrics.json'}" + (f" and overlays in {out / 'visuals'}" if args.save_visuals else ""))
 

@@ -63,6 +63,11 @@ def require_teacher_path(path: str | None) -> str:
     return _teacher_state(path, mmap=True)["path"]
 
 
+def teacher_split(path: str) -> dict[str, Any] | None:
+    """The training split a teacher checkpoint records (None for checkpoints that predate the record)."""
+    return load_checkpoint(path, mmap=True).get("split")
+
+
 def _teacher_state(path: str | None, mmap: bool = False) -> dict[str, Any]:
     if not path:
         raise UserError("mode distillation needs 'teacher_checkpoint'; train one with "

@@ -7,15 +7,14 @@ colonoscopy image, and every dataset root it writes carries the SYNTHETIC_MARKER
 from __future__ import annotations
 
 import math
-import os
-import secrets
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from core.files import atomic_folder
 
 TEST_SET_NAMES = ("Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300", "ETIS-LaribPolypDB")
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.txt"
@@ -332,12 +331,9 @@ def write_demo_dataset(
             "Delete it or choose another output path."
         )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed in one step, so a crash never leaves a half-written dataset at ``out``.
-    # Not tempfile.mkdtemp: its 0700 mode would carry over to the finished dataset.
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    # Built beside the target and renamed in one step, so a crash never leaves a half-written dataset at ``out``
+    # (an existing ``out`` was checked empty above).
+    with atomic_folder(out) as tmp:
         _write_split(tmp / "TrainDataset", "train", n_train, size, seed)
         for name in TEST_SET_NAMES:
             _write_split(tmp / "TestDataset" / name, name, n_test, size, seed)
@@ -348,10 +344,4 @@ def write_demo_dataset(
             "Not real colonoscopy images; numbers measured on it say nothing about polyp segmentation.\n",
             encoding="utf-8",
         )
-        if out.exists():
-            out.rmdir()  # checked empty above; renaming onto an existing directory is not portable
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -30,12 +30,12 @@ from core.data import (
     discover,
     eval_loader,
     normalize,
-    split_train_val,
     train_loader,
 )
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
+from core.split import check_teacher_split, split_pairs, split_record
 from core.models import (
     architecture,
     best_weights,
@@ -44,6 +44,7 @@ from core.models import (
     load_frozen_teacher,
     require_teacher_path,
     resolve_device,
+    teacher_split,
 )
 
 
@@ -74,13 +75,17 @@ class Trainer:
         self.progress = progress
         self.data = data if data is not None else discover(cfg.data_root)
         distill = cfg.mode == "distillation"
+        train_pairs, val_pairs = split_pairs(self.data.train, cfg.val_fraction, cfg.split_seed, cfg.val_split,
+                                             cfg.val_group_pattern)
+        self.split = split_record(cfg.data_root, [p.stem for p in val_pairs], cfg.val_fraction, cfg.split_seed,
+                                  cfg.val_split, len(train_pairs))
         if distill:
-            require_teacher_path(cfg.teacher_checkpoint)  # a wrong teacher fails before any decoding
+            path = require_teacher_path(cfg.teacher_checkpoint)  # a wrong teacher fails before any decoding
+            check_teacher_split(teacher_split(path), self.split, path)
         # Train and validation images are decoded once per node and shared by every run there.
         # Cached distillation: the teacher's logits on the un-augmented images, moved with each
         # augmentation; the teacher never runs in the loop. Online: it runs on every augmented batch.
         samples, cached_logits = training_caches(cfg, self.data.train, self.device, progress)
-        train_pairs, val_pairs = split_train_val(self.data.train, cfg.val_fraction, cfg.seed)
         self.teacher = (load_frozen_teacher(cfg.teacher_checkpoint, self.device)
                         if distill and cached_logits is None else None)
         self.train_loader = train_loader(
@@ -195,6 +200,7 @@ class Trainer:
             "best_val_dice": self.best_val_dice,
             "history": self.history,
             "synthetic_data": self.data.synthetic,
+            "split": self.split,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ import torch
 from core import cache
 from core.cache import decoded_samples, samples_key, teacher_logits
 from core.data import TrainSet, discover, normalize, read_image, to_tensor
+from core.errors import UserError
 from core.models import load_frozen_teacher
 
 
@@ -91,3 +92,59 @@ def test_concurrent_builders_decode_each_file_once(pairs, tmp_path, monkeypatch)
         t.join()
     assert len(calls) == len(pairs)
     assert [p.name for p in (tmp_path / "decoded").iterdir() if p.is_dir()] == [samples_key(pairs, 64)]
+
+
+def cut_in_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_truncated_decoded_cache_is_rebuilt_with_one_line(pairs, tmp_path, capsys):
+    samples = decoded_samples(pairs, 64, tmp_path)
+    images, masks = np.array(samples.images), np.array(samples.masks)
+    del samples  # release the memory map before cutting its file
+    folder = tmp_path / "decoded" / samples_key(pairs, 64)
+    cut_in_half(folder / "images.npy")
+    capsys.readouterr()
+    again = decoded_samples(pairs, 64, tmp_path)  # used to raise "mmap length is greater than file size"
+    err = capsys.readouterr().err.strip()
+    assert err == (f"cache {folder}: images.npy is {images.nbytes // 2 + 64} bytes but was "
+                   f"{images.nbytes + 128} when built; rebuilding it")
+    assert np.array_equal(again.images, images) and np.array_equal(again.masks, masks)
+    decoded_samples(pairs, 64, tmp_path)
+    assert capsys.readouterr().err == ""  # intact again: mapped, not rebuilt
+
+
+def test_truncated_logits_cache_is_rebuilt(pairs, tmp_path, teacher_checkpoint, capsys):
+    samples = decoded_samples(pairs, 64, tmp_path)
+    logits = np.array(teacher_logits(teacher_checkpoint, samples, tmp_path, torch.device("cpu")))
+    (path,) = (tmp_path / "teacher_logits").glob("*/logits.npy")
+    cut_in_half(path)
+    capsys.readouterr()
+    again = teacher_logits(teacher_checkpoint, samples, tmp_path, torch.device("cpu"))
+    assert "logits.npy is" in capsys.readouterr().err and np.array_equal(again, logits)
+
+
+def test_overwritten_cache_file_of_the_same_size_is_rebuilt(pairs, tmp_path, capsys):
+    samples = decoded_samples(pairs, 64, tmp_path)
+    images = np.array(samples.images)
+    path = samples.folder / "images.npy"
+    del samples
+    path.write_bytes(bytes(path.stat().st_size))
+    again = decoded_samples(pairs, 64, tmp_path)
+    assert "images.npy differs from what was built" in capsys.readouterr().err
+    assert np.array_equal(again.images, images)
+
+
+def test_a_truncated_training_image_fails_the_cache_build_by_name(pairs, tmp_path):
+    import shutil
+
+    victim = tmp_path / "cut.png"
+    shutil.copy(pairs[3].image, victim)
+    cut_in_half(victim)
+    broken = [p if i != 3 else type(p)(victim, p.mask) for i, p in enumerate(pairs)]
+    with pytest.raises(UserError, match=r"cut\.png: truncated or corrupt image"):
+        decoded_samples(broken, 64, tmp_path / "cache")
+    # Nothing half-built is left to be mapped later, and the lock is free for the next build.
+    assert [p.name for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()] == []
+    assert decoded_samples(pairs, 64, tmp_path / "cache").images.shape[0] == len(pairs)

@@ -1,21 +1,32 @@
-"""The leaderboard counts epochs as ASHA does (the trial's `epoch` metric), not Ray's iterations."""
-import math
-from types import SimpleNamespace
+"""The leaderboard: how each trial ended, counted in epochs as ASHA counts them, ranked by the objective."""
+import pytest
 
+from core.errors import UserError
+from tune.ray_compat import TrialState
 from tune.report import leaderboard
-from tune.space import AshaSettings, SearchSpace
 
 
-def result(trial_id, epoch, iteration, best):
-    metrics = {"trial_id": trial_id, "epoch": epoch, "training_iteration": iteration,
-               "best_val_dice": best, "best_val_iou": best / 2, "best_epoch": epoch, "val_dice": best}
-    return SimpleNamespace(metrics=metrics, error=None, config={"learning_rate": 1e-3}, checkpoint=None,
-                           path=f"/trials/{trial_id}")
+def trial(trial_id, status, epoch, best, arm="kd", **extra):
+    result = {"epoch": epoch, "training_iteration": max(epoch - 3, 0), "best_val_dice": best,
+              "best_val_iou": best / 2, "best_epoch": epoch, "val_dice": best, **extra}
+    return TrialState(trial_id, status, {"arm": arm, "learning_rate": 1e-3}, result, f"/t/{trial_id}", None,
+                      "RuntimeError: boom" if status == "ERROR" else None, [])
 
 
-def test_epochs_and_early_stops_follow_the_epoch_metric():
-    space = SearchSpace(name="s", source="s.yaml", base={}, parameters=[], asha=AshaSettings(max_t=8))
-    # "b" resumed from a checkpoint newer than Ray's record: 8 epochs trained in 5 reported iterations.
-    rows = leaderboard([result("a", 4, 4, 0.5), result("b", 8, 5, 0.6)], space)
-    assert [(r["trial_id"], r["epochs"], r["stopped_early"]) for r in rows] == [("b", 8, False), ("a", 4, True)]
-    assert not math.isnan(rows[0]["best_val_dice"])
+def test_each_trial_end_is_told_apart_and_ranked_by_the_objective():
+    rows = leaderboard([trial("stopped", "TERMINATED", 4, 0.5), trial("full", "TERMINATED", 8, 0.6),
+                        trial("cut", "RUNNING", 2, 0.9), trial("err", "ERROR", 1, 0.95),
+                        trial("nan", "TERMINATED", 1, 0.99, diverged=1), trial("ctl", "TERMINATED", 8, 0.55,
+                                                                                 arm="baseline")],
+                       "best_val_dice", True, max_t=8)
+    assert [(r.trial_id, r.end) for r in rows] == [
+        ("full", "finished"), ("ctl", "finished"), ("stopped", "stopped by ASHA"),
+        ("cut", "interrupted"), ("err", "errored"), ("nan", "diverged")]
+    assert rows[1].arm == "baseline" and rows[0].params == {"learning_rate": 1e-3}
+    assert rows[4].error == "RuntimeError: boom"
+
+
+def test_a_trial_that_never_reported_the_objective_is_an_error_naming_it():
+    with pytest.raises(UserError, match="objective.metric 'val_iou': trial a never reported it"):
+        leaderboard([TrialState("a", "TERMINATED", {}, {"epoch": 1, "val_dice": 0.5}, "/t/a", None, None, [])],
+                    "val_iou", True, max_t=4)

@@ -109,3 +109,22 @@ def test_trial_config_maps_branch_names_back_to_config_keys(tmp_path):
     cfg = trial_config(space.base_config(), {"student_backbone": "resnet18", "learning_rate": 0.003,
                                              "student_backbone=resnet18@weight_decay": 1e-5})
     assert (cfg.student_backbone, cfg.learning_rate, cfg.weight_decay, cfg.epochs) == ("resnet18", 0.003, 1e-5, 4)
+
+
+def test_distillation_spaces_get_a_control_arm_and_confirmation_by_default(tmp_path):
+    kd = {**VALID, "base": {**VALID["base"], "mode": "distillation"}, "search": {"num_samples": 8}}
+    space = load_space(write(tmp_path, kd))
+    assert space.has_control and (space.confirm.top_k, space.confirm.seeds) == (3, 3)
+    assert space.baseline_trial_numbers() == {3, 7}  # 25 % of 8, spread out
+    off = load_space(write(tmp_path, {**kd, "control": None, "confirm": None}))
+    assert not off.has_control and off.confirm is None and not off.baseline_trial_numbers()
+    assert load_space(write(tmp_path, VALID)).confirm is None  # baseline spaces: only when asked
+
+
+def test_control_arm_trial_trains_the_student_without_a_teacher():
+    space = load_space("demo")
+    cfg = trial_config(space.base_config(), {"arm": "baseline", "arm=baseline@learning_rate": 2e-3,
+                                             "arm=baseline@student_backbone": "resnet18"})
+    assert (cfg.mode, cfg.learning_rate, cfg.student_backbone, cfg.teacher_checkpoint) == \
+        ("baseline", 2e-3, "resnet18", None)
+    assert trial_config(space.base_config(), {"arm": "kd", "alpha": 0.3}).mode == "distillation"

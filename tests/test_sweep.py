@@ -1,9 +1,9 @@
-"""End-to-end sweeps on tiny synthetic data: Optuna + ASHA + W&B offline, resume, export."""
+"""End-to-end sweeps on tiny synthetic data: Optuna + ASHA + a control arm + confirmation over seeds,
+W&B offline, resume, export."""
 import csv
 import glob
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -40,6 +40,7 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
         "resources": {"cpu": 1},
         "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
         "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
+        "confirm": {"top_k": 1, "seeds": 2},
     }
     space.update(changes)
     return space
@@ -71,18 +72,34 @@ def finished_sweep(demo_root, tmp_path_factory):
 
 def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
     rows = read_rows(finished_sweep)
-    assert len(rows) == 6 and sorted(r["trial_id"] for r in rows) == sorted({r["trial_id"] for r in rows})
-    # OptunaSearch saved its study, which saw every trial.
-    state = pickle.loads(Path(glob.glob(str(finished_sweep / "trials" / "searcher-state-*.pkl"))[0]).read_bytes())
-    assert len(state["_ot_study"].trials) == 6
-    # ASHA cut at least one trial before max_t.
-    early = [r for r in rows if r["stopped_early"] == "True"]
+    assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
+    # ASHA cut at least one trial before max_t, and at least one ran the full budget.
+    early = [r for r in rows if r["end"] == "stopped by ASHA"]
     assert early and all(int(r["epochs"]) < 4 for r in early)
-    assert any(int(r["epochs"]) == 4 for r in rows)
-    dice = [float(r["best_val_dice"]) for r in rows if r["status"] == "DONE"]
-    assert dice == sorted(dice, reverse=True)
-    for name in ("space.yaml", "sweep.json", "curves.png", "parallel_coordinates.png", "teacher/best.pt"):
+    assert any(r["end"] == "finished" and int(r["epochs"]) == 4 for r in rows)
+    # Ranked by exactly the objective (best_val_dice here).
+    values = [float(r["objective"]) for r in rows]
+    assert values == sorted(values, reverse=True) and values == [float(r["best_val_dice"]) for r in rows]
+    # The control arm: 25 % of 6 trials, the same students without a teacher.
+    assert sorted(r["arm"] for r in rows).count("baseline") == 2
+    assert all(r["param:alpha"] == "" for r in rows if r["arm"] == "baseline")
+    for name in ("space.yaml", "sweep.json", "curves.png", "parallel_coordinates.png", "teacher/best.pt",
+                 "optuna.journal", "search.json"):
         assert (finished_sweep / name).is_file(), name
+
+
+def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
+    import optuna
+
+    from tune.study import journal_storage
+    rows = read_rows(finished_sweep)
+    study = optuna.load_study(study_name="tiny", storage=journal_storage(finished_sweep))
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 6
+    assert states.count("PRUNED") == sum(r["end"] == "stopped by ASHA" for r in rows)
+    assert states.count("COMPLETE") == sum(r["end"] == "finished" for r in rows)
+    for trial in study.trials:  # one intermediate value per epoch, at step = epoch
+        assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
 
 
 def test_every_trial_used_the_one_sweep_teacher(finished_sweep):
@@ -90,9 +107,11 @@ def test_every_trial_used_the_one_sweep_teacher(finished_sweep):
     assert json.loads((finished_sweep / "sweep.json").read_text())["base"]["teacher_checkpoint"] == teacher
     for params in (finished_sweep / "trials").glob("*/params.json"):
         assert "teacher_checkpoint" not in json.loads(params.read_text())
-    checkpoints = list((finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt"))
-    assert checkpoints and all(torch.load(c, weights_only=True)["config"]["teacher_checkpoint"] == teacher
-                               for c in checkpoints)
+    configs = [torch.load(c, weights_only=True)["config"]
+               for c in (finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt")]
+    assert configs and all(c["teacher_checkpoint"] == teacher for c in configs if c["mode"] == "distillation")
+    assert all(c["teacher_checkpoint"] is None for c in configs if c["mode"] == "baseline")
+    assert {c["mode"] for c in configs} == {"distillation", "baseline"}
 
 
 def test_trials_on_one_node_share_one_cache(finished_sweep):
@@ -103,25 +122,57 @@ def test_trials_on_one_node_share_one_cache(finished_sweep):
     assert all(torch.load(c, weights_only=True)["config"]["teacher_logits"] == "cached" for c in trained)
 
 
-def test_winner_is_the_best_validation_trial_and_was_evaluated(finished_sweep):
+def test_winner_is_confirmed_over_seeds_with_a_verdict(finished_sweep):
     best = json.loads((finished_sweep / "best.json").read_text())
-    rows = read_rows(finished_sweep)
-    assert best["trial_id"] == rows[0]["trial_id"]
-    assert best["best_val_dice"] == pytest.approx(max(float(r["best_val_dice"]) for r in rows))
+    confirmation = best["confirmation"]
+    assert [c["arm"] for c in confirmation].count("kd") == 1 and len(confirmation) == 2
+    for c in confirmation:
+        assert c["seeds"] == [42, 43] and len(c["values"]) == 2
+        assert c["mean"] == pytest.approx(sum(c["values"]) / 2)
+        assert c["ci95"][0] <= c["mean"] <= c["ci95"][1]
+    winner = confirmation[0]  # ranked by confirmed mean
+    assert best["winner"] == winner["name"] and best["confirmed_mean"] == pytest.approx(winner["mean"])
+    assert max(c["mean"] for c in confirmation) == pytest.approx(winner["mean"])
+    assert best["best_val_dice"] == pytest.approx(max(winner["val_dice"]))  # its best seed is exported
+    verdict = best["kd_vs_baseline"]
+    kd = next(c for c in confirmation if c["arm"] == "kd")
+    base = next(c for c in confirmation if c["arm"] == "baseline")
+    assert verdict["seeds"] == 2
+    assert verdict["diff_mean"] == pytest.approx(kd["mean"] - base["mean"])
+    assert "over the same student without a teacher, 2 seeds" in verdict["sentence"]
+    # Test sets scored once, for the winner (and the baseline where it is not the winner).
     assert set(best["test"]["test_sets"]) == {"Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300",
                                               "ETIS-LaribPolypDB"}
     assert 0 <= best["test"]["mean"]["dice"] <= 1 and best["synthetic_data"] is True
-    state = torch.load(best["checkpoint"], weights_only=True)
-    assert state["config"]["mode"] == "distillation" and state["epoch"] == int(rows[0]["epochs"])
-    # The best epoch's weights are in the checkpoint: apart, or as `model` when the last epoch was best.
-    assert (state["best_model"] is None) == (int(best["best_epoch"]) == state["epoch"])
+    # Paths in best.json are relative to the sweep folder (a copied sweep still exports).
+    assert not Path(best["checkpoint"]).is_absolute()
+    state = torch.load(finished_sweep / best["checkpoint"], weights_only=True)
+    assert state["epoch"] == 4 and state["config"]["seed"] == best["seed"]
+
+
+def test_no_trial_scores_or_logs_test_sets(finished_sweep):
+    results = list(finished_sweep.glob("trials/*/result.json")) + list(finished_sweep.glob("confirm/*/result.json"))
+    assert len(results) == 6 + 4
+    for path in results:
+        assert "test/" not in path.read_text(), path
 
 
 def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
     runs = list((finished_sweep / "wandb").glob("offline-run-*"))
     trial_ids = {r["trial_id"] for r in read_rows(finished_sweep)}
-    assert {run.name.rsplit("-", 1)[-1] for run in runs} == trial_ids
+    confirm_ids = {json.loads(l)["trial_id"] for p in (finished_sweep / "confirm").glob("*/result.json")
+                   for l in p.read_text().splitlines()[:1]}
+    summary = [run for run in runs if "-summary-" in run.name]
+    assert len(summary) == 1
+    assert {run.name.rsplit("-", 1)[-1] for run in runs if run not in summary} == trial_ids | confirm_ids
     assert all(list(run.glob("*.wandb")) for run in runs)
+    # Each trial's run holds its whole config, not only the sampled values.
+    # (An offline run keeps its config and tags inside its .wandb record file until synced.)
+    for run in runs:
+        if run not in summary:
+            record = next(run.glob("*.wandb")).read_bytes()
+            assert all(key in record for key in (b"img_size", b"kd_loss", b"teacher_checkpoint", b"val_split")), run
+            assert b"arm:kd" in record or b"arm:baseline" in record
     places = [finished_sweep] + [Path(p) for p in glob.glob("/tmp/ray/session_latest/logs")]
     for place in places:
         for path in place.rglob("*"):
@@ -131,7 +182,8 @@ def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
 
 def test_show_and_export_round_trip(finished_sweep, tmp_path, capsys):
     best_cli.main(["show", "--sweep", str(finished_sweep)])
-    assert "stopped early by ASHA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped by ASHA" in out and "over the same student without a teacher" in out
     out = tmp_path / "export"
     best_cli.main(["export", "--sweep", str(finished_sweep), "--out", str(out)])
     assert {p.name for p in out.iterdir()} == {"model.pt", "model.onnx", "config.yaml", "metrics.json",
@@ -190,7 +242,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, 
             time.sleep(1)
         assert _finished(trials), "no trial finished in time"
         proc.send_signal(signal.SIGINT)  # Ctrl-C to the driver: Tune saves its state and stops
-        assert proc.wait(timeout=120) != 0
+        assert proc.wait(timeout=120) == 130
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -229,4 +281,82 @@ def test_sweep_on_uri_storage_keeps_teacher_and_trials_where_every_node_reaches(
     base = json.loads((remote / "sweep.json").read_text())["base"]
     assert base["teacher_checkpoint"] == f"file://{remote}/teacher/best.pt"
     best = json.loads((tmp_path / "local" / "remote" / "best.json").read_text())
-    assert Path(best["checkpoint"]).is_file() and str(tmp_path / "local") in best["checkpoint"]
+    assert (tmp_path / "local" / "remote" / best["checkpoint"]).is_file()
+
+
+def test_missing_teacher_checkpoint_is_exit_2_before_anything_is_written(demo_root, tmp_path, capsys):
+    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="noteacher",
+                       teacher={"checkpoint": str(tmp_path / "nope" / "best.pt")})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    with pytest.raises(SystemExit) as info:
+        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "does not exist" in err and "teacher.yaml" in err and "checkpoint: null" in err
+    assert not (tmp_path / "results" / "noteacher").exists()
+
+
+def test_teacher_trained_on_the_students_validation_images_is_refused(demo_root, teacher_checkpoint, tmp_path,
+                                                                      capsys):
+    # The fixture teacher used val_fraction 0.25: with 0.5 the students' validation set differs.
+    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="leak",
+                       teacher={"checkpoint": str(teacher_checkpoint)})
+    space["base"]["val_fraction"] = 0.5
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    with pytest.raises(SystemExit) as info:
+        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])
+    assert info.value.code == 2 and "students' validation images" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "leak").exists()
+
+
+def test_diverged_trial_ends_at_once_as_failed_without_retry(demo_root, teacher_checkpoint, tmp_path):
+    import optuna
+
+    from tune.study import journal_storage
+    space = tiny_space(demo_root, num_samples=1, max_t=2, cache_dir=tmp_path / "cache", name="nan",
+                       teacher={"checkpoint": str(teacher_checkpoint)}, control=None, confirm=None)
+    space["parameters"] = {"learning_rate": {"type": "loguniform", "low": 1.0e29, "high": 1.0e30}}
+    space["search"]["max_failures"] = 2
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    with pytest.raises(SystemExit) as info:  # nothing usable: no winner
+        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results"),
+                         "--num-cpus", "2"])
+    assert info.value.code == 2
+    sweep = tmp_path / "results" / "nan"
+    (row,) = read_rows(sweep)
+    assert row["end"] == "diverged" and "training loss became nan" in row["error"]
+    (result,) = sweep.glob("trials/*/result.json")
+    assert len(result.read_text().splitlines()) == 1  # one diverged result, no retry from a checkpoint
+    study = optuna.load_study(study_name="nan", storage=journal_storage(sweep))
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_root, teacher_checkpoint, tmp_path):
+    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="confirmkill",
+                       teacher={"checkpoint": str(teacher_checkpoint)}, control=None,
+                       confirm={"top_k": 1, "seeds": 4})
+    space["search"]["max_concurrent_trials"] = 1
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    storage = tmp_path / "results"
+    confirm = storage / "confirmkill" / "confirm"
+    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(storage),
+           "--num-cpus", "2"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "driver.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not _finished(confirm):
+            time.sleep(0.5)
+        assert _finished(confirm), (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, at once: no clean shutdown
+        proc.wait()
+    before = {trial: (trial / "progress.csv").read_text() for trial in _finished(confirm)}
+    search_cli.main(["--space", str(space_file), "--storage", str(storage), "--num-cpus", "2", "--resume"])
+    for trial, progress in before.items():
+        assert (trial / "progress.csv").read_text() == progress, f"{trial.name} was re-run"
+    best = json.loads((storage / "confirmkill" / "best.json").read_text())
+    (confirmed,) = best["confirmation"]
+    assert confirmed["seeds"] == [42, 43, 44, 45] and all(0 <= v <= 1 for v in confirmed["values"])

@@ -1,33 +1,41 @@
-"""Read a finished sweep: `show` prints its leaderboard, `export` writes the winner as a self-contained
-folder (weights, config, metrics, ONNX checked against PyTorch, model card).
+"""Use a finished sweep: `show` prints its leaderboard, `export` writes the winner as a self-contained
+folder (core/export.py: weights, config, metrics, ONNX checked against PyTorch, model card), `predict`
+segments new images with an exported model and `demo` serves it as a local web page (core/predict.py,
+core/demo.py).
 
     python -m tune.best show [--sweep DIR]
     python -m tune.best export [--sweep DIR] [--out DIR]
+    python -m tune.best predict --model DIR IMAGE_OR_FOLDER... --out DIR
+    python -m tune.best demo --model DIR [--port 7860] [--host 127.0.0.1]
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
-import os
-import shutil
-import tempfile
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import yaml
+from tqdm import tqdm
 
-from core.checkpoint import WEIGHTS_FILENAME, save_checkpoint
-from core.data import EvalSet, discover, normalize
 from core.errors import UserError, cli_errors
 from core.evaluate import format_table
-from core.models import count_parameters, load_model
+from core.export import EXPORT_FILES, ExportMetrics, export_model
+from core.models import load_model
+from core.predict import RUNTIMES, Predictor, predict_files
 from tune.report import format_leaderboard
 
 DEFAULT_STORAGE = Path("results")
+PREDICT_EPILOG = """Writes OUT/masks/<stem>.png (0/255, each image's original size), OUT/overlays/<stem>.png
+(the image with the predicted polyp tinted red and outlined) and OUT/predictions.csv (polyp area per image).
+OUT is written whole when the run ends; an earlier prediction folder there is replaced.
+
+Inputs that cannot be used (not an image, an unreadable or truncated file, an empty folder, a missing path)
+are skipped with one `error:` line each; the other images are still written, and the exit code is then 2.
+A missing or unreadable model folder is one line and exit code 2 before anything is written."""
 
 
 def find_sweep(sweep: str | None, storage: Path = DEFAULT_STORAGE) -> Path:
@@ -55,174 +63,62 @@ def read_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Winner:
+    """The sweep's winner as best.json records it: its checkpoint and how it was chosen and scored."""
+
+    checkpoint: Path
+    metrics: ExportMetrics
+
+
+def read_winner(sweep_dir: Path) -> Winner:
+    """The one place that reads best.json (paths in it are relative to the sweep folder)."""
+    path = sweep_dir / "best.json"
+    best = json.loads(path.read_text())
+    try:
+        verdict = best["kd_vs_baseline"]
+        return Winner(checkpoint=sweep_dir / best["checkpoint"], metrics=ExportMetrics(
+            best_val_dice=best["best_val_dice"], best_val_iou=best["best_val_iou"],
+            best_epoch=best["best_epoch"], test=best["test"], synthetic_data=bool(best["synthetic_data"]),
+            sweep=best["sweep"], trial_id=best["trial_id"], objective=best["objective"]["metric"],
+            params=best["params"], verdict=verdict["sentence"] if verdict else None))
+    except KeyError as err:
+        raise UserError(f"{path}: no {err} entry (written by another version of tune.search); export the "
+                        f"winner's checkpoint with `python -m core.export --checkpoint CKPT --out DIR`") from None
+
+
 def show(sweep_dir: Path) -> None:
-    best = json.loads((sweep_dir / "best.json").read_text())
+    winner = read_winner(sweep_dir).metrics
     print(f"sweep {sweep_dir}")
     print(format_leaderboard(read_leaderboard(sweep_dir)))
-    print(f"\nwinner: trial {best['trial_id']}, val Dice {best['best_val_dice']:.4f}")
-    print(format_table(best["test"], title="winner on the test sets"))
+    print(f"\nwinner: trial {winner.trial_id}, val Dice {winner.best_val_dice:.4f}")
+    print(format_table(winner.test, title="winner on the test sets"))
+    if winner.verdict:
+        print(f"\nverdict: {winner.verdict}")
 
 
 def export(sweep_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the winner to `out` (via a temporary folder, so a failure leaves nothing half-written)."""
-    best = json.loads((sweep_dir / "best.json").read_text())
-    model, state = load_model(best["checkpoint"])
-    weights = model.state_dict()
-    cfg = state["config"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        metrics = {key: best[key] for key in ("sweep", "trial_id", "objective", "best_val_dice",
-                                               "best_val_iou", "best_epoch", "params")}
-        metrics["test"] = best["test"]
-        save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": weights, "weights_only": True,
-                         "epoch": best["best_epoch"], "metrics": json.loads(json.dumps(metrics)),
-                         "synthetic_data": bool(best.get("synthetic_data"))}, tmp / WEIGHTS_FILENAME)
-        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        onnx_check = export_onnx(model, cfg, tmp / "model.onnx")
-        metrics["onnx"] = onnx_check
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (tmp / "MODEL_CARD.md").write_text(model_card(best, state, model, onnx_check))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return metrics
+    """Write the winner to `out` (whole or not at all); returns what metrics.json holds."""
+    winner = read_winner(sweep_dir)
+    model, state = load_model(str(winner.checkpoint))
+    return export_model(model, state, winner.metrics, out)
 
 
-def write_onnx(model: torch.nn.Module, img_size: int, path: Path) -> None:
-    """ONNX (one file) with a dynamic batch axis; input `image` (normalised NCHW), output `logits`."""
-    example = torch.zeros(2, 3, img_size, img_size)
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), dynamo=True,
-                      external_data=False, verbose=False)
+def predict(args: argparse.Namespace) -> int:
+    """Masks and overlays for every input image; the exit code is 2 when any input could not be used."""
+    predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
+    run = predict_files(predictor, args.inputs, args.out, batch_size=args.batch_size,
+                        report=lambda line: tqdm.write(f"error: {line}", file=sys.stderr))
+    print(run.summary())
+    return 2 if run.problems else 0
 
 
-def inference_speed(model: torch.nn.Module, onnx_path: Path, img_size: int, batch: int,
-                    repeats: int = 10) -> dict[str, float]:
-    """Images/s of PyTorch eager and ONNX Runtime on this machine's CPU (median of `repeats` calls)."""
-    import statistics
-    import time
+def demo(args: argparse.Namespace) -> None:
+    from core.demo import build_demo, launch  # gradio takes seconds to import: only for this command
 
-    import onnxruntime as ort
-
-    x = torch.randn(batch, 3, img_size, img_size)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    runners = {"pytorch": lambda: model(x), "onnxruntime": lambda: session.run(None, {"image": x.numpy()})}
-    speed = {}
-    with torch.inference_mode():
-        for name, run in runners.items():
-            run()  # warm-up
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-            speed[name] = batch / statistics.median(times)
-    return speed
-
-
-def export_onnx(model: torch.nn.Module, cfg: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Write ONNX, then check the same test image through PyTorch and ONNX Runtime and time both."""
-    import onnxruntime as ort
-
-    write_onnx(model, cfg["img_size"], path)
-    image, source = _reference_image(cfg)
-    with torch.no_grad():
-        expected = model(image).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    actual = session.run(None, {"image": image.numpy()})[0]
-    diff = float(np.abs(actual - expected).max())
-    if not diff < 1e-3:
-        raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.3g} on {source}")
-    speed = inference_speed(model, path, cfg["img_size"], batch=1, repeats=5)
-    return {"max_abs_diff": diff, "checked_on": source, "opset": _opset(path),
-            "cpu_images_per_s_batch1": {k: round(v, 2) for k, v in speed.items()},
-            "recommended_runtime": max(speed, key=speed.get)}
-
-
-def model_card(best: dict[str, Any], state: dict[str, Any], model: torch.nn.Module,
-               onnx_check: dict[str, Any]) -> str:
-    cfg, arch = state["config"], state["architecture"]
-    synthetic = best.get("synthetic_data")
-    rows = "\n".join(f"| {name} | {s['n']} | {s['dice']:.4f} | {s['iou']:.4f} |"
-                     for name, s in best["test"]["test_sets"].items())
-    mean = best["test"]["mean"]
-    missing = best["test"].get("missing") or []
-    params = "\n".join(f"- `{k}`: {v}" for k, v in best["params"].items())
-    teacher = f", teacher `{cfg['teacher_checkpoint']}`" if cfg["mode"] == "distillation" else ""
-    n_params = f"{count_parameters(model) / 1e6:.2f}M"
-    onnx_line = (f"`model.onnx` (dynamic batch, opset {onnx_check['opset']}), max |ONNX − PyTorch| = "
-                 f"{onnx_check['max_abs_diff']:.2e} on {onnx_check['checked_on']}")
-    speed = onnx_check["cpu_images_per_s_batch1"]
-    runtime_line = (f"**Recommended runtime: {onnx_check['recommended_runtime']}** — measured at export on "
-                    f"this machine's CPU, batch 1: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items())
-                    + " (bench/inference.py measures batch 1 and 8, and CUDA where present)")
-    warning = ("\n> **Trained and scored on SYNTHETIC demo data** (generated by `python -m core.data demo`). "
-               "These numbers say nothing about real polyp segmentation.\n" if synthetic else "")
-    return f"""# Polyp segmentation student: {arch['arch']} / {arch['encoder']}
-{warning}
-Winner of sweep `{best['sweep']}` (trial `{best['trial_id']}`), selected on validation Dice
-({best['best_val_dice']:.4f} at epoch {best['best_epoch']}) of a split carved from TrainDataset; the test sets
-below were only scored, never used for selection.
-
-## Data
-- data root: `{cfg['data_root']}`; mode `{cfg['mode']}`{teacher}
-- validation fraction {cfg['val_fraction']} of TrainDataset (seed {cfg['seed']})
-
-## Test Dice / IoU (per-image mean, threshold 0.5, at each mask's original size)
-| test set | images | Dice | IoU |
-|---|---|---|---|
-{rows}
-| **mean** | {mean['n']} | **{mean['dice']:.4f}** | **{mean['iou']:.4f}** |
-{('Not evaluated (absent): ' + ', '.join(missing)) if missing else ''}
-
-## Hyperparameters found
-{params}
-
-## Model
-- architecture: smp.{arch['arch']}(encoder_name="{arch['encoder']}", classes=1), {n_params} parameters
-- input: RGB, {cfg['img_size']}x{cfg['img_size']}, scaled to [0, 1] then normalised with ImageNet mean
-  (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); output: one logit map, polyp where sigmoid > 0.5
-- ONNX: {onnx_line}
-- {runtime_line}
-
-## How to load
-```python
-import torch, segmentation_models_pytorch as smp
-state = torch.load("{WEIGHTS_FILENAME}", weights_only=True)
-model = smp.{arch['arch']}(encoder_name="{arch['encoder']}", encoder_weights=None, classes=1)
-model.load_state_dict(state["model"]); model.eval()
-```
-```bash
-python -m core.evaluate --checkpoint <this folder> --data-root dataset --save-visuals
-```
-```python
-import onnxruntime as ort
-logits = ort.InferenceSession("model.onnx").run(None, {{"image": batch_nchw_float32}})[0]
-```
-"""
-
-
-def _reference_image(cfg: dict[str, Any]) -> tuple[torch.Tensor, str]:
-    """The first test image, preprocessed exactly as evaluation does; random noise if none is reachable."""
-    try:
-        data = discover(cfg["data_root"])
-        for pairs in data.test_sets.values():
-            image, _, _ = EvalSet(pairs[:1], cfg["img_size"])[0]
-            return normalize(image[None]), f"test image {pairs[0].image.name}"
-    except UserError:
-        pass
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(1, 3, cfg["img_size"], cfg["img_size"], generator=generator), "a random input"
-
-
-def _opset(path: Path) -> int:
-    import onnx
-
-    imports = onnx.load(str(path), load_external_data=False).opset_import
-    return max(o.version for o in imports if o.domain in ("", "ai.onnx"))
+    predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
+    print(f"serving {predictor.describe()}; Ctrl-C stops it")
+    launch(build_demo(predictor, synthetic=predictor.synthetic), host=args.host, port=args.port)
 
 
 def _parse_cell(value: str) -> Any:
@@ -246,8 +142,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--sweep", help="sweep folder or name (default: the newest finished one in results/)")
         if name == "export":
             p.add_argument("--out", help="output folder (default: <sweep>/export)")
+    for name, text in (("predict", "segment new images with an exported model"),
+                       ("demo", "serve an exported model as a local Gradio web demo")):
+        p = sub.add_parser(name, help=text, description=text,
+                           epilog=PREDICT_EPILOG if name == "predict" else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--model", required=True, help="an export folder (tune.best export / core.export)")
+        p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="auto: ONNX Runtime when the folder has model.onnx and no CUDA GPU is visible")
+        p.add_argument("--device", default="auto", help="for the PyTorch runtime: auto, cpu, cuda, mps")
+        if name == "predict":
+            p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                           help="image files and/or folders of images (not searched recursively)")
+            p.add_argument("--out", required=True, help="output folder")
+            p.add_argument("--batch-size", type=int, default=8)
+        else:
+            p.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (0.0.0.0 exposes the demo to your network)")
+            p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
     args = parser.parse_args(argv)
     with cli_errors():
+        if args.command == "predict":
+            if args.batch_size < 1:
+                raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+            code = predict(args)
+            if code:
+                raise SystemExit(code)
+            return
+        if args.command == "demo":
+            demo(args)
+            return
         sweep_dir = find_sweep(args.sweep)
         if args.command == "show":
             show(sweep_dir)
@@ -255,9 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = Path(args.out) if args.out else sweep_dir / "export"
         metrics = export(sweep_dir, out)
         mean = metrics["test"]["mean"]
-        print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {WEIGHTS_FILENAME}, model.onnx "
-              f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}), config.yaml, metrics.json, "
-              f"MODEL_CARD.md; test mean Dice {mean['dice']:.4f}")
+        print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(EXPORT_FILES)} "
+              f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}); test mean Dice {mean['dice']:.4f}")
 
 
 if __name__ == "__main__":

@@ -52,9 +52,9 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     """Location of a trained teacher checkpoint for this sweep (trained now if it does not exist yet).
 
     With `shared` (a URI every node reaches) the teacher is uploaded there and that URI is returned."""
-    if space.teacher.checkpoint and Path(space.teacher.checkpoint).is_file():
-        path = Path(space.teacher.checkpoint).resolve()
-        require_teacher_path(str(path))  # a missing or wrong checkpoint fails here, before any trial
+    if space.teacher.checkpoint:
+        # tune.search checked that it exists and was trained on the students' split.
+        path = Path(require_teacher_path(str(Path(space.teacher.checkpoint).resolve())))  # a folder names its file
         print(f"teacher: using {path}")
         if shared:
             storage.upload(path, storage.join(shared, "best.pt"))
@@ -72,8 +72,6 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
             print(f"teacher: using this sweep's {stored}")
             return str(stored)
         resume_from = str(last)
-    if space.teacher.checkpoint:
-        print(f"teacher: {space.teacher.checkpoint} does not exist; training one for this sweep")
     print(f"teacher: {'resuming' if resume_from else 'training'} UNet++/{cfg.teacher_backbone} for {cfg.epochs} epochs "
           f"at {cfg.img_size}px -> {stored}")
     # Nothing else runs during this stage: give it the CPUs the concurrent trials will share.

@@ -17,7 +17,9 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     search: {num_samples: 16, max_concurrent_trials: 4, seed: 0, max_failures: 2}
     asha: {max_t: 30, grace_period: 5, reduction_factor: 3}
     resources: {cpu: 4, gpu: 0.5}  # per trial; gpu is used only where the cluster has GPUs
-    teacher: {checkpoint: null, train: {TrainConfig keys for training it when missing}}
+    teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
+    control: {baseline: true, fraction: 0.25}   # distillation spaces: no-teacher trials in the same search
+    confirm: {top_k: 3, seeds: 3}   # retrain the best configurations over seeds before naming a winner
     wandb: {project: polyp-kd-tune, group: null, mode: offline}
     demo_data: {size: 64, train: 48, test: 8, seed: 0}   # generate synthetic data if data_root is missing
 """
@@ -40,6 +42,12 @@ OBJECTIVE_METRICS = ("best_val_dice", "val_dice", "best_val_iou", "val_iou")
 # A conditional parameter's name in Optuna and in the trial config: distinct per branch, so that
 # Optuna's TPE models `weight_decay` under resnet18 separately from any other branch.
 BRANCH_SEPARATOR = "@"
+ARMS = ("kd", "baseline")
+# Keys that exist only with a teacher: the control arm (the same student without one) does not search them.
+DISTILLATION_ONLY = ("alpha", "temperature", "kd_loss", "teacher_logits", "teacher_checkpoint")
+# The control arm's parameters are their own branch in Optuna (`arm=baseline@learning_rate`): TPE models
+# each arm separately, and `trial_config` maps the names back like any conditional parameter.
+BASELINE_PREFIX = f"arm=baseline{BRANCH_SEPARATOR}"
 
 
 @dataclass
@@ -106,6 +114,18 @@ class TeacherSettings:
 
 
 @dataclass
+class ControlSettings:
+    baseline: bool = True     # distillation spaces only
+    fraction: float = 0.25    # share of the search's trials that are baseline trials (at least one)
+
+
+@dataclass
+class ConfirmSettings:
+    top_k: int = 3            # KD configurations retrained (plus the best baseline one)
+    seeds: int = 3            # training seeds per configuration
+
+
+@dataclass
 class WandbSettings:
     project: str = "polyp-kd-tune"
     group: str | None = None
@@ -133,6 +153,24 @@ class SearchSpace:
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
     demo_data: DemoData | None = None
+    control: ControlSettings | None = None
+    confirm: ConfirmSettings | None = None
+
+    @property
+    def distillation(self) -> bool:
+        return self.base.get("mode") == "distillation"
+
+    @property
+    def has_control(self) -> bool:
+        return self.distillation and self.control is not None and self.control.baseline
+
+    def baseline_trial_numbers(self) -> set[int]:
+        """Which trials of the search (Optuna trial numbers) are control-arm trials: spread evenly."""
+        if not self.has_control:
+            return set()
+        n = self.search.num_samples
+        k = max(1, round(self.control.fraction * n))
+        return {i for i in range(n) if (i + 1) * k // n > i * k // n}
 
     def base_config(self) -> TrainConfig:
         """The trial config before sampling; `epochs` is ASHA's max_t, so every trial's learning-rate
@@ -153,22 +191,42 @@ class SearchSpace:
 
 class DefineByRun:
     """The Optuna define-by-run space. A module-level class (not a closure) because Ray pickles the
-    searcher, space function included, to resume a sweep."""
+    searcher, space function included, to resume a sweep.
 
-    def __init__(self, parameters: list[Parameter]):
+    Trials whose number is in `baseline_trials` are the control arm: they sample only the parameters that
+    exist without a teacher, under their own names. The returned constant `arm` lands in the trial config."""
+
+    def __init__(self, parameters: list[Parameter], baseline_trials: set[int] | None = None):
         self.parameters = parameters
+        self.baseline_trials = set(baseline_trials or ())
 
-    def __call__(self, trial: optuna.Trial) -> None:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        if trial.number in self.baseline_trials:
+            for parameter in self.parameters:
+                if parameter.name not in DISTILLATION_ONLY:
+                    parameter.suggest(trial, prefix=BASELINE_PREFIX)
+            return {"arm": "baseline"}
         for parameter in self.parameters:
             parameter.suggest(trial)
+        return {"arm": "kd"}
 
 
 def trial_config(base: TrainConfig, sampled: dict[str, Any]) -> TrainConfig:
-    """Merge one trial's sampled values into the base config (branch names map back to their key)."""
+    """Merge one trial's sampled values into the base config (branch names map back to their key); a
+    control-arm trial trains the same student without a teacher."""
     values = {}
     for key, value in sampled.items():
+        if key == "arm":
+            continue
         values[key.rsplit(BRANCH_SEPARATOR, 1)[-1]] = value
+    if sampled.get("arm") == "baseline":
+        values.update(mode="baseline", teacher_checkpoint=None)
     return base.replace(**values)
+
+
+def param_name(key: str) -> str:
+    """The config key of an Optuna parameter name (`arm=baseline@student_backbone=resnet18@weight_decay`)."""
+    return key.rsplit(BRANCH_SEPARATOR, 1)[-1]
 
 
 def resolve_space_path(name: str | Path) -> Path:
@@ -204,6 +262,14 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
         wandb=_section(WandbSettings, raw, "wandb", src),
         demo_data=_section(DemoData, raw, "demo_data", src) if raw.get("demo_data") is not None else None,
     )
+    # A distillation sweep answers "did the teacher help?" unless told not to: a control arm and a
+    # confirmation over seeds are on by default; `control: null` / `confirm: null` switch them off.
+    if raw.get("control", {}) is not None and space.distillation:
+        space.control = _section(ControlSettings, raw, "control", src)
+    if "confirm" in raw:
+        space.confirm = _section(ConfirmSettings, raw, "confirm", src) if raw["confirm"] is not None else None
+    elif space.distillation:
+        space.confirm = ConfirmSettings()
     _validate(space)
     return space
 
@@ -236,6 +302,14 @@ def _validate(space: SearchSpace) -> None:
                 raise UserError(f"{src}: parameters.{parameter.name}: {err}".replace("overrides: ", "")) from None
     if space.teacher.train:
         space.teacher_config()
+    if space.control is not None:
+        _require(0 < space.control.fraction < 1, f"{src}: control.fraction must be in (0, 1)")
+        _require(s.num_samples >= 2 or not space.control.baseline,
+                 f"{src}: a control arm needs search.num_samples >= 2 (or control: null)")
+    if space.confirm is not None:
+        _require(space.confirm.top_k >= 1, f"{src}: confirm.top_k must be >= 1")
+        _require(space.confirm.seeds >= 2, f"{src}: confirm.seeds must be >= 2 (a confidence interval needs "
+                                            f"two seeds); confirm: null switches confirmation off")
 
 
 def _all_parameters(parameters: list[Parameter]):
@@ -311,6 +385,9 @@ def _section(cls, raw: dict[str, Any], key: str, src: str):
         expected = type(default) if default not in (None, dataclasses.MISSING) else None
         if expected is float:
             value = float(_number(value, f"{src}: {key}.{name}"))
+        elif expected is bool:
+            if not isinstance(value, bool):
+                raise UserError(f"{src}: {key}.{name} must be true or false, got {value!r}")
         elif expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
             raise UserError(f"{src}: {key}.{name} must be {expected.__name__}, got {value!r}")
         kwargs[name] = value

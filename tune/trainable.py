@@ -1,7 +1,9 @@
-"""The Ray Tune trainable: a thin function around `core.train.Trainer`.
+"""The Ray Tune trainable: a thin function around `core.train.Trainer`, for search and confirmation trials.
 
 Each epoch it reports validation Dice/IoU, train loss and epoch with a checkpoint of the trainer's full
-state; a restarted trial continues from `tune.get_checkpoint()`; the final epoch adds test-set scores.
+state; a restarted trial continues from `tune.get_checkpoint()`. A trial whose loss diverges ends at once
+with `diverged: 1` in its last result (a retry from its checkpoint would diverge again). Test sets are
+never scored here: the sweep scores only its confirmed winner and baseline, once, at the end.
 """
 from __future__ import annotations
 
@@ -15,46 +17,56 @@ import ray
 from ray import tune
 
 from core.checkpoint import load_checkpoint
-from core.config import config_from_dict
-from core.train import Trainer
+from core.config import TrainConfig, config_from_dict
+from core.train import DivergedError, Trainer
 from tune.recovery import CHECKPOINT_FILE, EPOCH_FILE
 from tune.space import trial_config
 from tune.storage import local_copy
 
 
+def config_of(trial_params: dict[str, Any], base: TrainConfig) -> TrainConfig:
+    """The TrainConfig a trial trains: a search trial's params are what Optuna sampled (plus `arm`); a
+    confirmation trial's are `{candidate: {arm, params}, seed}`."""
+    if "candidate" in trial_params:
+        candidate = trial_params["candidate"]
+        cfg = trial_config(base, {**candidate["params"], "arm": candidate["arm"]})
+        return cfg.replace(seed=int(trial_params["seed"]))
+    return trial_config(base, trial_params)
+
+
 def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
-    """`config` holds the values Optuna sampled; `base` the sweep's fixed TrainConfig values."""
+    """`config` holds this trial's params; `base` the sweep's fixed TrainConfig values."""
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     if base.get("teacher_checkpoint"):
         # A teacher in shared storage (a cluster) is fetched once per node into the local cache.
         base = {**base, "teacher_checkpoint": local_copy(base["teacher_checkpoint"], base.get("cache_dir"))}
-    cfg = trial_config(config_from_dict(base, source="sweep base config"), config)
+    cfg = config_of(config, config_from_dict(base, source="sweep base config"))
     trainer = Trainer(cfg)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
-    # Where this run of the trial started and on which node: how a sweep survived lost nodes shows here.
-    restored_from_epoch = trainer.epoch
-    node_id = ray.get_runtime_context().get_node_id()
-    for result in trainer.epochs():
-        best = trainer.best_epoch
-        metrics = {**result.to_dict(), "is_best": int(result.is_best), "best_val_dice": best["val_dice"],
-                   "best_val_iou": best["val_iou"], "best_epoch": best["epoch"],
-                   "restored_from_epoch": restored_from_epoch, "node_id": node_id}
-        if trainer.epoch == cfg.epochs:
-            metrics.update(_test_metrics(trainer))
-        with tempfile.TemporaryDirectory() as folder:
-            trainer.save(Path(folder) / CHECKPOINT_FILE)
-            (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": trainer.epoch}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    context = ray.get_runtime_context()
+    # Where this run of the trial started, on which node and with which share of a GPU: how a sweep
+    # survived lost nodes, and how it was packed, shows in every result.
+    fixed = {"restored_from_epoch": trainer.epoch, "node_id": context.get_node_id(),
+             "gpus_assigned": float(context.get_assigned_resources().get("GPU", 0.0)),
+             "device": str(trainer.device), "mode": cfg.mode}
+    try:
+        for result in trainer.epochs():
+            with tempfile.TemporaryDirectory() as folder:
+                trainer.save(Path(folder) / CHECKPOINT_FILE)
+                (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": trainer.epoch}))
+                tune.report({**result.to_dict(), **_best_so_far(trainer), **fixed, "diverged": 0,
+                             "is_best": int(result.is_best)},
+                            checkpoint=tune.Checkpoint.from_directory(folder))
+    except DivergedError as err:
+        print(f"trial diverged, ended without retry: {err}", flush=True)
+        tune.report({"epoch": trainer.epoch, **_best_so_far(trainer), **fixed, "diverged": 1,
+                     "val_dice": 0.0, "val_iou": 0.0, "error": str(err)})
 
 
-def _test_metrics(trainer: Trainer) -> dict[str, float]:
-    """Test-set scores of the best-validation weights, logged for reporting only (never selected on)."""
-    report = trainer.evaluate_best()
-    out = {f"test/{name}/dice": s["dice"] for name, s in report["test_sets"].items()}
-    out.update({f"test/{name}/iou": s["iou"] for name, s in report["test_sets"].items()})
-    out.update({"test/mean/dice": report["mean"]["dice"], "test/mean/iou": report["mean"]["iou"]})
-    return out
+def _best_so_far(trainer: Trainer) -> dict[str, Any]:
+    best = trainer.best_epoch or {"val_dice": 0.0, "val_iou": 0.0, "epoch": 0}
+    return {"best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"], "best_epoch": best["epoch"]}

@@ -1,0 +1,63 @@
+"""A local Gradio web demo of an exported model: upload an image, see the overlay, the mask, the polyp
+area and the inference time. Served by `python -m tune.best demo --model DIR`; uses `core.predict.Predictor`.
+
+Offline by construction: analytics and Gradio's version check are off, no share link, no server-side
+rendering (which would start Node), and the theme uses system fonts (no font download by the browser).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from core.predict import Predictor, overlay
+
+# Read by gradio when it is imported and when a Blocks is made: the version check and analytics call home.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr
+
+SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
+SYSTEM_MONO_FONTS = ("ui-monospace", "monospace")
+
+
+def segment(predictor: Predictor, image: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """One uploaded RGB image -> (overlay RGB, mask 0/255, a Markdown line of polyp area and time)."""
+    if image is None:
+        return None, None, "Upload an image."
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)  # drop an alpha channel
+    prediction = predictor.predict([image])[0]
+    height, width = image.shape[:2]
+    text = (f"**Polyp area: {prediction.area_percent:.1f}%** of the image ({width}x{height} px) · "
+            f"inference {prediction.seconds * 1000:.0f} ms ({predictor.runtime})")
+    return overlay(image, prediction.mask), prediction.mask.astype(np.uint8) * 255, text
+
+
+def build_demo(predictor: Predictor, synthetic: bool = False) -> gr.Blocks:
+    title = "Polyp segmentation demo"
+    warning = ("\n\n**This model was trained on SYNTHETIC demo data**: its masks say nothing about real "
+               "polyps." if synthetic else "")
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}\nModel `{predictor.describe()}`. Upload a colonoscopy image; the predicted "
+                    f"polyp region is tinted red and outlined.{warning}")
+        with gr.Row():
+            image = gr.Image(label="image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
+            # PNG, not Gradio's default WebP: a downloaded mask must stay exactly 0/255.
+            shown = gr.Image(label="overlay", type="numpy", format="png", interactive=False)
+            mask = gr.Image(label="mask", type="numpy", image_mode="L", format="png", interactive=False)
+        summary = gr.Markdown()
+        run = gr.Button("Segment", variant="primary")
+        gr.on(triggers=[image.upload, run.click], fn=lambda img: segment(predictor, img), inputs=image,
+              outputs=[shown, mask, summary], api_name="segment")
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
+    """Serve on host:port (a free port from 7860 up when None); never a public share link."""
+    theme = gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(SYSTEM_MONO_FONTS))
+    return demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
+                       prevent_thread_lock=not block, quiet=not block, show_error=True, theme=theme)

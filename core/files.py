@@ -1,0 +1,42 @@
+"""Writing output folders safely: build in a temporary sibling, then rename into place.
+
+Readers never see a half-written folder, and the result has normal permissions (`tempfile.mkdtemp`
+creates mode 0700, which hides exports and caches from the other users of a shared machine).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it becomes `path` (replacing an existing
+    one when `replace`), on any exception it is deleted and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        if path.exists():
+            if not replace:
+                raise FileExistsError(f"{path} exists")
+            old = path.with_name(f".{path.name}-old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,207 @@
+"""core/predict.py, core/demo.py and `tune.best predict|demo`: predictions at each image's own size that
+match evaluation, both runtimes agree, bad inputs are named and skipped, the demo serves over HTTP."""
+import csv
+import socket
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from core.data import discover, read_image, read_mask
+from core.export import export_run
+from core.metrics import binarize, dice_iou
+from core.predict import PREDICTIONS_CSV, Predictor, predict_files
+from tune import best as best_cli
+
+
+@pytest.fixture(scope="module")
+def export_dir(demo_root, tmp_path_factory):
+    """An export of a two-epoch baseline run on the tiny synthetic data."""
+    from core.train import Trainer
+
+    save_dir = tmp_path_factory.mktemp("run")
+    trainer = Trainer(tiny_config(demo_root, save_dir, epochs=2))
+    for _ in trainer.epochs():
+        pass
+    checkpoint = trainer.save_best(save_dir / "run" / "best.pt")
+    out = tmp_path_factory.mktemp("exports") / "export"
+    export_run(checkpoint, out, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(export_dir):
+    return Predictor(export_dir)
+
+
+def odd_sized_image(demo_root, size=(75, 130)) -> np.ndarray:
+    """A demo test image stretched to a non-square size the model was not trained at (H, W)."""
+    path = min((demo_root / "TestDataset" / "Kvasir" / "images").iterdir())
+    return cv2.resize(read_image(path), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def write_rgb(path, image):
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def test_auto_runtime_is_onnxruntime_for_an_export_and_pytorch_for_a_run(export_dir, onnx_predictor):
+    assert onnx_predictor.runtime == "onnxruntime" and onnx_predictor.img_size == 64
+    assert onnx_predictor.synthetic is True
+    assert Predictor(export_dir / "model.pt").runtime == "pytorch"  # a checkpoint file has no model.onnx
+
+
+def test_prediction_is_at_the_original_size_and_thresholded_like_evaluation(export_dir, onnx_predictor, demo_root):
+    image = odd_sized_image(demo_root)
+    prediction = onnx_predictor.predict([image])[0]
+    assert prediction.probability.shape == prediction.mask.shape == (75, 130)
+    assert prediction.probability.dtype == np.float32 and prediction.mask.dtype == bool
+    assert np.array_equal(prediction.mask, prediction.probability > 0.5)
+    assert prediction.seconds > 0 and 0 <= prediction.area_percent <= 100
+    # Same mask as core.metrics.binarize on the logits core.evaluate would compute for this image.
+    from core.data import normalize, preprocess
+    from core.models import load_model
+
+    model, _ = load_model(str(export_dir))
+    with torch.no_grad():
+        logits = model(normalize(preprocess(image, 64)[None]))[0]
+    expected = binarize(logits, (75, 130)).numpy()
+    disagree = prediction.mask != expected
+    # ONNX Runtime and PyTorch differ by ~1e-6 in logits: only pixels sitting on the threshold may flip.
+    assert np.all(np.abs(prediction.probability[disagree] - 0.5) < 1e-4)
+
+
+def test_onnxruntime_and_pytorch_runtimes_agree_on_a_batch_of_mixed_sizes(export_dir, onnx_predictor, demo_root):
+    images = [odd_sized_image(demo_root), odd_sized_image(demo_root, (64, 64)), odd_sized_image(demo_root, (90, 40))]
+    torch_predictor = Predictor(export_dir, runtime="pytorch", device="cpu")
+    assert torch_predictor.runtime == "pytorch"
+    for a, b in zip(onnx_predictor.predict(images, batch_size=2), torch_predictor.predict(images)):
+        assert a.probability.shape == b.probability.shape
+        assert np.abs(a.probability - b.probability).max() < 1e-4
+
+
+def test_predictor_scores_the_test_set_as_core_evaluate_does(export_dir, onnx_predictor, demo_root):
+    import json
+
+    pairs = discover(demo_root).test_sets["Kvasir"]
+    predictions = onnx_predictor.predict([read_image(p.image) for p in pairs])
+    dice = np.mean([dice_iou(torch.from_numpy(pred.mask), torch.from_numpy(read_mask(p.mask)))[0]
+                    for pred, p in zip(predictions, pairs)])
+    exported = json.loads((export_dir / "metrics.json").read_text())
+    assert dice == pytest.approx(exported["test"]["test_sets"]["Kvasir"]["dice"], abs=1e-6)
+
+
+def test_predict_cli_writes_masks_and_overlays_and_names_each_bad_file(export_dir, demo_root, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_rgb(images / "wide.png", odd_sized_image(demo_root))
+    write_rgb(images / "square.jpg", odd_sized_image(demo_root, (64, 64)))
+    (images / "notes.png").write_text("not an image")
+    ok, jpeg = cv2.imencode(".jpg", odd_sized_image(demo_root, (64, 64)))
+    assert ok
+    (images / "cut.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])  # truncated mid-stream
+    (images / "README.txt").write_text("ignored: not an image suffix")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        best_cli.main(["predict", "--model", str(export_dir), str(images), str(empty), "--out", str(out),
+                       "--batch-size", "1"])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 3
+    for name in ("notes.png", "cut.jpg", "empty"):
+        assert sum(name in line for line in errors) == 1, name
+    assert "predicted 2 image(s)" in captured.out and "img/s" in captured.out and "polyp area" in captured.out
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["square.png", "wide.png"]
+    mask = cv2.imread(str(out / "masks" / "wide.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (75, 130) and set(np.unique(mask)) <= {0, 255}
+    assert cv2.imread(str(out / "overlays" / "wide.png")).shape == (75, 130, 3)
+    with (out / PREDICTIONS_CSV).open() as f:
+        rows = {row["mask"]: row for row in csv.DictReader(f)}
+    assert float(rows["masks/wide.png"]["polyp_area_percent"]) == pytest.approx(100 * (mask > 0).mean(), abs=1e-3)
+
+
+def test_predict_cli_exits_0_and_replaces_its_earlier_output(export_dir, demo_root, tmp_path, capsys):
+    image = tmp_path / "one.png"
+    write_rgb(image, odd_sized_image(demo_root))
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run replaces the first run's folder
+        best_cli.main(["predict", "--model", str(export_dir), str(image), "--out", str(out)])
+    assert "predicted 1 image(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["one.png"]
+
+
+@pytest.mark.parametrize("case", ["missing model", "unrelated out folder", "only bad inputs"])
+def test_predict_cli_user_errors_are_one_line_and_exit_2(case, export_dir, demo_root, tmp_path, capsys):
+    image = tmp_path / "one.png"
+    write_rgb(image, odd_sized_image(demo_root))
+    out = tmp_path / "out"
+    model, inputs = export_dir, [str(image)]
+    if case == "missing model":
+        model = tmp_path / "no-such-export"
+    elif case == "unrelated out folder":
+        out.mkdir()
+        (out / "keep.txt").write_text("someone's file")
+    else:
+        inputs = [str(tmp_path / "missing.png")]
+    with pytest.raises(SystemExit) as info:
+        best_cli.main(["predict", "--model", str(model), *inputs, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    if case == "unrelated out folder":
+        assert (out / "keep.txt").read_text() == "someone's file"
+    else:
+        assert not out.exists()
+
+
+def test_predict_files_names_two_inputs_with_one_stem(onnx_predictor, demo_root, tmp_path):
+    for name in ("a.png", "a.jpg"):
+        write_rgb(tmp_path / name, odd_sized_image(demo_root))
+    run = predict_files(onnx_predictor, [tmp_path / "a.png", tmp_path / "a.jpg"], tmp_path / "out", progress=False)
+    assert len(run.written) == 1 and len(run.problems) == 1 and "a.jpg" in run.problems[0]
+
+
+def test_demo_segment_handles_colour_grey_and_alpha_images(onnx_predictor, demo_root):
+    from core.demo import segment
+
+    image = odd_sized_image(demo_root)
+    expected = onnx_predictor.predict([image])[0].mask
+    for variant in (image, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])):
+        shown, mask, text = segment(onnx_predictor, variant)
+        assert shown.shape == (75, 130, 3) and np.array_equal(mask > 0, expected)
+        assert "Polyp area" in text and "ms" in text
+    grey = segment(onnx_predictor, image[..., 0])
+    assert grey[0].shape == (75, 130, 3)
+    assert segment(onnx_predictor, None)[:2] == (None, None)
+
+
+def test_demo_app_serves_the_page_and_segments_an_upload_offline(onnx_predictor, demo_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    from gradio_client import Client, handle_file
+
+    from core.demo import build_demo, launch
+
+    demo = build_demo(onnx_predictor, synthetic=True)
+    assert demo.analytics_enabled is False  # no version check or analytics call home
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch(demo, host="127.0.0.1", port=port, block=False)
+    try:
+        assert not demo.share
+        url = f"http://127.0.0.1:{port}/"
+        html = urllib.request.urlopen(url, timeout=60).read().decode()
+        assert "Polyp segmentation demo" in html
+        image = tmp_path / "upload.png"
+        write_rgb(image, odd_sized_image(demo_root))
+        shown, mask, text = Client(url, verbose=False).predict(handle_file(str(image)), api_name="/segment")
+        mask = cv2.imread(mask, cv2.IMREAD_GRAYSCALE)
+        expected = onnx_predictor.predict([odd_sized_image(demo_root)])[0].mask
+        assert cv2.imread(shown).shape == (75, 130, 3) and np.array_equal(mask > 127, expected)
+        assert "Polyp area" in text and "SYNTHETIC" in html
+    finally:
+        demo.close()

@@ -1,0 +1,41 @@
+"""tune/ray_compat.py: the Optuna study learns the truth about each trial (no Ray cluster needed)."""
+import optuna
+from optuna.trial import TrialState
+
+from tune.ray_compat import TruthfulOptunaSearch
+from tune.space import BASELINE_PREFIX, DefineByRun, Parameter
+
+PARAMETERS = [Parameter("alpha", "uniform", low=0.1, high=0.9),
+              Parameter("learning_rate", "loguniform", low=1e-4, high=1e-2)]
+
+
+def searcher(baseline_trials=()):
+    return TruthfulOptunaSearch(space=DefineByRun(PARAMETERS, set(baseline_trials)), metric="best_val_dice",
+                                mode="max", sampler=optuna.samplers.RandomSampler(seed=0), max_t=4)
+
+
+def test_asha_stopped_trials_are_pruned_with_values_per_epoch():
+    s = searcher()
+    for trial_id in ("full", "stopped", "errored", "diverged"):
+        s.suggest(trial_id)
+    # Ray's iteration counter lags the epoch for a resumed trial: the step must be the epoch.
+    for epoch in (1, 2, 3, 4):
+        s.on_trial_result("full", {"best_val_dice": 0.1 * epoch, "epoch": epoch, "training_iteration": epoch - 1})
+    s.on_trial_complete("full", {"best_val_dice": 0.4, "epoch": 4})
+    s.on_trial_result("stopped", {"best_val_dice": 0.3, "epoch": 1})
+    s.on_trial_result("stopped", {"best_val_dice": 0.35, "epoch": 2})
+    s.on_trial_complete("stopped", {"best_val_dice": 0.35, "epoch": 2})
+    s.on_trial_complete("errored", {"best_val_dice": 0.2, "epoch": 1}, error=True)
+    s.on_trial_complete("diverged", {"best_val_dice": 0.0, "epoch": 0, "diverged": 1})
+    trials = {t.number: t for t in s._ot_study.trials}
+    assert trials[0].state == TrialState.COMPLETE and trials[0].value == 0.4
+    assert trials[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.30000000000000004, 4: 0.4}
+    assert trials[1].state == TrialState.PRUNED and trials[1].intermediate_values == {1: 0.3, 2: 0.35}
+    assert trials[2].state == TrialState.FAIL and trials[3].state == TrialState.FAIL
+
+
+def test_control_arm_trials_sample_no_distillation_parameters():
+    s = searcher(baseline_trials={1})
+    kd, baseline = s.suggest("a"), s.suggest("b")
+    assert kd["arm"] == "kd" and set(kd) == {"arm", "alpha", "learning_rate"}
+    assert baseline == {"arm": "baseline", BASELINE_PREFIX + "learning_rate": baseline[BASELINE_PREFIX + "learning_rate"]}

@@ -1,0 +1,74 @@
+"""A sweep stopped by Ctrl-C or SIGTERM at any stage writes no winner, says how to resume and exits
+130/143; one driver per sweep name at a time."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_sweep import ROOT, read_rows, tiny_space
+
+from tune import search as search_cli
+
+
+def start_driver(space: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    log = tmp_path / "driver.log"
+    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(tmp_path / "results"),
+           "--num-cpus", "2"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def wait_for(condition, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met; driver log:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("moment, sig, code", [("preparation", signal.SIGINT, 130),
+                                               ("trials pending", signal.SIGTERM, 143)])
+def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, code, demo_root, tmp_path):
+    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="cut",
+                       control=None, confirm=None)
+    proc, log = start_driver(space, tmp_path)
+    sweep = tmp_path / "results" / "cut"
+    try:
+        if moment == "preparation":
+            wait_for(lambda: "teacher: training" in log.read_text(), proc, log)
+        else:
+            wait_for(lambda: (sweep / "trials").is_dir(), proc, log)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == code, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "interrupted — continue with the same command plus --resume" in text and "Traceback" not in text
+    assert not (sweep / "best.json").exists()
+    if (sweep / "leaderboard.csv").exists():  # trials that had not ended are never shown as ASHA stops
+        assert all(r["end"] == "interrupted" for r in read_rows(sweep) if r["end"] != "finished")
+
+
+def test_second_driver_for_the_same_sweep_name_is_refused(demo_root, tmp_path, capsys):
+    space = tiny_space(demo_root, num_samples=1, max_t=1, cache_dir=tmp_path / "cache", name="busy",
+                       control=None)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    with search_cli.sweep_lock(tmp_path / "results" / "busy"):
+        with pytest.raises(SystemExit) as info:
+            search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"process {os.getpid()} on" in err and "--resume" in err
+    assert not (tmp_path / "results" / "busy").exists()
+    # A lock file left by a driver that died holds no lock: it does not block the next one.
+    with search_cli.sweep_lock(tmp_path / "results" / "busy"):
+        pass

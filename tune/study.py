@@ -1,0 +1,75 @@
+"""The sweep's Optuna study: a journal file in the sweep folder, TPE settings that fit conditional spaces,
+and hyperparameter importance read back from it.
+
+`optuna-dashboard results/<sweep>/optuna.journal` opens the study (study name = sweep name).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+JOURNAL_FILE = "optuna.journal"
+
+
+def journal_storage(sweep_dir: Path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
+
+
+def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
+    """TPE for define-by-run spaces with conditional branches and two arms.
+
+    `multivariate` + `group` model parameters that are sampled together jointly and each branch (and the
+    control arm, which has its own parameter names) separately, instead of warning on every trial that a
+    parameter outside the shared space was sampled independently. Start-up (random) trials scale with the
+    sweep: Optuna's default of 10 would leave a 6- or 16-trial sweep entirely random."""
+    startup = min(10, max(2, num_samples // 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup,
+                                          constant_liar=True)
+
+
+def load_study(sweep_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=journal_storage(sweep_dir))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def param_importance(study: optuna.Study) -> dict[str, Any] | None:
+    """PED-ANOVA importance of the distillation arm's parameters for the validation value at the first ASHA
+    rung, the one budget every trial reached (most trials of an ASHA sweep are PRUNED, and importance on
+    COMPLETE trials alone would rest on a handful). None when fewer than 3 trials are usable."""
+    kd = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+          if t.intermediate_values and not any(name.startswith("arm=") for name in t.params)]
+    if len(kd) < 3:
+        return None
+    step = min(min(t.intermediate_values) for t in kd)
+    proxy = optuna.create_study(direction=study.direction)
+    for t in kd:
+        value = t.intermediate_values.get(step)
+        if value is None or math.isnan(value):
+            continue
+        proxy.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
+    if len(proxy.trials) < 3:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            # PED-ANOVA needs no scikit-learn (Optuna's fANOVA does) and suits few trials.
+            importance = optuna.importance.get_param_importances(
+                proxy, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+        except (RuntimeError, ValueError):
+            return None  # e.g. no parameter common to all trials
+    return {"at_epoch": step, "trials": len(proxy.trials), "importance": dict(importance)}
