@@ -14,7 +14,9 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +35,15 @@ from core.files import atomic_folder
 CACHE_VERSION = "2"
 BUILD_RECORD = "complete.json"  # written last: {file: {size, ends_sha256}} of a finished build
 CACHE_ENV = "POLYP_KD_TUNE_CACHE"
+BUILD_LOG = "builds.jsonl"    # one line per finished build, beside the cache folders of its kind
 
 
 def default_cache_dir() -> Path:
     """$POLYP_KD_TUNE_CACHE, else ~/.cache/polyp-kd-tune: on local disk of each node, never shared storage."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+        # $VARS expand where the cache is used: one setting names a folder per node even where nodes share a
+        # disk (tests/test_autoscaling.py keys each fake node's cache by its node id this way).
+        return Path(os.path.expandvars(os.environ[CACHE_ENV]))
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "polyp-kd-tune"
 
 
@@ -154,10 +159,15 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> None:
             return
         if folder.exists():
             print(f"cache {folder}: {damage}; rebuilding it", file=sys.stderr)
+        started = time.time()
         with atomic_folder(folder) as tmp:
             build(tmp)
             record = {str(p.relative_to(tmp)): _fingerprint(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
             (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1))
+        # Who built what, when: how a cluster's nodes show that each built its caches once.
+        with open(folder.parent / BUILD_LOG, "a") as log:
+            log.write(json.dumps({"cache": folder.name, "host": socket.gethostname(), "pid": os.getpid(),
+                                  "started": started, "seconds": round(time.time() - started, 3)}) + "\n")
 
 
 def _fingerprint(path: Path) -> dict[str, int | str]:

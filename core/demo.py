@@ -1,8 +1,8 @@
 """A local Gradio web demo of an exported model: upload an image, see the overlay, the mask, the polyp
 area and the inference time. Served by `python -m tune.best demo --model DIR`; uses `core.predict.Predictor`.
 
-Offline by construction: analytics and Gradio's version check are off, no share link, no server-side
-rendering (which would start Node), and the theme uses system fonts (no font download by the browser).
+Offline by construction: analytics and Gradio's version check are off, no share link or share buttons, no
+server-side rendering (which would start Node), and the theme uses system fonts (no font download).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import gradio as gr
 
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
 SYSTEM_MONO_FONTS = ("ui-monospace", "monospace")
+LOCAL_BUTTONS = ["download", "fullscreen"]
 
 
 def segment(predictor: Predictor, image: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None, str]:
@@ -37,18 +38,20 @@ def segment(predictor: Predictor, image: np.ndarray | None) -> tuple[np.ndarray 
     return overlay(image, prediction.mask), prediction.mask.astype(np.uint8) * 255, text
 
 
-def build_demo(predictor: Predictor, synthetic: bool = False) -> gr.Blocks:
+def build_demo(predictor: Predictor) -> gr.Blocks:
     title = "Polyp segmentation demo"
     warning = ("\n\n**This model was trained on SYNTHETIC demo data**: its masks say nothing about real "
-               "polyps." if synthetic else "")
+               "polyps." if predictor.synthetic else "")
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\nModel `{predictor.describe()}`. Upload a colonoscopy image; the predicted "
                     f"polyp region is tinted red and outlined.{warning}")
         with gr.Row():
             image = gr.Image(label="image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
-            # PNG, not Gradio's default WebP: a downloaded mask must stay exactly 0/255.
-            shown = gr.Image(label="overlay", type="numpy", format="png", interactive=False)
-            mask = gr.Image(label="mask", type="numpy", image_mode="L", format="png", interactive=False)
+            # PNG, not Gradio's default WebP: a downloaded mask must stay exactly 0/255. No "share" button:
+            # it posts to Hugging Face.
+            shown = gr.Image(label="overlay", type="numpy", format="png", interactive=False, buttons=LOCAL_BUTTONS)
+            mask = gr.Image(label="mask", type="numpy", image_mode="L", format="png", interactive=False,
+                            buttons=LOCAL_BUTTONS)
         summary = gr.Markdown()
         run = gr.Button("Segment", variant="primary")
         gr.on(triggers=[image.upload, run.click], fn=lambda img: segment(predictor, img), inputs=image,

@@ -185,7 +185,7 @@ def test_demo_app_serves_the_page_and_segments_an_upload_offline(onnx_predictor,
 
     from core.demo import build_demo, launch
 
-    demo = build_demo(onnx_predictor, synthetic=True)
+    demo = build_demo(onnx_predictor)
     assert demo.analytics_enabled is False  # no version check or analytics call home
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

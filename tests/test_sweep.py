@@ -256,6 +256,16 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, 
     assert (storage / "resume" / "best.json").is_file()
 
 
+def _trained(trials: Path, epochs: int) -> list[Path]:
+    """Trial folders whose last result reports `epochs` epochs trained."""
+    done = []
+    for result in trials.glob("*/result.json"):
+        lines = result.read_text().strip().splitlines()
+        if lines and json.loads(lines[-1]).get("epoch") == epochs:
+            done.append(result.parent)
+    return done
+
+
 def _finished(trials: Path) -> list[Path]:
     """Trial folders whose last result says the trial is done (max_t reached)."""
     done = []
@@ -347,13 +357,14 @@ def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_r
                                 start_new_session=True)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not _finished(confirm):
-            time.sleep(0.5)
-        assert _finished(confirm), (tmp_path / "driver.log").read_text()[-3000:]
+        while time.time() < deadline and not _trained(confirm, epochs=2):
+            time.sleep(0.2)
+        assert _trained(confirm, epochs=2), (tmp_path / "driver.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, at once: no clean shutdown
         proc.wait()
-    before = {trial: (trial / "progress.csv").read_text() for trial in _finished(confirm)}
+    before = {trial: (trial / "progress.csv").read_text() for trial in _trained(confirm, epochs=2)}
+    assert len(before) < 4, "every seed finished before the kill: nothing was tested"
     search_cli.main(["--space", str(space_file), "--storage", str(storage), "--num-cpus", "2", "--resume"])
     for trial, progress in before.items():
         assert (trial / "progress.csv").read_text() == progress, f"{trial.name} was re-run"

@@ -118,7 +118,7 @@ def demo(args: argparse.Namespace) -> None:
 
     predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
     print(f"serving {predictor.describe()}; Ctrl-C stops it")
-    launch(build_demo(predictor, synthetic=predictor.synthetic), host=args.host, port=args.port)
+    launch(build_demo(predictor), host=args.host, port=args.port)
 
 
 def _parse_cell(value: str) -> Any:

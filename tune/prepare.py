@@ -1,14 +1,21 @@
-"""What a sweep does once before its trials: make sure there is a teacher, then warm the node's caches.
+"""What a sweep does once before its trials: decide whether they ask for GPUs, make sure there is a
+teacher, then warm a node's caches.
 
-Teacher: the space's checkpoint, or one trained by a Ray task (on a GPU where there is one) into
-`<sweep>/teacher/best.pt`; every distillation trial receives that same path and no trial trains one.
-Caches: the decoded training images and the teacher's logits, built once so that trials only map them.
+GPUs: each trial, the teacher task and the warm-up ask for the space's `resources.gpu` on a cluster (whose
+GPU workers may not exist yet: an autoscaler adds them for exactly these requests) or on a GPU machine.
+Teacher: the space's checkpoint (a path, or a URI in shared storage), or one trained by a Ray task into
+`<sweep>/teacher/best.pt`; every distillation trial receives that same location and no trial trains one.
+Caches: the decoded training images and the teacher's logits are node-local. The warm-up builds them on
+the node it runs on; every other node builds them in its first trial, once: concurrent first trials on a
+node wait on the builder's file lock (core/cache.py), then map them.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ray
+import torch
 
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
@@ -18,17 +25,46 @@ from tune import storage
 from tune.space import SearchSpace
 
 
-def _train_teacher(cfg: TrainConfig, resume_from: str | None, shared: str | None) -> str:
+def requests_gpu(space: SearchSpace, address: str | None) -> bool:
+    """Whether trials, the teacher task and the warm-up ask for `resources.gpu`: on a cluster (`address`,
+    from --address or RAY_ADDRESS) and on a machine with a GPU. Deciding from the GPUs a cluster has when
+    the driver starts would ask for none on an autoscaling cluster that starts without GPU workers: the
+    autoscaler would add CPU capacity only, and trials on a multi-GPU node would all land on cuda:0."""
+    if space.resources.gpu == 0:
+        return False
+    if address:
+        if ray.cluster_resources().get("GPU", 0) == 0:
+            print(f"cluster has no GPU yet: each trial asks for {space.resources.gpu:g} GPU, for which an "
+                  f"autoscaling cluster adds GPU workers (a cluster that cannot: set resources.gpu: 0)")
+        return True
+    if torch.cuda.is_available():
+        return True
+    print(f"no GPU on this machine: trials run on CPU and ask for none (resources.gpu {space.resources.gpu:g} "
+          f"applies on a cluster or a GPU machine)")
+    return False
+
+
+def _placement() -> dict[str, Any]:
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "assigned": context.get_assigned_resources()}
+
+
+def _describe(placement: dict[str, Any]) -> str:
+    assigned = ", ".join(f"{k} {v:g}" for k, v in sorted(placement["assigned"].items()))
+    return f"node {placement['node_id']} ({assigned})"
+
+
+def _train_teacher(cfg: TrainConfig, resume_from: str | None, shared: str | None) -> tuple[str, dict[str, Any]]:
     trainer = Trainer.resume(resume_from) if resume_from else Trainer(cfg)
     run_dir = run_training(trainer, log=lambda line: print(f"[teacher] {line}", flush=True))
     if shared:
         # This task may run on any node: the teacher goes where every trial can read it.
         storage.upload(run_dir / "best.pt", storage.join(shared, "best.pt"))
-        return storage.join(shared, "best.pt")
-    return str(run_dir / "best.pt")
+        return storage.join(shared, "best.pt"), _placement()
+    return str(run_dir / "best.pt"), _placement()
 
 
-def _warm_caches(cfg: TrainConfig) -> None:
+def _warm_caches(cfg: TrainConfig) -> dict[str, Any]:
     from core.cache import default_cache_dir, training_caches
     from core.data import discover
     from core.models import resolve_device
@@ -37,21 +73,30 @@ def _warm_caches(cfg: TrainConfig) -> None:
         cfg = cfg.replace(teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint,
                                                                 cfg.cache_dir or default_cache_dir()))
     training_caches(cfg, discover(cfg.data_root).train, resolve_device(cfg.device))
+    return _placement()
 
 
 def warm_caches(space: SearchSpace, cfg: TrainConfig, use_gpu: bool) -> None:
-    """Decode the training images and compute the teacher's logits once, before trials start."""
+    """Decode the training images and compute the teacher's logits once on one node, before trials start
+    (on a single machine: the only node). Other nodes build theirs in their first trial."""
     what = "decoded images" + (" and teacher logits" if cfg.mode == "distillation"
                                and cfg.teacher_logits == "cached" else "")
     print(f"caches: preparing {what} at {cfg.img_size}px")
     gpus = space.resources.gpu if use_gpu else 0
-    ray.get(ray.remote(num_cpus=space.resources.cpu, num_gpus=gpus, max_retries=0)(_warm_caches).remote(cfg))
+    task = ray.remote(num_cpus=space.resources.cpu, num_gpus=gpus, max_retries=0)(_warm_caches)
+    placement = ray.get(task.remote(cfg))
+    print(f"caches: warm on {_describe(placement)}; a node added later builds its own in its first trial")
 
 
 def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: str | None = None) -> str:
     """Location of a trained teacher checkpoint for this sweep (trained now if it does not exist yet).
 
     With `shared` (a URI every node reaches) the teacher is uploaded there and that URI is returned."""
+    if space.teacher.checkpoint and storage.is_uri(space.teacher.checkpoint):
+        # Already where every node reaches it (./launch.sh sweep uploads a local teacher there); tune.search
+        # checked a local copy of it. Trials fetch it once per node, keyed by its size and mtime.
+        print(f"teacher: using {space.teacher.checkpoint}")
+        return space.teacher.checkpoint
     if space.teacher.checkpoint:
         # tune.search checked that it exists and was trained on the students' split.
         path = Path(require_teacher_path(str(Path(space.teacher.checkpoint).resolve())))  # a folder names its file
@@ -74,8 +119,14 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
         resume_from = str(last)
     print(f"teacher: {'resuming' if resume_from else 'training'} UNet++/{cfg.teacher_backbone} for {cfg.epochs} epochs "
           f"at {cfg.img_size}px -> {stored}")
-    # Nothing else runs during this stage: give it the CPUs the concurrent trials will share.
-    cpus = min(space.resources.cpu * space.search.max_concurrent_trials, ray.cluster_resources().get("CPU", 1))
+    # Nothing else runs during this stage: give it the CPUs the concurrent trials will share, as many as one
+    # node has now; on an autoscaling cluster with no worker yet, one trial's share, which any worker type
+    # that fits a trial offers (a larger request could start a bigger node type just for the teacher).
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    share = space.resources.cpu
+    cpus = min(share * space.search.max_concurrent_trials, largest) if largest >= share else share
     gpus = space.resources.gpu if use_gpu else 0
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train_teacher)
-    return ray.get(task.remote(cfg, resume_from, shared))
+    path, placement = ray.get(task.remote(cfg, resume_from, shared))
+    print(f"teacher: trained on {_describe(placement)}")
+    return path

@@ -233,3 +233,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else (f"{value:.4g}" if abs(value) < 1e-2 else f"{value:.4f}")
     return str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tune.report --sweep DIR`: rebuild DIR/report.html (the page lives in tune/html_report.py)."""
+    from tune.html_report import main as write_page
+
+    write_page(argv)
+
+
+if __name__ == "__main__":
+    main()

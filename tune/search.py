@@ -112,6 +112,9 @@ def check_teacher_setting(space: SearchSpace) -> None:
     path = space.teacher.checkpoint
     if not space.distillation or path is None:
         return
+    if "://" in path:  # in shared storage (where ./launch.sh sweep uploads a local teacher): check a local copy
+        from tune import storage
+        path = storage.local_copy(path)
     if not Path(path).exists():
         raise UserError(f"{space.source}: teacher.checkpoint {path} does not exist; train one with "
                         f"`python -m tune.search --space teacher.yaml` then `python -m tune.best export "
@@ -315,7 +318,7 @@ def finish(space: SearchSpace, paths: SweepPaths, rows: list, confirmed: list | 
            mode: str) -> dict[str, Any]:
     """Name the winner, score it (and the confirmed baseline) on the test sets once, write best.json."""
     from tune import confirm as confirmation
-    from tune import report, storage
+    from tune import html_report, report, storage
     from tune.report import relative
     from tune.study import load_study, param_importance, state_counts
 
@@ -374,6 +377,7 @@ def finish(space: SearchSpace, paths: SweepPaths, rows: list, confirmed: list | 
               f"{importance['at_epoch']}): " + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items()))
     best["wall_seconds"] = round(time.perf_counter() - started, 1)
     report.write_json(best, paths.sweep_dir / "best.json")
+    print(f"report: {html_report.write_report(paths.sweep_dir)}")
     ends = {e: sum(r.end == e for r in rows) for e in report.ENDS}
     print(f"\n{len(rows)} search trials (" + ", ".join(f"{n} {e}" for e, n in ends.items() if n)
           + f") in {best['wall_seconds']:.0f}s -> {paths.sweep_dir}")
@@ -451,7 +455,8 @@ def _run_locked(space: SearchSpace, paths: SweepPaths, resume: bool, address: st
         # After ray.init: Ray installs a SIGTERM handler of its own that aborts the driver.
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        from tune.prepare import requests_gpu
+        use_gpu = requests_gpu(space, address)
         (paths.sweep_dir / "wandb").mkdir(parents=True, exist_ok=True)
         (paths.sweep_dir / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
         base = prepare(space, paths, use_gpu)
@@ -501,6 +506,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base config key for every trial; repeatable")
+    parser.add_argument("--teacher", metavar="PATH_OR_URI",
+                        help="teacher checkpoint (file, folder, or s3://, gs://, file:// URI): overrides the space's")
+    parser.add_argument("--plan", action="store_true",
+                        help="run nothing: expected trial-epochs, wall time and cost on cluster.yaml's worker types")
+    parser.add_argument("--workers", type=int, help="with --plan: worker nodes (default: 1 and each type's maximum)")
+    parser.add_argument("--epoch-seconds", type=float,
+                        help="with --plan: seconds per trial epoch on the target GPU (default: measured here)")
     args = parser.parse_args(argv)
     quiet_ray_logs()  # before Ray is imported: some settings are read at import time
     with cli_errors():
@@ -511,13 +523,24 @@ def main(argv: Sequence[str] | None = None) -> None:
             if args.num_samples < 1:
                 raise UserError("--num-samples must be >= 1")
             space.search.num_samples = args.num_samples
+        if args.teacher:
+            space.teacher.checkpoint = args.teacher
+        if args.plan:
+            from tune.plan import print_plan
+            if args.epoch_seconds is None:
+                prepare_data(space)  # an epoch is measured on the space's data
+            print_plan(space, args.workers, args.epoch_seconds)
+            return
+        if args.workers is not None or args.epoch_seconds is not None:
+            raise UserError("--workers and --epoch-seconds go with --plan")
         from tune import storage
 
         storage_root = storage.resolve(args.storage)
         saved = storage.join(storage_root, space.name, SWEEP_FILE)
         if args.resume and storage.exists(saved):
             # The trials already run were built from the saved base config: keep using it.
-            space.base = {**json.loads(Path(storage.local_copy(saved)).read_text())["base"]}
+            saved_base = json.loads(Path(storage.local_copy(saved)).read_text())["base"]
+            space.base = {k: v for k, v in saved_base.items() if k != "epochs"}  # epochs is asha.max_t
         prepare_data(space)
         try:
             run_sweep(space, storage_root, args.resume, args.address, args.num_cpus, Path(args.local_results))

@@ -16,7 +16,7 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     objective: {metric: best_val_dice, mode: max}
     search: {num_samples: 16, max_concurrent_trials: 4, seed: 0, max_failures: 2}
     asha: {max_t: 30, grace_period: 5, reduction_factor: 3}
-    resources: {cpu: 4, gpu: 0.5}  # per trial; gpu is used only where the cluster has GPUs
+    resources: {cpu: 2, gpu: 0.5}  # per trial; gpu asked for on a cluster (--address) or a GPU machine
     teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
     control: {baseline: true, fraction: 0.25}   # distillation spaces: no-teacher trials in the same search
     confirm: {top_k: 3, seeds: 3}   # retrain the best configurations over seeds before naming a winner
@@ -288,7 +288,9 @@ def _validate(space: SearchSpace) -> None:
     _require(a.reduction_factor >= 2, f"{src}: asha.reduction_factor must be >= 2")
     _require(r.cpu > 0, f"{src}: resources.cpu must be > 0")
     _require(r.gpu >= 0, f"{src}: resources.gpu must be >= 0 (fractions such as 0.5 share a GPU)")
-    _require(r.gpu <= 1 or float(r.gpu).is_integer(), f"{src}: resources.gpu above 1 must be a whole number")
+    # A trial trains on one device (core.train has no multi-GPU path): more would only idle GPUs.
+    _require(r.gpu <= 1, f"{src}: resources.gpu is {r.gpu:g} but a trial trains on one GPU; use 1, or a "
+                         f"fraction such as 0.5 to share a GPU between trials")
     if "epochs" in space.base or any(p.name == "epochs" for p in space.parameters):
         raise UserError(f"{src}: set the epoch budget with asha.max_t, not 'epochs'")
     base = space.base_config()

@@ -1,6 +1,6 @@
 """Where a sweep's shared files live: a local folder, or a URI (s3://, gs://, file://) that every node
 of a cluster reaches. Ray Tune writes trials there itself; these helpers move the sweep's own files
-(report, teacher checkpoint) and fetch a remote file into a node-local cache once.
+(report, teacher checkpoint) and fetch a remote file into a node-local cache once per version of it.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from core.cache import build_once, default_cache_dir
+from core.errors import UserError
 
 
 def is_uri(location: str | Path) -> bool:
@@ -40,15 +41,33 @@ def exists(location: str) -> bool:
 
 
 def local_copy(location: str, cache_dir: str | Path | None = None) -> str:
-    """A local path for `location`: itself if local, else a copy fetched once per node into the cache."""
+    """A local path for `location`: itself if local, else a copy fetched once per node into the cache.
+
+    The copy is keyed by the location *and* its version (size and modification time of the file, or of
+    every file under a folder: S3's LastModified, GCS's update time), so a teacher replaced at the same URI
+    is fetched again, and the teacher-logit cache (keyed by the checkpoint's bytes) follows it."""
     if not is_uri(location):
         return location
+    fs, path = pafs.FileSystem.from_uri(location)
     name = location.rstrip("/").rsplit("/", 1)[-1]
-    folder = Path(cache_dir or default_cache_dir()) / "remote" / hashlib.sha256(location.encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{location}\n{version(fs, path, location)}".encode()).hexdigest()[:20]
+    folder = Path(cache_dir or default_cache_dir()) / "remote" / key
 
     def fetch(tmp: Path) -> None:
-        fs, path = pafs.FileSystem.from_uri(location)
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            (tmp / name).mkdir()  # pyarrow copies a folder's files but does not create the folder
         pafs.copy_files(path, str(tmp / name), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
 
     build_once(folder, fetch)
     return str(folder / name)
+
+
+def version(fs: pafs.FileSystem, path: str, location: str) -> str:
+    """What changes when the object at `path` is replaced: its size and mtime (a folder: each file's)."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise UserError(f"{location}: not found in the storage; check the URI (and that this node may read it)")
+    if info.type == pafs.FileType.File:
+        return f"{info.size} {info.mtime_ns}"
+    files = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
+    return "\n".join(f"{i.path[len(path):]} {i.size} {i.mtime_ns}" for i in sorted(files, key=lambda i: i.path))

@@ -1,0 +1,166 @@
+"""results/<sweep>/report.html (tune/html_report.py, tune/report_charts.py): written by a real tiny sweep,
+self-contained, a row per trial, rebuilt by `python -m tune.report`; the parallel-coordinates axes, ASHA's
+rungs and the gallery's case picking on their own."""
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tune import report as report_cli
+from tune import search as search_cli
+from tune.html_report import asha_milestones, parameter_specs, pick_cases
+from tune.report import TrialRow
+from tune.report_charts import Axis, parallel_axes, parallel_coordinates_figure
+from tune.space import load_space
+
+# Any attribute that would make the browser fetch something (src, href, srcset, poster, data, action).
+NETWORK = re.compile(r"""\b(?:src|href|srcset|poster|data|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def small_sweep(demo_root, teacher_checkpoint, tmp_path_factory):
+    """4 search trials (one of them the control arm) and a confirmation of the best KD and baseline
+    configurations over 2 seeds, 2 epochs each."""
+    tmp = tmp_path_factory.mktemp("html-sweep")
+    space = {
+        "name": "page",
+        "base": {"mode": "distillation", "data_root": str(demo_root), "encoder_weights": None,
+                 "cache_dir": str(tmp / "cache"), "img_size": 64, "batch_size": 4, "num_workers": 0,
+                 "val_fraction": 0.25, "device": "cpu"},
+        "parameters": {
+            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
+            "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
+            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "tu-mobilenetv3_small_100"]},
+        },
+        "search": {"num_samples": 4, "max_concurrent_trials": 2, "seed": 0, "max_failures": 0},
+        "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2},
+        "resources": {"cpu": 1},
+        "teacher": {"checkpoint": str(teacher_checkpoint)},
+        "control": {"baseline": True, "fraction": 0.25},
+        "confirm": {"top_k": 1, "seeds": 2},
+        "wandb": {"mode": "disabled"},
+    }
+    (tmp / "page.yaml").write_text(yaml.safe_dump(space))
+    search_cli.main(["--space", str(tmp / "page.yaml"), "--storage", str(tmp / "results"), "--num-cpus", "2"])
+    return tmp / "results" / "page"
+
+
+def leaderboard_ids(sweep: Path) -> list[str]:
+    with (sweep / "leaderboard.csv").open() as f:
+        return [row["trial_id"] for row in csv.DictReader(f)]
+
+
+def section(page: str, name: str) -> str:
+    match = re.search(rf'<section id="{name}">(.*?)</section>', page, re.DOTALL)
+    assert match, f"no section {name}"
+    return match.group(1)
+
+
+def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(small_sweep):
+    page = (small_sweep / "report.html").read_text()
+    assert not NETWORK.findall(page)
+    assert "<link" not in page and "@import" not in page and not re.search(r"<script[^>]*\bsrc=", page)
+    images = re.findall(r'<img src="([^"]*)"', page)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+
+    ids = leaderboard_ids(small_sweep)
+    board = section(page, "leaderboard")
+    assert len(ids) == 4 and board.count('<tr class="arm-') == len(ids)
+    assert all(f">{trial_id}" in board for trial_id in ids)
+    assert board.count('<tr class="arm-baseline">') == 1 and "winner</span>" in board
+
+    # ASHA's budgets: epoch 1 (every trial) and 2 (max_t).
+    rungs = section(page, "rungs")
+    assert ">1</td>" in rungs and ">2 (max_t)</td>" in rungs and f"{len(ids)} of {len(ids)}" in rungs
+    # The confirmation of the KD and the baseline configuration, the verdict, and the test sets.
+    confirmation = section(page, "confirmation")
+    assert "kd-1" in confirmation and "baseline-1" in confirmation and 'class="verdict"' in confirmation
+    assert "Kvasir" in section(page, "test") and "SYNTHETIC" in section(page, "test")
+    # The winner's validation images: best, median and worst, one picture each at least.
+    gallery = section(page, "gallery")
+    for kind in ("best", "median", "worst"):
+        assert f"<h3>{kind}</h3>" in gallery
+    assert gallery.count("<figure>") >= 3 and "Dice" in gallery
+    assert 'id="parallel"' in page and 'id="curves"' in page and "<img" in section(page, "curves")
+
+
+def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(small_sweep, capsys, tmp_path):
+    (small_sweep / "report.html").unlink()
+    report_cli.main(["--sweep", str(small_sweep)])
+    assert (small_sweep / "report.html").is_file() and "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        report_cli.main(["--sweep", str(tmp_path / "nowhere")])
+    assert info.value.code == 2 and "best.json" in capsys.readouterr().err
+
+
+def row(trial_id, arm, params, objective, end="finished"):
+    return TrialRow(trial_id, arm, end, 4, objective, objective, objective / 2, 4, objective, params, params)
+
+
+def test_parallel_axes_use_real_ranges_log_scale_and_mark_conditional_parameters_not_sampled(tmp_path):
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text(yaml.safe_dump({
+        "name": "s", "base": {"mode": "distillation"},
+        "parameters": {
+            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
+            "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
+            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "resnet18"],
+                                 "when": {"resnet18": {"weight_decay": {"type": "loguniform", "low": 1.0e-6,
+                                                                        "high": 1.0e-3}}}}}}))
+    rows = [row("a", "kd", {"alpha": 0.5, "learning_rate": 1e-3, "student_backbone": "resnet18",
+                            "weight_decay": 1e-5}, 0.8),
+            row("b", "kd", {"alpha": 0.1, "learning_rate": 1e-4, "student_backbone": "mobilenet_v2"}, 0.6),
+            row("c", "baseline", {"learning_rate": 1e-2, "student_backbone": "mobilenet_v2"}, 0.4, "stopped by ASHA")]
+    axes = parallel_axes(rows, parameter_specs(load_space(space_file)), "best_val_dice", maximize=True)
+    by_label = {a.label: a for a in axes}
+    assert [a.label for a in axes] == ["alpha", "learning_rate", "student_backbone", "weight_decay",
+                                       "best_val_dice (max)"]
+    lr = by_label["learning_rate"]
+    assert lr.kind == "log" and (lr.low, lr.high) == (1e-4, 1e-2)
+    assert [lr.position(v) for v in lr.values] == pytest.approx([0.5, 0.0, 1.0])  # 1e-3 sits mid-way on log
+    assert by_label["alpha"].kind == "linear" and by_label["alpha"].position(0.5) == pytest.approx(0.5)
+    assert by_label["alpha"].values[2] is None and by_label["alpha"].position(None) is None  # control arm
+    assert by_label["weight_decay"].values == [1e-5, None, None]
+    assert by_label["student_backbone"].categories == ["mobilenet_v2", "resnet18"]
+    fig = parallel_coordinates_figure(rows, axes, maximize=True)
+    fig.canvas.draw()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("not sampled") == 2 and "learning_rate\n(log scale)" in texts
+    log_axis = fig.axes[1 + 1]  # twins follow the host in axis order
+    assert log_axis.get_yscale() == "log" and [t.get_text() for t in log_axis.get_yticklabels()] == \
+        ["1e-4", "0.001", "0.01"]
+
+
+def test_objective_axis_spans_the_scores_with_a_margin():
+    axes = parallel_axes([row("a", "kd", {"alpha": 0.2}, 0.3), row("b", "kd", {"alpha": 0.4}, 0.7)], {},
+                         "val_iou", maximize=False)
+    objective = axes[-1]
+    assert isinstance(objective, Axis) and objective.label == "val_iou (min)"
+    assert objective.low < 0.3 and objective.high > 0.7 and axes[0].low == 0.2  # no spec: the data's range
+
+
+def test_gallery_picks_best_median_and_worst_each_image_once():
+    dice = [0.9, 0.1, 0.5, 0.7, 0.3, 0.95, 0.0, 0.6, 0.4]
+    picks = pick_cases(dice, per_kind=2)
+    assert [k for k, _ in picks] == ["best"] * 2 + ["median"] * 2 + ["worst"] * 2
+    assert [dice[i] for _, i in picks] == [0.95, 0.9, 0.6, 0.5, 0.1, 0.0]
+    few = pick_cases([0.2, 0.8], per_kind=3)
+    assert sorted(i for _, i in few) == [0, 1]
+
+
+@pytest.mark.parametrize("max_t, grace, factor, expected", [(2, 1, 2, [1, 2]), (12, 4, 2, [4, 8]),
+                                                            (30, 5, 3, [5, 15]), (4, 1, 2, [1, 2, 4])])
+def test_asha_milestones_are_ray_asha_rungs(tmp_path, max_t, grace, factor, expected):
+    from ray.tune.schedulers import ASHAScheduler
+
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text(yaml.safe_dump({"name": "s", "parameters": {"alpha": {"type": "uniform", "low": 0.1,
+                                                                                  "high": 0.9}},
+                                          "asha": {"max_t": max_t, "grace_period": grace,
+                                                   "reduction_factor": factor}}))
+    assert asha_milestones(load_space(space_file)) == expected
+    # Ray's own scheduler, as tune/search.py builds it, records the same milestones.
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=factor)
+    assert sorted(m for m, _ in scheduler._brackets[0]._rungs) == expected

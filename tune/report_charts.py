@@ -1,0 +1,284 @@
+"""The sweep report's charts, drawn with matplotlib and embedded in report.html as PNG data URIs:
+validation curves, parallel coordinates in real units, importance, ASHA's rungs and the confirmation.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
+
+from tune.report import TrialRow  # noqa: E402
+from tune.space import Parameter  # noqa: E402
+
+DPI = 100
+MAX_SMALL_MULTIPLES = 60      # per-trial curve panels; a bigger sweep shows its best-ranked trials
+ARM_COLOURS = {"kd": "#1f77b4", "baseline": "#ff7f0e"}
+
+
+def png(fig: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def curves_figure(rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]], milestones: list[int],
+                  max_t: int) -> plt.Figure:
+    """Every search trial's validation Dice per epoch on one chart, with ASHA's rungs marked."""
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
+    for i, row in enumerate(r for r in rows if curves.get(r.trial_id)):
+        epochs, dice = zip(*curves[row.trial_id])
+        ax.plot(epochs, dice, marker="o", ms=3, lw=1.4, color=colours[i % len(colours)],
+                ls="--" if row.arm == "baseline" else "-", label=f"#{row.rank} {row.trial_id} ({row.arm}, {row.end})")
+    for m in milestones:
+        ax.axvline(m, color="grey", lw=0.8, ls=":")
+    ax.set_xlim(0.5, max_t + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (dotted: ASHA rungs)")
+    ax.set_ylabel("validation Dice")
+    ax.grid(alpha=0.3)
+    if 0 < len(ax.lines) - len(milestones) <= 20:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def small_multiples_figure(rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]],
+                           milestones: list[int], max_t: int) -> plt.Figure:
+    """One small chart per trial (ranked order): its curve, its best epoch starred, ASHA's rungs dotted."""
+    shown = [r for r in rows if curves.get(r.trial_id)][:MAX_SMALL_MULTIPLES]
+    cols = min(5, len(shown))
+    lines = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(2.4 * cols + 0.4, 1.9 * lines + 0.3), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax, row in zip(axes.flat, shown):
+        epochs, dice = zip(*curves[row.trial_id])
+        colour = ARM_COLOURS.get(row.arm, "black")
+        ax.plot(epochs, dice, marker="o", ms=2.5, lw=1.3, color=colour, ls="--" if row.arm == "baseline" else "-")
+        best = max(range(len(dice)), key=lambda i: dice[i])
+        ax.plot([epochs[best]], [dice[best]], marker="*", ms=9, color=colour)
+        for m in milestones:
+            ax.axvline(m, color="grey", lw=0.6, ls=":")
+        ax.set_title(f"#{row.rank} {row.trial_id}\n{row.arm} · {row.end}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    axes[0][0].set_xlim(0.5, max_t + 0.5)
+    axes[0][0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.supxlabel("epoch", fontsize=8)
+    fig.supylabel("validation Dice", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Axis:
+    """One vertical axis of the parallel-coordinates chart; `values` has one entry per trial (None: the
+    trial did not sample this parameter, e.g. a conditional one or a distillation one in the control arm)."""
+
+    label: str
+    kind: str                                   # linear | log | category
+    values: list[Any]
+    low: float = 0.0
+    high: float = 1.0
+    categories: list[str] = field(default_factory=list)
+
+    def position(self, value: Any) -> float | None:
+        """Where `value` sits between the axis' ends, 0 (low) .. 1 (high)."""
+        if value is None:
+            return None
+        if self.kind == "category":
+            if len(self.categories) == 1:
+                return 0.5
+            return self.categories.index(str(value)) / (len(self.categories) - 1)
+        t = self._t
+        return (t(float(value)) - t(self.low)) / (t(self.high) - t(self.low))
+
+    def _t(self, value: float) -> float:
+        return math.log10(value) if self.kind == "log" else value
+
+
+def parallel_axes(rows: list[TrialRow], specs: dict[str, Parameter], objective: str,
+                  maximize: bool) -> list[Axis]:
+    """Axes for every parameter the rows sampled (in the space's order), then the objective. Numeric axes
+    span the space's range (log-uniform ones on a log scale); a choice lists all its values."""
+    keys = [k for k in specs if any(k in r.params for r in rows)]
+    keys += sorted({k for r in rows for k in r.params} - set(keys))
+    axes = []
+    for key in keys:
+        values = [r.params.get(key) for r in rows]
+        present = [v for v in values if v is not None]
+        spec = specs.get(key)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+        if (spec is not None and spec.type == "choice") or not numeric:
+            categories = [str(v) for v in (spec.values if spec is not None else [])]
+            categories += sorted({str(v) for v in present} - set(categories))
+            axes.append(Axis(key, "category", [None if v is None else str(v) for v in values],
+                             categories=categories))
+            continue
+        kind = "log" if spec is not None and spec.type == "loguniform" else "linear"
+        low = min(([spec.low] if spec is not None else []) + present)
+        high = max(([spec.high] if spec is not None else []) + present)
+        if low == high:  # one value and no range from the space: centre it
+            low, high = (low / 2, high * 2) if kind == "log" else (low - 0.5, high + 0.5)
+        axes.append(Axis(key, kind, values, low, high))
+    scores = [r.objective for r in rows]
+    low, high = min(scores), max(scores)
+    pad = 0.05 * (high - low) or 0.01
+    axes.append(Axis(f"{objective} ({'max' if maximize else 'min'})", "linear", scores, low - pad, high + pad))
+    return axes
+
+
+def _short(value: float) -> str:
+    """A tick label: 0.5, 12, 0.001, 1e-4 (exponents without padding)."""
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def parallel_coordinates_figure(rows: list[TrialRow], axes: list[Axis], maximize: bool) -> plt.Figure:
+    """One line per trial across its hyperparameters and the objective, each axis in real values.
+
+    Each axis is a twin of one host axes placed at x = i, with its own (log) scale set so that its range
+    maps onto the host's 0..1; the host draws the lines. A trial that did not sample a parameter crosses
+    that axis at "not sampled", below its range."""
+    n = len(axes)
+    missing = any(v is None for a in axes for v in a.values)
+    bottom, top = (-0.2 if missing else -0.04), 1.04
+    y_missing = -0.13
+    fig, host = plt.subplots(figsize=(max(7.0, 2.1 * n + 1.2), 5.2))
+    fig.subplots_adjust(left=0.05, right=1 - 0.9 / (2.1 * n + 1.2), top=0.85, bottom=0.13)
+    host.set_xlim(0, n - 1)
+    host.set_ylim(bottom, top)
+    for i, axis in enumerate(axes):
+        twin = host.twinx()
+        for side in ("left", "top", "bottom"):
+            twin.spines[side].set_visible(False)
+        twin.spines["right"].set_position(("axes", i / (n - 1)))
+        if axis.kind == "category":
+            low, high = (-0.5, 0.5) if len(axis.categories) == 1 else (0, len(axis.categories) - 1)
+        else:
+            low, high = axis.low, axis.high
+        log = axis.kind == "log"
+        t0, t1 = (math.log10(low), math.log10(high)) if log else (low, high)
+        lims = [t0 + f * (t1 - t0) for f in (bottom, top)]
+        if log:
+            twin.set_yscale("log")
+            lims = [10 ** v for v in lims]
+        twin.set_ylim(*lims)
+        twin.spines["right"].set_bounds(low, high)
+        if axis.kind == "category":
+            ticks = list(range(len(axis.categories))) if len(axis.categories) > 1 else [0]
+            twin.set_yticks(ticks, [c if len(c) <= 22 else c[:21] + "…" for c in axis.categories])
+        else:
+            locator = LogLocator(base=10, numticks=12) if log else MaxNLocator(5)
+            eps = 1e-9 * (abs(high) + abs(low))
+            ticks = [t for t in locator.tick_values(low, high) if low - eps <= t <= high + eps]
+            if len(ticks) < 2:
+                ticks = list(np.geomspace(low, high, 4) if log else np.linspace(low, high, 4))
+            twin.set_yticks(ticks)
+            twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+        twin.yaxis.set_minor_locator(NullLocator())
+        twin.tick_params(labelsize=8)
+        for label in twin.get_yticklabels():  # readable where a line crosses it
+            label.set_bbox({"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+        host.text(i, top + 0.03, axis.label + ("\n(log scale)" if log else ""), ha="center", va="bottom",
+                  fontsize=9, fontweight="bold")
+        if any(v is None for v in axis.values):
+            host.text(i + 0.03, y_missing, "not sampled", ha="left", va="center", fontsize=7, color="dimgrey",
+                      bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}, zorder=5)
+            host.plot([i], [y_missing], marker="_", ms=12, color="dimgrey")
+    for spine in host.spines.values():
+        spine.set_visible(False)
+    host.set_xticks([])
+    host.set_yticks([])
+    scores = [r.objective for r in rows]
+    lo, hi = min(scores), max(scores)
+    cmap = plt.get_cmap("viridis" if maximize else "viridis_r")
+    # Best drawn last, on top.
+    for i in sorted(range(len(rows)), key=lambda i: scores[i] if maximize else -scores[i]):
+        row = rows[i]
+        ys = [a.position(a.values[i]) for a in axes]
+        ys = [y_missing if y is None else y for y in ys]
+        finished = row.end == "finished"
+        host.plot(range(n), ys, color=cmap((scores[i] - lo) / (hi - lo) if hi > lo else 1.0),
+                  lw=2.2 if finished else 1.2, alpha=0.95 if finished else 0.6,
+                  ls="--" if row.arm == "baseline" else "-", marker="o", ms=3, clip_on=False)
+    handles = [Line2D([], [], color="black", lw=1.5, label="distillation (kd)"),
+               Line2D([], [], color="black", lw=1.5, ls="--", label="control arm (baseline, no teacher)"),
+               Line2D([], [], color="grey", lw=2.2, label="reached max_t"),
+               Line2D([], [], color="grey", lw=1.2, alpha=0.6, label="stopped by ASHA (objective at fewer epochs)")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    return fig
+
+
+def importance_figure(importance: dict[str, float]) -> plt.Figure:
+    names = list(importance)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.0))
+    bars = ax.barh(names, [importance[k] for k in names], color="#1f77b4")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=3)
+    ax.set_xlim(0, max(1e-9, max(importance.values())) * 1.15)
+    ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+    ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def rungs_figure(reached: list[tuple[int, dict[str, int]]], arms: list[str]) -> plt.Figure:
+    """Trials that reached each epoch budget, stacked by arm."""
+    fig, ax = plt.subplots(figsize=(6, 3.0))
+    labels = [str(epoch) for epoch, _ in reached]
+    bottom = np.zeros(len(reached))
+    for arm in arms:
+        counts = np.array([by_arm.get(arm, 0) for _, by_arm in reached])
+        bars = ax.bar(labels, counts, bottom=bottom, color=ARM_COLOURS.get(arm, "grey"), label=arm)
+        bottom += counts
+    ax.bar_label(bars, labels=[str(int(v)) for v in bottom], fontsize=8, padding=2)
+    ax.set_ylim(0, max(bottom.max(), 1) * 1.2)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch budget (ASHA rung; the last is max_t)")
+    ax.set_ylabel("trials that reached it")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def confirmation_figure(confirmation: list[dict[str, Any]], metric: str) -> plt.Figure:
+    """Each configuration's per-seed values, their mean with its 95% interval, and the single search value."""
+    fig, ax = plt.subplots(figsize=(1.5 * len(confirmation) + 3.2, 3.4))
+    for x, c in enumerate(confirmation):
+        colour = ARM_COLOURS.get(c["arm"], "grey")
+        values = [v for v in c["values"] if v is not None and not math.isnan(v)]
+        offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(x + np.asarray(offsets), values, color=colour, s=22, zorder=3,
+                   label="a seed's run" if x == 0 else None)
+        mean, ci = c["mean"], c["ci95"]
+        if mean is not None and not math.isnan(mean):
+            err = None
+            if ci and not any(v is None or math.isnan(v) for v in ci):
+                err = [[mean - ci[0]], [ci[1] - mean]]
+            ax.errorbar([x + 0.3], [mean], yerr=err, fmt="D", color="black", ms=5, capsize=4,
+                        label="mean, 95% CI" if x == 0 else None)
+        if c.get("search_value") is not None:
+            ax.scatter([x - 0.3], [c["search_value"]], facecolors="none", edgecolors=colour, s=40,
+                       label="search trial (one seed, maybe fewer epochs)" if x == 0 else None)
+    ax.set_xticks(range(len(confirmation)), [f"{c['name']}\n({c['arm']})" for c in confirmation], fontsize=8)
+    ax.set_xlim(-0.7, len(confirmation) - 0.3)
+    ax.set_ylabel(metric)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
