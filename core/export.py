@@ -53,6 +53,7 @@ class ExportMetrics:
     objective: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     verdict: str | None = None  # distillation vs. the same student without a teacher, over seeds
+    selection: str | None = None  # how a sweep chose it (e.g. its confirmed mean over seeds)
 
     def to_dict(self) -> dict[str, Any]:
         # Through JSON once, so what is returned is exactly what metrics.json holds (numpy scalars etc.).
@@ -71,7 +72,9 @@ def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics
     with atomic_folder(out) as tmp:
         save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": model.state_dict(),
                          "weights_only": True, "epoch": metrics.best_epoch, "metrics": record,
-                         "synthetic_data": metrics.synthetic_data}, tmp / WEIGHTS_FILENAME)
+                         "synthetic_data": metrics.synthetic_data,
+                         # An exported teacher is checked against the students' split (core/split.py).
+                         "split": state.get("split")}, tmp / WEIGHTS_FILENAME)
         (tmp / CONFIG_FILENAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
         record["onnx"] = export_onnx(model, cfg, tmp / ONNX_FILENAME)
         (tmp / METRICS_FILENAME).write_text(json.dumps(record, indent=2))
@@ -139,7 +142,8 @@ def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
     teacher = f", teacher `{cfg['teacher_checkpoint']}`" if cfg["mode"] == "distillation" else ""
     n_params = f"{count_parameters(model) / 1e6:.2f}M"
     if metrics.sweep is not None:
-        origin = f"Winner of sweep `{metrics.sweep}` (trial `{metrics.trial_id}`), selected"
+        chosen = f", {metrics.selection}" if metrics.selection else ""
+        origin = f"Winner of sweep `{metrics.sweep}` (trial `{metrics.trial_id}`{chosen}); these weights were selected"
     else:
         origin = f"Best-validation weights of run `{state['path']}`, chosen"
     onnx_line = (f"`{ONNX_FILENAME}` (dynamic batch, opset {onnx_check['opset']}), max |ONNX − PyTorch| = "

@@ -371,3 +371,16 @@ def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_r
     best = json.loads((storage / "confirmkill" / "best.json").read_text())
     (confirmed,) = best["confirmation"]
     assert confirmed["seeds"] == [42, 43, 44, 45] and all(0 <= v <= 1 for v in confirmed["values"])
+
+
+def test_a_copied_sweep_folder_still_exports(finished_sweep, tmp_path):
+    import shutil
+    best = json.loads((finished_sweep / "best.json").read_text())
+    copy = tmp_path / "moved" / "tiny"
+    # What export reads, and nothing else: paths in best.json are relative to the sweep folder.
+    (copy / best["checkpoint"]).parent.mkdir(parents=True)
+    shutil.copy(finished_sweep / best["checkpoint"], copy / best["checkpoint"])
+    for name in ("best.json", "leaderboard.csv"):
+        shutil.copy(finished_sweep / name, copy / name)
+    best_cli.main(["export", "--sweep", str(copy), "--out", str(tmp_path / "export")])
+    assert (tmp_path / "export" / "model.pt").is_file()

@@ -26,6 +26,7 @@ from core.evaluate import format_table
 from core.export import EXPORT_FILES, ExportMetrics, export_model
 from core.models import load_model
 from core.predict import RUNTIMES, Predictor, predict_files
+from tune.confirm import confirmed_from_dict, format_confirmation
 from tune.report import format_leaderboard
 
 DEFAULT_STORAGE = Path("results")
@@ -81,20 +82,40 @@ def read_winner(sweep_dir: Path) -> Winner:
             best_val_dice=best["best_val_dice"], best_val_iou=best["best_val_iou"],
             best_epoch=best["best_epoch"], test=best["test"], synthetic_data=bool(best["synthetic_data"]),
             sweep=best["sweep"], trial_id=best["trial_id"], objective=best["objective"]["metric"],
-            params=best["params"], verdict=verdict["sentence"] if verdict else None))
+            params=best["params"], verdict=verdict["sentence"] if verdict else None,
+            selection=_selection(best)))
     except KeyError as err:
         raise UserError(f"{path}: no {err} entry (written by another version of tune.search); export the "
                         f"winner's checkpoint with `python -m core.export --checkpoint CKPT --out DIR`") from None
 
 
+def _selection(best: dict[str, Any]) -> str | None:
+    """How the sweep chose its winner, in words, for the model card."""
+    if not best.get("confirmation"):
+        return None
+    winner = next(c for c in best["confirmation"] if c["name"] == best["winner"])
+    lo, hi = winner["ci95"]
+    return (f"configuration {best['winner']}, chosen by its confirmed mean {winner['mean']:.4f} "
+            f"(95% CI {lo:.4f} … {hi:.4f}) over seeds {winner['seeds']}; this is its best seed, {best['seed']}")
+
+
 def show(sweep_dir: Path) -> None:
     winner = read_winner(sweep_dir).metrics
+    best = json.loads((sweep_dir / "best.json").read_text())
     print(f"sweep {sweep_dir}")
     print(format_leaderboard(read_leaderboard(sweep_dir)))
-    print(f"\nwinner: trial {winner.trial_id}, val Dice {winner.best_val_dice:.4f}")
+    if best.get("confirmation"):
+        print("\n" + format_confirmation([confirmed_from_dict(c) for c in best["confirmation"]],
+                                          best["objective"]["metric"], best["objective"]["mode"] == "max"))
+    print(f"\nwinner: {best.get('winner', winner.trial_id)} (run {winner.trial_id}), val Dice "
+          f"{winner.best_val_dice:.4f}")
     print(format_table(winner.test, title="winner on the test sets"))
     if winner.verdict:
         print(f"\nverdict: {winner.verdict}")
+    importance = best.get("importance")
+    if importance:
+        print(f"importance (PED-ANOVA over {importance['trials']} KD trials at epoch {importance['at_epoch']}): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items()))
 
 
 def export(sweep_dir: Path, out: Path) -> dict[str, Any]:

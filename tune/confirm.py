@@ -71,6 +71,18 @@ class Verdict:
         return {**asdict(self), "ci95": list(self.ci95)}
 
 
+def confirmed_from_dict(record: dict[str, Any]) -> Confirmed:
+    """A `Confirmed` read back from best.json's `confirmation` list."""
+    candidate = Candidate(record["name"], record["arm"], record["trial"], record["params"],
+                          record["search_value"], record["search_epochs"])
+    return Confirmed(candidate, record["seeds"], [_nan(v) for v in record["values"]],
+                     [_nan(v) for v in record["val_dice"]], record["checkpoints"], record["trial_ids"])
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def mean_ci95(values: list[float]) -> tuple[float, tuple[float, float]]:
     """Mean and two-sided 95% Student-t interval over seeds (NaN interval for fewer than two values)."""
     clean = [v for v in values if v is not None and not math.isnan(v)]
@@ -129,16 +141,15 @@ def metric_label(metric: str) -> str:
 
 def format_confirmation(confirmed: list[Confirmed], metric: str, maximize: bool = True) -> str:
     """The console table: one line per configuration, best confirmed mean first."""
-    label = metric_label(metric)
-    lines = [f"confirmation ({label}, mean over seeds with 95% CI; every run retrained from scratch at full budget)"]
-    header = f"{'config':<12}{'arm':<10}{'search':>8}{'mean':>9}   {'95% CI':<19}{'seeds':<24}params"
-    lines.append(header)
+    lines = [f"confirmation ({metric_label(metric)}: mean and 95% CI over seeds, each run retrained from scratch "
+             f"at full budget; 'search' is the single-seed search value)",
+             f"{'config':<12}{'arm':<10}{'search':>7}{'mean':>8}  {'95% CI':<17}{'per seed':<26}params"]
     for c in rank_confirmed(confirmed, maximize):
+        ci = f"[{c.ci95[0]:.3f}, {c.ci95[1]:.3f}]"
         per_seed = " ".join(f"{v:.3f}" for v in c.values)
         params = " ".join(f"{k.rsplit('@', 1)[-1]}={_short(v)}" for k, v in sorted(c.candidate.params.items()))
-        lines.append(f"{c.candidate.name:<12}{c.candidate.arm:<10}{c.candidate.search_value:>8.4f}{c.mean:>9.4f}   "
-                     f"[{c.ci95[0]:.3f}, {c.ci95[1]:.3f}]".ljust(19 + 12 + 10 + 8 + 9 + 3)
-                     + f"{per_seed:<24}{params}")
+        lines.append(f"{c.candidate.name:<12}{c.candidate.arm:<10}{c.candidate.search_value:>7.3f}{c.mean:>8.4f}  "
+                     f"{ci:<17}{per_seed:<26}{params}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,133 @@
+"""tune/plan.py: ASHA simulated as Ray runs it, packing and cost from cluster.yaml, and the expected
+trial-epochs of the demo space's schedule against a real sweep's."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import ray
+import yaml
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers.async_hyperband import _Bracket
+
+from core.errors import UserError
+from core.synthetic import write_demo_dataset
+from tune import search as search_cli
+from tune.plan import (ClusterShape, WorkerType, cluster_shape, expected_search, make_plan, measure_epoch_seconds,
+                       rungs, simulate_asha)
+from tune.space import SPACES_DIR, load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("max_t, grace, rf", [(12, 4, 2), (40, 5, 3), (4, 1, 2), (10, 10, 2), (27, 1, 3)])
+def test_rungs_are_rays_milestones(max_t, grace, rf):
+    assert rungs(max_t, grace, rf) == sorted(m for m, _ in _Bracket(grace, max_t, rf, 0)._rungs)
+
+
+def rays_epochs(values: np.ndarray, max_t: int, grace: int, rf: int) -> int:
+    """Trial-epochs when Ray's own ASHA bracket judges the trials one after another (one at a time)."""
+    bracket, total = _Bracket(grace, max_t, rf, 0), 0
+    for i, trial_values in enumerate(values):
+        trial = SimpleNamespace(trial_id=str(i))
+        epochs = max_t
+        for milestone, value in zip([m for m in rungs(max_t, grace, rf) if m < max_t], trial_values):
+            if bracket.on_result(trial, milestone, value) == TrialScheduler.STOP:
+                epochs = milestone
+                break
+        total += epochs
+    return total
+
+
+@pytest.mark.parametrize("max_t, grace, rf", [(12, 4, 2), (40, 5, 3), (8, 1, 2)])
+def test_simulation_stops_exactly_the_trials_rays_bracket_stops(max_t, grace, rf):
+    rng = np.random.default_rng(1)
+    n_rungs = len([m for m in rungs(max_t, grace, rf) if m < max_t])
+    for _ in range(20):
+        values = rng.normal(size=(10, n_rungs))
+        simulated, _ = simulate_asha(10, 1, max_t, grace, rf, values=values)
+        assert simulated == rays_epochs(values, max_t, grace, rf)
+
+
+def test_improving_trials_all_run_the_budget_and_worsening_ones_stop_at_the_first_milestone():
+    better = np.arange(6, dtype=float)[:, None].repeat(2, axis=1)
+    assert simulate_asha(6, 1, 12, 4, 2, values=better)[0] == 6 * 12
+    assert simulate_asha(6, 1, 12, 4, 2, values=better[::-1])[0] == 12 + 5 * 4
+
+
+def test_wall_time_counts_concurrency_start_up_and_epochs():
+    # grace == max_t: nothing is stopped, 6 trials of 5 epochs, 3 at a time -> two waves.
+    epochs, seconds = simulate_asha(6, 3, 5, 5, 2, epoch_seconds=10.0, start_seconds=2.0)
+    assert epochs == 30 and seconds == pytest.approx(2 * (2.0 + 5 * 10.0))
+
+
+def test_packing_and_cost_follow_cluster_yaml():
+    shape = cluster_shape()
+    xlarge = next(w for w in shape.workers if w.instance == "g5.xlarge")
+    assert (xlarge.cpu, xlarge.gpu) == (4, 1)
+    kd = load_space("kd.yaml")
+    assert xlarge.trials_per_node(kd.resources.cpu, kd.resources.gpu) == 2
+    plan = make_plan(kd, workers=None, epoch_seconds=60.0, shape=shape)
+    row = next(r for r in plan.rows if r["type"] is xlarge)
+    # kd.yaml runs 4 trials at once: two g5.xlarge hold them.
+    assert row["workers"] == 2 and row["concurrency"] == 4
+    hours = row["wall"] / 3600
+    assert row["cost"] == pytest.approx(hours * (0.192 + 2 * 1.006) + shape.idle_timeout_minutes / 60 * 2 * 1.006)
+    # Confirmation: (top_k 3 + the best control configuration) x 3 seeds x 40 epochs.
+    assert plan.confirm_epochs == 4 * 3 * 40
+
+
+def test_a_trial_that_fits_no_worker_type_is_an_error():
+    tiny = ClusterShape("m5.xlarge", [WorkerType("small", "g5.xlarge", 4, 1, 2)], 10)
+    space = load_space("teacher.yaml")  # 8 CPUs per trial
+    with pytest.raises(UserError, match="fits no worker type"):
+        make_plan(space, None, 10.0, shape=tiny)
+
+
+def test_plan_cli_prints_epochs_wall_time_and_cost_without_starting_ray(capsys):
+    search_cli.main(["--space", "kd.yaml", "--plan", "--epoch-seconds", "45", "--workers", "3"])
+    out = capsys.readouterr().out
+    assert not ray.is_initialized()
+    assert "expected" in out and "trial-epochs" in out and "480 trial-epochs" in out
+    for worker in cluster_shape().workers:
+        line = next(line for line in out.splitlines() if line.strip().startswith(worker.name))
+        assert worker.instance in line and "$" in line
+    assert "45.0 s per trial epoch" in out
+
+
+def test_workers_without_plan_is_an_error():
+    with pytest.raises(SystemExit) as exit_info:
+        search_cli.main(["--space", "demo.yaml", "--workers", "2"])
+    assert exit_info.value.code == 2
+
+
+def test_expected_epochs_match_a_real_sweep_of_the_demo_schedule(tmp_path, capsys):
+    """The demo space's schedule (6 trials, 2 at a time, ASHA max_t 12, grace 4, factor 2) run for real on its
+    synthetic data (teacher shortened, no confirmation stage): the trial-epochs ASHA let run are within 25%
+    of the simulation's expectation. One epoch is also measured the way --plan does."""
+    demo = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
+    d = demo.pop("demo_data")
+    data_root = write_demo_dataset(tmp_path / "demo-data", size=d["size"], n_train=d["train"], n_test=4, seed=d["seed"])
+    demo["base"].update(data_root=str(data_root), cache_dir=str(tmp_path / "cache"), device="cpu")
+    demo["teacher"]["train"]["epochs"] = 2
+    demo.update(confirm=None, wandb={"mode": "disabled"})
+    space_file = tmp_path / "demo.yaml"
+    space_file.write_text(yaml.safe_dump(demo))
+    space = load_space(space_file)
+
+    search_cli.main(["--space", str(space_file), "--storage", str(tmp_path / "results"), "--num-cpus", "2"])
+    with (tmp_path / "results" / "demo" / "leaderboard.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == space.search.num_samples
+    real = sum(int(r["epochs"]) for r in rows)
+    expected = expected_search(space, space.search.max_concurrent_trials, epoch_seconds=1.0)
+    capsys.readouterr()
+    seconds, source = measure_epoch_seconds(space)
+    print(f"\nplan vs real demo schedule: real {real} trial-epochs "
+          f"({', '.join(r['epochs'] for r in rows)}), expected {expected.epochs:.1f} "
+          f"(90%: {expected.low}-{expected.high}); measured epoch {seconds:.2f}s ({source})")
+    assert abs(real - expected.epochs) <= 0.25 * expected.epochs
+    assert seconds > 0 and "measured on this machine" in source
