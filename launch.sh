@@ -10,7 +10,9 @@ commands:
   up                          start (or update) the cluster: ray up
   data [DIR]                  copy the dataset (default ./dataset) to every running node
                               (new nodes get ./dataset from cluster.yaml's file_mounts)
-  sweep --space FILE [ARGS]   submit `python -m tune.search --space FILE ARGS` as a Ray job
+  sweep --space FILE [ARGS]   submit `python -m tune.search --space FILE ARGS` as a Ray job; a teacher
+                              checkpoint on this machine (the space's teacher.checkpoint, or --teacher)
+                              is uploaded to the storage first and the job reads it from there
   status                      cluster nodes and running jobs
   logs [JOB_ID]               follow a sweep's output (default: the last submitted job)
   fetch SWEEP [DEST]          copy results/SWEEP back from the storage (default dest ./results/SWEEP)
@@ -26,6 +28,8 @@ USAGE
 
 DRY_RUN=0
 CLUSTER=cluster.yaml
+# This checkout's venv (README: the two commands) when there is one: it has tune/ and pyarrow.
+PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
 STORAGE="${POLYP_KD_STORAGE:-}"
 DASHBOARD=http://127.0.0.1:8265
 REMOTE_DATA='~/polyp-kd-data'
@@ -72,13 +76,22 @@ case $command in
     need_cluster_file
     need_storage
     space=""
+    teacher=()
     args=("$@")
     for ((i = 0; i < ${#args[@]}; i++)); do
       [[ ${args[i]} == --space ]] && space=${args[i + 1]:-}
+      [[ ${args[i]} == --teacher ]] && teacher=(--teacher "${args[i + 1]:-}")
     done
     [[ -n $space ]] || die "sweep needs --space FILE (e.g. kd.yaml)"
     [[ -f $space || -f search_spaces/$space || -f search_spaces/$space.yaml ]] \
       || die "$space: search-space file not found (looked in . and search_spaces/)"
+    # The job does not carry results/: a teacher trained on this machine goes to the storage (named by its
+    # content), and the sweep reads it from there (also in a dry run, this step reads, it uploads nothing).
+    upload=$("$PYTHON" -m tune.prepare teacher-upload --space "$space" --storage "$STORAGE" "${teacher[@]}")
+    if [[ -n $upload ]]; then
+      run "$PYTHON" -m tune.storage upload "${upload%%$'\t'*}" "${upload#*$'\t'}"
+      args+=(--teacher "${upload#*$'\t'}")
+    fi
     # The dashboard port of the head, forwarded to this machine for the job API.
     run ray dashboard "$CLUSTER" --port-forward 8265 &
     forward=$!

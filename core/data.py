@@ -12,14 +12,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from core import image_files
+from core import augment, image_files
 from core.errors import UserError, cli_errors
 from core.synthetic import SYNTHETIC_MARKER, TEST_SET_NAMES, write_demo_dataset
 
@@ -147,31 +146,12 @@ def read_mask(path: Path) -> np.ndarray:
         raise UserError(f"{path}: mask not usable: {err}") from None
 
 
-def train_geometric() -> A.Compose:
-    """Transforms that move pixels, applied jointly to image, mask and (cached) teacher logits.
-
-    Logits are an "image" target, so they are resampled bilinearly like the image; borders are
-    reflected for all three, so no constant fill has to be invented for logits or mask.
-    """
-    return A.Compose([
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
-        A.Rotate(limit=30, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
-    ], additional_targets={"teacher_logits": "image"})
-
-
-def train_photometric() -> A.Compose:
-    """Transforms that change colours only; applied to the image alone."""
-    return A.Compose([
-        A.RandomGamma(gamma_limit=(80, 120), p=0.3),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02, p=0.5),
-    ])
-
-
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """RGB uint8 HxWx3 -> uint8 CHW. Loaders hand out uint8 and `normalize` runs on the batch, on the
-    device: per-sample float conversion was the largest single cost of the cached pipeline."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    device: per-sample float conversion was the largest single cost of the cached pipeline. The planes are
+    split by OpenCV, not permuted by torch: a torch copy runs on its intra-op threads, which on a busy
+    machine waited ~10 ms per 320 px sample for a descheduled thread (and cv2.split is 2x numpy's transpose)."""
+    return torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(image))))
 
 
 def preprocess(image: np.ndarray, img_size: int) -> torch.Tensor:
@@ -211,32 +191,33 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 class TrainSet(Dataset):
     """Augmented training samples from the decoded cache: (image CHW uint8, mask 1xSxS float) and, for
-    cached distillation, the teacher's logits (1xSxS float) moved by the same geometric transform."""
+    cached distillation, the teacher's logits (1xSxS float) moved by the same geometric transform.
+
+    Augmentation (core/augment.py) is drawn from a generator seeded by (seed, epoch, index) alone."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, indices: Sequence[int], seed: int,
                  teacher_logits: np.ndarray | None = None):
         self.images, self.masks, self.indices, self.seed = images, masks, list(indices), seed
         self.teacher_logits = teacher_logits
-        self.geometric, self.photometric = train_geometric(), train_photometric()
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def params(self, epoch: int, index: int) -> augment.AugmentParams:
+        return augment.sample_params(np.random.default_rng((self.seed, epoch, index)))
+
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         epoch, index = key
         row = self.indices[index]
-        sample_seed = (self.seed * 1_000_003 + epoch * 10_007 + index) % 2**32
-        self.geometric.set_random_seed(sample_seed)
-        self.photometric.set_random_seed(sample_seed + 1)
-        # Copies: the cache is a read-only memory map shared with other processes.
-        targets = {"image": np.array(self.images[row]), "mask": np.array(self.masks[row])}
-        if self.teacher_logits is not None:
-            targets["teacher_logits"] = np.asarray(self.teacher_logits[row], dtype=np.float32)
-        moved = self.geometric(**targets)
-        image = self.photometric(image=moved["image"])["image"]
-        out = (to_tensor(image), torch.from_numpy(moved["mask"]).float().unsqueeze(0))
-        if self.teacher_logits is not None:
-            out += (torch.from_numpy(np.ascontiguousarray(moved["teacher_logits"])).unsqueeze(0),)
+        params = self.params(epoch, index)
+        # The cache is a read-only memory map shared with other processes: augment never writes to its
+        # inputs, and every output below is a fresh array.
+        logits = None if self.teacher_logits is None else self.teacher_logits[row]
+        image, mask, logits = augment.geometric(params, self.images[row], self.masks[row], logits)
+        image = augment.photometric(params, image)
+        out = (to_tensor(image), torch.from_numpy(mask.astype(np.float32)[None]))
+        if logits is not None:
+            out += (torch.from_numpy(logits[None]),)
         return out
 
 

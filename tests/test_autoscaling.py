@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,7 +37,6 @@ import yaml
 from conftest import TEST_TEACHER_BACKBONE
 
 from core.cache import BUILD_LOG
-from tune import search as search_cli
 from tune.plan import cluster_shape
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ class FakeAutoscalingCluster:
                # Nothing outside this machine reaches it; the driver joins by explicit address, without a token.
                "RAY_AUTH_MODE": "disabled"}
         env.pop("RAY_ADDRESS", None)
-        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        started = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120)
         if started.returncode != 0:
             self.shutdown()
             raise RuntimeError(f"ray start failed: {started.stderr[-2000:]}")
@@ -162,10 +162,25 @@ def fake_cluster(tmp_path, monkeypatch):
     assert not cluster.processes(), "a process of the fake cluster outlived its shutdown"
 
 
-def gpu_nodes() -> tuple[set[str], set[str]]:
-    """(every GPU node the cluster has had, those alive now)."""
-    nodes = [n for n in ray.nodes() if n["Resources"].get("GPU", 0) > 0]
-    return {n["NodeID"] for n in nodes}, {n["NodeID"] for n in nodes if n["Alive"]}
+class NodeWatch:
+    """What `ray status` would show over time, sampled by a second driver: every worker node seen alive,
+    with its resources and when it was first and last seen alive."""
+
+    def __init__(self):
+        self.nodes: dict[str, dict] = {}
+
+    def sample(self) -> int:
+        """Record the alive nodes now; returns how many GPU nodes are alive."""
+        now, alive_gpu = time.time(), 0
+        for node in ray.nodes():
+            gpus = node["Resources"].get("GPU", 0)
+            if not node["Alive"] or not gpus:
+                continue
+            alive_gpu += 1
+            seen = self.nodes.setdefault(node["NodeID"], {"gpu": gpus, "cpu": node["Resources"].get("CPU", 0),
+                                                          "first": now})
+            seen["last"] = now
+        return alive_gpu
 
 
 def trial_runs(trials_dir: Path) -> list[dict]:
@@ -198,13 +213,8 @@ def cache_builds(caches: Path) -> dict[str, Counter]:
     return out
 
 
-def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fake_cluster, demo_root, tmp_path,
-                                                                                capsys):
+def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fake_cluster, demo_root, tmp_path):
     cluster, caches = fake_cluster
-    ray.init(address=cluster.address)
-    assert "GPU" not in ray.cluster_resources() and not gpu_nodes()[0], "the cluster must start without GPUs"
-    ray.shutdown()
-
     space = {
         "name": "autoscaled",
         "base": {"mode": "distillation", "data_root": str(demo_root), "encoder_weights": None, "img_size": 64,
@@ -222,55 +232,70 @@ def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fa
     space_file = tmp_path / "autoscaled.yaml"
     space_file.write_text(yaml.safe_dump(space))
     shared = tmp_path / "shared"
-    started = time.time()
-    search_cli.main(["--space", str(space_file), "--storage", f"file://{shared}", "--local-results",
-                     str(tmp_path / "results"), "--address", cluster.address])
-    sweep_ended = time.time()
-    out = capsys.readouterr().out
+    watch = NodeWatch()
+    ray.init(address=cluster.address)
+    try:
+        assert "GPU" not in ray.cluster_resources() and not watch.sample(), "the cluster must start without GPUs"
+        # The sweep as a user runs it against a cluster; this process only watches the nodes.
+        started = time.time()
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", f"file://{shared}",
+             "--local-results", str(tmp_path / "results"), "--address", cluster.address],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"})
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
+        reader.start()
+        while sweep.poll() is None and time.time() - started < 600:
+            watch.sample()
+            time.sleep(0.5)
+        if sweep.poll() is None:
+            sweep.kill()
+        reader.join(timeout=10)
+        out = "".join(lines)
+        assert sweep.wait() == 0, out[-3000:]
+        sweep_ended = time.time()
+        # Scale-down: every GPU worker removed once idle (idle timeout 0.2 min, checked every second).
+        while watch.sample() and time.time() - sweep_ended < 120:
+            time.sleep(0.5)
+        gone = time.time()
+        assert not watch.sample(), "GPU workers still alive 2 minutes after the sweep"
+    finally:
+        ray.shutdown()
 
     # The decision was the space's, not the (GPU-less) cluster's at start; the teacher and the warm-up asked too.
     assert "cluster has no GPU yet" in out
     teacher = re.search(r"teacher: trained on node (\w+) \((.*)\)", out)
     warm = re.search(r"caches: warm on node (\w+) \((.*)\)", out)
-    assert teacher and f"GPU {GPU_PER_TRIAL:g}" in teacher.group(2), out
-    assert warm and f"GPU {GPU_PER_TRIAL:g}" in warm.group(2), out
+    assert teacher and f"GPU {GPU_PER_TRIAL:g}" in teacher.group(2), out[-3000:]
+    assert warm and f"GPU {GPU_PER_TRIAL:g}" in warm.group(2), out[-3000:]
 
     runs = trial_runs(shared / "autoscaled" / "trials")
     assert len(runs) == 4
     assert all(r["gpus"] == {GPU_PER_TRIAL} and r["device"] == {"cpu"} for r in runs), runs
+    launched = watch.nodes
+    assert launched, "the autoscaler launched no GPU worker"
+    assert {r["node"] for r in runs} <= set(launched)
+    peaks = {node: most_at_once([(r["start"], r["end"]) for r in runs if r["node"] == node])
+             for node in {r["node"] for r in runs}}
+    for node, peak in peaks.items():
+        assert peak <= launched[node]["gpu"] / GPU_PER_TRIAL, f"node {node} ran {peak} trials at once"
+    # 4 concurrent trials at 0.5 GPU need 2 GPUs: more than the first worker has.
+    assert len(peaks) >= 2
 
-    ray.init(address=cluster.address)
-    try:
-        launched, _ = gpu_nodes()
-        node_gpus = {n["NodeID"]: n["Resources"]["GPU"] for n in ray.nodes() if n["NodeID"] in launched}
-        assert launched, "the autoscaler launched no GPU worker"
-        by_node = {node: [(r["start"], r["end"]) for r in runs if r["node"] == node] for node in launched}
-        assert {r["node"] for r in runs} <= launched
-        peaks = {node: most_at_once(spans) for node, spans in by_node.items() if spans}
-        for node, peak in peaks.items():
-            assert peak <= node_gpus[node] / GPU_PER_TRIAL, f"node {node} ran {peak} trials at once"
-        # 4 concurrent trials at 0.5 GPU need 2 GPUs: more than the first worker has.
-        assert len({r["node"] for r in runs}) >= 2
+    # Caches: built once on every node that used them (the warm-up's node and each node with trials).
+    builds = cache_builds(caches)
+    assert set(builds) == set(peaks) | {warm.group(1)}, builds
+    for node, counts in builds.items():
+        assert counts == Counter(decoded=1, teacher_logits=1, remote=1), (node, counts)
 
-        # Caches: built once on every node that used them (the warm-up's node and each node with trials).
-        builds = cache_builds(caches)
-        used = {r["node"] for r in runs} | {warm.group(1)}
-        assert set(builds) == used, (builds, used)
-        for node, counts in builds.items():
-            assert counts == Counter(decoded=1, teacher_logits=1, remote=1), (node, counts)
-
-        # Scale-down: every GPU worker removed once idle (idle timeout 0.2 min, checked every second).
-        deadline = time.time() + 120
-        while gpu_nodes()[1] and time.time() < deadline:
-            time.sleep(1)
-        scaled_down = time.time() - sweep_ended
-        assert not gpu_nodes()[1], "GPU workers still alive 2 minutes after the sweep"
-    finally:
-        ray.shutdown()
-    per_node = Counter(r["node"][-5:] for r in runs)
-    print(f"\nfake autoscaler: {len(launched)} GPU workers launched "
-          f"({', '.join(f'...{n[-5:]}: {node_gpus[n]:g} GPU' for n in sorted(launched))}); trials per node "
-          f"{dict(per_node)}, most at once per node {({n[-5:]: p for n, p in peaks.items()})}; gpus_assigned seen "
-          f"{sorted({g for r in runs for g in r['gpus']})}; caches built per node "
-          f"{({n[-5:]: dict(c) for n, c in builds.items()})}; sweep {sweep_ended - started:.0f}s; scaled down "
-          f"{scaled_down:.0f}s after the sweep ended (idle timeout {IDLE_TIMEOUT_MINUTES * 60:.0f}s)")
+    last_trial = max(r["end"] for r in runs)
+    first_worker = min(n["first"] for n in launched.values())
+    short = {n[-5:]: f"{v['cpu']:g} CPU {v['gpu']:g} GPU" for n, v in sorted(launched.items())}
+    print(f"\nfake autoscaler: {len(launched)} GPU workers launched {short}, the first "
+          f"{first_worker - started:.0f}s after the sweep started; trials per node "
+          f"{dict(Counter(r['node'][-5:] for r in runs))}, most at once per node "
+          f"{({n[-5:]: p for n, p in peaks.items()})}; gpus_assigned seen {sorted({g for r in runs for g in r['gpus']})}; "
+          f"caches built per node {({n[-5:]: dict(c) for n, c in builds.items()})}; sweep {sweep_ended - started:.0f}s; "
+          f"no GPU worker left {gone - last_trial:.0f}s after the last trial ended ({gone - sweep_ended:.0f}s after "
+          f"the sweep's driver exited; idle timeout {IDLE_TIMEOUT_MINUTES * 60:.0f}s)")

@@ -16,8 +16,16 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from core.errors import UserError
 from core.synthetic import write_demo_dataset
 from tune import search as search_cli
-from tune.plan import (ClusterShape, WorkerType, cluster_shape, expected_search, make_plan, measure_epoch_seconds,
-                       rungs, simulate_asha)
+from tune.plan import (
+    ClusterShape,
+    WorkerType,
+    cluster_shape,
+    expected_search,
+    make_plan,
+    measure_epoch_seconds,
+    rungs,
+    simulate_asha,
+)
 from tune.space import SPACES_DIR, load_space
 
 ROOT = Path(__file__).resolve().parents[1]

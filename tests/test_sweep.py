@@ -46,6 +46,20 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
     return space
 
 
+def start_driver(space: dict, tmp_path: Path, wandb_mode: str = "disabled") -> tuple[subprocess.Popen, Path]:
+    """`python -m tune.search` on `space` (written to tmp_path/s.yaml, results in tmp_path/results) as a
+    separate process, as a user runs it; returns the process and its log file."""
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    log = tmp_path / "driver.log"
+    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(tmp_path / "results"),
+           "--num-cpus", "2"]
+    env = {**os.environ, "WANDB_MODE": wandb_mode, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
 def read_rows(sweep_dir: Path) -> list[dict]:
     with (sweep_dir / "leaderboard.csv").open() as f:
         return list(csv.DictReader(f))
@@ -224,18 +238,12 @@ def test_existing_sweep_name_is_refused(finished_sweep, capsys):
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, tmp_path):
-    space_file = tmp_path / "tiny.yaml"
     space = tiny_space(demo_root, num_samples=4, max_t=3, cache_dir=tmp_path / "cache", name="resume")
     space["search"]["max_concurrent_trials"] = 1
-    space_file.write_text(yaml.safe_dump(space))
     storage = tmp_path / "results"
     trials = storage / "resume" / "trials"
-    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(storage),
-           "--num-cpus", "2"]
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "driver.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc, _ = start_driver(space, tmp_path, wandb_mode="offline")
+    space_file = tmp_path / "s.yaml"
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(_finished(trials)) < 1:
@@ -345,16 +353,9 @@ def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_r
                        teacher={"checkpoint": str(teacher_checkpoint)}, control=None,
                        confirm={"top_k": 1, "seeds": 4})
     space["search"]["max_concurrent_trials"] = 1
-    space_file = tmp_path / "s.yaml"
-    space_file.write_text(yaml.safe_dump(space))
-    storage = tmp_path / "results"
+    space_file, storage = tmp_path / "s.yaml", tmp_path / "results"
     confirm = storage / "confirmkill" / "confirm"
-    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(storage),
-           "--num-cpus", "2"]
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    with open(tmp_path / "driver.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc, _ = start_driver(space, tmp_path)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not _trained(confirm, epochs=2):

@@ -3,27 +3,14 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from test_sweep import ROOT, read_rows, tiny_space
+from test_sweep import read_rows, start_driver, tiny_space
 
 from tune import search as search_cli
-
-
-def start_driver(space: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    space_file = tmp_path / "s.yaml"
-    space_file.write_text(yaml.safe_dump(space))
-    log = tmp_path / "driver.log"
-    cmd = [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", str(tmp_path / "results"),
-           "--num-cpus", "2"]
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, log
 
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:

@@ -392,8 +392,8 @@ def section_importance(s: Sweep) -> str:
     branches = (" A conditional parameter carries its branch (<code>choice=value@key</code>)."
                 if any("@" in name for name in imp["importance"]) else "")
     return (title + f"<p>PED-ANOVA on the {imp['trials']} distillation trials' validation value at epoch "
-            f"{imp['at_epoch']} (the first ASHA rung, which every trial reached), from the Optuna study; few "
-            f"trials give a rough ranking only.{branches}</p>"
+            f"{imp['at_epoch']}, which every trial reached (most were stopped by ASHA later), from the Optuna "
+            f"study; few trials give a rough ranking only.{branches}</p>"
             + img(png(importance_figure(imp["importance"])), "importance") + "</section>")
 
 
@@ -527,8 +527,8 @@ tr.total td{font-weight:600}
 .verdict{background:#eef6ee;border-left:4px solid #1a7f37;padding:6px 10px;font-weight:600}
 .row{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}
-.gallery figure{margin:0}
-.gallery img{margin:0 0 2px;image-rendering:pixelated}
+.gallery figure{margin:0;flex:0 1 calc(33.3% - 8px)}
+.gallery img{width:100%;margin:0 0 2px;image-rendering:pixelated}
 figcaption{font-size:12px;color:#444}
 pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}
 """

@@ -182,10 +182,10 @@ def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[fl
                           **({} if teacher else {"mode": "baseline", "teacher_checkpoint": None}))
         trainer = Trainer(cfg, data=PolypData(data.root, subset, {}))
         seconds = [result.seconds for result in trainer.epochs()][-1]
-    what = (f"UNet++/{cfg.teacher_backbone}" if teacher else cfg.student_backbone)
-    return (seconds * len(data.train) / len(subset),
-            f"measured on this machine ({trainer.device.type}): {what} at {cfg.img_size}px, batch {cfg.batch_size}, "
-            f"{len(subset)} of {len(data.train)} images timed and scaled")
+    what = f"UNet++/{cfg.teacher_backbone}" if teacher else cfg.student_backbone
+    source = (f"measured on this machine ({trainer.device.type}): {what} at {cfg.img_size}px, batch {cfg.batch_size}, "
+              f"{len(subset)} of {len(data.train)} images timed and scaled")
+    return seconds * len(data.train) / len(subset), source
 
 
 @dataclass

@@ -19,10 +19,11 @@ import torch
 
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
+from core.errors import UserError, cli_errors
 from core.models import require_teacher_path
 from core.train import Trainer, run_training
 from tune import storage
-from tune.space import SearchSpace
+from tune.space import SearchSpace, load_space
 
 
 def requests_gpu(space: SearchSpace, address: str | None) -> bool:
@@ -130,3 +131,44 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     path, placement = ray.get(task.remote(cfg, resume_from, shared))
     print(f"teacher: trained on {_describe(placement)}")
     return path
+
+
+def teacher_upload(space: SearchSpace, storage_root: str) -> tuple[Path, str] | None:
+    """(local teacher file, the URI to upload it to) when a distillation space names a teacher on this
+    machine: a cluster job does not carry results/, so `./launch.sh sweep` uploads it and passes
+    `--teacher URI` instead of letting the sweep fail (or retrain). The URI is named by the file's content:
+    one teacher is stored once, and two teachers never share a name."""
+    from core.cache import file_sha256
+
+    path = space.teacher.checkpoint
+    if not space.distillation or path is None or storage.is_uri(path):
+        return None
+    if not Path(path).exists():
+        raise UserError(f"{space.source}: teacher.checkpoint {path} is not on this machine; train and export it "
+                        f"here first, or pass --teacher with a URI in the storage (s3://...)")
+    local = Path(require_teacher_path(str(Path(path).resolve())))
+    return local, storage.join(storage_root, "teachers", file_sha256(local)[:16], local.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tune.prepare teacher-upload --space FILE --storage URI [--teacher PATH]`: prints
+    `LOCAL_FILE<tab>URI` for a local teacher that a cluster sweep needs in the storage, else nothing."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tune.prepare", description=main.__doc__)
+    parser.add_argument("command", choices=["teacher-upload"])
+    parser.add_argument("--space", required=True)
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--teacher", help="overrides the space's teacher.checkpoint, as in tune.search")
+    args = parser.parse_args(argv)
+    with cli_errors():
+        space = load_space(args.space)
+        if args.teacher:
+            space.teacher.checkpoint = args.teacher
+        upload = teacher_upload(space, args.storage)
+        if upload:
+            print(f"{upload[0]}\t{upload[1]}")
+
+
+if __name__ == "__main__":
+    main()

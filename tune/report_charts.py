@@ -184,7 +184,10 @@ def parallel_coordinates_figure(rows: list[TrialRow], axes: list[Axis], maximize
             ticks = list(range(len(axis.categories))) if len(axis.categories) > 1 else [0]
             twin.set_yticks(ticks, [c if len(c) <= 22 else c[:21] + "…" for c in axis.categories])
         else:
-            locator = LogLocator(base=10, numticks=12) if log else MaxNLocator(5)
+            # A range under two decades gets 2 and 5 times each power of ten labelled too.
+            narrow = log and math.log10(high / low) < 2
+            locator = (LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=12) if log
+                       else MaxNLocator(5))
             eps = 1e-9 * (abs(high) + abs(low))
             ticks = [t for t in locator.tick_values(low, high) if low - eps <= t <= high + eps]
             if len(ticks) < 2:

@@ -326,7 +326,7 @@ def finish(space: SearchSpace, paths: SweepPaths, rows: list, confirmed: list | 
     print("\n" + report.format_leaderboard(rows))
     study = load_study(paths.sweep_dir, space.name)
     counts = state_counts(study)
-    importance = param_importance(study)
+    importance = param_importance(study, at_epoch=space.asha.grace_period)
     print(f"Optuna study {paths.sweep_dir / 'optuna.journal'}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     best: dict[str, Any] = {"sweep": space.name, "objective": {"metric": metric, "mode": space.objective.mode},
                             "study": {"journal": "optuna.journal", "states": counts}, "importance": importance}
@@ -390,7 +390,7 @@ def finish(space: SearchSpace, paths: SweepPaths, rows: list, confirmed: list | 
               f"`wandb sync {paths.sweep_dir / 'wandb'}/offline-run-*`")
     if paths.remote:
         for name in ("space.yaml", SWEEP_FILE, "leaderboard.csv", "best.json", "curves.png",
-                     "parallel_coordinates.png", "optuna.journal", "wandb"):
+                     "parallel_coordinates.png", "optuna.journal", "report.html", "wandb"):
             if (paths.sweep_dir / name).exists():
                 storage.upload(paths.sweep_dir / name, storage.join(paths.shared, name))
         print(f"report copied to {paths.shared}")

@@ -71,3 +71,29 @@ def version(fs: pafs.FileSystem, path: str, location: str) -> str:
         return f"{info.size} {info.mtime_ns}"
     files = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
     return "\n".join(f"{i.path[len(path):]} {i.size} {i.mtime_ns}" for i in sorted(files, key=lambda i: i.path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tune.storage upload LOCAL LOCATION`: copy a local file or folder to a path or URI (what
+    ./launch.sh sweep does with a teacher trained on this machine); an existing LOCATION is left as it is."""
+    import argparse
+
+    from core.errors import cli_errors
+
+    parser = argparse.ArgumentParser(prog="python -m tune.storage", description=main.__doc__)
+    parser.add_argument("command", choices=["upload"])
+    parser.add_argument("local", type=Path)
+    parser.add_argument("location")
+    args = parser.parse_args(argv)
+    with cli_errors():
+        if not args.local.exists():
+            raise UserError(f"{args.local}: not found; nothing to upload")
+        if exists(args.location):
+            print(f"{args.location}: already in the storage")
+            return
+        upload(args.local, args.location)
+        print(f"uploaded {args.local} -> {args.location}")
+
+
+if __name__ == "__main__":
+    main()

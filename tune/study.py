@@ -47,15 +47,16 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def param_importance(study: optuna.Study) -> dict[str, Any] | None:
-    """PED-ANOVA importance of the distillation arm's parameters for the validation value at the first ASHA
-    rung, the one budget every trial reached (most trials of an ASHA sweep are PRUNED, and importance on
-    COMPLETE trials alone would rest on a handful). None when fewer than 3 trials are usable."""
+def param_importance(study: optuna.Study, at_epoch: int | None = None) -> dict[str, Any] | None:
+    """PED-ANOVA importance of the distillation arm's parameters for the validation value at `at_epoch`
+    (the sweep passes ASHA's first rung, `grace_period`: the one budget every trial reached; most trials of an
+    ASHA sweep are PRUNED, and importance on COMPLETE trials alone would rest on a handful). Default: the
+    earliest epoch every usable trial reported. None when fewer than 3 trials are usable."""
     kd = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
           if t.intermediate_values and not any(name.startswith("arm=") for name in t.params)]
     if len(kd) < 3:
         return None
-    step = min(min(t.intermediate_values) for t in kd)
+    step = at_epoch if at_epoch is not None else max(min(t.intermediate_values) for t in kd)
     proxy = optuna.create_study(direction=study.direction)
     for t in kd:
         value = t.intermediate_values.get(step)

@@ -1,0 +1,75 @@
+"""A whole KD sweep on a subset of the real polyp data, small enough for a 2-core CPU: does distillation
+beat the same student trained without a teacher, once confirmed over seeds?
+
+Writes a subset (every k-th training image, the first test images), a space (teacher trained in the sweep,
+a control arm, confirmation of the top-2 KD configurations and the best baseline over 3 seeds) and runs
+`python -m tune.search` on it. Ends with `RESULT winner_mean=... winner_ci95=... baseline_mean=...
+kd_minus_baseline=... kd_ci95=...`.
+
+    python bench/real_kd_sweep.py [--train-images 360 --img-size 64 --out results/bench-real-kd]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+from common import REAL_DATA, bench_data
+
+from tune import search  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-images", type=int, default=360)
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--max-t", type=int, default=10)
+    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--out", default="results", help="storage folder; the sweep is <out>/bench-real-kd")
+    args = parser.parse_args()
+    if not REAL_DATA.is_dir():
+        raise SystemExit(f"{REAL_DATA}: real polyp data not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        data, label = bench_data(args.train_images, Path(tmp), n_test=40)
+        print(f"{label}: {len(data.train)} training images")
+        space = {
+            "name": "bench-real-kd",
+            "base": {"mode": "distillation", "data_root": str(data.root), "encoder_weights": None,
+                     "img_size": args.img_size, "batch_size": 8, "num_workers": 0, "val_fraction": 0.2,
+                     "val_split": "grouped", "kd_loss": "bce", "seed": 42},
+            "parameters": {
+                "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
+                "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
+                "learning_rate": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-2},
+            },
+            "objective": {"metric": "best_val_dice", "mode": "max"},
+            "search": {"num_samples": args.num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
+            "asha": {"max_t": args.max_t, "grace_period": 3, "reduction_factor": 2},
+            "resources": {"cpu": 1},
+            "control": {"baseline": True, "fraction": 0.25},
+            "confirm": {"top_k": 2, "seeds": 3},
+            "teacher": {"checkpoint": None, "train": {"epochs": 15, "learning_rate": 3.0e-3,
+                                                      "teacher_backbone": "resnet18"}},
+            "wandb": {"mode": "disabled"},
+        }
+        space_file = Path(tmp) / "space.yaml"
+        space_file.write_text(yaml.safe_dump(space))
+        sweep_dir = Path(args.out) / "bench-real-kd"
+        if sweep_dir.exists():
+            shutil.rmtree(sweep_dir)
+        search.main(["--space", str(space_file), "--storage", args.out, "--num-cpus", "2"])
+        best = json.loads((sweep_dir / "best.json").read_text())
+    baseline = next(c for c in best["confirmation"] if c["arm"] == "baseline")
+    v = best["kd_vs_baseline"]
+    print(f"RESULT winner={best['winner']} winner_mean={best['confirmed_mean']:.4f} "
+          f"winner_ci95={best['confirmed_ci95'][0]:.4f},{best['confirmed_ci95'][1]:.4f} "
+          f"baseline_mean={baseline['mean']:.4f} baseline_ci95={baseline['ci95'][0]:.4f},{baseline['ci95'][1]:.4f} "
+          f"kd_minus_baseline={v['diff_mean']:+.4f} kd_ci95={v['ci95'][0]:+.4f},{v['ci95'][1]:+.4f} "
+          f"test_mean_dice={best['test']['mean']['dice']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
