@@ -3,7 +3,8 @@
 Target: the full cached pipeline (memory-mapped read + augmentation + tensors, i.e. `TrainSet`) >= 5x the
 naive one (decode + resize + the same augmentation). Also reported: the raw read alone, and the cached
 pipeline with the albumentations augmentation it replaced (core.augment.albumentations_reference), so one
-run shows the augmentation's own speed-up. Each figure is the median of several passes over the same
+run shows the augmentation's own speed-up, and the cached pipeline of cached distillation (teacher logits
+moved with each sample too). Each figure is the median of several passes over the same
 images, in one process with one torch and one OpenCV thread (a DataLoader worker per core), in images
 per second of this process's CPU time: on a shared, busy machine wall-clock rates mostly measure the other
 processes (both are printed; on a quiet machine they agree).
@@ -38,10 +39,10 @@ def naive_sample(dataset: TrainSet, pair, size: int, index: int) -> tuple[torch.
     return to_tensor(augment.photometric(params, image)), torch.from_numpy(mask.astype(np.float32)[None])
 
 
-def albumentations_sample(samples, geometric, photometric, index: int, seed: int):
-    """The cached pipeline as it was before core/augment.py: albumentations on the cached arrays."""
-    geometric.set_random_seed(seed)
-    photometric.set_random_seed(seed + 1)
+def albumentations_sample(samples, geometric, photometric, index: int):
+    """The cached pipeline as it was before core/augment.py: albumentations on the cached arrays, seeded per
+    sample (each transform on its own stream: TrainSet's Compose-level seeding correlated them)."""
+    augment.seed_reference(geometric, photometric, index)
     moved = geometric(image=np.array(samples.images[index]), mask=np.array(samples.masks[index]))
     image = photometric(image=moved["image"])["image"]
     return to_tensor(image), torch.from_numpy(moved["mask"].astype(np.float32)[None])
@@ -92,8 +93,12 @@ def main() -> None:
         dataset = TrainSet(samples.images, samples.masks, range(n), seed=0)
         full_naive = rate("naive", lambda i: naive_sample(dataset, pairs[i], size, i), n, args.repeats)
         full_cached = rate("cached", lambda i: dataset[(0, i)], n, args.repeats)
+        # Stand-in fp16 logits: the cost does not depend on their values.
+        logits = np.random.default_rng(0).standard_normal(samples.masks.shape, dtype=np.float32).astype(np.float16)
+        kd = TrainSet(samples.images, samples.masks, range(n), seed=0, teacher_logits=logits)
+        kd_cached = rate("cached_kd", lambda i: kd[(0, i)], n, args.repeats)
         geometric, photometric = augment.albumentations_reference()
-        albumentations = rate("albumentations", lambda i: albumentations_sample(samples, geometric, photometric, i, i), n,
+        albumentations = rate("albumentations", lambda i: albumentations_sample(samples, geometric, photometric, i), n,
                               args.repeats)
         print(f"raw read      naive {raw_naive:8.0f} img/s   cached {raw_cached:8.0f} img/s   "
               f"x{raw_cached / raw_naive:.1f}")
@@ -101,12 +106,14 @@ def main() -> None:
               f"x{full_cached / full_naive:.2f}  (core.augment in both)")
         print(f"cached pipeline with the albumentations augmentation it replaced: {albumentations:.0f} img/s "
               f"(core.augment x{full_cached / albumentations:.2f})")
+        print(f"cached pipeline with teacher logits (cached distillation): {kd_cached:.0f} img/s")
         print("wall-clock img/s: " + "  ".join(f"{k} {v:.0f}" for k, v in WALL.items())
               + f"  (cached over naive x{WALL['cached'] / WALL['naive']:.2f})")
         print(f"RESULT raw_cached_over_naive={raw_cached / raw_naive:.1f} "
               f"pipeline_cached_over_naive={full_cached / full_naive:.2f} naive_img_per_s={full_naive:.0f} "
               f"cached_img_per_s={full_cached:.0f} albumentations_cached_img_per_s={albumentations:.0f} "
-              f"augment_speedup={full_cached / albumentations:.2f} img_size={size} "
+              f"augment_speedup={full_cached / albumentations:.2f} cached_kd_img_per_s={kd_cached:.0f} "
+              f"img_size={size} "
               f"load_average={os.getloadavg()[0]:.1f}")
 
 

@@ -1,6 +1,7 @@
 """Export a trained model as a self-contained folder: weights, config, metrics, ONNX checked against
-PyTorch with ONNX Runtime (and both timed), and a model card. No Ray: `tune.best export` calls it for a
-sweep's winner, and `python -m core.export --checkpoint RUN --out DIR` for any single training run.
+PyTorch with ONNX Runtime (and both timed), an int8 ONNX model where it holds validation Dice
+(core/quantize.py), and a model card. No Ray: `tune.best export` calls it for a sweep's winner, and
+`python -m core.export --checkpoint RUN --out DIR` for any single training run.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,19 @@ import yaml
 from torch import nn
 
 from core.checkpoint import WEIGHTS_FILENAME, resolve_checkpoint_path, save_checkpoint
+from core.config import config_from_dict
 from core.data import discover, normalize, preprocess, read_image
 from core.errors import UserError, cli_errors
 from core.files import atomic_folder
 from core.models import count_parameters, load_model, resolve_device
+from core.quantize import INT8_MAX_DICE_DROP, INT8_ONNX_FILENAME, export_int8
 
 ONNX_FILENAME = "model.onnx"
 CONFIG_FILENAME = "config.yaml"
 METRICS_FILENAME = "metrics.json"
 CARD_FILENAME = "MODEL_CARD.md"
 EXPORT_FILES = (WEIGHTS_FILENAME, CONFIG_FILENAME, METRICS_FILENAME, ONNX_FILENAME, CARD_FILENAME)
+# Beside them, INT8_ONNX_FILENAME where the int8 model holds validation Dice (metrics.json 'int8' says why not).
 # ONNX Runtime and PyTorch order float operations differently; 1e-3 on logits is far below what could
 # flip a thresholded pixel except right at the boundary.
 ONNX_TOLERANCE = 1e-3
@@ -60,12 +64,13 @@ class ExportMetrics:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics, out: str | Path
-                 ) -> dict[str, Any]:
-    """Write model.pt, config.yaml, metrics.json, model.onnx and MODEL_CARD.md to `out` (built in a
-    temporary sibling and renamed, so a failure leaves no half-written folder) and return metrics.json.
+def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics, out: str | Path,
+                 report: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write model.pt, config.yaml, metrics.json, model.onnx, model.int8.onnx (where it holds validation
+    Dice) and MODEL_CARD.md to `out` (built in a temporary sibling and renamed, so a failure leaves no
+    half-written folder) and return metrics.json. `report` gets one line saying what became of int8.
 
-    `state` is the loaded checkpoint the weights came from (its `config` and `architecture`)."""
+    `state` is the loaded checkpoint the weights came from (its `config`, `architecture` and `split`)."""
     model = model.cpu().eval()
     cfg = state["config"]
     record = metrics.to_dict()
@@ -77,8 +82,10 @@ def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics
                          "split": state.get("split")}, tmp / WEIGHTS_FILENAME)
         (tmp / CONFIG_FILENAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
         record["onnx"] = export_onnx(model, cfg, tmp / ONNX_FILENAME)
+        record["int8"] = export_int8_beside(tmp / ONNX_FILENAME, state)
+        report(record["int8"]["summary"])
         (tmp / METRICS_FILENAME).write_text(json.dumps(record, indent=2))
-        (tmp / CARD_FILENAME).write_text(model_card(metrics, state, model, record["onnx"]))
+        (tmp / CARD_FILENAME).write_text(model_card(metrics, state, model, record["onnx"], record["int8"]))
     return record
 
 
@@ -90,25 +97,43 @@ def write_onnx(model: nn.Module, img_size: int, path: Path) -> None:
                       external_data=False, verbose=False)
 
 
-def inference_speed(model: nn.Module, onnx_path: Path, img_size: int, batch: int,
-                    repeats: int = 10) -> dict[str, float]:
-    """Images/s of PyTorch eager and ONNX Runtime on this machine's CPU (median of `repeats` calls)."""
+def inference_speed(model: nn.Module | None, onnx_path: Path, img_size: int, batch: int, repeats: int = 10,
+                    int8_path: Path | None = None) -> dict[str, float]:
+    """Images/s of PyTorch eager (unless `model` is None), ONNX Runtime and, given `int8_path`, ONNX Runtime
+    on the int8 model, on this machine's CPU: the median of `repeats` calls each, the runtimes taking turns
+    so that a change in the machine's load weighs on all of them alike."""
     import onnxruntime as ort
 
     x = torch.randn(batch, 3, img_size, img_size)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    runners = {"pytorch": lambda: model(x), "onnxruntime": lambda: session.run(None, {"image": x.numpy()})}
-    speed = {}
+    runners = {} if model is None else {"pytorch": lambda: model(x)}
+    paths = {"onnxruntime": onnx_path} | ({"onnxruntime-int8": int8_path} if int8_path is not None else {})
+    for name, path in paths.items():
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        runners[name] = lambda session=session: session.run(None, {"image": x.numpy()})
+    times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
-        for name, run in runners.items():
+        for run in runners.values():
             run()  # warm-up
-            times = []
-            for _ in range(repeats):
+        for _ in range(repeats):
+            for name, run in runners.items():
                 start = time.perf_counter()
                 run()
-                times.append(time.perf_counter() - start)
-            speed[name] = batch / statistics.median(times)
-    return speed
+                times[name].append(time.perf_counter() - start)
+    return {name: batch / statistics.median(t) for name, t in times.items()}
+
+
+def export_int8_beside(onnx_path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """core.quantize.export_int8 for an export folder, plus both ONNX models' speed at batch 1 where int8
+    was kept."""
+    cfg = config_from_dict(state["config"], source=f"{state.get('path', 'checkpoint')} config")
+    record = export_int8(onnx_path, cfg, state.get("split"), onnx_path.with_name(INT8_ONNX_FILENAME))
+    if record["written"]:
+        speed = inference_speed(None, onnx_path, cfg.img_size, batch=1, repeats=5,
+                                int8_path=onnx_path.with_name(INT8_ONNX_FILENAME))
+        record["cpu_images_per_s_batch1"] = {k: round(v, 2) for k, v in speed.items()}
+        record["int8_over_fp32_batch1"] = round(speed["onnxruntime-int8"] / speed["onnxruntime"], 2)
+        record["summary"] += f"; {record['int8_over_fp32_batch1']:.2f}x fp32 ONNX Runtime at batch 1"
+    return record
 
 
 def export_onnx(model: nn.Module, cfg: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -131,7 +156,7 @@ def export_onnx(model: nn.Module, cfg: dict[str, Any], path: Path) -> dict[str, 
 
 
 def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
-               onnx_check: dict[str, Any]) -> str:
+               onnx_check: dict[str, Any], int8: dict[str, Any]) -> str:
     cfg, arch = state["config"], state["architecture"]
     test = metrics.test
     rows = "\n".join(f"| {name} | {s['n']} | {s['dice']:.4f} | {s['iou']:.4f} |"
@@ -152,6 +177,17 @@ def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
     runtime_line = (f"**Recommended runtime: {onnx_check['recommended_runtime']}** — measured at export on "
                     f"this machine's CPU, batch 1: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items())
                     + " (bench/inference.py measures batch 1 and 8, and CUDA where present)")
+    if int8["written"]:
+        int8_speed = int8["cpu_images_per_s_batch1"]
+        int8_line = (f"int8: `{INT8_ONNX_FILENAME}` (ONNX Runtime static quantization, {int8['format']}, "
+                     f"{int8['weights']} weights, {int8['activations']} from {int8['calibration_images']} "
+                     f"training images): validation Dice {int8['val_dice_int8']:.4f} vs fp32 "
+                     f"{int8['val_dice_fp32']:.4f} on {int8['val_images']} images (kept: it may lose at most "
+                     f"{INT8_MAX_DICE_DROP}); CPU batch 1: int8 {int8_speed['onnxruntime-int8']:.1f} img/s, fp32 "
+                     f"{int8_speed['onnxruntime']:.1f} img/s ({int8['int8_over_fp32_batch1']:.2f}x); use it with "
+                     f"`--runtime onnxruntime-int8`")
+    else:
+        int8_line = f"int8: none; {int8['summary'].removeprefix('int8: ')}"
     verdict = f"\n\n**Verdict:** {metrics.verdict}." if metrics.verdict else ""
     warning = ("\n> **Trained and scored on SYNTHETIC demo data** (generated by `python -m core.data demo`). "
                "These numbers say nothing about real polyp segmentation.\n" if metrics.synthetic_data else "")
@@ -181,6 +217,7 @@ from TrainDataset; the test sets below were only scored, never used for selectio
   back to the image's size (bilinear), polyp where sigmoid > 0.5
 - ONNX: {onnx_line}
 - {runtime_line}
+- {int8_line}
 
 ## How to use
 ```bash
@@ -254,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with cli_errors():
         record = export_run(args.checkpoint, args.out, args.device)
-        print(f"exported {args.checkpoint} to {args.out}: {', '.join(EXPORT_FILES)} "
+        files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if record["int8"]["written"] else ())
+        print(f"exported {args.checkpoint} to {args.out}: {', '.join(files)} "
               f"(max |ONNX - PyTorch| {record['onnx']['max_abs_diff']:.2e}); "
               f"test mean Dice {record['test']['mean']['dice']:.4f}")
 

@@ -27,8 +27,9 @@ from core.export import ONNX_FILENAME
 from core.files import atomic_folder
 from core.metrics import THRESHOLD
 from core.models import load_model, resolve_device
+from core.quantize import INT8_ONNX_FILENAME
 
-RUNTIMES = ("auto", "onnxruntime", "pytorch")
+RUNTIMES = ("auto", "onnxruntime", "onnxruntime-int8", "pytorch")
 PREDICTIONS_CSV = "predictions.csv"
 PREDICTION_COLOUR = (255, 0, 0)  # red, as core.evaluate draws predictions
 
@@ -51,7 +52,8 @@ class Predictor:
 
     `model_dir` is an export folder (model.pt with the config it was trained with, model.onnx) or any
     checkpoint core.evaluate accepts. Runtime `auto` is ONNX Runtime where the folder has model.onnx (the
-    faster one on CPU, see bench/inference.py) and no CUDA GPU is visible, PyTorch otherwise.
+    faster one on CPU, see bench/inference.py) and no CUDA GPU is visible, PyTorch otherwise;
+    `onnxruntime-int8` runs model.int8.onnx, which an export writes where it holds validation Dice.
     """
 
     def __init__(self, model_dir: str | Path, runtime: str = "auto", device: str = "auto"):
@@ -63,14 +65,15 @@ class Predictor:
                             f"(a sweep) or `python -m core.export --checkpoint RUN --out DIR` (one run)")
         self.path = path
         self.device = resolve_device(device)
-        onnx_path = path / ONNX_FILENAME
+        onnx_path = path / (INT8_ONNX_FILENAME if runtime == "onnxruntime-int8" else ONNX_FILENAME)
         if runtime == "auto":
             runtime = "onnxruntime" if onnx_path.is_file() and self.device.type != "cuda" else "pytorch"
         self.runtime = runtime
-        if runtime == "onnxruntime":
+        if runtime.startswith("onnxruntime"):
             if not onnx_path.is_file():
-                raise UserError(f"{onnx_path}: not found; pass an export folder with {ONNX_FILENAME} "
-                                f"or use --runtime pytorch")
+                raise UserError(f"{onnx_path}: not found; pass an export folder with {onnx_path.name} "
+                                f"(an export writes {INT8_ONNX_FILENAME} only where it holds validation Dice: "
+                                f"see its metrics.json) or use --runtime pytorch")
             # Memory-mapped: the config and provenance without reading the weights ONNX Runtime does not need.
             state = load_checkpoint(path, mmap=True)
             self._session = _onnx_session(onnx_path)
@@ -85,12 +88,12 @@ class Predictor:
         return self.config.img_size
 
     def describe(self) -> str:
-        where = "CPU" if self.runtime == "onnxruntime" else str(self.device)
+        where = "CPU" if self.runtime.startswith("onnxruntime") else str(self.device)
         return f"{self.path} ({self.img_size}px input, {self.runtime} on {where})"
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised B x 3 x S x S float -> B x 1 x S x S logits on the CPU."""
-        if self.runtime == "onnxruntime":
+        if self.runtime.startswith("onnxruntime"):
             return torch.from_numpy(self._session.run(None, {"image": images.numpy()})[0])
         with torch.inference_mode():
             return self._model(images.to(self.device)).float().cpu()

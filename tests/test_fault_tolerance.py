@@ -131,7 +131,7 @@ def test_trials_spread_over_nodes_and_survive_a_lost_worker(cluster, demo_root, 
     wall = time.time() - started
     assert killed, "no worker was killed mid-trial"
     rows = read_rows(storage / "lost-node")
-    assert len(rows) == 4 and all(r["status"] == "DONE" and int(r["epochs"]) == MAX_T for r in rows)
+    assert len(rows) == 4 and all(r["end"] == "finished" and int(r["epochs"]) == MAX_T for r in rows)
     report = recovery_report(trials_dir)
     assert report["nodes"] >= 2
     assert report["resumed_from_checkpoint"] >= 1
@@ -169,7 +169,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
     wall = time.time() - started
     rows = read_rows(storage / "lost-driver")
     assert len(rows) == 5 and len({r["trial_id"] for r in rows}) == 5
-    assert all(r["status"] == "DONE" and int(r["epochs"]) == MAX_T for r in rows)
+    assert all(r["end"] == "finished" and int(r["epochs"]) == MAX_T for r in rows)
     after = trial_results(trials_dir)
     for trial_id, reports in finished_before.items():
         assert len(after[trial_id]) == reports, f"finished trial {trial_id} was re-run"

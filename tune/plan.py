@@ -165,7 +165,8 @@ def confirmation_runs(space: SearchSpace) -> int:
 
 def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[float, str]:
     """Seconds of one training epoch of the space's base config on this machine, on all its training images
-    (timed on a spread of MEASURE_IMAGES of them, the second of two epochs, then scaled). A distillation
+    (timed on a spread of MEASURE_IMAGES of them, the second of two epochs, loading in the training process,
+    then scaled). A distillation
     trial is timed as the same student without a teacher: with cached teacher logits an epoch costs the
     same (README, Performance: KD-cached / baseline 0.99 to 1.01)."""
     from core.data import PolypData, discover
@@ -178,7 +179,8 @@ def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[fl
     subset = data.train[::step][:MEASURE_IMAGES]
     cfg = space.teacher_config() if teacher else space.base_config()
     with tempfile.TemporaryDirectory(prefix="polyp-kd-plan-") as tmp:
-        cfg = cfg.replace(epochs=2, encoder_weights=None, val_split="random", save_dir=tmp, cache_dir=tmp,
+        # Loader workers off: starting them is a fixed cost per epoch that scaling a subset would multiply.
+        cfg = cfg.replace(epochs=2, encoder_weights=None, val_split="random", save_dir=tmp, cache_dir=tmp, num_workers=0,
                           **({} if teacher else {"mode": "baseline", "teacher_checkpoint": None}))
         trainer = Trainer(cfg, data=PolypData(data.root, subset, {}))
         seconds = [result.seconds for result in trainer.epochs()][-1]
