@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--export", help="an exported model folder (model.pt + model.onnx)")
     parser.add_argument("--img-size", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads (0: its default, one per physical core)")
     parser.add_argument("--compare-formats", action="store_true",
                         help="also time int8 in QOperator format (QDQ is what export writes)")
     args = parser.parse_args()
@@ -114,16 +116,17 @@ def main() -> None:
             batches, source = calibration(args.export, size)
             int8_paths[quant_format] = folder / f"model.int8.{quant_format}.onnx"
             quantize.quantize(onnx_path, int8_paths[quant_format], batches, quant_format)
-        print(f"{label}; {size}px; int8 ({', '.join(formats)}) calibrated on {source}; CPU threads "
-              f"{torch.get_num_threads()}; median of {args.repeats} calls; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} CPUs")
+        print(f"{label}; {size}px; int8 ({', '.join(formats)}) calibrated on {source}; threads: torch "
+              f"{torch.get_num_threads()}, ONNX Runtime {args.threads or 'default'}; median of {args.repeats} "
+              f"calls; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         fields, ratios = [], {}
         for batch in (1, 8):
             speed = inference_speed(model, onnx_path, size, batch, args.repeats,
-                                    int8_path=int8_paths[quantize.QUANT_FORMAT])
+                                    int8_path=int8_paths[quantize.QUANT_FORMAT], threads=args.threads)
             for quant_format in formats:
                 if quant_format != quantize.QUANT_FORMAT:
-                    other = inference_speed(None, onnx_path, size, batch, args.repeats, int8_paths[quant_format])
+                    other = inference_speed(None, onnx_path, size, batch, args.repeats, int8_paths[quant_format],
+                                            threads=args.threads)
                     speed[f"onnxruntime-int8-{quant_format}"] = other["onnxruntime-int8"]
                     speed[f"onnxruntime-fp32-beside-{quant_format}"] = other["onnxruntime"]
             if torch.cuda.is_available():
@@ -143,7 +146,7 @@ def main() -> None:
             print("no validation Dice: pass --export with reachable data")
         print(f"RESULT int8_over_fp32_b1={ratios[1]:.2f} int8_over_fp32_b8={ratios[8]:.2f} "
               f"int8_val_dice_drop={drop:.4f} " + " ".join(fields) + f" img_size={size} "
-              f"load_average={os.getloadavg()[0]:.1f}")
+              f"ort_threads={args.threads} load_average={os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

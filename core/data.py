@@ -150,7 +150,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """RGB uint8 HxWx3 -> uint8 CHW. Loaders hand out uint8 and `normalize` runs on the batch, on the
     device: per-sample float conversion was the largest single cost of the cached pipeline. The planes are
     split by OpenCV, not permuted by torch: a torch copy runs on its intra-op threads, which on a busy
-    machine waited ~10 ms per 320 px sample for a descheduled thread (and cv2.split is 2x numpy's transpose)."""
+    machine waited ~20 ms per 320 px sample for a descheduled thread (and cv2.split is 2x numpy's transpose)."""
     return torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(image))))
 
 

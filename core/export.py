@@ -98,17 +98,20 @@ def write_onnx(model: nn.Module, img_size: int, path: Path) -> None:
 
 
 def inference_speed(model: nn.Module | None, onnx_path: Path, img_size: int, batch: int, repeats: int = 10,
-                    int8_path: Path | None = None) -> dict[str, float]:
+                    int8_path: Path | None = None, threads: int = 0) -> dict[str, float]:
     """Images/s of PyTorch eager (unless `model` is None), ONNX Runtime and, given `int8_path`, ONNX Runtime
     on the int8 model, on this machine's CPU: the median of `repeats` calls each, the runtimes taking turns
-    so that a change in the machine's load weighs on all of them alike."""
+    so that a change in the machine's load weighs on all of them alike. `threads` > 0 sets ONNX Runtime's
+    intra-op threads (0: its default, one per physical core)."""
     import onnxruntime as ort
 
     x = torch.randn(batch, 3, img_size, img_size)
     runners = {} if model is None else {"pytorch": lambda: model(x)}
     paths = {"onnxruntime": onnx_path} | ({"onnxruntime-int8": int8_path} if int8_path is not None else {})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     for name, path in paths.items():
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         runners[name] = lambda session=session: session.run(None, {"image": x.numpy()})
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():

@@ -26,8 +26,8 @@ from core.split import split_pairs, split_record
 
 INT8_ONNX_FILENAME = "model.int8.onnx"
 INT8_MAX_DICE_DROP = 0.005
-# Calibration images, spread over the training split: ranges settle well before 64 at 320 px (more
-# only slows the export down: each costs one fp32 forward pass of the model with every tensor exported).
+# Calibration images, spread over the training split (every source represented); each costs one fp32
+# forward pass with every tensor as an output, so more slow the export down.
 CALIBRATION_IMAGES = 64
 QUANT_FORMAT = "QDQ"
 

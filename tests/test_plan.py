@@ -90,7 +90,8 @@ def test_packing_and_cost_follow_cluster_yaml():
 
 def test_a_trial_that_fits_no_worker_type_is_an_error():
     tiny = ClusterShape("m5.xlarge", [WorkerType("small", "g5.xlarge", 4, 1, 2)], 10)
-    space = load_space("teacher.yaml")  # 8 CPUs per trial
+    space = load_space("teacher.yaml")
+    space.resources.cpu = 8  # more than the only worker type has
     with pytest.raises(UserError, match="fits no worker type"):
         make_plan(space, None, 10.0, shape=tiny)
 

@@ -449,7 +449,9 @@ def _run_locked(space: SearchSpace, paths: SweepPaths, resume: bool, address: st
     started = time.perf_counter()
     mode = wandb_mode(space)
     address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+    # Without --address/RAY_ADDRESS: always a new local Ray ("local"), never a cluster that happens to run
+    # on this machine (ray.init(None) would join one started by `ray start`, and refuse num_cpus).
+    ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
              configure_logging=True, logging_level="WARNING")
     if threading.current_thread() is threading.main_thread():
         # After ray.init: Ray installs a SIGTERM handler of its own that aborts the driver.
