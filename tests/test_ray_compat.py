@@ -23,7 +23,7 @@ def test_asha_stopped_trials_are_pruned_with_values_per_epoch():
         s.on_trial_result("full", {"best_val_dice": 0.1 * epoch, "epoch": epoch, "training_iteration": epoch - 1})
     s.on_trial_complete("full", {"best_val_dice": 0.4, "epoch": 4})
     s.on_trial_result("stopped", {"best_val_dice": 0.3, "epoch": 1})
-    s.on_trial_result("stopped", {"best_val_dice": 0.35, "epoch": 2})
+    # Ray hands the result ASHA stops a trial on to on_trial_complete only.
     s.on_trial_complete("stopped", {"best_val_dice": 0.35, "epoch": 2})
     s.on_trial_complete("errored", {"best_val_dice": 0.2, "epoch": 1}, error=True)
     s.on_trial_complete("diverged", {"best_val_dice": 0.0, "epoch": 0, "diverged": 1})

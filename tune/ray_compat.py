@@ -65,7 +65,12 @@ class TruthfulOptunaSearch(OptunaSearch):
         value = (result or {}).get(self.metric)
         if error or not result or result.get("diverged") or value is None or math.isnan(value):
             self._ot_study.tell(trial, state=TrialState.FAIL)
-        elif int(result.get("epoch", 0)) >= self.max_t:
+            self._completed_trials.add(trial_id)
+            return
+        # The result ASHA stopped a trial on reaches the searcher here only, not through on_trial_result:
+        # record it, so the pruned trial's last intermediate value is its value at that rung.
+        self.on_trial_result(trial_id, result)
+        if int(result.get("epoch", 0)) >= self.max_t:
             self._ot_study.tell(trial, float(value), state=TrialState.COMPLETE)
         else:
             self._ot_study.tell(trial, state=TrialState.PRUNED)
