@@ -49,3 +49,15 @@ def teacher_checkpoint(demo_root, tmp_path_factory) -> Path:
     for _ in trainer.epochs():
         pass
     return trainer.save_best(save_dir / "teacher" / "best.pt")
+
+
+@pytest.fixture(scope="session")
+def student_checkpoint(demo_root, tmp_path_factory) -> Path:
+    """best.pt of a two-epoch 64 px baseline run: the student that export, predict and int8 tests use."""
+    from core.train import Trainer
+
+    save_dir = tmp_path_factory.mktemp("student")
+    trainer = Trainer(tiny_config(demo_root, save_dir, epochs=2))
+    for _ in trainer.epochs():
+        pass
+    return trainer.save_best(save_dir / "run" / "best.pt")

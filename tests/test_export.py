@@ -7,7 +7,6 @@ import stat
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 
 from core import export as export_module
 from core.checkpoint import WEIGHTS_FILENAME
@@ -18,15 +17,9 @@ from tune import best as best_cli
 
 
 @pytest.fixture(scope="module")
-def run_checkpoint(demo_root, tmp_path_factory):
-    """best.pt of a one-epoch baseline run (no test_metrics.json beside it)."""
-    from core.train import Trainer
-
-    save_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(tiny_config(demo_root, save_dir, epochs=1))
-    for _ in trainer.epochs():
-        pass
-    return trainer.save_best(save_dir / "run" / "best.pt")
+def run_checkpoint(student_checkpoint):
+    """best.pt of a baseline run (no test_metrics.json beside it)."""
+    return student_checkpoint
 
 
 @pytest.fixture(scope="module")

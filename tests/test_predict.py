@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
 from core.data import discover, read_image, read_mask
 from core.export import export_run
@@ -18,17 +17,10 @@ from tune import best as best_cli
 
 
 @pytest.fixture(scope="module")
-def export_dir(demo_root, tmp_path_factory):
+def export_dir(student_checkpoint, tmp_path_factory):
     """An export of a two-epoch baseline run on the tiny synthetic data."""
-    from core.train import Trainer
-
-    save_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(tiny_config(demo_root, save_dir, epochs=2))
-    for _ in trainer.epochs():
-        pass
-    checkpoint = trainer.save_best(save_dir / "run" / "best.pt")
     out = tmp_path_factory.mktemp("exports") / "export"
-    export_run(checkpoint, out, device="cpu")
+    export_run(student_checkpoint, out, device="cpu")
     return out
 
 

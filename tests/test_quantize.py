@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 
 from core import quantize
 from core.config import config_from_dict
@@ -20,18 +19,12 @@ from core.split import split_pairs, split_record
 
 
 @pytest.fixture(scope="module")
-def trained(demo_root, tmp_path_factory):
+def trained(student_checkpoint):
     """A two-epoch 64 px baseline run: (best.pt path, its loaded state, the model)."""
     from core.models import load_model
-    from core.train import Trainer
 
-    save_dir = tmp_path_factory.mktemp("run")
-    trainer = Trainer(tiny_config(demo_root, save_dir, epochs=2))
-    for _ in trainer.epochs():
-        pass
-    checkpoint = trainer.save_best(save_dir / "run" / "best.pt")
-    model, state = load_model(str(checkpoint))
-    return checkpoint, state, model
+    model, state = load_model(str(student_checkpoint))
+    return student_checkpoint, state, model
 
 
 @pytest.fixture(scope="module")
