@@ -29,7 +29,7 @@ from core.data import discover  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.export import inference_speed, write_onnx  # noqa: E402
 from core.models import build_model, load_model  # noqa: E402
-from core.split import split_pairs  # noqa: E402
+from core.split import training_split  # noqa: E402
 
 
 def cuda_speed(model: torch.nn.Module, onnx_path: Path, size: int, batch: int, repeats: int) -> dict[str, float]:
@@ -68,8 +68,7 @@ def calibration(export: str | None, size: int):
         _, state = load_model(export)
         cfg = config_from_dict(state["config"], source=f"{export} config")
         try:
-            train, _ = split_pairs(discover(cfg.data_root).train, cfg.val_fraction, cfg.split_seed, cfg.val_split,
-                                   cfg.val_group_pattern)
+            train = training_split(cfg, discover(cfg.data_root).train).train
             pairs = quantize.spread(train, quantize.CALIBRATION_IMAGES)
             return quantize.calibration_batches(pairs, size), f"{len(pairs)} training images of {cfg.data_root}"
         except UserError as err:

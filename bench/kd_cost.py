@@ -24,8 +24,8 @@ from common import bench_data
 from core.cache import decoded_samples, teacher_logits  # noqa: E402
 from core.config import config_from_dict  # noqa: E402
 from core.data import TrainSet, normalize  # noqa: E402
-from core.split import split_pairs  # noqa: E402
 from core.models import load_frozen_teacher  # noqa: E402
+from core.split import training_split  # noqa: E402
 from core.train import Trainer  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def logit_fidelity(cfg, data, cache_dir: Path, batches: int = 4) -> tuple[float,
     """Mean |cached-and-moved − teacher(augmented image)| and mean |teacher logit|, over train batches."""
     samples = decoded_samples(data.train, cfg.img_size, cache_dir)
     cached = teacher_logits(cfg.teacher_checkpoint, samples, cache_dir, torch.device("cpu"))
-    train_pairs, _ = split_pairs(data.train, cfg.val_fraction, cfg.split_seed, cfg.val_split, cfg.val_group_pattern)
+    train_pairs = training_split(cfg, data.train).train
     dataset = TrainSet(samples.images, samples.masks, samples.index_of(train_pairs), cfg.seed, cached)
     teacher = load_frozen_teacher(cfg.teacher_checkpoint, torch.device("cpu"))
     diffs, scale = [], []

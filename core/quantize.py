@@ -19,10 +19,18 @@ import numpy as np
 import torch
 
 from core.config import TrainConfig
-from core.data import EvalSet, SamplePair, discover, eval_loader, normalize, preprocess, read_image
+from core.data import (
+    EvalSet,
+    SamplePair,
+    discover,
+    eval_loader,
+    normalize,
+    preprocess,
+    read_image,
+)
 from core.errors import UserError
 from core.metrics import SegmentationScores
-from core.split import split_pairs, split_record
+from core.split import training_split
 
 INT8_ONNX_FILENAME = "model.int8.onnx"
 INT8_MAX_DICE_DROP = 0.005
@@ -92,9 +100,8 @@ def export_int8(fp32_path: Path, cfg: TrainConfig, trained_split: dict[str, Any]
         data = discover(cfg.data_root)
     except UserError as err:
         return _skipped(f"data root not reachable ({err})")
-    train, val = split_pairs(data.train, cfg.val_fraction, cfg.split_seed, cfg.val_split, cfg.val_group_pattern)
-    rebuilt = split_record(cfg.data_root, [p.stem for p in val], cfg.val_fraction, cfg.split_seed,
-                           cfg.val_split, len(train))
+    split = training_split(cfg, data.train)
+    train, val, rebuilt = split.train, split.val, split.record
     if trained_split is not None and rebuilt["val_sha256"] != trained_split["val_sha256"]:
         # The files under data_root changed since training: this "validation" split could hold images the
         # model was trained on, and calibration images it was validated on.

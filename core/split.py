@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,24 @@ def split_pairs(pairs: Sequence, val_fraction: float, seed: int, how: str = "ran
     by_stem = {p.stem: p for p in pairs}
     train, val = split_stems(list(by_stem), val_fraction, seed, how, pattern)
     return [by_stem[s] for s in train], [by_stem[s] for s in val]
+
+
+@dataclass
+class TrainingSplit:
+    """The split a TrainConfig trains on: its pairs, and the record a checkpoint stores."""
+
+    train: list
+    val: list
+    record: dict[str, Any]
+
+
+def training_split(cfg, pairs: Sequence) -> TrainingSplit:
+    """The split `cfg` (a TrainConfig: val_fraction, split_seed, val_split, val_group_pattern, data_root)
+    carves from `pairs`; training, the teacher check, int8 calibration and the report all rebuild it here."""
+    train, val = split_pairs(pairs, cfg.val_fraction, cfg.split_seed, cfg.val_split, cfg.val_group_pattern)
+    record = split_record(cfg.data_root, [p.stem for p in val], cfg.val_fraction, cfg.split_seed, cfg.val_split,
+                          len(train))
+    return TrainingSplit(train, val, record)
 
 
 def split_record(data_root: str | Path, val_stems: Sequence[str], val_fraction: float, seed: int,

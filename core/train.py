@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from core.cache import training_caches
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.config import MODES, TrainConfig, config_from_dict, load_config, parse_overrides
+from core.config import (
+    MODES,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+)
 from core.data import (
     CachedEvalSet,
     PolypData,
@@ -35,7 +41,6 @@ from core.data import (
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
-from core.split import check_teacher_split, split_pairs, split_record
 from core.models import (
     architecture,
     best_weights,
@@ -46,6 +51,7 @@ from core.models import (
     resolve_device,
     teacher_split,
 )
+from core.split import check_teacher_split, training_split
 
 
 class DivergedError(UserError):
@@ -75,10 +81,8 @@ class Trainer:
         self.progress = progress
         self.data = data if data is not None else discover(cfg.data_root)
         distill = cfg.mode == "distillation"
-        train_pairs, val_pairs = split_pairs(self.data.train, cfg.val_fraction, cfg.split_seed, cfg.val_split,
-                                             cfg.val_group_pattern)
-        self.split = split_record(cfg.data_root, [p.stem for p in val_pairs], cfg.val_fraction, cfg.split_seed,
-                                  cfg.val_split, len(train_pairs))
+        split = training_split(cfg, self.data.train)
+        train_pairs, val_pairs, self.split = split.train, split.val, split.record
         if distill:
             path = require_teacher_path(cfg.teacher_checkpoint)  # a wrong teacher fails before any decoding
             check_teacher_split(teacher_split(path), self.split, path)

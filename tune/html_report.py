@@ -28,7 +28,7 @@ from core.errors import UserError, cli_errors
 from core.evaluate import overlay_panel, score_loader
 from core.metrics import binarize, dice_iou
 from core.models import load_model, resolve_device
-from core.split import split_pairs, split_record
+from core.split import training_split
 from tune.report import ENDS, TrialRow, resolve
 from tune.report_charts import (
     MAX_SMALL_MULTIPLES,
@@ -172,11 +172,10 @@ def validation_gallery(checkpoint: Path, per_kind: int = CASES_PER_KIND, device:
     model, state = load_model(str(checkpoint))
     cfg = config_from_dict(state["config"], source=f"{checkpoint}: config")
     data = discover(cfg.data_root)
-    _, val = split_pairs(data.train, cfg.val_fraction, cfg.split_seed, cfg.val_split, cfg.val_group_pattern)
+    split = training_split(cfg, data.train)
+    val, rebuilt = split.val, split.record["val_sha256"]
     note = ""
     recorded = (state.get("split") or {}).get("val_sha256")
-    rebuilt = split_record(cfg.data_root, [p.stem for p in val], cfg.val_fraction, cfg.split_seed, cfg.val_split,
-                           0)["val_sha256"]
     if recorded and recorded != rebuilt:
         note = (f"the files under {cfg.data_root} changed since training: these are not exactly the validation "
                 f"images the winner was selected on")

@@ -149,13 +149,16 @@ def _row_dict(row: dict[str, Any] | TrialRow) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(checkpoint: str, data_root: str | None = None) -> dict[str, Any]:
-    """Score a trial checkpoint's best-validation weights on every test set present."""
+    """Score a trial checkpoint's best-validation weights on every test set present; with its best epoch
+    (from the checkpoint's history), as best.json records them."""
     model, state = load_model(Path(checkpoint) / CHECKPOINT_FILE)
     cfg = state["config"]
     data = discover(data_root or cfg["data_root"])
     report = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], resolve_device("auto"))
-    return {"config": cfg, "architecture": state["architecture"], "test": report,
-            "synthetic_data": data.synthetic}
+    best = max(state["history"], key=lambda h: h["val_dice"])
+    return {"config": cfg, "architecture": state["architecture"], "test": report, "synthetic_data": data.synthetic,
+            "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"], "best_epoch": best["epoch"],
+            "epochs_trained": state["epoch"]}
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

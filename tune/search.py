@@ -33,6 +33,7 @@ from core.data import discover
 from core.errors import UserError, cli_errors
 from core.evaluate import format_table
 from core.synthetic import write_demo_dataset
+from tune.recovery import CHECKPOINT_FILE
 from tune.space import SearchSpace, load_space
 
 TRIALS_DIRNAME = "trials"
@@ -107,7 +108,7 @@ def check_teacher_setting(space: SearchSpace) -> None:
     """A teacher checkpoint named in the space must exist and must not have seen the students' validation
     images; checked before Ray starts."""
     from core.models import require_teacher_path, teacher_split
-    from core.split import check_teacher_split, split_pairs, split_record
+    from core.split import check_teacher_split, training_split
 
     path = space.teacher.checkpoint
     if not space.distillation or path is None:
@@ -122,10 +123,7 @@ def check_teacher_setting(space: SearchSpace) -> None:
                         f"`teacher: {{checkpoint: null}}` to train one in this sweep")
     path = require_teacher_path(str(Path(path).resolve()))
     cfg = space.base_config()
-    _, val = split_pairs(discover(cfg.data_root).train, cfg.val_fraction, cfg.split_seed, cfg.val_split,
-                         cfg.val_group_pattern)
-    check_teacher_split(teacher_split(path), split_record(cfg.data_root, [p.stem for p in val], cfg.val_fraction,
-                                                          cfg.split_seed, cfg.val_split, 0), path)
+    check_teacher_split(teacher_split(path), training_split(cfg, discover(cfg.data_root).train).record, path)
 
 
 def quiet_ray_logs() -> None:
@@ -357,10 +355,7 @@ def finish(space: SearchSpace, paths: SweepPaths, rows: list, confirmed: list | 
         baseline, verdict = None, None
     local = _local_checkpoint(checkpoint, paths, "winner_checkpoint")
     scored = report.evaluate_checkpoint(local)
-    state = _checkpoint_summary(local)
-    best.update(best_val_dice=state["best_val_dice"], best_val_iou=state["best_val_iou"],
-                best_epoch=state["best_epoch"], epochs_trained=state["epochs"],
-                checkpoint=relative(str(Path(local) / "trainer.pt"), paths.sweep_dir), **scored)
+    best.update(checkpoint=relative(str(Path(local) / CHECKPOINT_FILE), paths.sweep_dir), **scored)
     title = "winner on the test sets (scored once, at the end; never selected on)"
     print(f"\nwinner: {best['winner']} ({best['arm']}, seed run {trial_id})  val Dice {best['best_val_dice']:.4f} "
           f"(epoch {best['best_epoch']})")
@@ -409,15 +404,6 @@ def _local_checkpoint(checkpoint: str, paths: SweepPaths, name: str) -> str:
         return resolve(checkpoint, paths.sweep_dir)
     target = paths.sweep_dir / name
     return tune.Checkpoint(checkpoint).to_directory(str(target))
-
-
-def _checkpoint_summary(folder: str) -> dict[str, Any]:
-    from core.checkpoint import load_checkpoint
-
-    state = load_checkpoint(Path(folder) / "trainer.pt", mmap=True)
-    best = max(state["history"], key=lambda h: h["val_dice"])
-    return {"best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"], "best_epoch": best["epoch"],
-            "epochs": state["epoch"]}
 
 
 def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
