@@ -1,11 +1,13 @@
 """What Ray Tune adds to the training itself: an N-trial sweep (FIFO, one trial at a time) against
 the same N trials run one after another directly through core (`core.train.run_training`).
 
-Target: sweep wall time / sum of direct runs <= 1.10. Both sides checkpoint every epoch and score
-the test sets at the end; the sweep also pays for trial processes, result handling and storage.
-`ray.init` is timed separately (once per sweep, not per trial).
+Target: sweep wall time / sum of direct runs <= 1.10. Both sides train the same configurations with
+the same seeds (the bench checks that they reach the same validation Dice); the sweep also pays for trial
+processes, result handling, checkpoints in its storage and, with --wandb, offline W&B runs. `ray.init` is
+timed separately (once per sweep, not per trial). The sweep reuses trial processes as `tune.search` does
+by default (`search.reuse_actors`); --no-reuse-actors starts one per trial.
 
-    python bench/sweep_overhead.py --trials 4 --epochs 5 --img-size 64 --train-images 160
+    python bench/sweep_overhead.py --trials 4 --epochs 5 --img-size 64 --train-images 160 [--wandb]
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pathlib import Path
 from common import bench_data
 
 from core.config import config_from_dict  # noqa: E402
-from core.train import Trainer, run_training  # noqa: E402
+from core.train import Trainer  # noqa: E402
+from tune.space import SearchSettings  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +30,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--train-images", type=int, default=160)
-    parser.add_argument("--reuse-actors", action="store_true", help="let Tune reuse one trial process")
+    parser.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
+                        default=SearchSettings().reuse_actors, help="a new trial process per trial")
+    parser.add_argument("--wandb", action="store_true", help="log every trial to an offline W&B run, as a sweep does")
     args = parser.parse_args()
     learning_rates = [1e-3 * (1.5 ** i) for i in range(args.trials)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,16 +44,19 @@ def main() -> None:
               f"{args.epochs} epochs")
         Trainer(config_from_dict({**base, "save_dir": str(tmp / "warm")}), data=data)  # build the cache once
 
-        direct = 0.0
+        direct, direct_dice = 0.0, {}
         for i, lr in enumerate(learning_rates):
             start = time.perf_counter()
             cfg = config_from_dict({**base, "learning_rate": lr, "save_dir": str(tmp / "direct"),
                                     "experiment_name": f"t{i}"})
-            run_training(Trainer(cfg, data=data), log=lambda *_: None)
+            trainer = Trainer(cfg, data=data)
+            for _ in trainer.epochs():  # what a trial does: train, validate, keep a checkpoint each epoch
+                trainer.save(cfg.run_dir / "last.pt")
             direct += time.perf_counter() - start
+            direct_dice[lr] = [h["val_dice"] for h in trainer.history]
         print(f"direct through core: {direct:.1f}s for {args.trials} trials")
 
-        os.environ["WANDB_MODE"] = "disabled"
+        os.environ["WANDB_MODE"] = "offline" if args.wandb else "disabled"
         # Trial processes import core/ and tune/ from the repository, like `python -m tune.search` from its root.
         os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                      os.environ.get("PYTHONPATH", "")])
@@ -63,11 +71,16 @@ def main() -> None:
         init = time.perf_counter() - start
         try:
             trainable = tune.with_resources(tune.with_parameters(train_trial, base=base), {"cpu": os.cpu_count()})
+            callbacks = []
+            if args.wandb:
+                from tune.ray_compat import SweepWandbLoggerCallback
+                callbacks = [SweepWandbLoggerCallback(project="bench", mode="offline", dir=str(tmp), job_type="trial",
+                                                      log_config=False, sweep="overhead", base=base)]
             tuner = tune.Tuner(
                 trainable, param_space={"learning_rate": tune.grid_search(learning_rates)},
                 tune_config=tune.TuneConfig(scheduler=FIFOScheduler(), max_concurrent_trials=1,
                                             reuse_actors=args.reuse_actors),
-                run_config=tune.RunConfig(storage_path=str(tmp / "ray"), name="overhead", verbose=0,
+                run_config=tune.RunConfig(storage_path=str(tmp / "ray"), name="overhead", verbose=0, callbacks=callbacks,
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
             start = time.perf_counter()
             results = tuner.fit()
@@ -75,10 +88,15 @@ def main() -> None:
         finally:
             ray.shutdown()
         assert not results.errors, results.errors
-        print(f"Ray Tune sweep:      {sweep:.1f}s for {len(results)} trials (+ ray.init {init:.1f}s once)")
+        # Same configurations and seeds: the sweep must have trained what the direct runs trained.
+        dice_gap = max(max(abs(a - b) for a, b in zip(r.metrics_dataframe["val_dice"],
+                                                         direct_dice[r.config["learning_rate"]], strict=True))
+                       for r in results)
+        print(f"Ray Tune sweep:      {sweep:.1f}s for {len(results)} trials (+ ray.init {init:.1f}s once); "
+              f"largest val Dice difference to the direct runs {dice_gap:.2e}")
         print(f"RESULT sweep_over_direct={sweep / direct:.3f} sweep_s={sweep:.1f} direct_s={direct:.1f} "
               f"ray_init_s={init:.1f} trials={args.trials} epochs={args.epochs} img_size={args.img_size} "
-              f"reuse_actors={args.reuse_actors}")
+              f"reuse_actors={args.reuse_actors} wandb={args.wandb} max_val_dice_gap={dice_gap:.2e}")
 
 
 if __name__ == "__main__":

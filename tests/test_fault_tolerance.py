@@ -34,13 +34,14 @@ def cluster(monkeypatch):
     cluster.shutdown()
 
 
-def space_file(tmp_path: Path, demo_root: Path, name: str, num_samples: int = 4) -> Path:
+def space_file(tmp_path: Path, demo_root: Path, name: str, num_samples: int = 4, checkpoint_every: int = 1) -> Path:
     space = {
         "name": name,
         "base": {"mode": "baseline", "data_root": str(demo_root), "encoder_weights": None, "img_size": 64,
                  "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
         "parameters": {"learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2}},
-        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 3},
+        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 3,
+                   "checkpoint_every": checkpoint_every},
         # grace_period = max_t: ASHA stops nothing, so every trial must reach max_t.
         "asha": {"max_t": MAX_T, "grace_period": MAX_T, "reduction_factor": 2},
         "resources": {"cpu": 1},
@@ -142,7 +143,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
     cluster, _ = cluster
     storage = tmp_path / "results"
     trials_dir = storage / "lost-driver" / "trials"
-    space = space_file(tmp_path, demo_root, "lost-driver", num_samples=5)
+    every = 2  # checkpoints at epochs 2, 4, 6, 8: a resumed trial may retrain at most one epoch
+    space = space_file(tmp_path, demo_root, "lost-driver", num_samples=5, checkpoint_every=every)
     cmd = [sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage),
            "--address", cluster.address]
     started = time.time()
@@ -174,7 +176,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
     for trial_id, reports in finished_before.items():
         assert len(after[trial_id]) == reports, f"finished trial {trial_id} was re-run"
     report = recovery_report(trials_dir)
-    # Every moved trial went on from its moved checkpoint (none started again from epoch 1).
-    assert report["resumed_from_checkpoint"] >= len(moved) and report["epochs_lost"] == 0
+    # Every moved trial went on from its moved checkpoint (none started again from epoch 1), losing at most
+    # the epochs since its last checkpoint.
+    assert report["resumed_from_checkpoint"] >= len(moved)
+    assert report["epochs_lost"] <= (every - 1) * report["resumed_from_checkpoint"]
     print(f"\nkilled driver: {report}, finished before the kill {len(finished_before)}, "
           f"recorded checkpoint gone for {len(moved)}, wall {wall:.0f}s")

@@ -23,10 +23,9 @@ from tune.plan import (
     expected_search,
     make_plan,
     measure_epoch_seconds,
-    rungs,
     simulate_asha,
 )
-from tune.space import SPACES_DIR, load_space
+from tune.space import SPACES_DIR, load_space, rungs
 
 ROOT = Path(__file__).resolve().parents[1]
 

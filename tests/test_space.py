@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from core.errors import UserError
-from tune.space import SPACES_DIR, DefineByRun, load_space, trial_config
+from tune.space import SPACES_DIR, AshaSettings, DefineByRun, checkpoint_epochs, load_space, trial_config
 
 VALID = {
     "name": "t",
@@ -16,6 +16,7 @@ VALID = {
         "batch_size": {"type": "int", "low": 2, "high": 8, "step": 2},
     },
     "asha": {"max_t": 4, "grace_period": 1, "reduction_factor": 2},
+    "search": {"num_samples": 2},
 }
 
 
@@ -70,6 +71,8 @@ def test_kd_space_searches_the_documented_ranges():
     (["base", "epochs"], 3, "asha.max_t"),
     (["parameters"], {}, "at least one"),
     (["objective"], {"metric": "test_dice"}, "objective.metric"),
+    (["search", "checkpoint_every"], 0, "checkpoint_every must be >= 1"),
+    (["search", "reuse_actors"], "yes", "reuse_actors must be true or false"),
 ])
 def test_bad_space_is_one_clear_error(tmp_path, path_keys, value, message):
     path = write(tmp_path, with_change(path_keys, value))
@@ -128,3 +131,14 @@ def test_control_arm_trial_trains_the_student_without_a_teacher():
     assert (cfg.mode, cfg.learning_rate, cfg.student_backbone, cfg.teacher_checkpoint) == \
         ("baseline", 2e-3, "resnet18", None)
     assert trial_config(space.base_config(), {"arm": "kd", "alpha": 0.3}).mode == "distillation"
+
+
+@pytest.mark.parametrize("every, asha, expected", [
+    (1, AshaSettings(max_t=4, grace_period=1, reduction_factor=3), [1, 2, 3, 4]),
+    (4, AshaSettings(max_t=12, grace_period=4, reduction_factor=2), [4, 8, 12]),            # demo.yaml
+    (5, AshaSettings(max_t=40, grace_period=5, reduction_factor=3), [5, 10, 15, 20, 25, 30, 35, 40]),  # kd.yaml
+    (3, AshaSettings(max_t=10, grace_period=2, reduction_factor=3), [2, 3, 6, 9, 10]),
+    (20, AshaSettings(max_t=8, grace_period=8, reduction_factor=2), [8]),
+])
+def test_trials_checkpoint_every_n_epochs_at_asha_rungs_and_at_the_end(every, asha, expected):
+    assert checkpoint_epochs(every, asha.max_t, asha.rungs()) == expected

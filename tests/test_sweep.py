@@ -70,7 +70,9 @@ def finished_sweep(demo_root, tmp_path_factory):
     """One 6-trial KD sweep, run once with a (fake) W&B key in the environment."""
     tmp = tmp_path_factory.mktemp("sweep")
     space_file = tmp / "tiny.yaml"
-    space_file.write_text(yaml.safe_dump(tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")))
+    space = tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")
+    space["search"]["checkpoint_every"] = 3  # with ASHA's rungs (1, 3) and the end: epochs 1, 3, 4
+    space_file.write_text(yaml.safe_dump(space))
     saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
     os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")
     try:
@@ -114,6 +116,16 @@ def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
     assert states.count("COMPLETE") == sum(r["end"] == "finished" for r in rows)
     for trial in study.trials:  # one intermediate value per epoch, at step = epoch
         assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
+
+
+def test_trials_checkpoint_at_the_policy_epochs_and_where_they_ended(finished_sweep):
+    for result in finished_sweep.glob("trials/*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        with_checkpoint = [r["epoch"] for r in reports if r.get("checkpoint_dir_name")]
+        assert set(with_checkpoint) <= {1, 3, 4} and with_checkpoint[-1] == reports[-1]["epoch"], result
+        # The one checkpoint kept (num_to_keep=1) is the epoch the trial ended on, ASHA-stopped or not.
+        kept = list(result.parent.glob("checkpoint_*/epoch.json"))
+        assert len(kept) == 1 and json.loads(kept[0].read_text())["epoch"] == reports[-1]["epoch"]
 
 
 def test_every_trial_used_the_one_sweep_teacher(finished_sweep):
@@ -187,11 +199,29 @@ def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
             record = next(run.glob("*.wandb")).read_bytes()
             assert all(key in record for key in (b"img_size", b"kd_loss", b"teacher_checkpoint", b"val_split")), run
             assert b"arm:kd" in record or b"arm:baseline" in record
+    # Logging processes are reused from trial to trial: each run holds exactly its own trial's results.
+    reported = {}
+    for result in list((finished_sweep / "trials").glob("*/result.json")) + list(
+            (finished_sweep / "confirm").glob("*/result.json")):
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        reported[rows[0]["trial_id"]] = [(r["epoch"], r["val_dice"]) for r in rows]
+    for run in runs:
+        if run not in summary:
+            assert wandb_history(run) == reported[run.name.rsplit("-", 1)[-1]], run
     places = [finished_sweep] + [Path(p) for p in glob.glob("/tmp/ray/session_latest/logs")]
     for place in places:
         for path in place.rglob("*"):
             if path.is_file() and path.stat().st_size < 50_000_000:
                 assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def wandb_history(run: Path) -> list[tuple[int, float]]:
+    """(epoch, val_dice) of each history record of an offline W&B run, read with wandb's own reader."""
+    out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [(h["history"]["item"]["epoch"], h["history"]["item"]["val_dice"])
+            for h in records if h.get("type") == "history"]
 
 
 def test_show_and_export_round_trip(finished_sweep, tmp_path, capsys):
@@ -250,8 +280,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, 
         while time.time() < deadline and len(_finished(trials)) < 1:
             time.sleep(1)
         assert _finished(trials), "no trial finished in time"
-        proc.send_signal(signal.SIGINT)  # Ctrl-C to the driver: Tune saves its state and stops
-        assert proc.wait(timeout=120) == 130
+        # Ctrl-C to the driver while trials run in reused processes and log to W&B: Tune saves its state,
+        # every W&B run is ended, and the driver is gone within 30 s (it used to wait 30 min for W&B).
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

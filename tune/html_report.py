@@ -42,7 +42,7 @@ from tune.report_charts import (
     small_multiples_figure,
 )
 from tune.search import SEARCH_FILE, SWEEP_FILE, SweepPaths, load_search_rows
-from tune.space import Parameter, SearchSpace, load_space, param_name
+from tune.space import Parameter, SearchSpace, load_space, param_name, rungs
 
 REPORT_FILE = "report.html"
 CASES_PER_KIND = 3            # gallery: this many best, median and worst validation images
@@ -113,8 +113,7 @@ def parameter_specs(space: SearchSpace) -> dict[str, Parameter]:
 def asha_milestones(space: SearchSpace) -> list[int]:
     """The epochs at which ASHA compares trials, as Ray's ASHAScheduler computes them (one bracket)."""
     a = space.asha
-    rungs = int(np.log(a.max_t / a.grace_period) / np.log(a.reduction_factor) + 1)
-    return [a.grace_period * a.reduction_factor ** k for k in range(rungs)]
+    return rungs(a.max_t, a.grace_period, a.reduction_factor)
 
 
 def trial_curve(folder: Path, trial_dir: str) -> list[tuple[int, float]]:

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from core.errors import UserError
-from tune.space import SearchSpace
+from tune.space import SearchSpace, rungs
 
 CLUSTER_FILE = Path(__file__).resolve().parents[1] / "cluster.yaml"
 # AWS on-demand list prices, USD per hour, Linux, us-west-2 (cluster.yaml's region); spot is usually
@@ -83,12 +83,6 @@ def cluster_shape(path: Path = CLUSTER_FILE) -> ClusterShape:
                                   float(resources.get("GPU", 0)), int(spec.get("max_workers", 0))))
     return ClusterShape(types[head]["node_config"].get("InstanceType", head), workers,
                         float(config.get("idle_timeout_minutes", 5)))
-
-
-def rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
-    """ASHA's milestones, as Ray's `_Bracket` computes them for its single bracket."""
-    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor ** k for k in range(count)]
 
 
 def simulate_asha(num_samples: int, concurrency: int, max_t: int, grace_period: int, reduction_factor: int,

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.search.optuna import OptunaSearch
 
 VERIFIED_RAY_VERSION = "2.60.0"
 if ray.__version__ != VERIFIED_RAY_VERSION:
     warnings.warn(f"tune/ray_compat.py was verified against Ray {VERIFIED_RAY_VERSION}, this is Ray "
                   f"{ray.__version__}: check OptunaSearch.on_trial_result/on_trial_complete, "
-                  f"WandbLoggerCallback._start_logging_actor(trial, exclude_results, **kwargs) and ExperimentAnalysis trial statuses",
+                  f"WandbLoggerCallback._start_logging_actor/_cleanup_logging_actor(s), _WandbLoggingActor.run and "
+                  f"ExperimentAnalysis trial statuses",
                   stacklevel=2)
 
 # A trial that never reported (pending when a sweep was interrupted) has no result file; Ray's analysis
@@ -77,18 +78,32 @@ class TruthfulOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+class ReusableWandbLoggingActor(_WandbLoggingActor):
+    """Ray's W&B logging actor that can log another trial's run after its last one finished."""
+
+    def reset(self, logdir: str, queue, exclude: list[str], to_config: list[str], **kwargs) -> None:
+        self.__init__(logdir, queue, exclude, to_config, **kwargs)
+
+
 class SweepWandbLoggerCallback(WandbLoggerCallback):
-    """Ray's W&B callback, with runs a user can read and without leaking the API key.
+    """Ray's W&B callback, with runs a user can read, logging processes reused, and no leaked API key.
 
     Each run's config is the trial's whole TrainConfig (base + sampled, as it trains), tagged with the
-    sweep, arm and student backbone; Ray would log only the sampled values. Ray also hands
-    WANDB_API_KEY to its logging actor through runtime_env, which Ray writes in plain text to its session
-    logs; the actor runs on this node and inherits this process's environment anyway, so the key is hidden
-    from runtime_env while the actor starts."""
+    sweep, arm and student backbone; Ray would log only the sampled values. Ray starts two processes per
+    trial (a logging actor and its queue actor, ~3 s of CPU on this project's 2-core machine, where they
+    compete with training); here a logging actor whose run finished cleanly logs the next trial's run
+    (bench/sweep_overhead.py --wandb). Ray also hands WANDB_API_KEY to its logging actor through
+    runtime_env, which Ray writes in plain text to its session logs; the actor runs on this node and
+    inherits this process's environment anyway, so the key is hidden from runtime_env while it starts."""
+
+    _logger_actor_cls = ReusableWandbLoggingActor
 
     def __init__(self, *args, sweep: str, base: dict[str, Any], **kwargs):
         super().__init__(*args, **kwargs)
         self.sweep, self.base = sweep, base
+        self._idle: list[tuple[Any, Any]] = []   # (logging actor, its queue) whose run has finished
+        self._failed: set = set()                # trials that errored: Ray may restart them, never reuse
+        self._ending = False
 
     def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
         from core.config import config_from_dict
@@ -100,12 +115,60 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
                                        "trial_params": wandb_init_kwargs.get("config", {})}
         wandb_init_kwargs["tags"] = [self.sweep, f"arm:{arm}", cfg.student_backbone,
                                      wandb_init_kwargs.get("job_type", "trial")]
+        if trial in self._trial_logging_futures:
+            return None
+        self._cleanup_logging_actors()  # collect runs that have finished since: their actors are free
+        if self._idle:
+            actor, queue = self._idle.pop()
+            actor.reset.remote(logdir=trial.local_path, queue=queue, exclude=exclude_results,
+                               to_config=self.AUTO_CONFIG_KEYS, **wandb_init_kwargs)
+            self._trial_queues[trial], self._trial_logging_actors[trial] = queue, actor
+            future = actor.run.remote()  # an actor runs its calls in order: after reset
+            self._trial_logging_futures[trial] = future
+            self._logging_future_to_trial[future] = trial
+            return None
         key = os.environ.pop("WANDB_API_KEY", None)
         try:
             return super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
         finally:
             if key is not None:
                 os.environ["WANDB_API_KEY"] = key
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        """A trial's run starts with its first result (`log_trial_result` starts it), an epoch later: by
+        then the run of the trial whose process it reuses has finished and its logging actor is free."""
+
+    def log_trial_end(self, trial, failed: bool = False):
+        if failed:
+            self._failed.add(trial)
+        super().log_trial_end(trial, failed=failed)
+
+    def _cleanup_logging_actor(self, trial):
+        """Called for a run that finished (or, at the end, timed out): keep a cleanly finished actor."""
+        future = self._trial_logging_futures[trial]
+        if self._ending or trial in self._failed or not ray.wait([future], timeout=0)[0]:
+            return super()._cleanup_logging_actor(trial)
+        queue = self._trial_queues.pop(trial)
+        while not queue.empty():  # nothing of an earlier trial may land in the next run
+            queue.get_nowait()
+        self._idle.append((self._trial_logging_actors.pop(trial), queue))
+        del self._trial_logging_futures[trial]
+        return None
+
+    def on_experiment_end(self, trials, **info):
+        """End every trial's run, then wait a bounded time for them to finish writing.
+
+        Ray waits for the logging actors of ended trials only; a trial still running when the sweep is
+        interrupted never gets its end signal, and with `reuse_actors` Ray then waited its whole
+        `upload_timeout` (30 min) for it: a Ctrl-C that hung the driver. Signalling every open run first
+        makes each finish (and stay syncable) with what it logged."""
+        self._ending = True
+        for trial in list(self._trial_queues):
+            self._signal_logging_actor_stop(trial)
+        self._cleanup_logging_actors(timeout=self._upload_timeout, kill_on_timeout=True)
+        for actor, _ in self._idle:
+            ray.kill(actor)
+        self._idle.clear()
 
 
 @dataclass

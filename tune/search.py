@@ -161,13 +161,16 @@ def wandb_callbacks(space: SearchSpace, sweep_dir: Path, mode: str, job_type: st
         job_type=job_type, excludes=["is_best", "node_id"], log_config=False, sweep=space.name, base=base)]
 
 
-def trainable_for(space: SearchSpace, base: dict, use_gpu: bool):
+def trainable_for(space: SearchSpace, base: dict, use_gpu: bool, rung_epochs: list[int] = ()):
+    """The trial function with the sweep's base config, checkpoint epochs and resources bound."""
     from ray import tune
 
+    from tune.space import checkpoint_epochs
     from tune.trainable import train_trial
 
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu if use_gpu else 0}
-    return tune.with_resources(tune.with_parameters(train_trial, base=base), resources)
+    epochs = checkpoint_epochs(space.search.checkpoint_every, space.asha.max_t, rung_epochs)
+    return tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs), resources)
 
 
 def run_config(space: SearchSpace, name: str, paths: SweepPaths, callbacks: list):
@@ -214,7 +217,8 @@ def search(space: SearchSpace, paths: SweepPaths, base: dict, use_gpu: bool, cal
     from tune.study import journal_storage, tpe_sampler
 
     metric, mode = space.objective.metric, space.objective.mode
-    trainable = trainable_for(space, base, use_gpu)
+    # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
+    trainable = trainable_for(space, base, use_gpu, space.asha.rungs())
     if tune.Tuner.can_restore(paths.trials):
         for note in restore_recorded_checkpoints(paths.trials):
             print(note)
@@ -229,9 +233,7 @@ def search(space: SearchSpace, paths: SweepPaths, base: dict, use_gpu: bool, cal
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, metric=metric, mode=mode,
             num_samples=space.search.num_samples, max_concurrent_trials=space.search.max_concurrent_trials,
-            # Reusing trial processes would save ~4 s of start-up per trial (bench/sweep_overhead.py:
-            # sweep/direct 1.35 -> 1.05), but with it a Ctrl-C left the driver hanging (Ray 2.60).
-            reuse_actors=False), run_config=run_config(space, TRIALS_DIRNAME, paths, callbacks))
+            reuse_actors=space.search.reuse_actors), run_config=run_config(space, TRIALS_DIRNAME, paths, callbacks))
     tuner.fit()
     trials = recorded_trials(paths.trials)
     rows = report.leaderboard(trials, metric, mode == "max", space.asha.max_t, paths.sweep_dir)
@@ -287,7 +289,7 @@ def confirm(space: SearchSpace, paths: SweepPaths, base: dict, rows: list, use_g
         tuner = tune.Tuner(trainable, param_space={"candidate": tune.grid_search(grid),
                                                    "seed": tune.grid_search(seeds)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials,
-                                                       reuse_actors=False),
+                                                       reuse_actors=space.search.reuse_actors),
                            run_config=run_config(space, CONFIRM_DIRNAME, paths, callbacks))
     tuner.fit()
     trials = recorded_trials(paths.confirm)

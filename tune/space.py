@@ -14,7 +14,8 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
         when:                     # conditional parameters, opened by one value of this choice
           resnet18: {weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-3}}
     objective: {metric: best_val_dice, mode: max}
-    search: {num_samples: 16, max_concurrent_trials: 4, seed: 0, max_failures: 2}
+    search: {num_samples: 16, max_concurrent_trials: 4, seed: 0, max_failures: 2, reuse_actors: true,
+             checkpoint_every: 1}
     asha: {max_t: 30, grace_period: 5, reduction_factor: 3}
     resources: {cpu: 2, gpu: 0.5}  # per trial; gpu asked for on a cluster (--address) or a GPU machine
     teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
@@ -92,6 +93,12 @@ class SearchSettings:
     max_concurrent_trials: int = 2
     seed: int = 0
     max_failures: int = 2
+    # One trial process runs trial after trial: no per-trial start-up (~4 s of imports on a CPU machine).
+    reuse_actors: bool = True
+    # Epochs between trial checkpoints (a lost node or driver costs a trial at most this many epochs less
+    # one). ASHA's rung epochs and the last epoch always get one, so every trial's checkpoint holds the
+    # epoch it ended on.
+    checkpoint_every: int = 1
 
 
 @dataclass
@@ -99,6 +106,21 @@ class AshaSettings:
     max_t: int = 10
     grace_period: int = 2
     reduction_factor: int = 2
+
+    def rungs(self) -> list[int]:
+        """ASHA's milestones (epochs where it may stop a trial) below max_t, as Ray's single bracket has them."""
+        return [m for m in rungs(self.max_t, self.grace_period, self.reduction_factor) if m < self.max_t]
+
+
+def rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """ASHA's milestones, as Ray's `_Bracket` computes them for its single bracket (max_t may be one)."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor ** k for k in range(count)]
+
+
+def checkpoint_epochs(every: int, max_t: int, rung_epochs: list[int] = ()) -> list[int]:
+    """The epochs a trial keeps a checkpoint at: every `every`-th, each rung and the last."""
+    return sorted({e for e in range(every, max_t + 1, every)} | set(rung_epochs) | {max_t})
 
 
 @dataclass
@@ -283,6 +305,7 @@ def _validate(space: SearchSpace) -> None:
     _require(s.num_samples >= 1, f"{src}: search.num_samples must be >= 1")
     _require(s.max_concurrent_trials >= 1, f"{src}: search.max_concurrent_trials must be >= 1")
     _require(s.max_failures >= 0, f"{src}: search.max_failures must be >= 0")
+    _require(s.checkpoint_every >= 1, f"{src}: search.checkpoint_every must be >= 1 (epochs)")
     _require(a.max_t >= 1, f"{src}: asha.max_t must be >= 1 (epochs)")
     _require(1 <= a.grace_period <= a.max_t, f"{src}: asha.grace_period must be in [1, max_t={a.max_t}]")
     _require(a.reduction_factor >= 2, f"{src}: asha.reduction_factor must be >= 2")

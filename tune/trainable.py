@@ -1,7 +1,8 @@
 """The Ray Tune trainable: a thin function around `core.train.Trainer`, for search and confirmation trials.
 
-Each epoch it reports validation Dice/IoU, train loss and epoch with a checkpoint of the trainer's full
-state; a restarted trial continues from `tune.get_checkpoint()`. A trial whose loss diverges ends at once
+Each epoch it reports validation Dice/IoU, train loss and epoch; at the epochs the sweep names (every N,
+ASHA's rungs, the last) the report carries a checkpoint of the trainer's full state, and a restarted trial
+continues from `tune.get_checkpoint()`. A trial whose loss diverges ends at once
 with `diverged: 1` in its last result (a retry from its checkpoint would diverge again). Test sets are
 never scored here: the sweep scores only its confirmed winner and baseline, once, at the end.
 """
@@ -34,8 +35,9 @@ def config_of(trial_params: dict[str, Any], base: TrainConfig) -> TrainConfig:
     return trial_config(base, trial_params)
 
 
-def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
-    """`config` holds this trial's params; `base` the sweep's fixed TrainConfig values."""
+def train_trial(config: dict[str, Any], base: dict[str, Any], checkpoint_epochs: list[int] | None = None) -> None:
+    """`config` holds this trial's params; `base` the sweep's fixed TrainConfig values; `checkpoint_epochs`
+    the epochs whose report carries a checkpoint (None: every epoch)."""
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     if base.get("teacher_checkpoint"):
@@ -55,12 +57,15 @@ def train_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
              "device": str(trainer.device), "mode": cfg.mode}
     try:
         for result in trainer.epochs():
+            metrics = {**result.to_dict(), **_best_so_far(trainer), **fixed, "diverged": 0,
+                       "is_best": int(result.is_best)}
+            if checkpoint_epochs is not None and trainer.epoch not in checkpoint_epochs:
+                tune.report(metrics)
+                continue
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save(Path(folder) / CHECKPOINT_FILE)
                 (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": trainer.epoch}))
-                tune.report({**result.to_dict(), **_best_so_far(trainer), **fixed, "diverged": 0,
-                             "is_best": int(result.is_best)},
-                            checkpoint=tune.Checkpoint.from_directory(folder))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
     except DivergedError as err:
         print(f"trial diverged, ended without retry: {err}", flush=True)
         tune.report({"epoch": trainer.epoch, **_best_so_far(trainer), **fixed, "diverged": 1,
