@@ -93,7 +93,8 @@ def move_checkpoints_of_unfinished_trials(trials_dir: Path) -> list[str]:
     for progress in trials_dir.glob("*/result.json"):
         rows = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
         checkpoints = sorted(progress.parent.glob("checkpoint_*"))
-        if rows and not rows[-1]["done"] and checkpoints:
+        # A checkpoint folder whose report never arrived (the driver died while it was copied) is not Ray's.
+        if rows and not rows[-1]["done"] and checkpoints and any(r.get("checkpoint_dir_name") for r in rows):
             checkpoints[-1].rename(progress.parent / "checkpoint_000099")
             moved.append(rows[0]["trial_id"])
     return moved
