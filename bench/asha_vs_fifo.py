@@ -8,10 +8,12 @@ policy; W&B off); the teacher is trained once first. Both runs see the same conf
 order, and a trial's epochs are identical in both (checked: same seed, same data).
 
     python bench/asha_vs_fifo.py --space demo.yaml --configs 12 --train-images 160
+    python bench/asha_vs_fifo.py --max-t 16 --grace-period 2 --reduction-factor 3   # kd.yaml's proportions
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -72,8 +74,14 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=160)
     parser.add_argument("--teacher-epochs", type=int, help="default: the space's teacher.train epochs")
     parser.add_argument("--seed", type=int, default=0, help="draws the configurations")
+    parser.add_argument("--max-t", type=int, help="override the space's asha.max_t (epochs)")
+    parser.add_argument("--grace-period", type=int, help="override the space's asha.grace_period")
+    parser.add_argument("--reduction-factor", type=int, help="override the space's asha.reduction_factor")
     args = parser.parse_args()
     space = load_space(args.space)
+    space.asha = dataclasses.replace(space.asha, **{k: v for k, v in (
+        ("max_t", args.max_t), ("grace_period", args.grace_period), ("reduction_factor", args.reduction_factor))
+        if v is not None})
     os.environ["WANDB_MODE"] = "disabled"
     # Trial processes import core/ and tune/ from the repository, like `python -m tune.search` from its root.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),

@@ -21,7 +21,7 @@ from common import bench_data
 
 from core.config import config_from_dict  # noqa: E402
 from core.train import Trainer  # noqa: E402
-from tune.space import SearchSettings  # noqa: E402
+from tune.space import SearchSettings, checkpoint_epochs, load_space  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,10 @@ def main() -> None:
     parser.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
                         default=SearchSettings().reuse_actors, help="a new trial process per trial")
     parser.add_argument("--wandb", action="store_true", help="log every trial to an offline W&B run, as a sweep does")
+    parser.add_argument("--checkpoint-every", type=int, default=load_space("demo.yaml").search.checkpoint_every,
+                        help="both sides keep a checkpoint every N epochs and at the last (default: demo.yaml's)")
     args = parser.parse_args()
+    kept = checkpoint_epochs(args.checkpoint_every, args.epochs)
     learning_rates = [1e-3 * (1.5 ** i) for i in range(args.trials)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -41,7 +44,7 @@ def main() -> None:
         base = dict(mode="baseline", data_root=str(data.root), img_size=args.img_size, batch_size=8,
                     epochs=args.epochs, encoder_weights=None, num_workers=0, cache_dir=str(tmp / "cache"))
         print(f"{label}; {len(data.train)} images, {args.img_size}px, {args.trials} baseline trials x "
-              f"{args.epochs} epochs")
+              f"{args.epochs} epochs, checkpoints at epochs {kept}")
         Trainer(config_from_dict({**base, "save_dir": str(tmp / "warm")}), data=data)  # build the cache once
 
         direct, direct_dice = 0.0, {}
@@ -50,8 +53,9 @@ def main() -> None:
             cfg = config_from_dict({**base, "learning_rate": lr, "save_dir": str(tmp / "direct"),
                                     "experiment_name": f"t{i}"})
             trainer = Trainer(cfg, data=data)
-            for _ in trainer.epochs():  # what a trial does: train, validate, keep a checkpoint each epoch
-                trainer.save(cfg.run_dir / "last.pt")
+            for _ in trainer.epochs():  # what a trial does: train, validate, keep a checkpoint at `kept`
+                if trainer.epoch in kept:
+                    trainer.save(cfg.run_dir / "last.pt")
             direct += time.perf_counter() - start
             direct_dice[lr] = [h["val_dice"] for h in trainer.history]
         print(f"direct through core: {direct:.1f}s for {args.trials} trials")
@@ -70,7 +74,7 @@ def main() -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
         init = time.perf_counter() - start
         try:
-            trainable = tune.with_resources(tune.with_parameters(train_trial, base=base), {"cpu": os.cpu_count()})
+            trainable = tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=kept), {"cpu": os.cpu_count()})
             callbacks = []
             if args.wandb:
                 from tune.ray_compat import SweepWandbLoggerCallback
@@ -96,7 +100,8 @@ def main() -> None:
               f"largest val Dice difference to the direct runs {dice_gap:.2e}")
         print(f"RESULT sweep_over_direct={sweep / direct:.3f} sweep_s={sweep:.1f} direct_s={direct:.1f} "
               f"ray_init_s={init:.1f} trials={args.trials} epochs={args.epochs} img_size={args.img_size} "
-              f"reuse_actors={args.reuse_actors} wandb={args.wandb} max_val_dice_gap={dice_gap:.2e}")
+              f"reuse_actors={args.reuse_actors} wandb={args.wandb} checkpoint_every={args.checkpoint_every} "
+              f"max_val_dice_gap={dice_gap:.2e}")
 
 
 if __name__ == "__main__":

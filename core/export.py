@@ -110,6 +110,9 @@ def inference_speed(model: nn.Module | None, onnx_path: Path, img_size: int, bat
     paths = {"onnxruntime": onnx_path} | ({"onnxruntime-int8": int8_path} if int8_path is not None else {})
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # ONNX Runtime's threads spin-wait after each call; with sessions taking turns, the one that just ran
+    # spun on the cores the next one needed (fp32 read 2-3x slower right after int8 on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     for name, path in paths.items():
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         runners[name] = lambda session=session: session.run(None, {"image": x.numpy()})

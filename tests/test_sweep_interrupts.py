@@ -40,7 +40,8 @@ def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, c
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     text = log.read_text()
-    assert "interrupted — continue with the same command plus --resume" in text and "Traceback" not in text
+    assert "interrupted — continue with the same command plus --resume" in text
+    assert "Traceback" not in text and "Fatal Python error" not in text
     assert not (sweep / "best.json").exists()
     if (sweep / "leaderboard.csv").exists():  # trials that had not ended are never shown as ASHA stops
         assert all(r["end"] == "interrupted" for r in read_rows(sweep) if r["end"] != "finished")

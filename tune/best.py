@@ -26,6 +26,7 @@ from core.evaluate import format_table
 from core.export import EXPORT_FILES, ExportMetrics, export_model
 from core.models import load_model
 from core.predict import RUNTIMES, Predictor, predict_files
+from core.quantize import INT8_ONNX_FILENAME
 from tune.confirm import confirmed_from_dict, format_confirmation
 from tune.report import format_leaderboard
 
@@ -200,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = Path(args.out) if args.out else sweep_dir / "export"
         metrics = export(sweep_dir, out)
         mean = metrics["test"]["mean"]
-        print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(EXPORT_FILES)} "
+        files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if metrics.get("int8", {}).get("written") else ())
+        print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(files)} "
               f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}); test mean Dice {mean['dice']:.4f}")
 
 

@@ -109,14 +109,14 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         from core.config import config_from_dict
         from tune.trainable import config_of
 
+        if trial in self._trial_logging_futures:  # a restarted trial goes on logging to its run
+            return None
         cfg = config_of(trial.config, config_from_dict(self.base, source="sweep base config"))
         arm = (trial.config.get("candidate") or trial.config).get("arm", "kd")
         wandb_init_kwargs["config"] = {**cfg.to_dict(), "arm": arm, "sweep": self.sweep,
                                        "trial_params": wandb_init_kwargs.get("config", {})}
         wandb_init_kwargs["tags"] = [self.sweep, f"arm:{arm}", cfg.student_backbone,
                                      wandb_init_kwargs.get("job_type", "trial")]
-        if trial in self._trial_logging_futures:
-            return None
         self._cleanup_logging_actors()  # collect runs that have finished since: their actors are free
         if self._idle:
             actor, queue = self._idle.pop()
@@ -158,10 +158,10 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
     def on_experiment_end(self, trials, **info):
         """End every trial's run, then wait a bounded time for them to finish writing.
 
-        Ray waits for the logging actors of ended trials only; a trial still running when the sweep is
-        interrupted never gets its end signal, and with `reuse_actors` Ray then waited its whole
-        `upload_timeout` (30 min) for it: a Ctrl-C that hung the driver. Signalling every open run first
-        makes each finish (and stay syncable) with what it logged."""
+        Ray signals the end of a run only for trials that ended; the run of a trial still running when the
+        sweep is interrupted never got it (seen with `reuse_actors`), and Ray then waited its whole
+        `upload_timeout` (30 min) for that run: a Ctrl-C that hung the driver. Signalling every open run
+        first makes each finish (and stay syncable) with what it logged."""
         self._ending = True
         for trial in list(self._trial_queues):
             self._signal_logging_actor_stop(trial)

@@ -25,6 +25,13 @@ from tune.space import trial_config
 from tune.storage import local_copy
 
 
+# Ray ends a stopped trial's process without waiting for its training thread, which is then unwinding out of
+# `tune.report`; a thread that frees torch tensors while the interpreter shuts down aborts the process
+# (SIGABRT and a crash dump in the sweep's output, seen when a sweep ended with trial processes reused).
+# So the process, not the thread, holds a trial's trainer: the next trial run in this process frees it.
+_PROCESS_HELD: dict[str, Trainer] = {}
+
+
 def config_of(trial_params: dict[str, Any], base: TrainConfig) -> TrainConfig:
     """The TrainConfig a trial trains: a search trial's params are what Optuna sampled (plus `arm`); a
     confirmation trial's are `{candidate: {arm, params}, seed}`."""
@@ -44,7 +51,8 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], checkpoint_epochs:
         # A teacher in shared storage (a cluster) is fetched once per node into the local cache.
         base = {**base, "teacher_checkpoint": local_copy(base["teacher_checkpoint"], base.get("cache_dir"))}
     cfg = config_of(config, config_from_dict(base, source="sweep base config"))
-    trainer = Trainer(cfg)
+    _PROCESS_HELD.clear()  # the previous trial in this process has ended: its thread is gone
+    trainer = _PROCESS_HELD["trainer"] = Trainer(cfg)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
