@@ -134,6 +134,14 @@ def main() -> None:
     print(f"ASHA: {epochs['asha']} trial-epochs in {asha_s:.0f}s, best {best['asha']:.4f} ({winner['asha']}); "
           f"FIFO: {epochs['fifo']} trial-epochs in {fifo_s:.0f}s, best {best['fifo']:.4f} ({winner['fifo']}); "
           f"largest val Dice difference on shared epochs {gap:.1e}")
+    # How well a rung predicts the end: rank correlation, over FIFO's trials, of the objective at each rung
+    # with the objective at max_t (ASHA can keep the best configuration only where this is high).
+    from scipy.stats import spearmanr
+    final = [fifo[c["name"]][-1][2] for c in configs]
+    for rung in a.rungs():
+        rho = spearmanr([fifo[c["name"]][rung - 1][2] for c in configs], final).statistic
+        print(f"rung at epoch {rung}: Spearman rho {rho:+.2f} between FIFO trials' {space.objective.metric} there "
+              f"and at epoch {a.max_t}")
     print(f"RESULT asha_epochs_over_fifo={epochs['asha'] / epochs['fifo']:.3f} "
           f"asha_best_over_fifo_best={best['asha'] / best['fifo']:.3f} asha_seconds_over_fifo={asha_s / fifo_s:.3f} "
           f"asha_epochs={epochs['asha']} fifo_epochs={epochs['fifo']} asha_best={best['asha']:.4f} "

@@ -47,7 +47,7 @@ def main() -> None:
               f"{args.epochs} epochs, checkpoints at epochs {kept}")
         Trainer(config_from_dict({**base, "save_dir": str(tmp / "warm")}), data=data)  # build the cache once
 
-        direct, direct_dice = 0.0, {}
+        direct, direct_dice, direct_epochs = 0.0, {}, 0.0
         for i, lr in enumerate(learning_rates):
             start = time.perf_counter()
             cfg = config_from_dict({**base, "learning_rate": lr, "save_dir": str(tmp / "direct"),
@@ -58,6 +58,7 @@ def main() -> None:
                     trainer.save(cfg.run_dir / "last.pt")
             direct += time.perf_counter() - start
             direct_dice[lr] = [h["val_dice"] for h in trainer.history]
+            direct_epochs += sum(h["seconds"] for h in trainer.history)
         print(f"direct through core: {direct:.1f}s for {args.trials} trials")
 
         os.environ["WANDB_MODE"] = "offline" if args.wandb else "disabled"
@@ -96,6 +97,15 @@ def main() -> None:
         dice_gap = max(max(abs(a - b) for a, b in zip(r.metrics_dataframe["val_dice"],
                                                          direct_dice[r.config["learning_rate"]], strict=True))
                        for r in results)
+        # Where the sweep's extra time goes: inside the trial function (start-up, reports, checkpoints) or
+        # between trials (process start, Tune's own work).
+        epochs_s = sum(r.metrics_dataframe["seconds"].sum() for r in results)
+        in_trials = sum(r.metrics_dataframe["time_total_s"].iloc[-1] for r in results)
+        first = [r.metrics_dataframe["time_this_iter_s"].iloc[0] - r.metrics_dataframe["seconds"].iloc[0]
+                 for r in results]
+        print(f"sweep: epochs {epochs_s:.1f}s, inside trial functions {in_trials:.1f}s (start-up before the "
+              f"first epoch {', '.join(f'{x:.1f}' for x in first)}s), outside them {sweep - in_trials:.1f}s; "
+              f"direct epochs {direct_epochs:.1f}s")
         print(f"Ray Tune sweep:      {sweep:.1f}s for {len(results)} trials (+ ray.init {init:.1f}s once); "
               f"largest val Dice difference to the direct runs {dice_gap:.2e}")
         print(f"RESULT sweep_over_direct={sweep / direct:.3f} sweep_s={sweep:.1f} direct_s={direct:.1f} "
