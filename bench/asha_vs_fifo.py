@@ -112,7 +112,7 @@ def main() -> None:
         import ray
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
         try:
             asha, asha_s = run(space, base, configs, ASHAScheduler(
                 time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor),

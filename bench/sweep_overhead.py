@@ -72,7 +72,7 @@ def main() -> None:
         from tune.trainable import train_trial
 
         start = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
         init = time.perf_counter() - start
         try:
             trainable = tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=kept), {"cpu": os.cpu_count()})

@@ -27,7 +27,7 @@ from tune.storage import local_copy
 
 # Ray ends a stopped trial's process without waiting for its training thread, which is then unwinding out of
 # `tune.report`; a thread that frees torch tensors while the interpreter shuts down aborts the process
-# (SIGABRT and a crash dump in the sweep's output, seen when a sweep ended with trial processes reused).
+# (SIGABRT and a crash dump in the output, seen at the end of an ASHA run with trial processes reused).
 # So the process, not the thread, holds a trial's trainer: the next trial run in this process frees it.
 _PROCESS_HELD: dict[str, Trainer] = {}
 
