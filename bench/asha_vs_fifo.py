@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from common import bench_data
+from common import bench_data, start_local_ray
 
 from core.train import Trainer  # noqa: E402
 from tune.space import load_space  # noqa: E402
@@ -82,10 +81,6 @@ def main() -> None:
     space.asha = dataclasses.replace(space.asha, **{k: v for k, v in (
         ("max_t", args.max_t), ("grace_period", args.grace_period), ("reduction_factor", args.reduction_factor))
         if v is not None})
-    os.environ["WANDB_MODE"] = "disabled"
-    # Trial processes import core/ and tune/ from the repository, like `python -m tune.search` from its root.
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                 os.environ.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data, label = bench_data(args.train_images, tmp, space.base_config().img_size)
@@ -112,7 +107,7 @@ def main() -> None:
         import ray
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+        start_local_ray()
         try:
             asha, asha_s = run(space, base, configs, ASHAScheduler(
                 time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor),

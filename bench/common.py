@@ -3,10 +3,13 @@ a subset of it as a data folder of symbolic links, so that every run in a bench,
 included, reads the same images."""
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from core.data import PolypData, discover  # noqa: E402
 from core.synthetic import write_demo_dataset  # noqa: E402
@@ -35,3 +38,15 @@ def _link(pairs, folder: Path) -> None:
     for pair in pairs:
         (folder / "images" / pair.image.name).symlink_to(pair.image)
         (folder / "masks" / pair.mask.name).symlink_to(pair.mask)
+
+
+def start_local_ray(wandb_mode: str = "disabled") -> float:
+    """A new local Ray with every CPU (never a cluster running on this machine), whose trial processes import
+    core/ and tune/ from this repository as `python -m tune.search` does from its root; seconds it took."""
+    import ray
+
+    os.environ["WANDB_MODE"] = wandb_mode
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    start = time.perf_counter()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    return time.perf_counter() - start

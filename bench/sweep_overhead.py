@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import bench_data
+from common import bench_data, start_local_ray
 
 from core.config import config_from_dict  # noqa: E402
 from core.train import Trainer  # noqa: E402
@@ -61,19 +61,13 @@ def main() -> None:
             direct_epochs += sum(h["seconds"] for h in trainer.history)
         print(f"direct through core: {direct:.1f}s for {args.trials} trials")
 
-        os.environ["WANDB_MODE"] = "offline" if args.wandb else "disabled"
-        # Trial processes import core/ and tune/ from the repository, like `python -m tune.search` from its root.
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                     os.environ.get("PYTHONPATH", "")])
         import ray
         from ray import tune
         from ray.tune.schedulers import FIFOScheduler
 
         from tune.trainable import train_trial
 
-        start = time.perf_counter()
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-        init = time.perf_counter() - start
+        init = start_local_ray("offline" if args.wandb else "disabled")
         try:
             trainable = tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=kept), {"cpu": os.cpu_count()})
             callbacks = []

@@ -82,7 +82,9 @@ def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics
                          "split": state.get("split")}, tmp / WEIGHTS_FILENAME)
         (tmp / CONFIG_FILENAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
         record["onnx"] = export_onnx(model, cfg, tmp / ONNX_FILENAME)
-        record["int8"] = export_int8_beside(tmp / ONNX_FILENAME, state)
+        train_cfg = config_from_dict(cfg, source=f"{state.get('path', 'checkpoint')} config")
+        record["int8"] = export_int8(tmp / ONNX_FILENAME, train_cfg, state.get("split"), tmp / INT8_ONNX_FILENAME)
+        add_cpu_speed(record["onnx"], record["int8"], model, tmp / ONNX_FILENAME, cfg["img_size"])
         report(record["int8"]["summary"])
         (tmp / METRICS_FILENAME).write_text(json.dumps(record, indent=2))
         (tmp / CARD_FILENAME).write_text(model_card(metrics, state, model, record["onnx"], record["int8"]))
@@ -128,22 +130,22 @@ def inference_speed(model: nn.Module | None, onnx_path: Path, img_size: int, bat
     return {name: batch / statistics.median(t) for name, t in times.items()}
 
 
-def export_int8_beside(onnx_path: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """core.quantize.export_int8 for an export folder, plus both ONNX models' speed at batch 1 where int8
-    was kept."""
-    cfg = config_from_dict(state["config"], source=f"{state.get('path', 'checkpoint')} config")
-    record = export_int8(onnx_path, cfg, state.get("split"), onnx_path.with_name(INT8_ONNX_FILENAME))
-    if record["written"]:
-        speed = inference_speed(None, onnx_path, cfg.img_size, batch=1, repeats=5,
-                                int8_path=onnx_path.with_name(INT8_ONNX_FILENAME))
-        record["cpu_images_per_s_batch1"] = {k: round(v, 2) for k, v in speed.items()}
-        record["int8_over_fp32_batch1"] = round(speed["onnxruntime-int8"] / speed["onnxruntime"], 2)
-        record["summary"] += f"; {record['int8_over_fp32_batch1']:.2f}x fp32 ONNX Runtime at batch 1"
-    return record
+def add_cpu_speed(onnx_check: dict[str, Any], int8: dict[str, Any], model: nn.Module, onnx_path: Path,
+                  img_size: int) -> None:
+    """Time PyTorch, ONNX Runtime and (where it was kept) the int8 model once, together, at batch 1, and
+    record what the model card recommends and how int8 compares."""
+    int8_path = onnx_path.with_name(INT8_ONNX_FILENAME) if int8["written"] else None
+    speed = inference_speed(model, onnx_path, img_size, batch=1, repeats=5, int8_path=int8_path)
+    fp32 = {k: round(speed[k], 2) for k in ("pytorch", "onnxruntime")}
+    onnx_check.update(cpu_images_per_s_batch1=fp32, recommended_runtime=max(fp32, key=fp32.get))
+    if int8_path is not None:
+        int8["cpu_images_per_s_batch1"] = {k: round(speed[k], 2) for k in ("onnxruntime", "onnxruntime-int8")}
+        int8["int8_over_fp32_batch1"] = round(speed["onnxruntime-int8"] / speed["onnxruntime"], 2)
+        int8["summary"] += f"; {int8['int8_over_fp32_batch1']:.2f}x fp32 ONNX Runtime at batch 1"
 
 
 def export_onnx(model: nn.Module, cfg: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Write ONNX, then check the same test image through PyTorch and ONNX Runtime and time both."""
+    """Write ONNX and check the same test image through PyTorch and ONNX Runtime."""
     import onnxruntime as ort
 
     write_onnx(model, cfg["img_size"], path)
@@ -155,10 +157,7 @@ def export_onnx(model: nn.Module, cfg: dict[str, Any], path: Path) -> dict[str, 
     diff = float(np.abs(actual - expected).max())
     if not diff < ONNX_TOLERANCE:
         raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.3g} on {source}")
-    speed = inference_speed(model, path, cfg["img_size"], batch=1, repeats=5)
-    return {"max_abs_diff": diff, "checked_on": source, "opset": _opset(path),
-            "cpu_images_per_s_batch1": {k: round(v, 2) for k, v in speed.items()},
-            "recommended_runtime": max(speed, key=speed.get)}
+    return {"max_abs_diff": diff, "checked_on": source, "opset": _opset(path)}
 
 
 def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
