@@ -188,14 +188,16 @@ class NodeWatch:
 
 
 def trial_runs(trials_dir: Path) -> list[dict]:
-    """Per trial: node, GPUs assigned, device, and the span from the start of its first epoch to its last."""
+    """Per trial: node, GPUs assigned, device, and the span from the start of its first run to its last result.
+    The start is the trial's own clock (trials follow each other within a second in a reused process); the
+    end is Ray's whole-second timestamp, rounded down, so spans can only look shorter, never overlap falsely."""
     runs = []
     for progress in trials_dir.glob("*/result.json"):
         rows = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
         assert rows and len({r["node_id"] for r in rows}) == 1, f"{progress}: a trial moved between nodes"
         runs.append({"trial": rows[0]["trial_id"], "node": rows[0]["node_id"],
                      "gpus": {r["gpus_assigned"] for r in rows}, "device": {r["device"] for r in rows},
-                     "start": rows[0]["timestamp"] - rows[0]["time_this_iter_s"], "end": rows[-1]["timestamp"]})
+                     "start": rows[0]["run_started_at"], "end": rows[-1]["timestamp"]})
     return runs
 
 

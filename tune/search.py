@@ -158,7 +158,7 @@ def wandb_callbacks(space: SearchSpace, sweep_dir: Path, mode: str, job_type: st
         return []
     return [SweepWandbLoggerCallback(
         project=space.wandb.project, group=space.wandb.group or space.name, mode=mode, dir=str(sweep_dir),
-        job_type=job_type, excludes=["is_best", "node_id"], log_config=False, sweep=space.name, base=base)]
+        job_type=job_type, excludes=["is_best", "node_id", "run_started_at"], log_config=False, sweep=space.name, base=base)]
 
 
 def trainable_for(space: SearchSpace, base: dict, use_gpu: bool, rung_epochs: list[int] = ()):

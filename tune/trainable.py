@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], checkpoint_epochs:
     """`config` holds this trial's params; `base` the sweep's fixed TrainConfig values; `checkpoint_epochs`
     the epochs whose report carries a checkpoint (None: every epoch)."""
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
+    started_at = time.time()
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     if base.get("teacher_checkpoint"):
         # A teacher in shared storage (a cluster) is fetched once per node into the local cache.
@@ -58,9 +60,10 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], checkpoint_epochs:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_FILE))
     context = ray.get_runtime_context()
-    # Where this run of the trial started, on which node and with which share of a GPU: how a sweep
-    # survived lost nodes, and how it was packed, shows in every result.
-    fixed = {"restored_from_epoch": trainer.epoch, "node_id": context.get_node_id(),
+    # Where and when this run of the trial started, on which node and with which share of a GPU: how a
+    # sweep survived lost nodes, and how it was packed, shows in every result. Ray's own `timestamp` is
+    # whole seconds, too coarse to order trials that follow each other in one reused process.
+    fixed = {"restored_from_epoch": trainer.epoch, "run_started_at": started_at, "node_id": context.get_node_id(),
              "gpus_assigned": float(context.get_assigned_resources().get("GPU", 0.0)),
              "device": str(trainer.device), "mode": cfg.mode}
     try:
