@@ -45,7 +45,7 @@ def run(space, base: dict, configs: list[dict], scheduler, storage: Path, name: 
     """{config name: [(epoch, val_dice, best_val_dice), ...]} and wall seconds of one Tuner run."""
     from ray import tune
 
-    from tune.search import trainable_for
+    from tune.search import trainable_for  # the sweep's own trial function and scheduler
 
     trainable = trainable_for(space, base, use_gpu=False, rung_epochs=space.asha.rungs())
     tuner = tune.Tuner(
@@ -105,13 +105,13 @@ def main() -> None:
         configs = draw_configs(space, args.configs, args.seed)
 
         import ray
-        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+        from ray.tune.schedulers import FIFOScheduler
+
+        from tune.search import asha_scheduler
 
         start_local_ray()
         try:
-            asha, asha_s = run(space, base, configs, ASHAScheduler(
-                time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor),
-                tmp / "ray", "asha")
+            asha, asha_s = run(space, base, configs, asha_scheduler(space), tmp / "ray", "asha")
             fifo, fifo_s = run(space, base, configs, FIFOScheduler(), tmp / "ray", "fifo")
         finally:
             ray.shutdown()

@@ -21,6 +21,7 @@ from common import bench_data
 
 from core.config import config_from_dict  # noqa: E402
 from core.train import Trainer  # noqa: E402
+from tune.recovery import CHECKPOINT_FILE  # noqa: E402
 from tune.space import checkpoint_epochs, load_space  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def persist_seconds(trainer: Trainer, workdir: Path, repeats: int) -> tuple[floa
     for i in range(repeats):
         folder = workdir / f"tmp{i}"
         start = time.perf_counter()
-        path = trainer.save(folder / "trainer.pt")
+        path = trainer.save(folder / CHECKPOINT_FILE)
         save.append(time.perf_counter() - start)
         start = time.perf_counter()
         destination = workdir / "storage" / f"checkpoint_{i:06d}"

@@ -45,6 +45,12 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return path
 
 
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The history entry of the epoch with the highest validation Dice (None for an empty history): the
+    epoch whose weights a checkpoint keeps as its best."""
+    return max(history, key=lambda h: h["val_dice"], default=None)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
                     ) -> dict[str, Any]:
     """`mmap=True` maps tensors lazily: a cheap way to check a large checkpoint before using it."""

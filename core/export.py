@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch import nn
 
-from core.checkpoint import WEIGHTS_FILENAME, resolve_checkpoint_path, save_checkpoint
+from core.checkpoint import WEIGHTS_FILENAME, best_epoch, resolve_checkpoint_path, save_checkpoint
 from core.config import config_from_dict
 from core.data import discover, normalize, preprocess, read_image
 from core.errors import UserError, cli_errors
@@ -243,7 +243,7 @@ logits = ort.InferenceSession("{ONNX_FILENAME}").run(None, {{"image": batch_nchw
 
 def run_metrics(state: dict[str, Any], test: dict[str, Any]) -> ExportMetrics:
     """Metrics of a single training run's best.pt (no sweep): its best epoch and the given test report."""
-    best = max(state.get("history") or [], key=lambda h: h["val_dice"], default=None)
+    best = best_epoch(state.get("history") or [])
     if best is None:
         raise UserError(f"{state['path']}: checkpoint has no training history; export a best.pt written by "
                         f"core.train")

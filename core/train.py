@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.cache import training_caches
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import best_epoch, load_checkpoint, save_checkpoint
 from core.config import (
     MODES,
     TrainConfig,
@@ -118,7 +118,7 @@ class Trainer:
     @property
     def best_epoch(self) -> dict[str, Any] | None:
         """The history entry of the epoch with the highest validation Dice so far."""
-        return max(self.history, key=lambda h: h["val_dice"], default=None)
+        return best_epoch(self.history)
 
     def epochs(self) -> Iterator[EpochResult]:
         """Train until cfg.epochs, yielding after each epoch (state is consistent at every yield)."""

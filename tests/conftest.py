@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic datasets made on the fly and a tiny trained teacher."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,11 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-cache-")
 TEST_TEACHER_BACKBONE = "mobilenet_v2"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
+
+
+def trial_reports(result_json: Path) -> list[dict]:
+    """Every result a Ray trial reported, in order, from its result.json (one JSON object per line)."""
+    return [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session", autouse=True)

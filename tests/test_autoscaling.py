@@ -17,7 +17,6 @@ processes under that temp dir (and their children) are stopped.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -34,7 +33,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from conftest import TEST_TEACHER_BACKBONE
+from conftest import TEST_TEACHER_BACKBONE, trial_reports
 
 from core.cache import BUILD_LOG
 from tune.plan import cluster_shape
@@ -193,7 +192,7 @@ def trial_runs(trials_dir: Path) -> list[dict]:
     end is Ray's whole-second timestamp, rounded down, so spans can only look shorter, never overlap falsely."""
     runs = []
     for progress in trials_dir.glob("*/result.json"):
-        rows = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
+        rows = trial_reports(progress)
         assert rows and len({r["node_id"] for r in rows}) == 1, f"{progress}: a trial moved between nodes"
         runs.append({"trial": rows[0]["trial_id"], "node": rows[0]["node_id"],
                      "gpus": {r["gpus_assigned"] for r in rows}, "device": {r["device"] for r in rows},

@@ -1,7 +1,6 @@
 """Multi-node sweeps on one machine (`ray.cluster_utils.Cluster`: a head with no CPUs for trials and
 two 1-CPU worker nodes): trials spread over nodes, survive a lost worker node, and a killed driver."""
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 import ray
 import yaml
+from conftest import trial_reports
 from ray.cluster_utils import Cluster
 
 from tune import search as search_cli
@@ -55,7 +55,7 @@ def space_file(tmp_path: Path, demo_root: Path, name: str, num_samples: int = 4,
 def trial_results(trials_dir: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for progress in trials_dir.glob("*/result.json"):
-        rows = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
+        rows = trial_reports(progress)
         if rows:
             out[rows[0]["trial_id"]] = pd.DataFrame(rows)
     return out
@@ -91,7 +91,7 @@ def move_checkpoints_of_unfinished_trials(trials_dir: Path) -> list[str]:
     a newer one arrives, but saves its experiment state only every few seconds), made certain."""
     moved = []
     for progress in trials_dir.glob("*/result.json"):
-        rows = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
+        rows = trial_reports(progress)
         checkpoints = sorted(progress.parent.glob("checkpoint_*"))
         # A checkpoint folder whose report never arrived (the driver died while it was copied) is not Ray's.
         if rows and not rows[-1]["done"] and checkpoints and any(r.get("checkpoint_dir_name") for r in rows):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TEST_TEACHER_BACKBONE
+from conftest import TEST_TEACHER_BACKBONE, trial_reports
 
 from tune import best as best_cli
 from tune import search as search_cli
@@ -120,7 +120,7 @@ def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
 
 def test_trials_checkpoint_at_the_policy_epochs_and_where_they_ended(finished_sweep):
     for result in finished_sweep.glob("trials/*/result.json"):
-        reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        reports = trial_reports(result)
         with_checkpoint = [r["epoch"] for r in reports if r.get("checkpoint_dir_name")]
         assert set(with_checkpoint) <= {1, 3, 4} and with_checkpoint[-1] == reports[-1]["epoch"], result
         # The one checkpoint kept (num_to_keep=1) is the epoch the trial ended on, ASHA-stopped or not.
@@ -203,7 +203,7 @@ def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
     reported = {}
     for result in list((finished_sweep / "trials").glob("*/result.json")) + list(
             (finished_sweep / "confirm").glob("*/result.json")):
-        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        rows = trial_reports(result)
         reported[rows[0]["trial_id"]] = [(r["epoch"], r["val_dice"]) for r in rows]
     for run in runs:
         if run not in summary:

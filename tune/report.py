@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.checkpoint import best_epoch  # noqa: E402
 from core.data import discover  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.evaluate import evaluate_test_sets  # noqa: E402
@@ -155,7 +156,7 @@ def evaluate_checkpoint(checkpoint: str, data_root: str | None = None) -> dict[s
     cfg = state["config"]
     data = discover(data_root or cfg["data_root"])
     report = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], resolve_device("auto"))
-    best = max(state["history"], key=lambda h: h["val_dice"])
+    best = best_epoch(state["history"])
     return {"config": cfg, "architecture": state["architecture"], "test": report, "synthetic_data": data.synthetic,
             "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"], "best_epoch": best["epoch"],
             "epochs_trained": state["epoch"]}

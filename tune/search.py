@@ -158,7 +158,8 @@ def wandb_callbacks(space: SearchSpace, sweep_dir: Path, mode: str, job_type: st
         return []
     return [SweepWandbLoggerCallback(
         project=space.wandb.project, group=space.wandb.group or space.name, mode=mode, dir=str(sweep_dir),
-        job_type=job_type, excludes=["is_best", "node_id", "run_started_at"], log_config=False, sweep=space.name, base=base)]
+        job_type=job_type, excludes=["is_best", "node_id", "run_started_at"], log_config=False, sweep=space.name,
+        base=base)]
 
 
 def trainable_for(space: SearchSpace, base: dict, use_gpu: bool, rung_epochs: list[int] = ()):
@@ -171,6 +172,15 @@ def trainable_for(space: SearchSpace, base: dict, use_gpu: bool, rung_epochs: li
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu if use_gpu else 0}
     epochs = checkpoint_epochs(space.search.checkpoint_every, space.asha.max_t, rung_epochs)
     return tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs), resources)
+
+
+def asha_scheduler(space: SearchSpace):
+    """The space's ASHA, deciding on the epoch each trial reports."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    a = space.asha
+    return ASHAScheduler(time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period,
+                         reduction_factor=a.reduction_factor)
 
 
 def run_config(space: SearchSpace, name: str, paths: SweepPaths, callbacks: list):
@@ -208,7 +218,6 @@ def prepare(space: SearchSpace, paths: SweepPaths, use_gpu: bool) -> dict[str, A
 def search(space: SearchSpace, paths: SweepPaths, base: dict, use_gpu: bool, callbacks: list) -> list:
     """Optuna (TPE, journal-backed) proposes, ASHA stops, Ray runs; returns the ranked leaderboard rows."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from tune import report
     from tune.ray_compat import TruthfulOptunaSearch, recorded_trials
@@ -228,10 +237,8 @@ def search(space: SearchSpace, paths: SweepPaths, base: dict, use_gpu: bool, cal
             space=DefineByRun(space.parameters, space.baseline_trial_numbers()), metric=metric, mode=mode,
             sampler=tpe_sampler(space.search.num_samples, space.search.seed), study_name=space.name,
             storage=journal_storage(paths.sweep_dir), max_t=space.asha.max_t)
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=space.asha.max_t, grace_period=space.asha.grace_period,
-                                  reduction_factor=space.asha.reduction_factor)
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, metric=metric, mode=mode,
+            search_alg=searcher, scheduler=asha_scheduler(space), metric=metric, mode=mode,
             num_samples=space.search.num_samples, max_concurrent_trials=space.search.max_concurrent_trials,
             reuse_actors=space.search.reuse_actors), run_config=run_config(space, TRIALS_DIRNAME, paths, callbacks))
     tuner.fit()

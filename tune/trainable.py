@@ -25,7 +25,6 @@ from tune.recovery import CHECKPOINT_FILE, EPOCH_FILE
 from tune.space import trial_config
 from tune.storage import local_copy
 
-
 # Ray ends a stopped trial's process without waiting for its training thread, which is then unwinding out of
 # `tune.report`; a thread that frees torch tensors while the interpreter shuts down aborts the process
 # (SIGABRT and a crash dump in the output, seen at the end of an ASHA run with trial processes reused).
@@ -46,8 +45,8 @@ def config_of(trial_params: dict[str, Any], base: TrainConfig) -> TrainConfig:
 def train_trial(config: dict[str, Any], base: dict[str, Any], checkpoint_epochs: list[int] | None = None) -> None:
     """`config` holds this trial's params; `base` the sweep's fixed TrainConfig values; `checkpoint_epochs`
     the epochs whose report carries a checkpoint (None: every epoch)."""
-    # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     started_at = time.time()
+    # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     if base.get("teacher_checkpoint"):
         # A teacher in shared storage (a cluster) is fetched once per node into the local cache.
