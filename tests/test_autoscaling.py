@@ -227,7 +227,11 @@ def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fa
         "parameters": {"learning_rate": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-2},
                        "alpha": {"type": "uniform", "low": 0.2, "high": 0.8}},
         # One retry: the autoscaler may remove a worker that went idle just as a trial was placed on it.
-        "search": {"num_samples": 4, "max_concurrent_trials": 4, "seed": 0, "max_failures": 1},
+        # A new trial process per trial, as a second worker's first trials need: with processes reused,
+        # trials 3-4 (a second each at this size) may follow 1-2 on the first worker before the second is up,
+        # and nothing would show that a worker added later gets trials and builds its own caches.
+        "search": {"num_samples": 4, "max_concurrent_trials": 4, "seed": 0, "max_failures": 1,
+                   "reuse_actors": False},
         "asha": {"max_t": MAX_T, "grace_period": 1, "reduction_factor": 2},
         # One CPU per trial: a 4-CPU worker could hold 4 trials by CPU, so only GPU accounting keeps it to 2.
         "resources": {"cpu": 1, "gpu": GPU_PER_TRIAL},
