@@ -87,9 +87,9 @@ case $command in
       || die "$space: search-space file not found (looked in . and search_spaces/)"
     # The job does not carry results/: a teacher trained on this machine goes to the storage (named by its
     # content), and the sweep reads it from there (also in a dry run, this step reads, it uploads nothing).
-    upload=$("$PYTHON" -m tune.prepare teacher-upload --space "$space" --storage "$STORAGE" "${teacher[@]}")
+    upload=$("$PYTHON" -m tune.cluster.teacher_upload --space "$space" --storage "$STORAGE" "${teacher[@]}")
     if [[ -n $upload ]]; then
-      run "$PYTHON" -m tune.storage upload "${upload%%$'\t'*}" "${upload#*$'\t'}"
+      run "$PYTHON" -m tune.cluster.storage upload "${upload%%$'\t'*}" "${upload#*$'\t'}"
       args+=(--teacher "${upload#*$'\t'}")
     fi
     # The dashboard port of the head, forwarded to this machine for the job API.

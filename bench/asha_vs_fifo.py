@@ -3,7 +3,7 @@ the sweep's ASHA scheduler and once to the end (FIFO), and compared on trial-epo
 validation Dice found.
 
 Goal: ASHA spends <= 0.40 of FIFO's epochs and finds >= 0.98 of FIFO's best Dice. Trials train exactly as
-in a sweep (tune.trainable.train_trial, the space's resources, concurrency, ASHA settings and checkpoint
+in a sweep (tune.sweep.trainable.train_trial, the space's resources, concurrency, ASHA settings and checkpoint
 policy; W&B off); the teacher is trained once first. Both runs see the same configurations in the same
 order, and a trial's epochs are identical in both (checked: same seed, same data).
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from common import bench_data, start_local_ray
 
 from core.train import Trainer  # noqa: E402
+from tune.sampling import Sampled, candidate_config, suggest  # noqa: E402
 from tune.space import load_space  # noqa: E402
 
 
@@ -36,20 +37,23 @@ def draw_configs(space, n: int, seed: int) -> list[dict]:
         trial = study.ask()
         params = {}
         for parameter in space.parameters:
-            params.update(parameter.suggest(trial))
-        configs.append({"name": f"c{i}", "arm": "kd" if space.distillation else "baseline", "params": params})
+            params.update(suggest(parameter, trial))
+        configs.append(candidate_config(f"c{i}", Sampled("kd" if space.distillation else "baseline", params)))
     return configs
 
 
-def run(space, base: dict, configs: list[dict], scheduler, storage: Path, name: str) -> tuple[dict, float]:
+def run(space, base, configs: list[dict], scheduler, storage: Path, name: str) -> tuple[dict, float]:
     """{config name: [(epoch, val_dice, best_val_dice), ...]} and wall seconds of one Tuner run."""
     from ray import tune
 
-    from tune.search import trainable_for  # the sweep's own trial function and scheduler
+    # the sweep's own trial function and scheduler
+    from tune.records import SweepPaths
+    from tune.sweep.runtime import SweepRun, trainable_for
 
-    trainable = trainable_for(space, base, use_gpu=False, rung_epochs=space.asha.rungs())
+    run = SweepRun(space, SweepPaths.local(storage), use_gpu=False, wandb_mode="disabled")
+    trainable = trainable_for(run, base, rung_epochs=space.asha.rungs())
     tuner = tune.Tuner(
-        trainable, param_space={"candidate": tune.grid_search(configs), "seed": base["seed"]},
+        trainable, param_space={"candidate": tune.grid_search(configs), "seed": base.seed},
         tune_config=tune.TuneConfig(scheduler=scheduler, metric=space.objective.metric, mode=space.objective.mode,
                                     max_concurrent_trials=space.search.max_concurrent_trials,
                                     reuse_actors=space.search.reuse_actors),
@@ -85,9 +89,9 @@ def main() -> None:
         tmp = Path(tmp)
         data, label = bench_data(args.train_images, tmp, space.base_config().img_size)
         overrides = dict(data_root=str(data.root), cache_dir=str(tmp / "cache"), save_dir=str(tmp / "runs"))
-        base = space.base_config().replace(**overrides).to_dict()
+        base = space.base_config().replace(**overrides)
         a = space.asha
-        print(f"{label}; {len(data.train)} images, {base['img_size']}px; {args.configs} configurations of "
+        print(f"{label}; {len(data.train)} images, {base.img_size}px; {args.configs} configurations of "
               f"{space.source}; ASHA max_t {a.max_t}, grace {a.grace_period}, reduction {a.reduction_factor}; "
               f"{space.search.max_concurrent_trials} trials at a time")
         if space.distillation:
@@ -98,7 +102,7 @@ def main() -> None:
             teacher = Trainer(teacher_cfg, data=data)
             for _ in teacher.epochs():
                 pass
-            base["teacher_checkpoint"] = str(teacher.save_best(tmp / "teacher.pt"))
+            base = base.replace(teacher_checkpoint=str(teacher.save_best(tmp / "teacher.pt")))
             print(f"teacher: {teacher_cfg.epochs} epochs in {time.perf_counter() - start:.0f}s, "
                   f"val Dice {teacher.best_val_dice:.4f}")
             del teacher
@@ -107,7 +111,7 @@ def main() -> None:
         import ray
         from ray.tune.schedulers import FIFOScheduler
 
-        from tune.search import asha_scheduler
+        from tune.sweep.runtime import asha_scheduler
 
         start_local_ray()
         try:

@@ -21,7 +21,7 @@ from common import bench_data
 
 from core.config import config_from_dict  # noqa: E402
 from core.train import Trainer  # noqa: E402
-from tune.recovery import CHECKPOINT_FILE  # noqa: E402
+from tune.records import CHECKPOINT_FILE  # noqa: E402
 from tune.space import checkpoint_epochs, load_space  # noqa: E402
 
 

@@ -65,16 +65,18 @@ def main() -> None:
         from ray import tune
         from ray.tune.schedulers import FIFOScheduler
 
-        from tune.trainable import train_trial
+        from tune.sweep.trainable import train_trial
 
         init = start_local_ray("offline" if args.wandb else "disabled")
         try:
-            trainable = tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=kept), {"cpu": os.cpu_count()})
+            trial_base = config_from_dict({**base, "save_dir": str(tmp / "sweep")})
+            trainable = tune.with_resources(tune.with_parameters(train_trial, base=trial_base, checkpoint_epochs=kept),
+                                            {"cpu": os.cpu_count()})
             callbacks = []
             if args.wandb:
-                from tune.ray_compat import SweepWandbLoggerCallback
+                from tune.sweep.ray_compat import SweepWandbLoggerCallback
                 callbacks = [SweepWandbLoggerCallback(project="bench", mode="offline", dir=str(tmp), job_type="trial",
-                                                      log_config=False, sweep="overhead", base=base)]
+                                                      log_config=False, sweep="overhead", base=trial_base)]
             tuner = tune.Tuner(
                 trainable, param_space={"learning_rate": tune.grid_search(learning_rates)},
                 tune_config=tune.TuneConfig(scheduler=FIFOScheduler(), max_concurrent_trials=1,

@@ -1,4 +1,5 @@
-"""Writing output folders safely: build in a temporary sibling, then rename into place.
+"""Writing outputs safely: a folder is built in a temporary sibling, a file written beside itself, then
+renamed into place.
 
 Readers never see a half-written folder, and the result has normal permissions (`tempfile.mkdtemp`
 creates mode 0700, which hides exports and caches from the other users of a shared machine).
@@ -40,3 +41,15 @@ def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write a file (text as UTF-8) whole or not at all: a reader, or a crash, never leaves half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,6 +1,7 @@
 """Losses: supervised Dice+BCE, the knowledge-distillation term, and their α-weighted sum.
 
-total = α·(Dice + BCE vs. ground truth) + (1 − α)·KD(student, teacher; T)
+total = α·(Dice + BCE vs. ground truth) + (1 − α)·KD(student, teacher; T), where KD is a term registered by
+name in core/kd_losses.py (its `kd_loss` is re-exported here).
 """
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core.kd_losses import kd_loss
 
 
 class SupervisedLoss(nn.Module):
@@ -19,23 +22,6 @@ class SupervisedLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.dice(logits, mask) + F.binary_cross_entropy_with_logits(logits, mask)
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-            kind: str = "bce") -> torch.Tensor:
-    """Per-pixel distillation of the teacher's soft map into the student.
-
-    bce: BCE between the student's T-softened logits and the teacher's T-softened probabilities,
-         × T² so that gradient magnitude does not shrink as T grows (Hinton et al., 2015).
-    mse: MSE between the T-scaled logits.
-    """
-    teacher_logits = teacher_logits.detach()
-    s, t = student_logits / temperature, teacher_logits / temperature
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(s, torch.sigmoid(t)) * temperature**2
-    if kind == "mse":
-        return F.mse_loss(s, t)
-    raise ValueError(f"unknown kd loss {kind!r}")
 
 
 class DistillationLoss(nn.Module):

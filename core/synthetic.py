@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -93,10 +93,32 @@ def render_sample(
         raise ValueError(f"size must be >= 8 px, got {size}")
     p = _merged_params(params)
     S = int(size)
-    u = rng.uniform
+    # The order of the random draws *is* the dataset: every step below draws from `rng` in turn, so reordering
+    # the steps (or the draws inside one) changes the bytes of every image ever generated.
+    mucosa = _mucosa(rng, S, float(p["warmth"]))
+    lcx, lcy, lumen_dark = _lumen(rng, S, p["lumen_p"])
+    fd, fl = _folds(rng, S, p["folds"], lcx, lcy)
+    v = _vessels(rng, S, p["vessels"])
 
-    # --- mucosa: per-image base colour modulated by multi-scale brightness and redness fields ---------------------
-    warm = float(p["warmth"])
+    shade_bg = (1.0 - 0.45 * fd + 0.18 * fl) * lumen_dark
+    img = mucosa * shade_bg[..., None]
+    img *= 1.0 - v[..., None] * np.array([0.35, 0.38, 0.10], np.float32)
+
+    light = _light(rng)
+    mask = np.zeros((S, S), np.uint8)
+    highlights: list[tuple[float, float, float]] = []  # (x, y, radius) in px
+    n_polyps = int(rng.choice(4, p=np.asarray(p["polyp_counts"], np.float64)))
+    for _ in range(n_polyps):
+        highlights += _draw_polyp(rng, S, p, light, img, mask, mucosa, lumen_dark)
+    u = rng.uniform
+    for _ in range(int(rng.integers(p["spec_bg"][0], p["spec_bg"][1] + 1))):
+        highlights.append((u(0, S), u(0, S), S * u(0.003, 0.012)))
+    return _optics(rng, S, p, img, highlights), mask
+
+
+def _mucosa(rng: np.random.Generator, S: int, warm: float) -> np.ndarray:
+    """Per-image base colour modulated by multi-scale brightness and redness fields (HxWx3 float32 BGR)."""
+    u = rng.uniform
     red = u(0.78, 0.95)
     green = red * (u(0.40, 0.55) + 0.06 * warm)
     blue = red * (u(0.34, 0.52) - 0.06 * warm)
@@ -107,11 +129,15 @@ def render_sample(
         rng.standard_normal((max(4, S // 4),) * 2, dtype=np.float32), (S, S), interpolation=cv2.INTER_CUBIC
     )
     chroma = _field(rng, S, (2, 5), (1.0, 0.5))
-    mucosa = lum[..., None] * base * (1.0 + chroma[..., None] * np.array([0.10, 0.08, 0.0], np.float32))
+    return lum[..., None] * base * (1.0 + chroma[..., None] * np.array([0.10, 0.08, 0.0], np.float32))
 
-    # --- lumen: dark blurred blob drawn small and upscaled, since a wide blur at full size would dominate cost ----
+
+def _lumen(rng: np.random.Generator, S: int, lumen_p: float) -> tuple[float, float, np.ndarray]:
+    """The lumen's centre (x, y) in px, possibly off the image, and its darkening factor (HxW float32)."""
+    u = rng.uniform
+    # Dark blurred blob drawn small and upscaled, since a wide blur at full size would dominate cost.
     small = 32
-    has_lumen = u() < p["lumen_p"]
+    has_lumen = u() < lumen_p
     if has_lumen:
         lcx, lcy = u(0.15, 0.85) * S, u(0.15, 0.85) * S
     else:
@@ -130,11 +156,16 @@ def render_sample(
         dark = np.clip(0.75 * sharp + 0.45 * wide, 0.0, 1.0)
         lumen_dark = 1.0 - u(0.6, 0.9) * cv2.resize(dark, (S, S), interpolation=cv2.INTER_CUBIC)
         np.clip(lumen_dark, 0.04, 1.0, out=lumen_dark)
+    return lcx, lcy, lumen_dark
 
-    # --- folds: dark arcs roughly concentric with the lumen, each with a lit ridge on its outer side ---------------
+
+def _folds(rng: np.random.Generator, S: int, count: tuple[int, int], lcx: float,
+           lcy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Dark arcs roughly concentric with the lumen, each with a lit ridge on its outer side: (dark, lit) in [0, 1]."""
+    u = rng.uniform
     fold_dark = np.zeros((S, S), np.uint8)
     fold_lit = np.zeros((S, S), np.uint8)
-    for _ in range(int(rng.integers(p["folds"][0], p["folds"][1] + 1))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         rad = u(0.2, 1.1) * S
         ax = (rad, rad * u(0.55, 1.0))
         ang, start, span = u(0, 180), u(0, 360), u(40, 150)
@@ -149,11 +180,15 @@ def render_sample(
     fold_sigma = max(0.6, S * 0.01)
     fd = cv2.GaussianBlur(fold_dark, (0, 0), fold_sigma).astype(np.float32) * (1 / 255)
     fl = cv2.GaussianBlur(fold_lit, (0, 0), fold_sigma).astype(np.float32) * (1 / 255)
+    return fd, fl
 
-    # --- vessels: thin random-walk curves that darken green/blue more than red -------------------------------------
+
+def _vessels(rng: np.random.Generator, S: int, count: tuple[int, int]) -> np.ndarray:
+    """Thin random-walk curves (HxW in [0, 1]); the caller darkens green/blue more than red under them."""
+    u = rng.uniform
     vessel = np.zeros((S, S), np.uint8)
     vth = 1 if S < 400 else 2
-    for _ in range(int(rng.integers(p["vessels"][0], p["vessels"][1] + 1))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         n = int(rng.integers(6, 18))
         heading = u(0, 2 * math.pi) + np.cumsum(rng.normal(0, 0.45, n))
         step = S * u(0.02, 0.05)
@@ -162,105 +197,162 @@ def render_sample(
         pts[1:] = pts[0] + np.cumsum(step * np.stack([np.cos(heading), np.sin(heading)], 1), 0)
         cv2.polylines(vessel, [np.round(pts * _ONE).astype(np.int32)], False, int(u(70, 200)), vth,
                       cv2.LINE_AA, _SHIFT)
-    v = vessel.astype(np.float32) * (1 / 255)
+    return vessel.astype(np.float32) * (1 / 255)
 
-    shade_bg = (1.0 - 0.45 * fd + 0.18 * fl) * lumen_dark
-    img = mucosa * shade_bg[..., None]
-    img *= 1.0 - v[..., None] * np.array([0.35, 0.38, 0.10], np.float32)
 
-    # --- one light for the whole image, used for polyp shading, cast shadows and highlight placement -------------
+class _Light(NamedTuple):
+    """One light for the whole image, used for polyp shading, cast shadows and highlight placement."""
+
+    angle: float  # azimuth in the image plane, radians
+    L: np.ndarray  # unit vector towards the light
+    H: np.ndarray  # unit half-vector between light and camera
+
+
+def _light(rng: np.random.Generator) -> _Light:
+    u = rng.uniform
     la = u(0, 2 * math.pi)
     lz = u(0.7, 0.95)  # the light rides on the endoscope tip, so it is never far from the viewing axis
     lxy = math.sqrt(1 - lz * lz)
     L = np.array([lxy * math.cos(la), lxy * math.sin(la), lz])
     H = L + np.array([0.0, 0.0, 1.0])
     H /= np.linalg.norm(H)
+    return _Light(la, L, H)
 
-    mask = np.zeros((S, S), np.uint8)
-    highlights: list[tuple[float, float, float]] = []  # (x, y, radius) in px
-    n_polyps = int(rng.choice(4, p=np.asarray(p["polyp_counts"], np.float64)))
+
+class _Polyp(NamedTuple):
+    """One polyp's ellipse (semi-axes a, b in px, angle theta, centre cx, cy) and its relief."""
+
+    a: float
+    b: float
+    theta: float
+    cx: float
+    cy: float
+    flat: float  # < 1: sessile, low dome; > 1: pedunculated-looking, steep sides
+    edge_w: float  # px over which the polyp blends into the mucosa
+    sh_off: float  # px its cast shadow is pushed away from the light
+
+
+def _polyp_shape(rng: np.random.Generator, S: int, p: Mapping[str, Any]) -> _Polyp:
+    u = rng.uniform
     r_lo, r_hi = p["radius"]
-    for _ in range(n_polyps):
-        a = S * math.exp(u(math.log(r_lo), math.log(r_hi)))
-        b = a * u(*p["aspect"])
-        theta = u(0, math.pi)
-        if u() < p["partly_outside_p"]:
-            cx, cy = u(0, S), u(0, S)
-        else:
-            lo, hi = min(a, S / 2), max(S - a, S / 2)
-            cx, cy = u(lo, hi), u(lo, hi)
-        flat = u(0.45, 1.2)  # < 1: sessile, low dome; > 1: pedunculated-looking, steep sides
-        edge_w = max(0.8, S * u(0.003, 0.01) + a * u(0.0, 0.06))
-        sh_off = S * u(0.008, 0.03) * flat
+    a = S * math.exp(u(math.log(r_lo), math.log(r_hi)))
+    b = a * u(*p["aspect"])
+    theta = u(0, math.pi)
+    if u() < p["partly_outside_p"]:
+        cx, cy = u(0, S), u(0, S)
+    else:
+        lo, hi = min(a, S / 2), max(S - a, S / 2)
+        cx, cy = u(lo, hi), u(lo, hi)
+    flat = u(0.45, 1.2)
+    edge_w = max(0.8, S * u(0.003, 0.01) + a * u(0.0, 0.06))
+    sh_off = S * u(0.008, 0.03) * flat
+    return _Polyp(a, b, theta, cx, cy, flat, edge_w, sh_off)
 
-        ext = a + sh_off + edge_w + 2
-        x0, x1 = max(0, int(cx - ext)), min(S, int(math.ceil(cx + ext)) + 1)
-        y0, y1 = max(0, int(cy - ext)), min(S, int(math.ceil(cy + ext)) + 1)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
-        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
-        ct, st = math.cos(theta), math.sin(theta)
-        nu = (dx * ct + dy * st) * (1 / a)
-        nv = (dy * ct - dx * st) * (1 / b)
-        rho2 = nu * nu + nv * nv
-        rho = np.sqrt(rho2)
-        # The label is exactly rho <= 1 and the drawn edge is centred on it (alpha = 0.5 at rho = 1), so the mask
-        # and the visible polyp boundary coincide.
-        mask[y0:y1, x0:x1][rho <= 1.0] = 255
-        alpha = np.clip(0.5 + (1.0 - rho) * (math.sqrt(a * b) / edge_w), 0.0, 1.0)
 
-        # Cast shadow: the same ellipse, slightly enlarged and pushed away from the light, darkening the mucosa.
-        sdx, sdy = dx + sh_off * math.cos(la), dy + sh_off * math.sin(la)
-        snu = (sdx * ct + sdy * st) * (1 / (a * 1.08))
-        snv = (sdy * ct - sdx * st) * (1 / (b * 1.08))
-        srho = np.sqrt(snu * snu + snv * snv)
-        shadow = np.clip((1.05 - srho) * 4.0, 0.0, 1.0) * u(0.15, 0.35)
-        roi = img[y0:y1, x0:x1]
-        roi *= (1.0 - shadow)[..., None]
+def _draw_polyp(rng: np.random.Generator, S: int, p: Mapping[str, Any], light: _Light, img: np.ndarray,
+                mask: np.ndarray, mucosa: np.ndarray,
+                lumen_dark: np.ndarray) -> list[tuple[float, float, float]]:
+    """Draw one polyp into `img` (with its shadow) and `mask`, in place; return its highlights (x, y, radius)."""
+    pol = _polyp_shape(rng, S, p)
+    a, b, cx, cy = pol.a, pol.b, pol.cx, pol.cy
+    ext = a + pol.sh_off + pol.edge_w + 2
+    x0, x1 = max(0, int(cx - ext)), min(S, int(math.ceil(cx + ext)) + 1)
+    y0, y1 = max(0, int(cy - ext)), min(S, int(math.ceil(cy + ext)) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return []
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    ct, st = math.cos(pol.theta), math.sin(pol.theta)
+    nu = (dx * ct + dy * st) * (1 / a)
+    nv = (dy * ct - dx * st) * (1 / b)
+    rho2 = nu * nu + nv * nv
+    rho = np.sqrt(rho2)
+    # The label is exactly rho <= 1 and the drawn edge is centred on it (alpha = 0.5 at rho = 1), so the mask
+    # and the visible polyp boundary coincide.
+    mask[y0:y1, x0:x1][rho <= 1.0] = 255
+    alpha = np.clip(0.5 + (1.0 - rho) * (math.sqrt(a * b) / pol.edge_w), 0.0, 1.0)
 
-        # Lambert + a faint Phong sheen on a dome whose normal is (flat*x, flat*y, sqrt(1 - rho^2)).
-        h = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
-        nx = nu * ct - nv * st
-        ny = nu * st + nv * ct
-        inv = 1.0 / np.sqrt(flat * flat * np.minimum(rho2, 1.0) + h * h + 1e-6)
-        ndl = np.clip((flat * (nx * L[0] + ny * L[1]) + h * L[2]) * inv, 0.0, 1.0)
-        ndh = np.clip((flat * (nx * H[0] + ny * H[1]) + h * H[2]) * inv, 0.0, 1.0)
-        amb = u(0.35, 0.55)
-        # Normalised so the flat top matches the surrounding mucosa's brightness: shape, not level, gives it away.
-        shade = (amb + (1 - amb) * ndl) * (1.0 / (amb + (1 - amb) * L[2]))
-        sheen = u(0.0, 0.12) * ndh ** 30
+    roi = img[y0:y1, x0:x1]
+    roi *= (1.0 - _cast_shadow(rng, pol, light, dx, dy))[..., None]
+    shade, sheen = _dome_shading(rng, pol, light, nu, nv, rho2)
+    pbase = _polyp_colour(rng, p, mucosa[y0:y1, x0:x1] * np.sqrt(lumen_dark[y0:y1, x0:x1])[..., None])
+    tex = 1.0 + 0.05 * cv2.resize(rng.standard_normal((6, 6), dtype=np.float32), (x1 - x0, y1 - y0),
+                                  interpolation=cv2.INTER_CUBIC)
+    pcol = pbase * (shade * tex)[..., None] + sheen[..., None]
+    a3 = alpha[..., None]
+    roi *= 1.0 - a3
+    roi += pcol * a3
+    return _polyp_highlights(rng, S, pol, light)
 
-        delta = u(*p["tint"])
-        pbase = mucosa[y0:y1, x0:x1] * np.sqrt(lumen_dark[y0:y1, x0:x1])[..., None]
-        if u() < 0.6:  # redder, more vascular-looking
-            pbase = pbase * np.array([1 - 0.9 * delta, 1 - delta, 1 + 0.3 * delta], np.float32)
-        else:  # paler
-            pbase = pbase + (1.0 - pbase) * delta
-        tex = 1.0 + 0.05 * cv2.resize(rng.standard_normal((6, 6), dtype=np.float32), (x1 - x0, y1 - y0),
-                                      interpolation=cv2.INTER_CUBIC)
-        pcol = pbase * (shade * tex)[..., None] + sheen[..., None]
-        a3 = alpha[..., None]
-        roi *= 1.0 - a3
-        roi += pcol * a3
 
-        # Highlights sit where the dome's normal bisects light and camera, as real specular spots do.
-        if u() < 0.8:
-            q = np.array([H[0], H[1]]) / (flat * H[2])
-            hn = q / math.sqrt(1.0 + q @ q)
-            hu = (hn[0] * ct + hn[1] * st) * a
-            hv = (hn[1] * ct - hn[0] * st) * b
-            hx, hy = cx + hu * ct - hv * st, cy + hu * st + hv * ct
-            for _ in range(int(rng.integers(1, 5))):
-                jr = u(0, 0.18) * b
-                ja = u(0, 2 * math.pi)
-                rad = min(S * u(0.004, 0.02), 0.25 * b)
-                highlights.append((hx + jr * math.cos(ja), hy + jr * math.sin(ja), rad))
+def _cast_shadow(rng: np.random.Generator, pol: _Polyp, light: _Light, dx: np.ndarray,
+                 dy: np.ndarray) -> np.ndarray:
+    """How much the polyp's shadow darkens each pixel of its box (0: not at all)."""
+    # Cast shadow: the same ellipse, slightly enlarged and pushed away from the light, darkening the mucosa.
+    ct, st = math.cos(pol.theta), math.sin(pol.theta)
+    sdx, sdy = dx + pol.sh_off * math.cos(light.angle), dy + pol.sh_off * math.sin(light.angle)
+    snu = (sdx * ct + sdy * st) * (1 / (pol.a * 1.08))
+    snv = (sdy * ct - sdx * st) * (1 / (pol.b * 1.08))
+    srho = np.sqrt(snu * snu + snv * snv)
+    return np.clip((1.05 - srho) * 4.0, 0.0, 1.0) * rng.uniform(0.15, 0.35)
 
-    for _ in range(int(rng.integers(p["spec_bg"][0], p["spec_bg"][1] + 1))):
-        highlights.append((u(0, S), u(0, S), S * u(0.003, 0.012)))
 
-    # --- optics: specular spots, vignetting, exposure, blur, sensor noise -----------------------------------------
+def _dome_shading(rng: np.random.Generator, pol: _Polyp, light: _Light, nu: np.ndarray, nv: np.ndarray,
+                  rho2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shade factor, additive sheen) over the polyp's box, from its ellipse coordinates (nu, nv)."""
+    u = rng.uniform
+    flat, L, H = pol.flat, light.L, light.H
+    ct, st = math.cos(pol.theta), math.sin(pol.theta)
+    # Lambert + a faint Phong sheen on a dome whose normal is (flat*x, flat*y, sqrt(1 - rho^2)).
+    h = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
+    nx = nu * ct - nv * st
+    ny = nu * st + nv * ct
+    inv = 1.0 / np.sqrt(flat * flat * np.minimum(rho2, 1.0) + h * h + 1e-6)
+    ndl = np.clip((flat * (nx * L[0] + ny * L[1]) + h * L[2]) * inv, 0.0, 1.0)
+    ndh = np.clip((flat * (nx * H[0] + ny * H[1]) + h * H[2]) * inv, 0.0, 1.0)
+    amb = u(0.35, 0.55)
+    # Normalised so the flat top matches the surrounding mucosa's brightness: shape, not level, gives it away.
+    shade = (amb + (1 - amb) * ndl) * (1.0 / (amb + (1 - amb) * L[2]))
+    sheen = u(0.0, 0.12) * ndh ** 30
+    return shade, sheen
+
+
+def _polyp_colour(rng: np.random.Generator, p: Mapping[str, Any], pbase: np.ndarray) -> np.ndarray:
+    """The polyp's colour before shading: the mucosa under it (`pbase`), tinted redder or paler."""
+    u = rng.uniform
+    delta = u(*p["tint"])
+    if u() < 0.6:  # redder, more vascular-looking
+        return pbase * np.array([1 - 0.9 * delta, 1 - delta, 1 + 0.3 * delta], np.float32)
+    return pbase + (1.0 - pbase) * delta  # paler
+
+
+def _polyp_highlights(rng: np.random.Generator, S: int, pol: _Polyp,
+                      light: _Light) -> list[tuple[float, float, float]]:
+    """Specular spots (x, y, radius) on the polyp, or none (one polyp in five)."""
+    u = rng.uniform
+    if not u() < 0.8:
+        return []
+    a, b, flat, H = pol.a, pol.b, pol.flat, light.H
+    ct, st = math.cos(pol.theta), math.sin(pol.theta)
+    # Highlights sit where the dome's normal bisects light and camera, as real specular spots do.
+    q = np.array([H[0], H[1]]) / (flat * H[2])
+    hn = q / math.sqrt(1.0 + q @ q)
+    hu = (hn[0] * ct + hn[1] * st) * a
+    hv = (hn[1] * ct - hn[0] * st) * b
+    hx, hy = pol.cx + hu * ct - hv * st, pol.cy + hu * st + hv * ct
+    spots = []
+    for _ in range(int(rng.integers(1, 5))):
+        jr = u(0, 0.18) * b
+        ja = u(0, 2 * math.pi)
+        rad = min(S * u(0.004, 0.02), 0.25 * b)
+        spots.append((hx + jr * math.cos(ja), hy + jr * math.sin(ja), rad))
+    return spots
+
+
+def _optics(rng: np.random.Generator, S: int, p: Mapping[str, Any], img: np.ndarray,
+            highlights: list[tuple[float, float, float]]) -> np.ndarray:
+    """Specular spots, vignetting, exposure, blur and sensor noise on `img` (modified); returns uint8 BGR."""
+    u = rng.uniform
     if highlights:
         spec = np.zeros((S, S), np.uint8)
         for hx, hy, rad in highlights:
@@ -282,8 +374,7 @@ def render_sample(
     sigma = u(*p["blur"]) * max(0.5, S / 256)
     img = cv2.GaussianBlur(img, (0, 0), sigma)
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(u(*p["noise"]))
-    out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return out, mask
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _slug(split: str) -> str:

@@ -36,7 +36,7 @@ import yaml
 from conftest import TEST_TEACHER_BACKBONE, trial_reports
 
 from core.cache import BUILD_LOG
-from tune.plan import cluster_shape
+from tune.cluster.plan import cluster_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tune import storage
-from tune.plan import cluster_shape
+from tune.cluster import storage
+from tune.cluster.plan import cluster_shape
 from tune.space import SPACES_DIR, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,14 +136,14 @@ def test_dry_run_sweep_uploads_a_local_teacher_and_the_job_reads_it_from_the_sto
 def test_uploaded_teacher_is_what_the_sweep_checks_and_trials_fetch(teacher_checkpoint, demo_root, tmp_path):
     """The upload launch.sh prints, run against file:// storage; the sweep's teacher check (split included)
     and a node's local copy then read the same bytes from there."""
-    from tune.prepare import teacher_upload
-    from tune.search import check_teacher_setting
+    from tune.cluster.teacher_upload import teacher_upload
+    from tune.sweep.prepare import check_teacher_setting
 
     # The students' split is the one conftest's teacher was trained on.
     space = load_space(local_teacher_space(tmp_path, teacher_checkpoint, data_root=str(demo_root), val_fraction=0.25,
                                            val_split="random"))
     local, uri = teacher_upload(space, f"file://{tmp_path}/bucket")
-    upload = [sys.executable, "-m", "tune.storage", "upload", str(local), uri]
+    upload = [sys.executable, "-m", "tune.cluster.storage", "upload", str(local), uri]
     done = subprocess.run(upload, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     space.teacher.checkpoint = uri

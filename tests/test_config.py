@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from core.config import TrainConfig, load_config, parse_overrides
+from core.config import TrainConfig, load_config, parse_overrides, teacher_only_keys
 from core.errors import UserError
 
 
@@ -63,3 +65,8 @@ def test_set_needs_key_equals_value():
 def test_timm_universal_backbones_are_accepted():
     assert load_config(overrides=["student_backbone=tu-mobilenetv3_large_100"]).student_backbone \
         == "tu-mobilenetv3_large_100"
+
+
+def test_teacher_only_keys_are_the_distillation_fields():
+    assert teacher_only_keys() == {"alpha", "temperature", "kd_loss", "teacher_logits", "teacher_checkpoint"}
+    assert teacher_only_keys() <= {f.name for f in dataclasses.fields(TrainConfig)}

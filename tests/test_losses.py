@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from core.config import config_from_dict
+from core.errors import UserError
+from core.kd_losses import KD_LOSSES, register_kd_loss
 from core.losses import DistillationLoss, SupervisedLoss, kd_loss
 
 
@@ -51,3 +54,35 @@ def test_supervised_loss_prefers_the_right_answer():
     mask[..., 2:6, 2:6] = 1
     good, bad = (mask * 2 - 1) * 10, -(mask * 2 - 1) * 10
     assert SupervisedLoss()(good, mask) < SupervisedLoss()(bad, mask)
+
+
+@pytest.fixture
+def l1_kd_loss():
+    """A throwaway KD term registered as 'test-l1', removed again so that no other test sees it."""
+    @register_kd_loss("test-l1")
+    def l1(student_logits, teacher_logits, temperature):
+        return (student_logits - teacher_logits).abs().mean() / temperature
+
+    try:
+        yield l1
+    finally:
+        KD_LOSSES.pop("test-l1", None)
+
+
+def test_a_registered_kd_loss_is_a_valid_config_value_and_is_used(l1_kd_loss):
+    assert config_from_dict({"kd_loss": "test-l1"}).kd_loss == "test-l1"
+    student = torch.randn(2, 1, 8, 8, requires_grad=True)
+    teacher = torch.randn(2, 1, 8, 8, requires_grad=True)
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    total = DistillationLoss(alpha=0.25, temperature=2.0, kind="test-l1")(student, mask, teacher)
+    expected = 0.25 * SupervisedLoss()(student, mask) + 0.75 * l1_kd_loss(student, teacher, 2.0)
+    assert total.item() == pytest.approx(expected.item())
+    total.backward()
+    assert teacher.grad is None  # kd_loss detaches the teacher for every registered term
+
+
+def test_an_unregistered_kd_loss_is_refused_naming_the_registered_ones():
+    with pytest.raises(UserError, match="'kd_loss' is 'test-l1'; allowed values: bce, mse"):
+        config_from_dict({"kd_loss": "test-l1"})
+    with pytest.raises(ValueError, match="registered: bce, mse"):
+        kd_loss(torch.zeros(1), torch.zeros(1), 1.0, kind="test-l1")

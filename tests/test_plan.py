@@ -16,7 +16,7 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 from core.errors import UserError
 from core.synthetic import write_demo_dataset
 from tune import search as search_cli
-from tune.plan import (
+from tune.cluster.plan import (
     ClusterShape,
     WorkerType,
     cluster_shape,

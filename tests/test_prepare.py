@@ -1,10 +1,11 @@
-"""tune/prepare.py: what trials ask for (GPUs from the space on a cluster, none on a CPU-only machine),
+"""tune/sweep/prepare.py and tune/cluster/teacher_upload.py: what trials ask for (GPUs from the space on a cluster, none on a CPU-only machine),
 and which teacher a cluster sweep must upload first."""
 import pytest
 import yaml
 
 from core.errors import UserError
-from tune import prepare
+from tune.cluster.teacher_upload import teacher_upload
+from tune.sweep import prepare
 from tune.space import SPACES_DIR, load_space
 
 
@@ -54,12 +55,12 @@ def test_more_than_one_gpu_per_trial_is_refused(tmp_path, gpu):
 def test_only_a_local_teacher_is_uploaded(tmp_path, teacher_checkpoint):
     space = load_space("kd.yaml")
     space.teacher.checkpoint = "s3://bucket/teachers/best.pt"
-    assert prepare.teacher_upload(space, "s3://bucket/sweeps") is None
+    assert teacher_upload(space, "s3://bucket/sweeps") is None
     space.teacher.checkpoint = None
-    assert prepare.teacher_upload(space, "s3://bucket/sweeps") is None
+    assert teacher_upload(space, "s3://bucket/sweeps") is None
     space.teacher.checkpoint = str(teacher_checkpoint.parent)  # a run folder names its best.pt
-    local, uri = prepare.teacher_upload(space, "s3://bucket/sweeps")
+    local, uri = teacher_upload(space, "s3://bucket/sweeps")
     assert local == teacher_checkpoint and uri.startswith("s3://bucket/sweeps/teachers/") and uri.endswith("/best.pt")
     space.teacher.checkpoint = str(tmp_path / "missing")
     with pytest.raises(UserError, match="is not on this machine"):
-        prepare.teacher_upload(space, "s3://bucket/sweeps")
+        teacher_upload(space, "s3://bucket/sweeps")

@@ -1,9 +1,10 @@
-"""tune/ray_compat.py: the Optuna study learns the truth about each trial (no Ray cluster needed)."""
+"""tune/sweep/ray_compat.py: the Optuna study learns the truth about each trial (no Ray cluster needed)."""
 import optuna
 from optuna.trial import TrialState
 
-from tune.ray_compat import TruthfulOptunaSearch
-from tune.space import BASELINE_PREFIX, DefineByRun, Parameter
+from tune.sampling import BASELINE_PREFIX, DefineByRun
+from tune.space import Parameter
+from tune.sweep.ray_compat import TruthfulOptunaSearch
 
 PARAMETERS = [Parameter("alpha", "uniform", low=0.1, high=0.9),
               Parameter("learning_rate", "loguniform", low=1e-4, high=1e-2)]

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from core.errors import UserError
-from tune.space import SPACES_DIR, AshaSettings, DefineByRun, checkpoint_epochs, load_space, trial_config
+from tune.space import SPACES_DIR, AshaSettings, checkpoint_epochs, load_space
 
 VALID = {
     "name": "t",
@@ -93,27 +93,6 @@ def test_bare_name_resolves_in_search_spaces_and_unknown_lists_them():
         load_space("nope.yaml")
 
 
-def test_conditional_parameters_get_distinct_names_per_branch(tmp_path):
-    space = load_space(write(tmp_path, VALID))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen = {}
-    for _ in range(30):
-        trial = study.ask()
-        DefineByRun(space.parameters)(trial)
-        seen[trial.params["student_backbone"]] = set(trial.params)
-        study.tell(trial, 0.0)
-    assert seen["mobilenet_v2"] == {"learning_rate", "student_backbone", "batch_size"}
-    assert seen["resnet18"] == seen["mobilenet_v2"] | {"student_backbone=resnet18@weight_decay"}
-    assert all(trial.params["batch_size"] % 2 == 0 for trial in study.trials)
-
-
-def test_trial_config_maps_branch_names_back_to_config_keys(tmp_path):
-    space = load_space(write(tmp_path, VALID))
-    cfg = trial_config(space.base_config(), {"student_backbone": "resnet18", "learning_rate": 0.003,
-                                             "student_backbone=resnet18@weight_decay": 1e-5})
-    assert (cfg.student_backbone, cfg.learning_rate, cfg.weight_decay, cfg.epochs) == ("resnet18", 0.003, 1e-5, 4)
-
-
 def test_distillation_spaces_get_a_control_arm_and_confirmation_by_default(tmp_path):
     kd = {**VALID, "base": {**VALID["base"], "mode": "distillation"}, "search": {"num_samples": 8}}
     space = load_space(write(tmp_path, kd))
@@ -122,15 +101,6 @@ def test_distillation_spaces_get_a_control_arm_and_confirmation_by_default(tmp_p
     off = load_space(write(tmp_path, {**kd, "control": None, "confirm": None}))
     assert not off.has_control and off.confirm is None and not off.baseline_trial_numbers()
     assert load_space(write(tmp_path, VALID)).confirm is None  # baseline spaces: only when asked
-
-
-def test_control_arm_trial_trains_the_student_without_a_teacher():
-    space = load_space("demo")
-    cfg = trial_config(space.base_config(), {"arm": "baseline", "arm=baseline@learning_rate": 2e-3,
-                                             "arm=baseline@student_backbone": "resnet18"})
-    assert (cfg.mode, cfg.learning_rate, cfg.student_backbone, cfg.teacher_checkpoint) == \
-        ("baseline", 2e-3, "resnet18", None)
-    assert trial_config(space.base_config(), {"arm": "kd", "alpha": 0.3}).mode == "distillation"
 
 
 @pytest.mark.parametrize("every, asha, expected", [

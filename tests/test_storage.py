@@ -1,4 +1,4 @@
-"""tune/storage.py on file:// URIs: a remote file or folder is fetched once per node, and fetched again
+"""tune/cluster/storage.py on file:// URIs: a remote file or folder is fetched once per node, and fetched again
 when it is replaced at the same URI (the copy is keyed by its size and mtime, not by the URI alone)."""
 import json
 import os
@@ -8,7 +8,7 @@ import pytest
 
 from core.cache import BUILD_LOG
 from core.errors import UserError
-from tune import storage
+from tune.cluster import storage
 
 
 def fetches(cache: Path) -> int:

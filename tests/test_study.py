@@ -4,7 +4,7 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 
-from tune.study import journal_storage, param_importance, tpe_sampler
+from tune.sweep.study import journal_storage, param_importance, tpe_sampler
 
 
 def fill(study, n=12):

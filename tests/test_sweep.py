@@ -107,7 +107,7 @@ def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
 def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
     import optuna
 
-    from tune.study import journal_storage
+    from tune.sweep.study import journal_storage
     rows = read_rows(finished_sweep)
     study = optuna.load_study(study_name="tiny", storage=journal_storage(finished_sweep))
     states = [t.state.name for t in study.trials]
@@ -289,7 +289,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, 
             os.killpg(proc.pid, signal.SIGKILL)
     # Finished is what Ray recorded before it stopped: a trial whose last epoch was reported just as the
     # driver stopped may not be recorded as ended, and then rightly retrains that epoch from its checkpoint.
-    from tune.ray_compat import recorded_trials
+    from tune.sweep.ray_compat import recorded_trials
     ended = [Path(t.path) for t in recorded_trials(str(trials)) if t.status == "TERMINATED"]
     assert ended, "no trial was recorded as finished before the interrupt"
     before = {trial: (trial / "progress.csv").read_text() for trial in ended}
@@ -367,7 +367,7 @@ def test_teacher_trained_on_the_students_validation_images_is_refused(demo_root,
 def test_diverged_trial_ends_at_once_as_failed_without_retry(demo_root, teacher_checkpoint, tmp_path):
     import optuna
 
-    from tune.study import journal_storage
+    from tune.sweep.study import journal_storage
     space = tiny_space(demo_root, num_samples=1, max_t=2, cache_dir=tmp_path / "cache", name="nan",
                        teacher={"checkpoint": str(teacher_checkpoint)}, control=None, confirm=None)
     space["parameters"] = {"learning_rate": {"type": "loguniform", "low": 1.0e29, "high": 1.0e30}}

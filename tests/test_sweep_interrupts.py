@@ -11,6 +11,7 @@ import yaml
 from test_sweep import read_rows, start_driver, tiny_space
 
 from tune import search as search_cli
+from tune.records import sweep_lock
 
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
@@ -51,12 +52,12 @@ def test_second_driver_for_the_same_sweep_name_is_refused(demo_root, tmp_path, c
     space = tiny_space(demo_root, num_samples=1, max_t=1, cache_dir=tmp_path / "cache", name="busy",
                        control=None)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
-    with search_cli.sweep_lock(tmp_path / "results" / "busy"):
+    with sweep_lock(tmp_path / "results" / "busy"):
         with pytest.raises(SystemExit) as info:
             search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"process {os.getpid()} on" in err and "--resume" in err
     assert not (tmp_path / "results" / "busy").exists()
     # A lock file left by a driver that died holds no lock: it does not block the next one.
-    with search_cli.sweep_lock(tmp_path / "results" / "busy"):
+    with sweep_lock(tmp_path / "results" / "busy"):
         pass

@@ -6,7 +6,8 @@ import pyarrow.fs as pafs
 from conftest import tiny_config
 
 from core.train import Trainer
-from tune.recovery import CHECKPOINT_FILE, EPOCH_FILE, checkpoint_epoch, newest_checkpoint_beside
+from tune.cluster.recovery import checkpoint_epoch, newest_checkpoint_beside
+from tune.records import CHECKPOINT_FILE, EPOCH_FILE
 
 FS = pafs.LocalFileSystem()
 

@@ -11,8 +11,6 @@ core/demo.py).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +25,9 @@ from core.export import EXPORT_FILES, ExportMetrics, export_model
 from core.models import load_model
 from core.predict import RUNTIMES, Predictor, predict_files
 from core.quantize import INT8_ONNX_FILENAME
-from tune.confirm import confirmed_from_dict, format_confirmation
-from tune.report import format_leaderboard
-
-DEFAULT_STORAGE = Path("results")
+from tune.objective import Objective
+from tune.records import BEST_FILE, EXPORT_DIRNAME, Confirmed, find_sweep, read_best, read_leaderboard
+from tune.report.tables import format_confirmation, format_leaderboard
 PREDICT_EPILOG = """Writes OUT/masks/<stem>.png (0/255, each image's original size), OUT/overlays/<stem>.png
 (the image with the predicted polyp tinted red and outlined) and OUT/predictions.csv (polyp area per image).
 OUT is written whole when the run ends; an earlier prediction folder there is replaced.
@@ -38,31 +35,6 @@ OUT is written whole when the run ends; an earlier prediction folder there is re
 Inputs that cannot be used (not an image, an unreadable or truncated file, an empty folder, a missing path)
 are skipped with one `error:` line each; the other images are still written, and the exit code is then 2.
 A missing or unreadable model folder is one line and exit code 2 before anything is written."""
-
-
-def find_sweep(sweep: str | None, storage: Path = DEFAULT_STORAGE) -> Path:
-    """The named sweep folder, or the newest one under results/ that has a best.json."""
-    if sweep:
-        path = Path(sweep)
-        if not path.is_dir() and (storage / sweep).is_dir():
-            path = storage / sweep
-        if not (path / "best.json").is_file():
-            raise UserError(f"{path}: no best.json there; pass a finished sweep folder "
-                            f"(results/<sweep>), or finish it with `python -m tune.search --resume`")
-        return path
-    finished = sorted(storage.glob("*/best.json"), key=lambda p: p.stat().st_mtime)
-    if not finished:
-        raise UserError(f"{storage}: no finished sweep found; run `python -m tune.search --space demo.yaml`")
-    return finished[-1].parent
-
-
-def read_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
-    with (sweep_dir / "leaderboard.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for key, value in row.items():
-            row[key] = _parse_cell(value)
-    return rows
 
 
 @dataclass(frozen=True)
@@ -75,8 +47,8 @@ class Winner:
 
 def read_winner(sweep_dir: Path) -> Winner:
     """The one place that reads best.json (paths in it are relative to the sweep folder)."""
-    path = sweep_dir / "best.json"
-    best = json.loads(path.read_text())
+    path = sweep_dir / BEST_FILE
+    best = read_best(sweep_dir)
     try:
         verdict = best["kd_vs_baseline"]
         return Winner(checkpoint=sweep_dir / best["checkpoint"], metrics=ExportMetrics(
@@ -102,12 +74,12 @@ def _selection(best: dict[str, Any]) -> str | None:
 
 def show(sweep_dir: Path) -> None:
     winner = read_winner(sweep_dir).metrics
-    best = json.loads((sweep_dir / "best.json").read_text())
+    best = read_best(sweep_dir)
     print(f"sweep {sweep_dir}")
     print(format_leaderboard(read_leaderboard(sweep_dir)))
     if best.get("confirmation"):
-        print("\n" + format_confirmation([confirmed_from_dict(c) for c in best["confirmation"]],
-                                          best["objective"]["metric"], best["objective"]["mode"] == "max"))
+        print("\n" + format_confirmation([Confirmed.from_dict(c) for c in best["confirmation"]],
+                                          Objective(**best["objective"])))
     print(f"\nwinner: {best.get('winner', winner.trial_id)} (run {winner.trial_id}), val Dice "
           f"{winner.best_val_dice:.4f}")
     print(format_table(winner.test, title="winner on the test sets"))
@@ -141,17 +113,6 @@ def demo(args: argparse.Namespace) -> None:
     predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
     print(f"serving {predictor.describe()}; Ctrl-C stops it")
     launch(build_demo(predictor), host=args.host, port=args.port)
-
-
-def _parse_cell(value: str) -> Any:
-    if value in ("True", "False"):
-        return value == "True"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -198,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "show":
             show(sweep_dir)
             return
-        out = Path(args.out) if args.out else sweep_dir / "export"
+        out = Path(args.out) if args.out else sweep_dir / EXPORT_DIRNAME
         metrics = export(sweep_dir, out)
         mean = metrics["test"]["mean"]
         files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if metrics.get("int8", {}).get("written") else ())

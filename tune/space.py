@@ -1,4 +1,5 @@
-"""Search-space files: YAML -> a validated `SearchSpace`, and the Optuna define-by-run function.
+"""Search-space files: YAML -> a validated `SearchSpace` (parameters, objective, budgets, arms), checked
+against `TrainConfig` before Ray starts. Sampling them is tune/sampling.py's job.
 
 Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a commented example):
 
@@ -28,31 +29,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from core.config import TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
+from tune.objective import Objective
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 PARAMETER_TYPES = ("uniform", "loguniform", "int", "choice")
-OBJECTIVE_METRICS = ("best_val_dice", "val_dice", "best_val_iou", "val_iou")
-# A conditional parameter's name in Optuna and in the trial config: distinct per branch, so that
-# Optuna's TPE models `weight_decay` under resnet18 separately from any other branch.
-BRANCH_SEPARATOR = "@"
-ARMS = ("kd", "baseline")
-# Keys that exist only with a teacher: the control arm (the same student without one) does not search them.
-DISTILLATION_ONLY = ("alpha", "temperature", "kd_loss", "teacher_logits", "teacher_checkpoint")
-# The control arm's parameters are their own branch in Optuna (`arm=baseline@learning_rate`): TPE models
-# each arm separately, and `trial_config` maps the names back like any conditional parameter.
-BASELINE_PREFIX = f"arm=baseline{BRANCH_SEPARATOR}"
 
 
 @dataclass
 class Parameter:
+    """One searched config key: a distribution, and for a choice the parameters each value opens."""
+
     name: str
     type: str
     low: float | int | None = None
@@ -61,30 +54,30 @@ class Parameter:
     values: list[Any] = field(default_factory=list)
     when: dict[Any, list[Parameter]] = field(default_factory=dict)
 
-    def suggest(self, trial: optuna.Trial, prefix: str = "") -> dict[str, Any]:
-        """Sample this parameter (and the branch it opens) into {trial-config name: value}."""
-        key = prefix + self.name
-        if self.type == "uniform":
-            value = trial.suggest_float(key, self.low, self.high)
-        elif self.type == "loguniform":
-            value = trial.suggest_float(key, self.low, self.high, log=True)
-        elif self.type == "int":
-            value = trial.suggest_int(key, self.low, self.high, step=self.step or 1)
-        else:
-            value = trial.suggest_categorical(key, self.values)
-        chosen = {key: value}
-        for sub in self.when.get(value, []):
-            chosen.update(sub.suggest(trial, prefix=f"{key}={value}{BRANCH_SEPARATOR}"))
-        return chosen
-
     def extremes(self) -> list[Any]:
         return list(self.values) if self.type == "choice" else [self.low, self.high]
 
 
-@dataclass
-class Objective:
-    metric: str = "best_val_dice"
-    mode: str = "max"
+def all_parameters(parameters: list[Parameter]) -> Iterator[Parameter]:
+    """Every parameter of a space, the conditional ones (opened by a choice's `when`) included."""
+    for p in parameters:
+        yield p
+        for subs in p.when.values():
+            yield from all_parameters(subs)
+
+
+def parameter_specs(parameters: list[Parameter]) -> dict[str, Parameter]:
+    """One spec per config key. A key conditional under several branches spans all of their ranges."""
+    specs: dict[str, Parameter] = {}
+    for p in all_parameters(parameters):
+        known = specs.get(p.name)
+        if known is None:
+            specs[p.name] = Parameter(p.name, p.type, p.low, p.high, p.step, list(p.values))
+        elif known.type == "choice":
+            known.values += [v for v in p.values if v not in known.values]
+        elif p.type != "choice":
+            known.low, known.high = min(known.low, p.low), max(known.high, p.high)
+    return specs
 
 
 @dataclass
@@ -107,13 +100,18 @@ class AshaSettings:
     grace_period: int = 2
     reduction_factor: int = 2
 
+    def milestones(self) -> list[int]:
+        """The epochs at which ASHA compares trials (max_t included when it is one)."""
+        return rungs(self.max_t, self.grace_period, self.reduction_factor)
+
     def rungs(self) -> list[int]:
-        """ASHA's milestones (epochs where it may stop a trial) below max_t, as Ray's single bracket has them."""
-        return [m for m in rungs(self.max_t, self.grace_period, self.reduction_factor) if m < self.max_t]
+        """The epochs at which ASHA may stop a trial: its milestones below max_t."""
+        return [m for m in self.milestones() if m < self.max_t]
 
 
 def rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
-    """ASHA's milestones, as Ray's `_Bracket` computes them for its single bracket (max_t may be one)."""
+    """ASHA's milestones, as Ray's `_Bracket` computes them for its single bracket (max_t may be one): the
+    one place this rule is written (the sweep, its report and `--plan` all use it)."""
     count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
     return [grace_period * reduction_factor ** k for k in range(count)]
 
@@ -211,46 +209,6 @@ class SearchSpace:
         return out
 
 
-class DefineByRun:
-    """The Optuna define-by-run space. A module-level class (not a closure) because Ray pickles the
-    searcher, space function included, to resume a sweep.
-
-    Trials whose number is in `baseline_trials` are the control arm: they sample only the parameters that
-    exist without a teacher, under their own names. The returned constant `arm` lands in the trial config."""
-
-    def __init__(self, parameters: list[Parameter], baseline_trials: set[int] | None = None):
-        self.parameters = parameters
-        self.baseline_trials = set(baseline_trials or ())
-
-    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        if trial.number in self.baseline_trials:
-            for parameter in self.parameters:
-                if parameter.name not in DISTILLATION_ONLY:
-                    parameter.suggest(trial, prefix=BASELINE_PREFIX)
-            return {"arm": "baseline"}
-        for parameter in self.parameters:
-            parameter.suggest(trial)
-        return {"arm": "kd"}
-
-
-def trial_config(base: TrainConfig, sampled: dict[str, Any]) -> TrainConfig:
-    """Merge one trial's sampled values into the base config (branch names map back to their key); a
-    control-arm trial trains the same student without a teacher."""
-    values = {}
-    for key, value in sampled.items():
-        if key == "arm":
-            continue
-        values[key.rsplit(BRANCH_SEPARATOR, 1)[-1]] = value
-    if sampled.get("arm") == "baseline":
-        values.update(mode="baseline", teacher_checkpoint=None)
-    return base.replace(**values)
-
-
-def param_name(key: str) -> str:
-    """The config key of an Optuna parameter name (`arm=baseline@student_backbone=resnet18@weight_decay`)."""
-    return key.rsplit(BRANCH_SEPARATOR, 1)[-1]
-
-
 def resolve_space_path(name: str | Path) -> Path:
     """A path as given, else a bare name (with or without .yaml) in search_spaces/."""
     path = Path(name)
@@ -276,7 +234,7 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     space = SearchSpace(
         name=str(raw.get("name") or path.stem), source=src, base=base,
         parameters=[_parse_parameter(k, v, f"{src}: parameters.{k}") for k, v in raw["parameters"].items()],
-        objective=_section(Objective, raw, "objective", src),
+        objective=_objective(raw.get("objective"), src),
         search=_section(SearchSettings, raw, "search", src),
         asha=_section(AshaSettings, raw, "asha", src),
         resources=_section(Resources, raw, "resources", src),
@@ -298,8 +256,6 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
 
 def _validate(space: SearchSpace) -> None:
     src = space.source
-    _choice(space.objective.metric, OBJECTIVE_METRICS, f"{src}: objective.metric")
-    _choice(space.objective.mode, ("max", "min"), f"{src}: objective.mode")
     _choice(space.wandb.mode, ("offline", "online", "disabled"), f"{src}: wandb.mode")
     s, a, r = space.search, space.asha, space.resources
     _require(s.num_samples >= 1, f"{src}: search.num_samples must be >= 1")
@@ -319,7 +275,7 @@ def _validate(space: SearchSpace) -> None:
     base = space.base_config()
     # Every distribution's end points must make a valid config: catches e.g. alpha up to 1.5 now,
     # not after Ray has started and a trial fails.
-    for parameter in _all_parameters(space.parameters):
+    for parameter in all_parameters(space.parameters):
         for value in parameter.extremes():
             try:
                 base.replace(**{parameter.name: value})
@@ -337,11 +293,13 @@ def _validate(space: SearchSpace) -> None:
                                             f"two seeds); confirm: null switches confirmation off")
 
 
-def _all_parameters(parameters: list[Parameter]):
-    for p in parameters:
-        yield p
-        for subs in p.when.values():
-            yield from _all_parameters(subs)
+def _objective(raw: Any, src: str) -> Objective:
+    values = _mapping(raw, f"{src}: objective")
+    _no_unknown(values, {"metric", "mode"}, f"{src}: objective")
+    try:
+        return Objective(**values)
+    except UserError as err:
+        raise UserError(f"{src}: {err}") from None
 
 
 def _parse_parameter(name: str, spec: Any, where: str) -> Parameter:

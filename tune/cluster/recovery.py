@@ -12,8 +12,7 @@ import posixpath
 
 import pyarrow.fs as pafs
 
-CHECKPOINT_FILE = "trainer.pt"
-EPOCH_FILE = "epoch.json"  # beside trainer.pt: which epoch a checkpoint holds, readable without loading it
+from tune.records import CHECKPOINT_FILE, EPOCH_FILE
 
 
 def checkpoint_epoch(fs: pafs.FileSystem, folder: str) -> int | None:

@@ -1,5 +1,5 @@
-"""What a sweep does once before its trials: decide whether they ask for GPUs, make sure there is a
-teacher, then warm a node's caches.
+"""Stage 1 of a sweep, prepare: data checked (demo data generated where the space asks), trials' GPU
+requests decided, a teacher made sure of, the base TrainConfig recorded, and one node's caches warmed.
 
 GPUs: each trial, the teacher task and the warm-up ask for the space's `resources.gpu` on a cluster (whose
 GPU workers may not exist yet: an autoscaler adds them for exactly these requests) or on a GPU machine.
@@ -17,13 +17,66 @@ from typing import Any
 import ray
 import torch
 
+from core.cache import default_cache_dir, training_caches
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
-from core.errors import UserError, cli_errors
-from core.models import require_teacher_path
+from core.data import discover
+from core.errors import UserError
+from core.models import require_teacher_path, resolve_device, teacher_split
+from core.split import check_teacher_split, training_split
+from core.synthetic import write_demo_dataset
 from core.train import Trainer, run_training
-from tune import storage
-from tune.space import SearchSpace, load_space
+from tune.cluster import storage
+from tune.records import SWEEP_FILE, TEACHER_DIRNAME, write_sweep_record
+from tune.space import SearchSpace
+from tune.sweep.runtime import SweepRun
+
+
+def prepare_data(space: SearchSpace) -> None:
+    """Make data_root absolute (trials run in another working directory) and create demo data if
+    the space asks for it and it is missing; then scan it, so bad data fails before Ray starts."""
+    root = Path(space.base.get("data_root", "dataset")).expanduser().resolve()
+    space.base["data_root"] = str(root)
+    if not root.exists() and space.demo_data is not None:
+        d = space.demo_data
+        print(f"generating SYNTHETIC demo data (not real polyps) at {root}: {d.train} train, {d.test} per "
+              f"test set, {d.size}px, seed {d.seed}")
+        write_demo_dataset(root, size=d.size, n_train=d.train, n_test=d.test, seed=d.seed)
+    print(discover(root).describe())
+
+
+def check_teacher_setting(space: SearchSpace) -> None:
+    """A teacher checkpoint named in the space must exist and must not have seen the students' validation
+    images; checked before Ray starts."""
+    path = space.teacher.checkpoint
+    if not space.distillation or path is None:
+        return
+    if storage.is_uri(path):  # in shared storage (where ./launch.sh sweep uploads a local teacher): check a copy
+        path = storage.local_copy(path)
+    if not Path(path).exists():
+        raise UserError(f"{space.source}: teacher.checkpoint {path} does not exist; train one with "
+                        f"`python -m tune.search --space teacher.yaml` then `python -m tune.best export "
+                        f"--sweep results/teacher` (writes results/teacher/export), or set "
+                        f"`teacher: {{checkpoint: null}}` to train one in this sweep")
+    path = require_teacher_path(str(Path(path).resolve()))
+    cfg = space.base_config()
+    check_teacher_split(teacher_split(path), training_split(cfg, discover(cfg.data_root).train).record, path)
+
+
+def prepare(run: SweepRun) -> TrainConfig:
+    """The base TrainConfig of every trial (teacher resolved), recorded in sweep.json, with caches warm on
+    this node."""
+    space, paths = run.space, run.paths
+    base = space.base_config()
+    if space.distillation:
+        shared = storage.join(paths.shared, TEACHER_DIRNAME) if paths.remote else None
+        base = base.replace(teacher_checkpoint=ensure_teacher(space, paths.sweep_dir, run.use_gpu, shared=shared))
+    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+    record = write_sweep_record(paths.sweep_dir, space.name, base.to_dict())
+    if paths.remote:
+        storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
+    warm_caches(space, base, run.use_gpu)
+    return base
 
 
 def requests_gpu(space: SearchSpace, address: str | None) -> bool:
@@ -66,10 +119,6 @@ def _train_teacher(cfg: TrainConfig, resume_from: str | None, shared: str | None
 
 
 def _warm_caches(cfg: TrainConfig) -> dict[str, Any]:
-    from core.cache import default_cache_dir, training_caches
-    from core.data import discover
-    from core.models import resolve_device
-
     if cfg.teacher_checkpoint:
         cfg = cfg.replace(teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint,
                                                                 cfg.cache_dir or default_cache_dir()))
@@ -106,7 +155,7 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
             storage.upload(path, storage.join(shared, "best.pt"))
             return storage.join(shared, "best.pt")
         return str(path)
-    cfg = space.teacher_config().replace(save_dir=str(sweep_dir), experiment_name="teacher")
+    cfg = space.teacher_config().replace(save_dir=str(sweep_dir), experiment_name=TEACHER_DIRNAME)
     if shared and storage.exists(storage.join(shared, "best.pt")):
         print(f"teacher: using this sweep's {storage.join(shared, 'best.pt')}")
         return storage.join(shared, "best.pt")
@@ -131,44 +180,3 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     path, placement = ray.get(task.remote(cfg, resume_from, shared))
     print(f"teacher: trained on {_describe(placement)}")
     return path
-
-
-def teacher_upload(space: SearchSpace, storage_root: str) -> tuple[Path, str] | None:
-    """(local teacher file, the URI to upload it to) when a distillation space names a teacher on this
-    machine: a cluster job does not carry results/, so `./launch.sh sweep` uploads it and passes
-    `--teacher URI` instead of letting the sweep fail (or retrain). The URI is named by the file's content:
-    one teacher is stored once, and two teachers never share a name."""
-    from core.cache import file_sha256
-
-    path = space.teacher.checkpoint
-    if not space.distillation or path is None or storage.is_uri(path):
-        return None
-    if not Path(path).exists():
-        raise UserError(f"{space.source}: teacher.checkpoint {path} is not on this machine; train and export it "
-                        f"here first, or pass --teacher with a URI in the storage (s3://...)")
-    local = Path(require_teacher_path(str(Path(path).resolve())))
-    return local, storage.join(storage_root, "teachers", file_sha256(local)[:16], local.name)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m tune.prepare teacher-upload --space FILE --storage URI [--teacher PATH]`: prints
-    `LOCAL_FILE<tab>URI` for a local teacher that a cluster sweep needs in the storage, else nothing."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m tune.prepare", description=main.__doc__)
-    parser.add_argument("command", choices=["teacher-upload"])
-    parser.add_argument("--space", required=True)
-    parser.add_argument("--storage", required=True)
-    parser.add_argument("--teacher", help="overrides the space's teacher.checkpoint, as in tune.search")
-    args = parser.parse_args(argv)
-    with cli_errors():
-        space = load_space(args.space)
-        if args.teacher:
-            space.teacher.checkpoint = args.teacher
-        upload = teacher_upload(space, args.storage)
-        if upload:
-            print(f"{upload[0]}\t{upload[1]}")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,12 +8,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import wandb
+
+from tune.records import CURVES_PNG, PARALLEL_PNG, TrialRow
+
 
 def log_sweep_summary(project: str, group: str, mode: str, sweep_dir: Path, space: dict[str, Any],
-                      best: dict[str, Any], rows: list) -> str:
+                      best: dict[str, Any], rows: list[TrialRow]) -> str:
     """Write the summary run (offline unless a key is set); returns the run's folder or id."""
-    import wandb
-
     run = wandb.init(project=project, group=group, job_type="summary", name=f"{best['sweep']}-summary",
                      id=f"summary-{uuid.uuid4().hex[:8]}", dir=str(sweep_dir), mode=mode,
                      config={"space": space}, tags=[best["sweep"], "summary"])
@@ -32,9 +34,9 @@ def log_sweep_summary(project: str, group: str, mode: str, sweep_dir: Path, spac
                 confirm.add_data(c["name"], c["arm"], c["trial"], str(c["seeds"]), str(c["values"]),
                                  _num(c["mean"]), _num(c["ci95"][0]), _num(c["ci95"][1]))
             logged["confirmation"] = confirm
-        for name in ("curves", "parallel_coordinates"):
-            if (sweep_dir / f"{name}.png").is_file():
-                logged[name] = wandb.Image(str(sweep_dir / f"{name}.png"))
+        for name, file in (("curves", CURVES_PNG), ("parallel_coordinates", PARALLEL_PNG)):
+            if (sweep_dir / file).is_file():
+                logged[name] = wandb.Image(str(sweep_dir / file))
         run.log(logged)
         summary = {"winner": best["winner"], "winner_arm": best["arm"], "winner_val_dice": best["best_val_dice"],
                    "test/mean/dice": best["test"]["mean"]["dice"], "test/mean/iou": best["test"]["mean"]["iou"]}

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from core.data import PolypData, discover
 from core.errors import UserError
+from core.train import Trainer
 from tune.space import SearchSpace, rungs
 
 CLUSTER_FILE = Path(__file__).resolve().parents[1] / "cluster.yaml"
@@ -160,12 +162,8 @@ def confirmation_runs(space: SearchSpace) -> int:
 def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[float, str]:
     """Seconds of one training epoch of the space's base config on this machine, on all its training images
     (timed on a spread of MEASURE_IMAGES of them, the second of two epochs, loading in the training process,
-    then scaled). A distillation
-    trial is timed as the same student without a teacher: with cached teacher logits an epoch costs the
+    then scaled). A distillation trial is timed as the same student without a teacher: with cached teacher logits an epoch costs the
     same (README, Performance: KD-cached / baseline 0.99 to 1.01)."""
-    from core.data import PolypData, discover
-    from core.train import Trainer
-
     data = discover(space.base_config().data_root)
     if len(data.train) < 4:
         raise UserError(f"{data.root}: too few training images to time an epoch; pass --epoch-seconds")

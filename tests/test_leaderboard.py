@@ -1,9 +1,11 @@
-"""The leaderboard: how each trial ended, counted in epochs as ASHA counts them, ranked by the objective."""
+"""tune/sweep/search.py's leaderboard: how each trial ended, counted in epochs as ASHA counts them, ranked
+by the objective."""
 import pytest
 
 from core.errors import UserError
-from tune.ray_compat import TrialState
-from tune.report import leaderboard
+from tune.objective import Objective
+from tune.records import TrialState
+from tune.sweep.search import leaderboard
 
 
 def trial(trial_id, status, epoch, best, arm="kd", **extra):
@@ -18,7 +20,7 @@ def test_each_trial_end_is_told_apart_and_ranked_by_the_objective():
                         trial("cut", "RUNNING", 2, 0.9), trial("err", "ERROR", 1, 0.95),
                         trial("nan", "TERMINATED", 1, 0.99, diverged=1), trial("ctl", "TERMINATED", 8, 0.55,
                                                                                  arm="baseline")],
-                       "best_val_dice", True, max_t=8)
+                       Objective("best_val_dice", "max"), max_t=8)
     assert [(r.trial_id, r.end) for r in rows] == [
         ("full", "finished"), ("ctl", "finished"), ("stopped", "stopped by ASHA"),
         ("cut", "interrupted"), ("err", "errored"), ("nan", "diverged")]
@@ -29,4 +31,4 @@ def test_each_trial_end_is_told_apart_and_ranked_by_the_objective():
 def test_a_trial_that_never_reported_the_objective_is_an_error_naming_it():
     with pytest.raises(UserError, match="objective.metric 'val_iou': trial a never reported it"):
         leaderboard([TrialState("a", "TERMINATED", {}, {"epoch": 1, "val_dice": 0.5}, "/t/a", None, None, [])],
-                    "val_iou", True, max_t=4)
+                    Objective("val_iou", "max"), max_t=4)

@@ -15,7 +15,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-JOURNAL_FILE = "optuna.journal"
+from tune.records import JOURNAL_FILE
+from tune.sampling import BASELINE_PREFIX
 
 
 def journal_storage(sweep_dir: Path) -> JournalStorage:
@@ -53,7 +54,7 @@ def param_importance(study: optuna.Study, at_epoch: int | None = None) -> dict[s
     ASHA sweep are PRUNED, and importance on COMPLETE trials alone would rest on a handful). Default: the
     earliest epoch every usable trial reported. None when fewer than 3 trials are usable."""
     kd = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-          if t.intermediate_values and not any(name.startswith("arm=") for name in t.params)]
+          if t.intermediate_values and not any(name.startswith(BASELINE_PREFIX) for name in t.params)]
     if len(kd) < 3:
         return None
     step = at_epoch if at_epoch is not None else max(min(t.intermediate_values) for t in kd)

@@ -18,6 +18,7 @@ def is_uri(location: str | Path) -> bool:
 
 
 def join(location: str, *parts: str) -> str:
+    """A path or URI (s3://, gs://, file://) joined with '/'."""
     return "/".join([str(location).rstrip("/"), *parts])
 
 
@@ -74,13 +75,13 @@ def version(fs: pafs.FileSystem, path: str, location: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m tune.storage upload LOCAL LOCATION`: copy a local file or folder to a path or URI (what
+    """`python -m tune.cluster.storage upload LOCAL LOCATION`: copy a local file or folder to a path or URI (what
     ./launch.sh sweep does with a teacher trained on this machine); an existing LOCATION is left as it is."""
     import argparse
 
     from core.errors import cli_errors
 
-    parser = argparse.ArgumentParser(prog="python -m tune.storage", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tune.cluster.storage", description=main.__doc__)
     parser.add_argument("command", choices=["upload"])
     parser.add_argument("local", type=Path)
     parser.add_argument("location")

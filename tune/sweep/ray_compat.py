@@ -1,4 +1,4 @@
-"""Every workaround that reaches into Ray Tune's or its integrations' internals, in one place.
+"""Every workaround that reaches into Ray Tune's, Optuna's or W&B's internals, in one place.
 
 Each was read in and verified against the Ray version below; importing this module with another Ray
 version warns once, so a Ray upgrade is checked here rather than discovered as a wrong sweep result.
@@ -10,12 +10,15 @@ import math
 import os
 import posixpath
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune.search.optuna import OptunaSearch
+
+from core.config import TrainConfig
+from tune.records import TrialState
+from tune.sampling import run_sample, trial_config
 
 VERIFIED_RAY_VERSION = "2.60.0"
 if ray.__version__ != VERIFIED_RAY_VERSION:
@@ -98,7 +101,7 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
 
     _logger_actor_cls = ReusableWandbLoggingActor
 
-    def __init__(self, *args, sweep: str, base: dict[str, Any], **kwargs):
+    def __init__(self, *args, sweep: str, base: TrainConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.sweep, self.base = sweep, base
         self._idle: list[tuple[Any, Any]] = []   # (logging actor, its queue) whose run has finished
@@ -106,15 +109,13 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         self._ending = False
 
     def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
-        from core.config import config_from_dict
-        from tune.trainable import config_of
-
         if trial in self._trial_logging_futures:  # a restarted trial goes on logging to its run
             return None
-        cfg = config_of(trial.config, config_from_dict(self.base, source="sweep base config"))
-        arm = (trial.config.get("candidate") or trial.config).get("arm", "kd")
+        cfg = trial_config(trial.config, self.base)
+        sampled, _ = run_sample(trial.config)
+        arm = sampled.arm
         wandb_init_kwargs["config"] = {**cfg.to_dict(), "arm": arm, "sweep": self.sweep,
-                                       "trial_params": wandb_init_kwargs.get("config", {})}
+                                       "trial_params": sampled.params}
         wandb_init_kwargs["tags"] = [self.sweep, f"arm:{arm}", cfg.student_backbone,
                                      wandb_init_kwargs.get("job_type", "trial")]
         self._cleanup_logging_actors()  # collect runs that have finished since: their actors are free
@@ -169,20 +170,6 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         for actor, _ in self._idle:
             ray.kill(actor)
         self._idle.clear()
-
-
-@dataclass
-class TrialState:
-    """A trial as Ray's experiment state on disk records it (not as `Tuner.fit()` returns it)."""
-
-    trial_id: str
-    status: str                # PENDING, RUNNING, PAUSED, TERMINATED or ERROR
-    config: dict[str, Any]
-    last_result: dict[str, Any]
-    path: str | None
-    checkpoint_path: str | None
-    error: str | None
-    history: list[dict[str, Any]]   # one entry per reported result: epoch, val_dice, val_iou
 
 
 def recorded_trials(experiment: str) -> list[TrialState]:

@@ -1,5 +1,6 @@
-"""The sweep report's charts, drawn with matplotlib and embedded in report.html as PNG data URIs:
-validation curves, parallel coordinates in real units, importance, ASHA's rungs and the confirmation.
+"""The sweep's one set of charts, drawn with matplotlib: validation curves, parallel coordinates in real
+units, importance, ASHA's rungs and the confirmation. report.html embeds them as PNG data URIs; the curves
+and parallel coordinates are also saved beside it (curves.png, parallel_coordinates.png) for W&B.
 """
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -17,7 +19,10 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 
-from tune.report import TrialRow  # noqa: E402
+from core.files import write_file_atomic  # noqa: E402
+from tune.objective import Objective  # noqa: E402
+from tune.records import TrialRow  # noqa: E402
+from tune.report.format import fmt  # noqa: E402
 from tune.space import Parameter  # noqa: E402
 
 DPI = 100
@@ -25,10 +30,13 @@ MAX_SMALL_MULTIPLES = 60      # per-trial curve panels; a bigger sweep shows its
 ARM_COLOURS = {"kd": "#1f77b4", "baseline": "#ff7f0e"}
 
 
-def png(fig: plt.Figure) -> str:
+def png(fig: plt.Figure, also_save: Path | None = None) -> str:
+    """The figure as a PNG data URI (closing it), and as a file at `also_save`."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
+    if also_save is not None:
+        write_file_atomic(also_save, buffer.getvalue())
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -110,8 +118,7 @@ class Axis:
         return math.log10(value) if self.kind == "log" else value
 
 
-def parallel_axes(rows: list[TrialRow], specs: dict[str, Parameter], objective: str,
-                  maximize: bool) -> list[Axis]:
+def parallel_axes(rows: list[TrialRow], specs: dict[str, Parameter], objective: Objective) -> list[Axis]:
     """Axes for every parameter the rows sampled (in the space's order), then the objective. Numeric axes
     span the space's range (log-uniform ones on a log scale); a choice lists all its values."""
     keys = [k for k in specs if any(k in r.params for r in rows)]
@@ -137,16 +144,8 @@ def parallel_axes(rows: list[TrialRow], specs: dict[str, Parameter], objective: 
     scores = [r.objective for r in rows]
     low, high = min(scores), max(scores)
     pad = 0.05 * (high - low) or 0.01
-    axes.append(Axis(f"{objective} ({'max' if maximize else 'min'})", "linear", scores, low - pad, high + pad))
+    axes.append(Axis(f"{objective.metric} ({objective.mode})", "linear", scores, low - pad, high + pad))
     return axes
-
-
-def _short(value: float) -> str:
-    """A tick label: 0.5, 12, 0.001, 1e-4 (exponents without padding)."""
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.3g}"
-    mantissa, exponent = f"{value:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def parallel_coordinates_figure(rows: list[TrialRow], axes: list[Axis], maximize: bool) -> plt.Figure:
@@ -158,74 +157,89 @@ def parallel_coordinates_figure(rows: list[TrialRow], axes: list[Axis], maximize
     n = len(axes)
     missing = any(v is None for a in axes for v in a.values)
     bottom, top = (-0.2 if missing else -0.04), 1.04
-    y_missing = -0.13
     fig, host = plt.subplots(figsize=(max(7.0, 2.1 * n + 1.2), 5.2))
     fig.subplots_adjust(left=0.05, right=1 - 0.9 / (2.1 * n + 1.2), top=0.85, bottom=0.13)
     host.set_xlim(0, n - 1)
     host.set_ylim(bottom, top)
     for i, axis in enumerate(axes):
-        twin = host.twinx()
-        for side in ("left", "top", "bottom"):
-            twin.spines[side].set_visible(False)
-        twin.spines["right"].set_position(("axes", i / (n - 1)))
-        if axis.kind == "category":
-            low, high = (-0.5, 0.5) if len(axis.categories) == 1 else (0, len(axis.categories) - 1)
-        else:
-            low, high = axis.low, axis.high
-        log = axis.kind == "log"
-        t0, t1 = (math.log10(low), math.log10(high)) if log else (low, high)
-        lims = [t0 + f * (t1 - t0) for f in (bottom, top)]
-        if log:
-            twin.set_yscale("log")
-            lims = [10 ** v for v in lims]
-        twin.set_ylim(*lims)
-        twin.spines["right"].set_bounds(low, high)
-        if axis.kind == "category":
-            ticks = list(range(len(axis.categories))) if len(axis.categories) > 1 else [0]
-            twin.set_yticks(ticks, [c if len(c) <= 22 else c[:21] + "…" for c in axis.categories])
-        else:
-            # A range under two decades gets 2 and 5 times each power of ten labelled too.
-            narrow = log and math.log10(high / low) < 2
-            locator = (LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=12) if log
-                       else MaxNLocator(5))
-            eps = 1e-9 * (abs(high) + abs(low))
-            ticks = [t for t in locator.tick_values(low, high) if low - eps <= t <= high + eps]
-            if len(ticks) < 2:
-                ticks = list(np.geomspace(low, high, 4) if log else np.linspace(low, high, 4))
-            twin.set_yticks(ticks)
-            twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
-        twin.yaxis.set_minor_locator(NullLocator())
-        twin.tick_params(labelsize=8)
-        for label in twin.get_yticklabels():  # readable where a line crosses it
-            label.set_bbox({"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
-        host.text(i, top + 0.03, axis.label + ("\n(log scale)" if log else ""), ha="center", va="bottom",
-                  fontsize=9, fontweight="bold")
-        if any(v is None for v in axis.values):
-            host.text(i + 0.03, y_missing, "not sampled", ha="left", va="center", fontsize=7, color="dimgrey",
-                      bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}, zorder=5)
-            host.plot([i], [y_missing], marker="_", ms=12, color="dimgrey")
+        _draw_axis(host, i, n, axis, bottom, top)
     for spine in host.spines.values():
         spine.set_visible(False)
     host.set_xticks([])
     host.set_yticks([])
-    scores = [r.objective for r in rows]
-    lo, hi = min(scores), max(scores)
-    cmap = plt.get_cmap("viridis" if maximize else "viridis_r")
-    # Best drawn last, on top.
-    for i in sorted(range(len(rows)), key=lambda i: scores[i] if maximize else -scores[i]):
-        row = rows[i]
-        ys = [a.position(a.values[i]) for a in axes]
-        ys = [y_missing if y is None else y for y in ys]
-        finished = row.end == "finished"
-        host.plot(range(n), ys, color=cmap((scores[i] - lo) / (hi - lo) if hi > lo else 1.0),
-                  lw=2.2 if finished else 1.2, alpha=0.95 if finished else 0.6,
-                  ls="--" if row.arm == "baseline" else "-", marker="o", ms=3, clip_on=False)
+    _draw_trials(host, rows, axes, maximize)
     handles = [Line2D([], [], color="black", lw=1.5, label="distillation (kd)"),
                Line2D([], [], color="black", lw=1.5, ls="--", label="control arm (baseline, no teacher)"),
                Line2D([], [], color="grey", lw=2.2, label="reached max_t"),
                Line2D([], [], color="grey", lw=1.2, alpha=0.6, label="stopped by ASHA (objective at fewer epochs)")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     return fig
+
+
+Y_NOT_SAMPLED = -0.13   # where a trial crosses an axis it did not sample, in the host's 0..1 units
+
+
+def _draw_axis(host, i: int, n: int, axis: Axis, bottom: float, top: float) -> None:
+    """Axis i of n: a twin of the host, its range on the host's 0..1, ticks in real values, its label."""
+    twin = host.twinx()
+    for side in ("left", "top", "bottom"):
+        twin.spines[side].set_visible(False)
+    twin.spines["right"].set_position(("axes", i / (n - 1)))
+    if axis.kind == "category":
+        low, high = (-0.5, 0.5) if len(axis.categories) == 1 else (0, len(axis.categories) - 1)
+    else:
+        low, high = axis.low, axis.high
+    log = axis.kind == "log"
+    t0, t1 = (math.log10(low), math.log10(high)) if log else (low, high)
+    lims = [t0 + f * (t1 - t0) for f in (bottom, top)]
+    if log:
+        twin.set_yscale("log")
+        lims = [10 ** v for v in lims]
+    twin.set_ylim(*lims)
+    twin.spines["right"].set_bounds(low, high)
+    if axis.kind == "category":
+        ticks = list(range(len(axis.categories))) if len(axis.categories) > 1 else [0]
+        twin.set_yticks(ticks, [c if len(c) <= 22 else c[:21] + "…" for c in axis.categories])
+    else:
+        twin.set_yticks(_numeric_ticks(low, high, log))
+        twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v, None)))
+    twin.yaxis.set_minor_locator(NullLocator())
+    twin.tick_params(labelsize=8)
+    for label in twin.get_yticklabels():  # readable where a line crosses it
+        label.set_bbox({"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+    host.text(i, top + 0.03, axis.label + ("\n(log scale)" if log else ""), ha="center", va="bottom",
+              fontsize=9, fontweight="bold")
+    if any(v is None for v in axis.values):
+        host.text(i + 0.03, Y_NOT_SAMPLED, "not sampled", ha="left", va="center", fontsize=7, color="dimgrey",
+                  bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}, zorder=5)
+        host.plot([i], [Y_NOT_SAMPLED], marker="_", ms=12, color="dimgrey")
+
+
+def _numeric_ticks(low: float, high: float, log: bool) -> list[float]:
+    # A range under two decades gets 2 and 5 times each power of ten labelled too.
+    narrow = log and math.log10(high / low) < 2
+    locator = (LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=12) if log
+               else MaxNLocator(5))
+    eps = 1e-9 * (abs(high) + abs(low))
+    ticks = [t for t in locator.tick_values(low, high) if low - eps <= t <= high + eps]
+    if len(ticks) < 2:
+        ticks = list(np.geomspace(low, high, 4) if log else np.linspace(low, high, 4))
+    return ticks
+
+
+def _draw_trials(host, rows: list[TrialRow], axes: list[Axis], maximize: bool) -> None:
+    """One line per trial, coloured by its objective, the best drawn last (on top)."""
+    scores = [r.objective for r in rows]
+    lo, hi = min(scores), max(scores)
+    cmap = plt.get_cmap("viridis" if maximize else "viridis_r")
+    for i in sorted(range(len(rows)), key=lambda i: scores[i] if maximize else -scores[i]):
+        row = rows[i]
+        ys = [a.position(a.values[i]) for a in axes]
+        ys = [Y_NOT_SAMPLED if y is None else y for y in ys]
+        finished = row.end == "finished"
+        host.plot(range(len(axes)), ys, color=cmap((scores[i] - lo) / (hi - lo) if hi > lo else 1.0),
+                  lw=2.2 if finished else 1.2, alpha=0.95 if finished else 0.6,
+                  ls="--" if row.arm == "baseline" else "-", marker="o", ms=3, clip_on=False)
 
 
 def importance_figure(importance: dict[str, float]) -> plt.Figure:

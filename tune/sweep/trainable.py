@@ -19,11 +19,11 @@ import ray
 from ray import tune
 
 from core.checkpoint import load_checkpoint
-from core.config import TrainConfig, config_from_dict
+from core.config import TrainConfig
 from core.train import DivergedError, Trainer
-from tune.recovery import CHECKPOINT_FILE, EPOCH_FILE
-from tune.space import trial_config
-from tune.storage import local_copy
+from tune.cluster.storage import local_copy
+from tune.records import CHECKPOINT_FILE, EPOCH_FILE
+from tune.sampling import trial_config
 
 # Ray ends a stopped trial's process without waiting for its training thread, which is then unwinding out of
 # `tune.report`; a thread that frees torch tensors while the interpreter shuts down aborts the process
@@ -32,26 +32,17 @@ from tune.storage import local_copy
 _PROCESS_HELD: dict[str, Trainer] = {}
 
 
-def config_of(trial_params: dict[str, Any], base: TrainConfig) -> TrainConfig:
-    """The TrainConfig a trial trains: a search trial's params are what Optuna sampled (plus `arm`); a
-    confirmation trial's are `{candidate: {arm, params}, seed}`."""
-    if "candidate" in trial_params:
-        candidate = trial_params["candidate"]
-        cfg = trial_config(base, {**candidate["params"], "arm": candidate["arm"]})
-        return cfg.replace(seed=int(trial_params["seed"]))
-    return trial_config(base, trial_params)
-
-
-def train_trial(config: dict[str, Any], base: dict[str, Any], checkpoint_epochs: list[int] | None = None) -> None:
-    """`config` holds this trial's params; `base` the sweep's fixed TrainConfig values; `checkpoint_epochs`
-    the epochs whose report carries a checkpoint (None: every epoch)."""
+def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: list[int] | None = None) -> None:
+    """`config` is what Ray holds for this trial (tune/sampling.py: a search trial's sample or a confirmation
+    run); `base` the sweep's TrainConfig; `checkpoint_epochs` the epochs whose report carries a checkpoint
+    (None: every epoch)."""
     started_at = time.time()
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    if base.get("teacher_checkpoint"):
+    if base.teacher_checkpoint:
         # A teacher in shared storage (a cluster) is fetched once per node into the local cache.
-        base = {**base, "teacher_checkpoint": local_copy(base["teacher_checkpoint"], base.get("cache_dir"))}
-    cfg = config_of(config, config_from_dict(base, source="sweep base config"))
+        base = base.replace(teacher_checkpoint=local_copy(base.teacher_checkpoint, base.cache_dir))
+    cfg = trial_config(config, base)
     _PROCESS_HELD.clear()  # the previous trial in this process has ended: its thread is gone
     trainer = _PROCESS_HELD["trainer"] = Trainer(cfg)
     checkpoint = tune.get_checkpoint()

@@ -1,4 +1,4 @@
-"""results/<sweep>/report.html (tune/html_report.py, tune/report_charts.py): written by a real tiny sweep,
+"""results/<sweep>/report.html (tune/report/html.py, charts.py, gallery.py): written by a real tiny sweep,
 self-contained, a row per trial, rebuilt by `python -m tune.report`; the parallel-coordinates axes, ASHA's
 rungs and the gallery's case picking on their own."""
 import csv
@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune import report as report_cli
 from tune import search as search_cli
-from tune.html_report import asha_milestones, parameter_specs, pick_cases
-from tune.report import TrialRow
-from tune.report_charts import Axis, parallel_axes, parallel_coordinates_figure
-from tune.space import load_space
+from tune.objective import Objective
+from tune.records import TrialRow
+from tune.report import html as report_cli
+from tune.report.charts import Axis, parallel_axes, parallel_coordinates_figure
+from tune.report.gallery import pick_cases
+from tune.sampling import Sampled
+from tune.space import load_space, parameter_specs
 
 # Any attribute that would make the browser fetch something (src, href, srcset, poster, data, action).
 NETWORK = re.compile(r"""\b(?:src|href|srcset|poster|data|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -96,7 +98,7 @@ def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(small_sweep, cap
 
 
 def row(trial_id, arm, params, objective, end="finished"):
-    return TrialRow(trial_id, arm, end, 4, objective, objective, objective / 2, 4, objective, params, params)
+    return TrialRow(trial_id, Sampled(arm, params), end, 4, objective, objective, objective / 2, 4, objective)
 
 
 def test_parallel_axes_use_real_ranges_log_scale_and_mark_conditional_parameters_not_sampled(tmp_path):
@@ -113,7 +115,7 @@ def test_parallel_axes_use_real_ranges_log_scale_and_mark_conditional_parameters
                             "weight_decay": 1e-5}, 0.8),
             row("b", "kd", {"alpha": 0.1, "learning_rate": 1e-4, "student_backbone": "mobilenet_v2"}, 0.6),
             row("c", "baseline", {"learning_rate": 1e-2, "student_backbone": "mobilenet_v2"}, 0.4, "stopped by ASHA")]
-    axes = parallel_axes(rows, parameter_specs(load_space(space_file)), "best_val_dice", maximize=True)
+    axes = parallel_axes(rows, parameter_specs(load_space(space_file).parameters), Objective("best_val_dice", "max"))
     by_label = {a.label: a for a in axes}
     assert [a.label for a in axes] == ["alpha", "learning_rate", "student_backbone", "weight_decay",
                                        "best_val_dice (max)"]
@@ -135,7 +137,7 @@ def test_parallel_axes_use_real_ranges_log_scale_and_mark_conditional_parameters
 
 def test_objective_axis_spans_the_scores_with_a_margin():
     axes = parallel_axes([row("a", "kd", {"alpha": 0.2}, 0.3), row("b", "kd", {"alpha": 0.4}, 0.7)], {},
-                         "val_iou", maximize=False)
+                         Objective("val_iou", "min"))
     objective = axes[-1]
     assert isinstance(objective, Axis) and objective.label == "val_iou (min)"
     assert objective.low < 0.3 and objective.high > 0.7 and axes[0].low == 0.2  # no spec: the data's range
@@ -160,7 +162,7 @@ def test_asha_milestones_are_ray_asha_rungs(tmp_path, max_t, grace, factor, expe
                                                                                   "high": 0.9}},
                                           "asha": {"max_t": max_t, "grace_period": grace,
                                                    "reduction_factor": factor}}))
-    assert asha_milestones(load_space(space_file)) == expected
-    # Ray's own scheduler, as tune/search.py builds it, records the same milestones.
+    assert load_space(space_file).asha.milestones() == expected
+    # Ray's own scheduler, as tune/sweep/runtime.py builds it, records the same milestones.
     scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=factor)
     assert sorted(m for m, _ in scheduler._brackets[0]._rungs) == expected

@@ -1,17 +1,18 @@
-"""tune/confirm.py: confidence intervals, candidates and the KD-vs-baseline verdict on known numbers."""
+"""tune/statistics.py, tune/sweep/select.py and tune/sweep/verdict.py: confidence intervals, candidates and
+the KD-vs-baseline verdict on known numbers."""
 import math
 
 import pytest
 
-from tune.confirm import (
-    Candidate,
-    Confirmed,
-    choose_candidates,
-    format_confirmation,
-    mean_ci95,
-    verdict,
-)
-from tune.report import TrialRow
+from tune.objective import Objective
+from tune.records import Candidate, Confirmed, TrialRow
+from tune.report.tables import format_confirmation
+from tune.sampling import Sampled
+from tune.statistics import mean_ci95
+from tune.sweep.select import choose_candidates
+from tune.sweep.verdict import verdict
+
+DICE = Objective("best_val_dice", "max")
 
 
 def test_student_t_interval_on_known_numbers():
@@ -23,14 +24,14 @@ def test_student_t_interval_on_known_numbers():
 
 
 def confirmed(name, arm, values, seeds=(42, 43, 44)):
-    c = Candidate(name, arm, f"t-{name}", {"learning_rate": 1e-3}, values[0], 12)
+    c = Candidate(name, f"t-{name}", Sampled(arm, {"learning_rate": 1e-3}), values[0], 12)
     return Confirmed(c, list(seeds), list(values), list(values), ["ck"] * len(values), ["id"] * len(values))
 
 
 def test_verdict_is_the_paired_difference_by_seed():
     kd = confirmed("kd-1", "kd", [0.80, 0.75, 0.78])
     base = confirmed("baseline-1", "baseline", [0.78, 0.73, 0.75], seeds=(42, 43, 44))
-    v = verdict([base, kd], "best_val_dice")
+    v = verdict([base, kd], DICE)
     diffs = [0.02, 0.02, 0.03]
     assert v.kd == "kd-1" and v.baseline == "baseline-1" and v.seeds == 3
     assert v.diff_mean == pytest.approx(sum(diffs) / 3)
@@ -41,12 +42,12 @@ def test_verdict_is_the_paired_difference_by_seed():
 def test_no_evidence_when_the_interval_covers_zero():
     kd = confirmed("kd-1", "kd", [0.80, 0.70, 0.78])
     base = confirmed("baseline-1", "baseline", [0.78, 0.73, 0.75])
-    assert verdict([kd, base], "best_val_dice").sentence.startswith("no evidence that distillation helped")
-    assert verdict([kd], "best_val_dice") is None
+    assert verdict([kd, base], DICE).sentence.startswith("no evidence that distillation helped")
+    assert verdict([kd], DICE) is None
 
 
 def row(trial_id, arm, end, objective):
-    return TrialRow(trial_id, arm, end, 4, objective, objective, objective, 4, objective, {}, {"x": trial_id})
+    return TrialRow(trial_id, Sampled(arm, {"x": trial_id}), end, 4, objective, objective, objective, 4, objective)
 
 
 def test_candidates_are_the_best_usable_kd_trials_and_the_best_baseline():
@@ -60,6 +61,6 @@ def test_candidates_are_the_best_usable_kd_trials_and_the_best_baseline():
 
 def test_confirmation_table_ranks_by_confirmed_mean():
     table = format_confirmation([confirmed("kd-1", "kd", [0.5, 0.6, 0.7]),
-                                 confirmed("kd-2", "kd", [0.7, 0.8, 0.9])], "best_val_dice")
+                                 confirmed("kd-2", "kd", [0.7, 0.8, 0.9])], DICE)
     lines = table.splitlines()
     assert lines[2].startswith("kd-2") and lines[3].startswith("kd-1") and "0.8000" in lines[2]

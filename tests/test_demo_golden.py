@@ -1,0 +1,61 @@
+"""The demo space's sweep, shrunk and run one trial at a time (so Optuna sees results in a fixed order),
+gives the same leaderboard, confirmation and winner as the code before tune/ was redesigned: the values
+in tests/data/demo_golden.json were recorded from that code (commit fe8f2f1) with this very test
+(`RECORD_GOLDEN=1 pytest tests/test_demo_golden.py` rewrites them; do that only for an intended change).
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import TEST_TEACHER_BACKBONE
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "data" / "demo_golden.json"
+
+
+def demo_space(data_root: Path, cache_dir: Path) -> dict:
+    space = yaml.safe_load((ROOT / "search_spaces" / "demo.yaml").read_text())
+    space.pop("demo_data")
+    space["base"].update(data_root=str(data_root), cache_dir=str(cache_dir), device="cpu")
+    space["search"].update(num_samples=4, max_concurrent_trials=1)
+    space["asha"] = {"max_t": 3, "grace_period": 1, "reduction_factor": 2}
+    space["resources"] = {"cpu": 1}
+    space["confirm"] = {"top_k": 1, "seeds": 2}
+    space["teacher"]["train"] = {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}
+    return space
+
+
+def sweep_values(sweep_dir: Path) -> dict:
+    """What a user reads off a finished sweep: every trial's arm, end, epochs, objective and parameters
+    (in no particular order: ties are ordered by Ray's random trial ids), the confirmation and the winner."""
+    with (sweep_dir / "leaderboard.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    trials = sorted(({"arm": r["arm"], "end": r["end"], "epochs": int(r["epochs"]),
+                      "objective": round(float(r["objective"]), 9),
+                      "params": {k[6:]: v for k, v in r.items() if k.startswith("param:") and v != ""}}
+                     for r in rows), key=json.dumps)
+    best = json.loads((sweep_dir / "best.json").read_text())
+    confirmation = sorted(({"name": c["name"], "arm": c["arm"], "seeds": c["seeds"],
+                            "values": [round(v, 9) for v in c["values"]]} for c in best["confirmation"]),
+                          key=lambda c: c["name"])
+    return {"trials": trials, "confirmation": confirmation, "winner": best["winner"],
+            "best_val_dice": round(best["best_val_dice"], 9),
+            "verdict_diff": round(best["kd_vs_baseline"]["diff_mean"], 9)}
+
+
+def test_demo_sweep_gives_the_recorded_leaderboard_and_winner(demo_root, tmp_path):
+    space_file = tmp_path / "demo.yaml"
+    space_file.write_text(yaml.safe_dump(demo_space(demo_root, tmp_path / "cache")))
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    run = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage",
+                          str(tmp_path / "results"), "--num-cpus", "2"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    values = sweep_values(tmp_path / "results" / "demo")
+    if os.environ.get("RECORD_GOLDEN"):
+        GOLDEN.write_text(json.dumps(values, indent=1) + "\n")
+    assert values == json.loads(GOLDEN.read_text())

@@ -1,0 +1,405 @@
+"""The one place that knows a sweep folder's layout: file names, paths, the driver's lock, and the records
+written there (`sweep.json`, `search.json`, `best.json`, `leaderboard.csv`) with their readers.
+
+Everything that reads a sweep (tune.best, tune.report, the W&B summary, export) imports this module, never
+the driver that writes it. Paths stored in these files are relative to the sweep folder, so a copied sweep
+still reads. No Ray here: a reader of a finished sweep never starts or imports it.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import math
+import os
+import posixpath
+import socket
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import UserError
+from core.files import write_file_atomic
+from tune.cluster.storage import join
+from tune.objective import Objective
+from tune.sampling import Sampled
+from tune.space import SearchSpace, load_space
+from tune.statistics import mean_ci95
+
+SPACE_FILE = "space.yaml"           # the resolved space the sweep ran
+SWEEP_FILE = "sweep.json"           # name and the base TrainConfig every trial starts from
+SEARCH_FILE = "search.json"         # written when the search stage is complete: resume skips it
+BEST_FILE = "best.json"             # the winner, the confirmation and the verdict: the sweep is finished
+LEADERBOARD_FILE = "leaderboard.csv"
+JOURNAL_FILE = "optuna.journal"     # the Optuna study (optuna-dashboard opens it)
+REPORT_FILE = "report.html"
+CURVES_PNG = "curves.png"
+PARALLEL_PNG = "parallel_coordinates.png"
+TRIALS_DIRNAME = "trials"           # Ray's experiment of the search stage
+CONFIRM_DIRNAME = "confirm"         # Ray's experiment of the confirmation runs
+TEACHER_DIRNAME = "teacher"
+WANDB_DIRNAME = "wandb"
+EXPORT_DIRNAME = "export"
+CHECKPOINT_FILE = "trainer.pt"      # a trial checkpoint's trainer state
+EPOCH_FILE = "epoch.json"           # beside trainer.pt: which epoch it holds, readable without loading it
+# What the end of a sweep copies to shared storage (a cluster's driver writes them on its head node).
+SHARED_OUTPUTS = (SPACE_FILE, SWEEP_FILE, LEADERBOARD_FILE, BEST_FILE, CURVES_PNG, PARALLEL_PNG, JOURNAL_FILE,
+                  REPORT_FILE, WANDB_DIRNAME)
+ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged")
+
+
+@dataclass
+class SweepPaths:
+    """Where a sweep's files live: `sweep_dir` on this machine, `shared` where every node reaches."""
+
+    sweep_dir: Path
+    shared: str
+    remote: bool = False
+
+    @classmethod
+    def local(cls, folder: str | Path) -> SweepPaths:
+        return cls(Path(folder), str(folder), remote=False)
+
+    @property
+    def trials(self) -> str:
+        return join(self.shared, TRIALS_DIRNAME)
+
+    @property
+    def confirm(self) -> str:
+        return join(self.shared, CONFIRM_DIRNAME)
+
+    def file(self, name: str) -> Path:
+        return self.sweep_dir / name
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path) -> Iterator[None]:
+    """One driver per sweep name at a time: an exclusive lock beside the sweep folder, taken before anything
+    is written. The kernel drops it when its process dies, so a killed driver never blocks --resume."""
+    sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir.parent / f".{sweep_dir.name}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"{sweep_dir}: sweep is running in {holder}; wait for it, or stop it "
+                            f"(Ctrl-C) and continue with --resume") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def relative(path: str | None, sweep_dir: Path | None) -> str:
+    """`path` relative to the sweep folder when it lies inside it; unchanged otherwise (e.g. a URI)."""
+    if not path:
+        return ""
+    if sweep_dir is not None and "://" not in path:
+        try:
+            return Path(path).resolve().relative_to(sweep_dir.resolve()).as_posix()
+        except ValueError:
+            pass
+    return path
+
+
+def resolve(path: str, sweep_dir: Path) -> str:
+    """Inverse of `relative`: a path recorded in the sweep folder, made usable from here."""
+    if not path or "://" in path or posixpath.isabs(path):
+        return path
+    return str(sweep_dir / path)
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    write_file_atomic(path, json.dumps(data, indent=2, default=_json_default))
+
+
+def read_json(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON record of the sweep folder; a missing or unreadable one is one UserError naming it and `fix`."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; {fix}") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: unreadable ({type(err).__name__}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a JSON object; {fix}")
+    return data
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _none_to_nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+# --- trials -------------------------------------------------------------------------------------------
+
+@dataclass
+class TrialState:
+    """A trial as Ray's experiment state on disk records it (not as `Tuner.fit()` returns it)."""
+
+    trial_id: str
+    status: str                # PENDING, RUNNING, PAUSED, TERMINATED or ERROR
+    config: dict[str, Any]     # what Ray passed the trial: a search trial's sample, or a confirmation run
+    last_result: dict[str, Any]
+    path: str | None
+    checkpoint_path: str | None
+    error: str | None
+    history: list[dict[str, Any]]   # one entry per reported result: epoch, val_dice, val_iou
+
+
+@dataclass
+class TrialRow:
+    """One search trial as the leaderboard shows it."""
+
+    trial_id: str
+    sampled: Sampled                  # what Optuna sampled (arm included): what selection retrains
+    end: str                          # one of ENDS
+    epochs: int
+    objective: float                  # the space's objective metric (NaN: never reported)
+    best_val_dice: float
+    best_val_iou: float
+    best_epoch: int
+    last_val_dice: float
+    node_id: str = ""
+    gpus_assigned: float = 0.0
+    device: str = ""
+    error: str = ""
+    checkpoint: str = ""              # relative to the sweep folder where local
+    trial_dir: str = ""
+    rank: int = 0
+
+    @property
+    def arm(self) -> str:
+        return self.sampled.arm
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """By config key (branch prefixes removed)."""
+        return self.sampled.params
+
+    @property
+    def usable(self) -> bool:
+        return self.end in ("finished", "stopped by ASHA") and not math.isnan(self.objective)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: _nan_to_none(v) for k, v in asdict(self).items() if k != "sampled"}
+        return {**out, "arm": self.arm, "params": self.params, "sampled": self.sampled.values}
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> TrialRow:
+        values = {k: v for k, v in record.items() if k not in ("arm", "params", "sampled")}
+        for key in ("objective", "best_val_dice", "best_val_iou", "last_val_dice"):
+            values[key] = _none_to_nan(values[key])
+        values.pop("extra", None)  # written by versions before the records module; always empty
+        return cls(sampled=Sampled(record["arm"], record["sampled"]), **values)
+
+
+def read_trial_curve(sweep_dir: Path, trial_dir: str) -> list[tuple[int, float]]:
+    """(epoch, validation Dice) of one Ray trial from its result.json; the last report of an epoch wins
+    (a trial restored from a checkpoint reports its epochs again). Empty where the trial lives in remote
+    storage or its folder is gone."""
+    path = Path(resolve(trial_dir, sweep_dir)) / "result.json"
+    if not trial_dir or "://" in trial_dir or not path.is_file():
+        return []
+    by_epoch: dict[int, float] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            result = json.loads(line)
+            if "epoch" in result and "val_dice" in result:
+                by_epoch[int(result["epoch"])] = float(result["val_dice"])
+    return sorted(by_epoch.items())
+
+
+def write_search(rows: list[TrialRow], sweep_dir: Path) -> None:
+    write_json({"complete": True, "rows": [r.to_json() for r in rows]}, sweep_dir / SEARCH_FILE)
+
+
+def read_search(sweep_dir: Path) -> list[TrialRow]:
+    path = sweep_dir / SEARCH_FILE
+    data = read_json(path, "delete it and run the sweep again with --resume (the search's trials are kept)")
+    try:
+        return [TrialRow.from_json(r) for r in data["rows"]]
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{path}: a row lacks {err}; delete it and resume with --resume to rebuild it") from None
+
+
+CSV_COLUMNS = ["rank", "trial_id", "arm", "end", "epochs", "objective", "best_val_dice", "best_val_iou",
+               "best_epoch", "last_val_dice", "node_id", "gpus_assigned", "device"]
+
+
+def write_leaderboard(rows: list[TrialRow], path: Path) -> None:
+    params = sorted({k for row in rows for k in row.params})
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS + [f"param:{p}" for p in params] + ["error", "checkpoint", "trial_dir"])
+        for row in rows:
+            writer.writerow([getattr(row, c) for c in CSV_COLUMNS] + [row.params.get(p, "") for p in params]
+                            + [row.error, row.checkpoint, row.trial_dir])
+
+
+def read_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
+    """leaderboard.csv as dicts, numbers parsed (what `tune.best show` prints)."""
+    path = sweep_dir / LEADERBOARD_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not found; rebuild it with `python -m tune.search --resume` on this sweep")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return [{key: _parse_cell(value) for key, value in row.items()} for row in rows]
+
+
+def _parse_cell(value: str) -> Any:
+    if value in ("True", "False"):
+        return value == "True"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+# --- confirmation -------------------------------------------------------------------------------------
+
+@dataclass
+class Candidate:
+    """A configuration chosen from the search for confirmation."""
+
+    name: str                   # e.g. kd-1 (best KD trial of the search), baseline-1
+    trial_id: str               # the search trial it comes from
+    sampled: Sampled            # exactly what Optuna sampled, arm included
+    search_value: float         # its objective value in the search (possibly at a partial budget)
+    search_epochs: int
+
+    @property
+    def arm(self) -> str:
+        return self.sampled.arm
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.sampled.params
+
+
+@dataclass
+class Confirmed:
+    """One candidate after its seed runs."""
+
+    candidate: Candidate
+    seeds: list[int]
+    values: list[float]         # the objective per seed, in `seeds` order
+    val_dice: list[float]       # best validation Dice per seed
+    checkpoints: list[str]      # per seed (relative to the sweep folder where local)
+    trial_ids: list[str]
+    mean: float = math.nan
+    ci95: tuple[float, float] = (math.nan, math.nan)
+
+    def __post_init__(self):
+        self.mean, self.ci95 = mean_ci95(self.values)
+
+    def best_seed_index(self, objective: Objective) -> int:
+        return objective.best(self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        return {"name": c.name, "trial": c.trial_id, "arm": c.arm, "params": c.params, "sampled": c.sampled.values,
+                "search_value": c.search_value, "search_epochs": c.search_epochs, "seeds": self.seeds,
+                "values": self.values, "val_dice": self.val_dice, "mean": self.mean, "ci95": list(self.ci95),
+                "checkpoints": self.checkpoints, "trial_ids": self.trial_ids}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Confirmed:
+        """A `Confirmed` read back from best.json's `confirmation` list."""
+        sampled = Sampled(record["arm"], record.get("sampled", record["params"]))
+        candidate = Candidate(record["name"], record["trial"], sampled, record["search_value"],
+                              record["search_epochs"])
+        return cls(candidate, record["seeds"], [_none_to_nan(v) for v in record["values"]],
+                   [_none_to_nan(v) for v in record["val_dice"]], record["checkpoints"], record["trial_ids"])
+
+
+def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Confirmed]:
+    """Best mean first; a configuration whose every seed failed last."""
+    return objective.ranked(confirmed, lambda c: c.mean)
+
+
+# --- the finished sweep -------------------------------------------------------------------------------
+
+def write_sweep_record(sweep_dir: Path, name: str, base: dict[str, Any]) -> Path:
+    path = sweep_dir / SWEEP_FILE
+    write_json({"name": name, "base": base}, path)
+    return path
+
+
+def read_sweep_base(path: Path) -> dict[str, Any]:
+    """The base TrainConfig values a sweep's trials were built from (sweep.json)."""
+    record = read_json(path, "it is written by the sweep's prepare stage; start the sweep under a new --name")
+    if not isinstance(record.get("base"), dict):
+        raise UserError(f"{path}: no 'base' mapping; start the sweep under a new --name")
+    return record["base"]
+
+
+def read_best(sweep_dir: Path) -> dict[str, Any]:
+    return read_json(sweep_dir / BEST_FILE, "finish the sweep with `python -m tune.search --space <space> --resume`")
+
+
+def find_sweep(sweep: str | None, storage: Path = Path("results")) -> Path:
+    """The named sweep folder, or the newest one under results/ that has a best.json."""
+    if sweep:
+        path = Path(sweep)
+        if not path.is_dir() and (storage / sweep).is_dir():
+            path = storage / sweep
+        if not (path / BEST_FILE).is_file():
+            raise UserError(f"{path}: no best.json there; pass a finished sweep folder "
+                            f"(results/<sweep>), or finish it with `python -m tune.search --resume`")
+        return path
+    finished = sorted(storage.glob(f"*/{BEST_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not finished:
+        raise UserError(f"{storage}: no finished sweep found; run `python -m tune.search --space demo.yaml`")
+    return finished[-1].parent
+
+
+def require_finished(folder: Path) -> None:
+    for name in (SPACE_FILE, SWEEP_FILE, SEARCH_FILE, BEST_FILE):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder / name}: not found; pass a finished sweep folder (results/<sweep>), or "
+                            f"finish the sweep with `python -m tune.search --space <space> --resume`")
+
+
+@dataclass
+class FinishedSweep:
+    """A finished sweep folder, read back: the resolved space, the trials' base config, the search's rows
+    and best.json."""
+
+    folder: Path
+    space: SearchSpace
+    base: dict[str, Any]
+    rows: list[TrialRow]
+    best: dict[str, Any]
+
+    @property
+    def objective(self) -> Objective:
+        return self.space.objective
+
+
+def read_finished(folder: str | Path) -> FinishedSweep:
+    folder = Path(folder)
+    require_finished(folder)
+    return FinishedSweep(folder, load_space(folder / SPACE_FILE), read_sweep_base(folder / SWEEP_FILE),
+                         read_search(folder), read_best(folder))

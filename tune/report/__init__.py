@@ -1,0 +1,6 @@
+"""What people read of a sweep: console tables (`tables`), the charts (`charts`), the winner's validation
+pictures (`gallery`), report.html (`html`, with its CSS and JS in `static/`) and W&B's summary run
+(`wandb_summary`). Everything here reads a sweep folder through tune/records.py; no Ray.
+
+`python -m tune.report --sweep DIR` rebuilds DIR/report.html.
+"""

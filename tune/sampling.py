@@ -1,0 +1,120 @@
+"""What Optuna samples and how it becomes a `TrainConfig`: the define-by-run space, the `Sampled` record
+that knows its arm and maps Optuna's prefixed names back to config keys, and the config a Ray trial trains.
+
+Optuna's names are prefixed where one config key has several meanings: `student_backbone=resnet18@
+weight_decay` (a conditional parameter) and `arm=baseline@learning_rate` (the control arm), so that TPE
+models each branch and each arm separately. Nothing outside this module parses those names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.config import TrainConfig, teacher_only_keys
+from tune.space import Parameter
+
+BRANCH_SEPARATOR = "@"
+ARMS = ("kd", "baseline")
+BASELINE_PREFIX = f"arm=baseline{BRANCH_SEPARATOR}"
+
+
+def param_name(key: str) -> str:
+    """The config key of an Optuna parameter name (`arm=baseline@student_backbone=resnet18@weight_decay`)."""
+    return key.rsplit(BRANCH_SEPARATOR, 1)[-1]
+
+
+@dataclass
+class Sampled:
+    """One trial's sample: its arm (kd, or baseline: the same student without a teacher) and the values
+    under Optuna's names."""
+
+    arm: str
+    values: dict[str, Any]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The values by config key, sorted: what people read (leaderboard, model card, report, W&B)."""
+        return {param_name(k): v for k, v in sorted(self.values.items())}
+
+    def apply(self, base: TrainConfig) -> TrainConfig:
+        """The trial's TrainConfig: the base with the sampled values; a control-arm trial has no teacher."""
+        changes = dict(self.params)
+        if self.arm == "baseline":
+            changes.update(mode="baseline", teacher_checkpoint=None)
+        return base.replace(**changes)
+
+    def to_ray(self) -> dict[str, Any]:
+        """The trial config Ray holds for a search trial: the sampled values plus the constant `arm`."""
+        return {**self.values, "arm": self.arm}
+
+    @classmethod
+    def from_ray(cls, config: dict[str, Any]) -> Sampled:
+        return cls(config.get("arm", "kd"), {k: v for k, v in config.items() if k != "arm"})
+
+
+def candidate_config(name: str, sampled: Sampled) -> dict[str, Any]:
+    """A selected configuration as Ray's grid holds it: each seed run's config is {candidate: this, seed: S}."""
+    return {"name": name, "arm": sampled.arm, "params": sampled.values}
+
+
+def run_candidate(config: dict[str, Any]) -> tuple[str, int] | None:
+    """(candidate name, seed) of a confirmation run's Ray config; None for a search trial's."""
+    if "candidate" not in config:
+        return None
+    return config["candidate"]["name"], int(config["seed"])
+
+
+def run_sample(config: dict[str, Any]) -> tuple[Sampled, int | None]:
+    """(what a Ray trial samples, its seed or None): a search trial's config is its sample; a confirmation
+    run's is `{candidate: {name, arm, params}, seed}`."""
+    if "candidate" in config:
+        candidate = config["candidate"]
+        return Sampled(candidate["arm"], dict(candidate["params"])), int(config["seed"])
+    return Sampled.from_ray(config), None
+
+
+def trial_config(config: dict[str, Any], base: TrainConfig) -> TrainConfig:
+    """The TrainConfig a Ray trial (search trial or confirmation run) trains."""
+    sampled, seed = run_sample(config)
+    cfg = sampled.apply(base)
+    return cfg if seed is None else cfg.replace(seed=seed)
+
+
+def suggest(parameter: Parameter, trial, prefix: str = "") -> dict[str, Any]:
+    """Sample `parameter` (and the branch it opens) on an Optuna trial into {Optuna name: value}."""
+    key = prefix + parameter.name
+    if parameter.type == "uniform":
+        value = trial.suggest_float(key, parameter.low, parameter.high)
+    elif parameter.type == "loguniform":
+        value = trial.suggest_float(key, parameter.low, parameter.high, log=True)
+    elif parameter.type == "int":
+        value = trial.suggest_int(key, parameter.low, parameter.high, step=parameter.step or 1)
+    else:
+        value = trial.suggest_categorical(key, parameter.values)
+    chosen = {key: value}
+    for sub in parameter.when.get(value, []):
+        chosen.update(suggest(sub, trial, prefix=f"{key}={value}{BRANCH_SEPARATOR}"))
+    return chosen
+
+
+class DefineByRun:
+    """The Optuna define-by-run space. A module-level class (not a closure) because Ray pickles the
+    searcher, space function included, to resume a sweep.
+
+    Trials whose number is in `baseline_trials` are the control arm: they sample only the parameters that
+    exist without a teacher (config fields not marked teacher-only), under their own names. The returned
+    constant `arm` lands in the trial config."""
+
+    def __init__(self, parameters: list[Parameter], baseline_trials: set[int] | None = None):
+        self.parameters = parameters
+        self.baseline_trials = set(baseline_trials or ())
+
+    def __call__(self, trial) -> dict[str, Any]:
+        if trial.number in self.baseline_trials:
+            for parameter in self.parameters:
+                if parameter.name not in teacher_only_keys():
+                    suggest(parameter, trial, prefix=BASELINE_PREFIX)
+            return {"arm": "baseline"}
+        for parameter in self.parameters:
+            suggest(parameter, trial)
+        return {"arm": "kd"}

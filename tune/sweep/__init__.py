@@ -1,0 +1,15 @@
+"""A sweep's stages, in the order they run: prepare → search → select → verdict → finish, driven by
+`pipeline.run_sweep`; `runtime` builds the Ray Tune pieces they share, `ray_compat` holds every workaround
+that reaches into Ray's, Optuna's or W&B's internals, `trainable` is the trial function, `study` the
+Optuna study.
+
+Importing this package sets Ray's and W&B's environment defaults first: Ray reads some at import time, and
+the processes it starts inherit them.
+"""
+import os
+
+# Tune warns when a result takes > 0.5 s to process; on a 2-core machine busy with trials that is the normal
+# case, not a bottleneck worth a line per epoch.
+os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("WANDB_SILENT", "true")

@@ -1,0 +1,81 @@
+"""What every stage of a running sweep shares (`SweepRun`), and the Ray Tune pieces they are built from:
+the trainable with its resources, ASHA, the run config, W&B's callback and mode, and Ray's own settings.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from core.config import TrainConfig
+from tune.records import SweepPaths
+from tune.space import SearchSpace, checkpoint_epochs
+from tune.sweep.ray_compat import SweepWandbLoggerCallback
+from tune.sweep.trainable import train_trial
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM: Ray saved its state; the same command with --resume continues."""
+
+
+@dataclass
+class SweepRun:
+    """One run of the sweep driver: the space, where its files go, whether trials ask for GPUs, and the
+    W&B mode (online, offline or disabled)."""
+
+    space: SearchSpace
+    paths: SweepPaths
+    use_gpu: bool
+    wandb_mode: str
+
+
+def wandb_mode(space: SearchSpace) -> str:
+    """Offline unless WANDB_API_KEY is set; WANDB_MODE in the environment wins."""
+    mode = space.wandb.mode
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "online"):
+        mode = os.environ["WANDB_MODE"]
+    elif os.environ.get("WANDB_API_KEY") and mode == "offline":
+        mode = "online"
+    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        print("W&B: no WANDB_API_KEY set, logging offline instead")
+        mode = "offline"
+    if mode != "disabled":
+        os.environ["WANDB_MODE"] = mode  # Ray checks for an API key unless the environment says offline
+    return mode
+
+
+def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
+    """One W&B run per trial (`job_type` trial or confirm), grouped by sweep, with its whole config."""
+    if run.wandb_mode == "disabled":
+        return []
+    w = run.space.wandb
+    return [SweepWandbLoggerCallback(
+        project=w.project, group=w.group or run.space.name, mode=run.wandb_mode,
+        dir=str(run.paths.sweep_dir), job_type=job_type, excludes=["is_best", "node_id", "run_started_at"],
+        log_config=False, sweep=run.space.name, base=base)]
+
+
+def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: list[int] = ()):
+    """The trial function with the sweep's base config, checkpoint epochs and resources bound."""
+    space = run.space
+    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu if run.use_gpu else 0}
+    epochs = checkpoint_epochs(space.search.checkpoint_every, space.asha.max_t, rung_epochs)
+    return tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs), resources)
+
+
+def asha_scheduler(space: SearchSpace) -> ASHAScheduler:
+    """The space's ASHA, deciding on the epoch each trial reports."""
+    a = space.asha
+    return ASHAScheduler(time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period,
+                         reduction_factor=a.reduction_factor)
+
+
+def run_config(run: SweepRun, name: str, callbacks: list) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name, storage_path=run.paths.shared,
+        # Each checkpoint holds the last state *and* the best-validation weights: one is enough.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=run.space.search.max_failures),
+        callbacks=callbacks, verbose=1)

@@ -1,0 +1,99 @@
+"""Stage 2 of a sweep, search: Optuna's TPE proposes (its study a journal file in the sweep folder), ASHA
+stops, Ray runs; the result is the leaderboard, one ranked `TrialRow` per trial, in search.json.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import tune
+
+from core.config import TrainConfig
+from core.errors import UserError
+from tune.cluster.recovery import restore_recorded_checkpoints
+from tune.objective import Objective
+from tune.records import (
+    LEADERBOARD_FILE,
+    TRIALS_DIRNAME,
+    TrialRow,
+    TrialState,
+    relative,
+    write_leaderboard,
+    write_search,
+)
+from tune.sampling import DefineByRun, Sampled
+from tune.sweep.ray_compat import TruthfulOptunaSearch, recorded_trials
+from tune.sweep.runtime import SweepInterrupted, SweepRun, asha_scheduler, run_config, trainable_for
+from tune.sweep.study import journal_storage, tpe_sampler
+
+
+def search(run: SweepRun, base: TrainConfig, callbacks: list) -> list[TrialRow]:
+    """Run (or resume) the search; returns the leaderboard's rows, best first. Raises SweepInterrupted
+    unless every trial ended."""
+    space, paths = run.space, run.paths
+    # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
+    trainable = trainable_for(run, base, space.asha.rungs())
+    if tune.Tuner.can_restore(paths.trials):
+        for note in restore_recorded_checkpoints(paths.trials):
+            print(note)
+        tuner = tune.Tuner.restore(paths.trials, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=tune_config(run),
+                           run_config=run_config(run, TRIALS_DIRNAME, callbacks))
+    tuner.fit()
+    rows = leaderboard(recorded_trials(paths.trials), space.objective, space.asha.max_t, paths.sweep_dir)
+    write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE)
+    if any(r.end == "interrupted" for r in rows) or len(rows) < space.search.num_samples:
+        raise SweepInterrupted(f"{sum(r.end != 'interrupted' for r in rows)} of {space.search.num_samples} "
+                               f"search trials ended")
+    write_search(rows, paths.sweep_dir)
+    return rows
+
+
+def tune_config(run: SweepRun) -> tune.TuneConfig:
+    """Optuna (journal-backed TPE, told the truth about ASHA's stops) and ASHA on the space's objective."""
+    space, objective = run.space, run.space.objective
+    searcher = TruthfulOptunaSearch(
+        space=DefineByRun(space.parameters, space.baseline_trial_numbers()), metric=objective.metric,
+        mode=objective.mode, sampler=tpe_sampler(space.search.num_samples, space.search.seed),
+        study_name=space.name, storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t)
+    return tune.TuneConfig(search_alg=searcher, scheduler=asha_scheduler(space), metric=objective.metric,
+                           mode=objective.mode, num_samples=space.search.num_samples,
+                           max_concurrent_trials=space.search.max_concurrent_trials,
+                           reuse_actors=space.search.reuse_actors)
+
+
+def trial_end(trial: TrialState, max_t: int) -> str:
+    """How a trial ended, in the leaderboard's words (records.ENDS); epochs as ASHA counts them."""
+    epochs = int(trial.last_result.get("epoch", 0) or 0)
+    if trial.status == "ERROR":
+        return "errored"
+    if trial.last_result.get("diverged"):
+        return "diverged"
+    if trial.status != "TERMINATED":
+        return "interrupted"
+    return "finished" if epochs >= max_t else "stopped by ASHA"
+
+
+def leaderboard(trials: list[TrialState], objective: Objective, max_t: int,
+                sweep_dir: Path | None = None) -> list[TrialRow]:
+    """One row per trial, ranked by exactly the objective; unusable trials last."""
+    rows = []
+    for t in trials:
+        m = t.last_result
+        if "epoch" in m and objective.metric not in m:
+            raise UserError(f"objective.metric '{objective.metric}': trial {t.trial_id} never reported it (it "
+                            f"reports {', '.join(sorted(k for k in m if 'val' in k))}); fix objective.metric "
+                            f"in the space")
+        rows.append(TrialRow(
+            trial_id=t.trial_id, sampled=Sampled.from_ray(t.config), end=trial_end(t, max_t),
+            epochs=int(m.get("epoch", 0) or 0), objective=objective.value(m),
+            best_val_dice=float(m.get("best_val_dice", float("nan"))),
+            best_val_iou=float(m.get("best_val_iou", float("nan"))), best_epoch=int(m.get("best_epoch", 0) or 0),
+            last_val_dice=float(m.get("val_dice", float("nan"))), node_id=str(m.get("node_id", "")),
+            gpus_assigned=float(m.get("gpus_assigned", 0.0) or 0.0), device=str(m.get("device", "")),
+            error=t.error or str(m.get("error", "")), checkpoint=relative(t.checkpoint_path, sweep_dir),
+            trial_dir=relative(t.path, sweep_dir)))
+    rows = objective.ranked(rows, lambda r: r.objective, usable=lambda r: r.usable, tie=lambda r: r.trial_id)
+    for rank, row in enumerate(rows, 1):
+        row.rank = rank
+    return rows
