@@ -6,7 +6,6 @@ the best-so-far weights; a weights file (best.pt, an export's model.pt) holds on
 """
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError
+from core.files import atomic_file
 
 CHECKPOINT_FORMAT = "polyp-kd-tune/checkpoint/v1"
 WEIGHTS_FILENAME = "model.pt"
@@ -24,9 +24,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write via a temporary file and rename, so a crash never leaves a truncated checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
     return path
 
 

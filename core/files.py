@@ -43,13 +43,21 @@ def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write a file (text as UTF-8) whole or not at all: a reader, or a crash, never leaves half of it."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; on success it becomes `path`, on any exception it is
+    deleted and `path` is left as it was. A reader, or a crash, never sees half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write a file whole or not at all (text as UTF-8)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)

@@ -1,9 +1,12 @@
 """Shared fixtures: tiny synthetic datasets made on the fly and a tiny trained teacher."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -67,3 +70,18 @@ def student_checkpoint(demo_root, tmp_path_factory) -> Path:
     for _ in trainer.epochs():
         pass
     return trainer.save_best(save_dir / "run" / "best.pt")
+
+
+def heavy_modules_imported(module: str, args: list[str]) -> tuple[list[str], str]:
+    """Run `python -m module args` in a fresh interpreter; return which of Ray's and the sweep driver's
+    modules it imported, and its output. Readers of a sweep and inference must import neither."""
+    probe = (f"import runpy, sys\nsys.argv = [{module!r}] + {args!r}\ncode = 0\n"
+             f"try:\n    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+             f"except SystemExit as exit:\n    code = exit.code\n"
+             f"bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'tune.sweep')))\n"
+             f"print('EXIT', code, 'IMPORTED', bad)")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("EXIT ")), "")
+    bad = ast.literal_eval(line.split("IMPORTED ", 1)[1]) if line else ["(probe failed)"]
+    return bad, run.stdout + run.stderr

@@ -125,7 +125,7 @@ def test_dry_run_sweep_uploads_a_local_teacher_and_the_job_reads_it_from_the_sto
     space = local_teacher_space(tmp_path, teacher_checkpoint)
     out = launch("--dry-run", "--storage", "s3://bucket/sweeps", "sweep", "--space", str(space))
     assert out.returncode == 0, out.stderr
-    upload = next(line for line in out.stdout.splitlines() if "-m tune.storage upload" in line)
+    upload = next(line for line in out.stdout.splitlines() if "-m tune.cluster.storage upload" in line)
     match = re.search(rf"upload {re.escape(str(teacher_checkpoint))} (s3://bucket/sweeps/teachers/[0-9a-f]{{16}}/best.pt)$",
                       upload.strip())
     assert match, upload

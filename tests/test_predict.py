@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import heavy_modules_imported
 
 from core.data import discover, read_image, read_mask
 from core.export import export_run
@@ -197,3 +198,11 @@ def test_demo_app_serves_the_page_and_segments_an_upload_offline(onnx_predictor,
         assert "Polyp area" in text and "SYNTHETIC" in html
     finally:
         demo.close()
+
+
+def test_predict_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep(export_dir, demo_root, tmp_path):
+    images = demo_root / "TestDataset" / "Kvasir" / "images"
+    bad, output = heavy_modules_imported("tune.best", ["predict", "--model", str(export_dir), str(images),
+                                                       "--out", str(tmp_path / "out")])
+    assert bad == [] and "EXIT 0" in output, output[-2000:]
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == len(list(images.iterdir()))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import heavy_modules_imported
 
 from tune import search as search_cli
 from tune.objective import Objective
@@ -86,6 +87,13 @@ def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(small_sweep):
         assert f"<h3>{kind}</h3>" in gallery
     assert gallery.count("<figure>") >= 3 and "Dice" in gallery
     assert 'id="parallel"' in page and 'id="curves"' in page and "<img" in section(page, "curves")
+
+
+def test_report_rebuilt_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep(small_sweep):
+    (small_sweep / "report.html").unlink()
+    bad, output = heavy_modules_imported("tune.report", ["--sweep", str(small_sweep)])
+    assert bad == [] and "EXIT 0" in output, output[-2000:]
+    assert "Confirmation and verdict" in (small_sweep / "report.html").read_text()
 
 
 def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(small_sweep, capsys, tmp_path):

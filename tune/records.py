@@ -166,8 +166,22 @@ class TrialState:
     history: list[dict[str, Any]]   # one entry per reported result: epoch, val_dice, val_iou
 
 
+class _OfASample:
+    """A record of one sampled configuration: its arm and its parameters by config key."""
+
+    sampled: Sampled
+
+    @property
+    def arm(self) -> str:
+        return self.sampled.arm
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.sampled.params
+
+
 @dataclass
-class TrialRow:
+class TrialRow(_OfASample):
     """One search trial as the leaderboard shows it."""
 
     trial_id: str
@@ -186,15 +200,6 @@ class TrialRow:
     checkpoint: str = ""              # relative to the sweep folder where local
     trial_dir: str = ""
     rank: int = 0
-
-    @property
-    def arm(self) -> str:
-        return self.sampled.arm
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """By config key (branch prefixes removed)."""
-        return self.sampled.params
 
     @property
     def usable(self) -> bool:
@@ -280,7 +285,7 @@ def _parse_cell(value: str) -> Any:
 # --- confirmation -------------------------------------------------------------------------------------
 
 @dataclass
-class Candidate:
+class Candidate(_OfASample):
     """A configuration chosen from the search for confirmation."""
 
     name: str                   # e.g. kd-1 (best KD trial of the search), baseline-1
@@ -288,14 +293,6 @@ class Candidate:
     sampled: Sampled            # exactly what Optuna sampled, arm included
     search_value: float         # its objective value in the search (possibly at a partial budget)
     search_epochs: int
-
-    @property
-    def arm(self) -> str:
-        return self.sampled.arm
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.sampled.params
 
 
 @dataclass

@@ -23,7 +23,7 @@ from core.errors import UserError
 from core.train import Trainer
 from tune.space import SearchSpace, rungs
 
-CLUSTER_FILE = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER_FILE = Path(__file__).resolve().parents[2] / "cluster.yaml"
 # AWS on-demand list prices, USD per hour, Linux, us-west-2 (cluster.yaml's region); spot is usually
 # well below. A type missing here is shown without a cost.
 ON_DEMAND_USD_PER_HOUR = {"m5.xlarge": 0.192, "g5.xlarge": 1.006, "g5.12xlarge": 5.672}

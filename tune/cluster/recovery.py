@@ -11,6 +11,7 @@ import json
 import posixpath
 
 import pyarrow.fs as pafs
+from ray.tune import ExperimentAnalysis
 
 from tune.records import CHECKPOINT_FILE, EPOCH_FILE
 
@@ -42,8 +43,6 @@ def newest_checkpoint_beside(fs: pafs.FileSystem, folder: str) -> str | None:
 
 def restore_recorded_checkpoints(experiment: str) -> list[str]:
     """Repair every unfinished trial of the Ray experiment at `experiment` (a path or URI); one line each."""
-    from ray.tune import ExperimentAnalysis
-
     notes = []
     for trial in ExperimentAnalysis(experiment).trials:
         checkpoint = trial.checkpoint

@@ -4,13 +4,14 @@ of a cluster reaches. Ray Tune writes trials there itself; these helpers move th
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from core.cache import build_once, default_cache_dir
-from core.errors import UserError
+from core.errors import UserError, cli_errors
 
 
 def is_uri(location: str | Path) -> bool:
@@ -77,10 +78,6 @@ def version(fs: pafs.FileSystem, path: str, location: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """`python -m tune.cluster.storage upload LOCAL LOCATION`: copy a local file or folder to a path or URI (what
     ./launch.sh sweep does with a teacher trained on this machine); an existing LOCATION is left as it is."""
-    import argparse
-
-    from core.errors import cli_errors
-
     parser = argparse.ArgumentParser(prog="python -m tune.cluster.storage", description=main.__doc__)
     parser.add_argument("command", choices=["upload"])
     parser.add_argument("local", type=Path)

@@ -13,6 +13,7 @@ from typing import Any
 from ray import tune
 
 from core.checkpoint import best_epoch
+from core.config import config_from_dict
 from core.data import discover
 from core.errors import UserError
 from core.evaluate import evaluate_test_sets, format_table
@@ -127,12 +128,13 @@ def score_baseline(run: SweepRun, baseline: Confirmed) -> dict[str, Any]:
 def score_checkpoint(folder: str, data_root: str | None = None) -> dict[str, Any]:
     """Score a trial checkpoint's best-validation weights on every test set present; with its best epoch
     (from the checkpoint's history), as best.json records them."""
-    model, state = load_model(str(Path(folder) / CHECKPOINT_FILE))
-    cfg = state["config"]
-    data = discover(data_root or cfg["data_root"])
-    report = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], resolve_device("auto"))
+    path = Path(folder) / CHECKPOINT_FILE
+    model, state = load_model(str(path))
+    cfg = config_from_dict(state["config"], source=f"{path}: config")
+    data = discover(data_root or cfg.data_root)
+    report = evaluate_test_sets(model, data, cfg.img_size, cfg.batch_size, resolve_device("auto"))
     best = best_epoch(state["history"])
-    return {"folder": folder, "config": cfg, "architecture": state["architecture"], "test": report,
+    return {"folder": folder, "config": cfg.to_dict(), "architecture": state["architecture"], "test": report,
             "synthetic_data": data.synthetic, "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"],
             "best_epoch": best["epoch"], "epochs_trained": state["epoch"]}
 

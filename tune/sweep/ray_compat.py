@@ -13,7 +13,9 @@ import warnings
 from typing import Any
 
 import ray
+from optuna.trial import TrialState as OptunaTrialState
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.tune import ExperimentAnalysis
 from ray.tune.search.optuna import OptunaSearch
 
 from core.config import TrainConfig
@@ -61,23 +63,21 @@ class TruthfulOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        from optuna.trial import TrialState
-
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         trial = self._ot_trials[trial_id]
         value = (result or {}).get(self.metric)
         if error or not result or result.get("diverged") or value is None or math.isnan(value):
-            self._ot_study.tell(trial, state=TrialState.FAIL)
+            self._ot_study.tell(trial, state=OptunaTrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         # The result ASHA stopped a trial on reaches the searcher here only, not through on_trial_result:
         # record it, so the pruned trial's last intermediate value is its value at that rung.
         self.on_trial_result(trial_id, result)
         if int(result.get("epoch", 0)) >= self.max_t:
-            self._ot_study.tell(trial, float(value), state=TrialState.COMPLETE)
+            self._ot_study.tell(trial, float(value), state=OptunaTrialState.COMPLETE)
         else:
-            self._ot_study.tell(trial, state=TrialState.PRUNED)
+            self._ot_study.tell(trial, state=OptunaTrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 
@@ -178,8 +178,6 @@ def recorded_trials(experiment: str) -> list[TrialState]:
     After a Ctrl-C, `Tuner.fit()` returns trials it has just marked TERMINATED in memory, which reads like
     a finished sweep; Ray snapshots the state before that cleanup, so the snapshot still says which trials
     were RUNNING or PENDING, i.e. interrupted."""
-    from ray.tune import ExperimentAnalysis
-
     analysis = ExperimentAnalysis(experiment)
     out = []
     for trial in analysis.trials:

@@ -1,0 +1,91 @@
+"""The project's shape holds: no import circle among its modules, no Ray in core/ nor on the paths that only
+read a finished sweep or run an exported model, and no function over 60 lines in core/ or tune/."""
+import ast
+from pathlib import Path
+
+from conftest import heavy_modules_imported
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "tune")
+MAX_FUNCTION_LINES = 60
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The project modules `path` imports, anywhere in the file (an import inside a function is still one)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        out.update(n for n in names if n in known)
+    return out
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_module_imports_itself_through_others():
+    found = modules()
+    # A package's __init__ is imported before its modules; an edge to it is not a dependency on them.
+    graph = {name: {m for m in imports_of(path, set(found)) if m != name} for name, path in found.items()}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_core_never_imports_ray():
+    for name, path in modules().items():
+        if name.startswith("core"):
+            text = path.read_text()
+            assert "import ray" not in text and "from ray" not in text, name
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long
+
+
+def test_a_missing_sweep_is_reported_without_importing_ray_or_the_sweep():
+    for module, args in (("tune.best", ["show", "--sweep", "nowhere"]), ("tune.report", ["--sweep", "nowhere"])):
+        bad, output = heavy_modules_imported(module, args)
+        assert bad == [] and "nowhere" in output, output[-2000:]
