@@ -29,22 +29,12 @@ from tqdm import tqdm
 from core.checkpoint import resolve_checkpoint_path
 from core.config import TrainConfig
 from core.data import SamplePair, normalize, read_image, read_mask, to_tensor
-from core.files import atomic_folder
+from core.files import atomic_folder, default_cache_dir
 
 # 2: files decoded completely (truncation is an error), 0/1 masks read as binary, TIFFs via tifffile.
 CACHE_VERSION = "2"
 BUILD_RECORD = "complete.json"  # written last: {file: {size, ends_sha256}} of a finished build
-CACHE_ENV = "POLYP_KD_TUNE_CACHE"
 BUILD_LOG = "builds.jsonl"    # one line per finished build, beside the cache folders of its kind
-
-
-def default_cache_dir() -> Path:
-    """$POLYP_KD_TUNE_CACHE, else ~/.cache/polyp-kd-tune: on local disk of each node, never shared storage."""
-    if os.environ.get(CACHE_ENV):
-        # $VARS expand where the cache is used: one setting names a folder per node even where nodes share a
-        # disk (tests/test_autoscaling.py keys each fake node's cache by its node id this way).
-        return Path(os.path.expandvars(os.environ[CACHE_ENV]))
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "polyp-kd-tune"
 
 
 @dataclass

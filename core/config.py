@@ -49,6 +49,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_split: str = "random"   # random | grouped (frames of one video stay on one side; core/split.py)
     val_group_pattern: str = DEFAULT_GROUP_PATTERN
+    val_groups: str | None = None  # grouped only: a CSV of stem,group rows that replaces the found groups
     split_seed: int = 42        # the validation split; fixed while `seed` varies across repeated runs
     num_workers: int = 2
     device: str = "auto"

@@ -1,7 +1,8 @@
 """Polyp data: discover the PraNet layout, pair images with masks, split train/val, augment and load.
 
 `python -m core.data demo --out DIR` writes the embedded synthetic dataset (see core/synthetic.py);
-`python -m core.data check --data-root D` decodes every file and reports what it found.
+`python -m core.data check --data-root D` decodes every file and reports what it found;
+`python -m core.data split --data-root D --out FILE` writes the validation stems training will use.
 Hyperparameters are chosen on a validation split carved out of TrainDataset; test sets only report.
 """
 from __future__ import annotations
@@ -19,7 +20,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from core import augment, image_files
+from core.config import config_from_dict
 from core.errors import UserError, cli_errors
+from core.files import write_file_atomic
+from core.split import VAL_SPLITS, training_split
 from core.synthetic import SYNTHETIC_MARKER, TEST_SET_NAMES, write_demo_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -347,6 +351,24 @@ def check_files(data: PolypData, progress: bool = False) -> CheckReport:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    with cli_errors():
+        if args.command == "demo":
+            _demo_command(args)
+        elif args.command == "split":
+            _split_command(args)
+        else:
+            data = discover(args.data_root)
+            print(data.describe())
+            report = check_files(data, progress=sys.stderr.isatty())
+            print(f"decoded all {report.files} files completely; training masks: "
+                  f"{100 * report.train_foreground:.1f} % polyp pixels, {report.empty_train_masks} of "
+                  f"{len(data.train)} empty")
+            if report.warning():
+                print(report.warning(), file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="write the deterministic SYNTHETIC polyp-like demo dataset")
@@ -357,27 +379,42 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo.add_argument("--seed", type=int, default=0)
     check = sub.add_parser("check", help="decode every file under a data root and report what is there")
     check.add_argument("--data-root", default="dataset")
-    args = parser.parse_args(argv)
-    with cli_errors():
-        if args.command == "demo":
-            if args.size < 32 or args.train < 2 or args.test < 1:
-                raise UserError("demo: need --size >= 32, --train >= 2, --test >= 1")
-            try:
-                out = write_demo_dataset(args.out, size=args.size, n_train=args.train,
-                                         n_test=args.test, seed=args.seed)
-            except FileExistsError as err:
-                raise UserError(f"{args.out}: {err}; choose another --out or delete it") from None
-            print(f"wrote SYNTHETIC demo data (not real polyps) to {out}: {args.train} train, "
-                  f"{args.test} per test set, {args.size}px, seed {args.seed}")
-        else:
-            data = discover(args.data_root)
-            print(data.describe())
-            report = check_files(data, progress=sys.stderr.isatty())
-            print(f"decoded all {report.files} files completely; training masks: "
-                  f"{100 * report.train_foreground:.1f} % polyp pixels, {report.empty_train_masks} of "
-                  f"{len(data.train)} empty")
-            if report.warning():
-                print(report.warning(), file=sys.stderr)
+    # Unset split options stay None, so TrainConfig's defaults apply: the split training would use.
+    split = sub.add_parser("split", help="write the validation stems training would use, one per line")
+    split.add_argument("--data-root", help="data root holding TrainDataset (default: TrainConfig's)")
+    split.add_argument("--val-split", choices=VAL_SPLITS)
+    split.add_argument("--val-fraction", type=float)
+    split.add_argument("--split-seed", type=int)
+    split.add_argument("--val-groups", help="CSV of stem,group rows that replaces the found groups")
+    split.add_argument("--out", required=True, help="file to write the validation stems to")
+    return parser
+
+
+def _demo_command(args: argparse.Namespace) -> None:
+    if args.size < 32 or args.train < 2 or args.test < 1:
+        raise UserError("demo: need --size >= 32, --train >= 2, --test >= 1")
+    try:
+        out = write_demo_dataset(args.out, size=args.size, n_train=args.train, n_test=args.test, seed=args.seed)
+    except FileExistsError as err:
+        raise UserError(f"{args.out}: {err}; choose another --out or delete it") from None
+    print(f"wrote SYNTHETIC demo data (not real polyps) to {out}: {args.train} train, "
+          f"{args.test} per test set, {args.size}px, seed {args.seed}")
+
+
+def _split_command(args: argparse.Namespace) -> None:
+    given = {"data_root": args.data_root, "val_split": args.val_split, "val_fraction": args.val_fraction,
+             "split_seed": args.split_seed, "val_groups": args.val_groups}
+    cfg = config_from_dict({k: v for k, v in given.items() if v is not None}, source="core.data split")
+    split = training_split(cfg, discover(cfg.data_root).train)
+    val = [p.stem for p in split.val]
+    try:
+        write_file_atomic(args.out, "".join(f"{stem}\n" for stem in val))
+    except OSError as err:
+        raise UserError(f"{args.out}: cannot write it ({err.strerror}); choose another --out") from None
+    largest = max(split.groups, key=len)
+    print(f"{cfg.val_split} split of {cfg.data_root}: {len(split.groups)} groups (largest: {len(largest)} of "
+          f"{len(split.train) + len(val)}, first {largest[0]}); {len(split.train)} train, {len(val)} validation "
+          f"(val_fraction {cfg.val_fraction}, split_seed {cfg.split_seed}); validation stems written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Writing outputs safely: a folder is built in a temporary sibling, a file written beside itself, then
-renamed into place.
+"""Where outputs go and how they are written: a folder is built in a temporary sibling, a file beside
+itself, then renamed into place; node-local caches live under `default_cache_dir()`.
 
 Readers never see a half-written folder, and the result has normal permissions (`tempfile.mkdtemp`
 creates mode 0700, which hides exports and caches from the other users of a shared machine).
@@ -61,3 +61,15 @@ def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+CACHE_ENV = "POLYP_KD_TUNE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$POLYP_KD_TUNE_CACHE, else ~/.cache/polyp-kd-tune: on local disk of each node, never shared storage."""
+    if os.environ.get(CACHE_ENV):
+        # $VARS expand where the cache is used: one setting names a folder per node even where nodes share a
+        # disk (tests/test_autoscaling.py keys each fake node's cache by its node id this way).
+        return Path(os.path.expandvars(os.environ[CACHE_ENV]))
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "polyp-kd-tune"

@@ -7,7 +7,7 @@ GPUs allow, each node builds its caches once, and the workers are removed once t
 Fake nodes are processes on this machine (ray/autoscaler/_private/fake_multi_node): they share one
 filesystem, so a node-local cache is made per node by naming it after the node's id, which Ray hands every
 fake node's processes in RAY_OVERRIDE_NODE_ID_FOR_TESTING: POLYP_KD_TUNE_CACHE=.../node-$RAY_OVERRIDE_...
-(core.cache.default_cache_dir expands it on the node). Each cache build appends a line to its kind's
+(core.files.default_cache_dir expands it on the node). Each cache build appends a line to its kind's
 builds.jsonl, which counts the builds per node.
 
 `ray.cluster_utils.AutoscalingCluster` is not used: its start() and shutdown() run `ray stop --force`,

@@ -1,7 +1,10 @@
 """The demo space's sweep, shrunk and run one trial at a time (so Optuna sees results in a fixed order),
-gives the same leaderboard, confirmation and winner as the code before tune/ was redesigned: the values
-in tests/data/demo_golden.json were recorded from that code (commit fe8f2f1) with this very test
-(`RECORD_GOLDEN=1 pytest tests/test_demo_golden.py` rewrites them; do that only for an intended change).
+gives the recorded leaderboard, selection, verdict and winner: a change of structure must not change them.
+
+tests/data/demo_golden.json was recorded from the code before tune/ was redesigned (commit fe8f2f1), and the
+redesign reproduced it exactly (commit 0d72a81); it was recorded again for the honest verdict (per-arm
+searches, selection and verdict on fresh seeds), an intended change. `RECORD_GOLDEN=1 pytest
+tests/test_demo_golden.py` rewrites it; do that only for an intended change of results.
 """
 import csv
 import json
@@ -24,7 +27,7 @@ def demo_space(data_root: Path, cache_dir: Path) -> dict:
     space["search"].update(num_samples=4, max_concurrent_trials=1)
     space["asha"] = {"max_t": 3, "grace_period": 1, "reduction_factor": 2}
     space["resources"] = {"cpu": 1}
-    space["confirm"] = {"top_k": 1, "seeds": 2}
+    space["confirm"] = {"top_k": 1, "seeds": 2, "verdict_seeds": 2}
     space["teacher"]["train"] = {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}
     return space
 
@@ -43,8 +46,9 @@ def sweep_values(sweep_dir: Path) -> dict:
                             "values": [round(v, 9) for v in c["values"]]} for c in best["confirmation"]),
                           key=lambda c: c["name"])
     return {"trials": trials, "confirmation": confirmation, "winner": best["winner"],
-            "best_val_dice": round(best["best_val_dice"], 9),
-            "verdict_diff": round(best["kd_vs_baseline"]["diff_mean"], 9)}
+            "best_val_dice": round(best["best_val_dice"], 9), "estimate": round(best["estimate"]["mean"], 9),
+            "verdict_diff": round(best["kd_vs_baseline"]["diff_mean"], 9),
+            "verdict_outcome": best["kd_vs_baseline"]["outcome"]}
 
 
 def test_demo_sweep_gives_the_recorded_leaderboard_and_winner(demo_root, tmp_path):

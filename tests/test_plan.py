@@ -1,4 +1,4 @@
-"""tune/plan.py: ASHA simulated as Ray runs it, packing and cost from cluster.yaml, and the expected
+"""tune/cluster/plan.py: ASHA simulated as Ray runs it, packing and cost from cluster.yaml, and the expected
 trial-epochs of the demo space's schedule against a real sweep's."""
 from __future__ import annotations
 
@@ -83,8 +83,8 @@ def test_packing_and_cost_follow_cluster_yaml():
     assert row["workers"] == 2 and row["concurrency"] == 4
     hours = row["wall"] / 3600
     assert row["cost"] == pytest.approx(hours * (0.192 + 2 * 1.006) + shape.idle_timeout_minutes / 60 * 2 * 1.006)
-    # Confirmation: (top_k 3 + the best control configuration) x 3 seeds x 40 epochs.
-    assert plan.confirm_epochs == 4 * 3 * 40
+    # Selection: top_k 3 of each of 2 arms x 3 seeds; verdict: 3 configurations x 8 fresh seeds; 40 epochs each.
+    assert plan.confirm_epochs == (3 * 2 * 3 + 3 * 8) * 40
 
 
 def test_a_trial_that_fits_no_worker_type_is_an_error():
@@ -99,7 +99,7 @@ def test_plan_cli_prints_epochs_wall_time_and_cost_without_starting_ray(capsys):
     search_cli.main(["--space", "kd.yaml", "--plan", "--epoch-seconds", "45", "--workers", "3"])
     out = capsys.readouterr().out
     assert not ray.is_initialized()
-    assert "expected" in out and "trial-epochs" in out and "480 trial-epochs" in out
+    assert "expected" in out and "trial-epochs" in out and "1680 trial-epochs" in out
     for worker in cluster_shape().workers:
         line = next(line for line in out.splitlines() if line.strip().startswith(worker.name))
         assert worker.instance in line and "$" in line

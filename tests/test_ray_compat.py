@@ -2,7 +2,7 @@
 import optuna
 from optuna.trial import TrialState
 
-from tune.sampling import BASELINE_PREFIX, DefineByRun
+from tune.sampling import DefineByRun
 from tune.space import Parameter
 from tune.sweep.ray_compat import TruthfulOptunaSearch
 
@@ -10,8 +10,8 @@ PARAMETERS = [Parameter("alpha", "uniform", low=0.1, high=0.9),
               Parameter("learning_rate", "loguniform", low=1e-4, high=1e-2)]
 
 
-def searcher(baseline_trials=()):
-    return TruthfulOptunaSearch(space=DefineByRun(PARAMETERS, set(baseline_trials)), metric="best_val_dice",
+def searcher():
+    return TruthfulOptunaSearch(space=DefineByRun(PARAMETERS), metric="best_val_dice",
                                 mode="max", sampler=optuna.samplers.RandomSampler(seed=0), max_t=4)
 
 
@@ -35,8 +35,28 @@ def test_asha_stopped_trials_are_pruned_with_values_per_epoch():
     assert trials[2].state == TrialState.FAIL and trials[3].state == TrialState.FAIL
 
 
-def test_control_arm_trials_sample_no_distillation_parameters():
-    s = searcher(baseline_trials={1})
-    kd, baseline = s.suggest("a"), s.suggest("b")
-    assert kd["arm"] == "kd" and set(kd) == {"arm", "alpha", "learning_rate"}
-    assert baseline == {"arm": "baseline", BASELINE_PREFIX + "learning_rate": baseline[BASELINE_PREFIX + "learning_rate"]}
+def arm_searchers(tmp_path):
+    """The search stage's own Optuna searcher and ASHA for each arm of the demo space."""
+    from tune.records import SweepPaths
+    from tune.space import load_space
+    from tune.sweep.runtime import SweepRun
+    from tune.sweep.search import tune_config
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run = SweepRun(load_space("demo"), SweepPaths.local(tmp_path), use_gpu=False, wandb_mode="disabled")
+    return {arm: tune_config(run, arm, 4) for arm in ("kd", "baseline")}
+
+
+def test_each_arm_has_its_own_sampler_and_scheduler(tmp_path):
+    arms = arm_searchers(tmp_path / "a")
+    kd, baseline = arms["kd"], arms["baseline"]
+    assert kd.scheduler is not baseline.scheduler
+    assert kd.search_alg._ot_study.study_name == "demo" and baseline.search_alg._ot_study.study_name == "demo.baseline"
+    # KD trials report very different values; the baseline arm's proposals are what they would be without them.
+    for i in range(4):
+        kd.search_alg.suggest(f"kd{i}")
+        kd.search_alg.on_trial_complete(f"kd{i}", {"best_val_dice": 0.9 if i % 2 else 0.1, "epoch": 12})
+    with_kd = [baseline.search_alg.suggest(f"b{i}") for i in range(3)]
+    alone = [arm_searchers(tmp_path / "b")["baseline"].search_alg.suggest("b0")]
+    assert with_kd[0] == alone[0]
+    assert all(p["arm"] == "baseline" and not {"alpha", "temperature"} & set(p) for p in with_kd)

@@ -42,7 +42,7 @@ def small_sweep(demo_root, teacher_checkpoint, tmp_path_factory):
         "resources": {"cpu": 1},
         "teacher": {"checkpoint": str(teacher_checkpoint)},
         "control": {"baseline": True, "fraction": 0.25},
-        "confirm": {"top_k": 1, "seeds": 2},
+        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
         "wandb": {"mode": "disabled"},
     }
     (tmp / "page.yaml").write_text(yaml.safe_dump(space))
@@ -93,7 +93,7 @@ def test_report_rebuilt_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep
     (small_sweep / "report.html").unlink()
     bad, output = heavy_modules_imported("tune.report", ["--sweep", str(small_sweep)])
     assert bad == [] and "EXIT 0" in output, output[-2000:]
-    assert "Confirmation and verdict" in (small_sweep / "report.html").read_text()
+    assert "Selection, estimate and verdict" in (small_sweep / "report.html").read_text()
 
 
 def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(small_sweep, capsys, tmp_path):

@@ -4,7 +4,7 @@ import optuna
 from test_space import VALID, write
 
 from core.config import teacher_only_keys
-from tune.sampling import BASELINE_PREFIX, DefineByRun, Sampled, candidate_config, trial_config
+from tune.sampling import DefineByRun, Sampled, candidate_config, trial_config
 from tune.space import load_space
 
 
@@ -31,16 +31,15 @@ def test_trial_config_maps_branch_names_back_to_config_keys(tmp_path):
 
 def test_control_arm_trial_trains_the_student_without_a_teacher():
     space = load_space("demo")
-    cfg = trial_config({"arm": "baseline", "arm=baseline@learning_rate": 2e-3,
-                        "arm=baseline@student_backbone": "resnet18"}, space.base_config())
+    cfg = trial_config({"arm": "baseline", "learning_rate": 2e-3, "student_backbone": "resnet18"},
+                       space.base_config())
     assert (cfg.mode, cfg.learning_rate, cfg.student_backbone, cfg.teacher_checkpoint) == \
         ("baseline", 2e-3, "resnet18", None)
     assert trial_config({"arm": "kd", "alpha": 0.3}, space.base_config()).mode == "distillation"
 
 
 def test_sampled_params_read_clean_config_keys():
-    sampled = Sampled("baseline", {"arm=baseline@learning_rate": 2e-3,
-                                   "arm=baseline@student_backbone=resnet18@weight_decay": 1e-5})
+    sampled = Sampled("baseline", {"learning_rate": 2e-3, "student_backbone=resnet18@weight_decay": 1e-5})
     assert sampled.params == {"learning_rate": 2e-3, "weight_decay": 1e-5}
     assert Sampled.from_ray(sampled.to_ray()) == sampled
 
@@ -56,7 +55,7 @@ def test_control_arm_never_samples_a_teacher_only_key():
     space = load_space("demo")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    arm = DefineByRun(space.parameters, baseline_trials={0})(trial)
-    assert arm == {"arm": "baseline"} and all(k.startswith(BASELINE_PREFIX) for k in trial.params)
+    arm = DefineByRun(space.parameters, "baseline")(trial)
+    assert arm == {"arm": "baseline"}
     sampled_keys = set(Sampled("baseline", trial.params).params)
     assert sampled_keys == {"learning_rate", "student_backbone"} and not sampled_keys & teacher_only_keys()

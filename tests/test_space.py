@@ -1,4 +1,3 @@
-import optuna
 import pytest
 import yaml
 
@@ -96,10 +95,10 @@ def test_bare_name_resolves_in_search_spaces_and_unknown_lists_them():
 def test_distillation_spaces_get_a_control_arm_and_confirmation_by_default(tmp_path):
     kd = {**VALID, "base": {**VALID["base"], "mode": "distillation"}, "search": {"num_samples": 8}}
     space = load_space(write(tmp_path, kd))
-    assert space.has_control and (space.confirm.top_k, space.confirm.seeds) == (3, 3)
-    assert space.baseline_trial_numbers() == {3, 7}  # 25 % of 8, spread out
+    assert space.has_control and (space.confirm.top_k, space.confirm.seeds, space.confirm.verdict_seeds) == (3, 3, 8)
+    assert space.arm_trials() == {"kd": 4, "baseline": 4}  # the same search effort for each arm
     off = load_space(write(tmp_path, {**kd, "control": None, "confirm": None}))
-    assert not off.has_control and off.confirm is None and not off.baseline_trial_numbers()
+    assert not off.has_control and off.confirm is None and off.arm_trials() == {"kd": 8}
     assert load_space(write(tmp_path, VALID)).confirm is None  # baseline spaces: only when asked
 
 

@@ -20,6 +20,7 @@ from tune import search as search_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
+RAY_EXPERIMENTS = ("trials", "control", "confirm", "verdict")  # the sweep's Ray experiment folders
 
 
 def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, **changes) -> dict:
@@ -40,7 +41,7 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
         "resources": {"cpu": 1},
         "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
         "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
-        "confirm": {"top_k": 1, "seeds": 2},
+        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
     }
     space.update(changes)
     return space
@@ -96,8 +97,9 @@ def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
     # Ranked by exactly the objective (best_val_dice here).
     values = [float(r["objective"]) for r in rows]
     assert values == sorted(values, reverse=True) and values == [float(r["best_val_dice"]) for r in rows]
-    # The control arm: 25 % of 6 trials, the same students without a teacher.
-    assert sorted(r["arm"] for r in rows).count("baseline") == 2
+    # The control arm: half of 6 trials, the same students without a teacher, searched on its own.
+    assert sorted(r["arm"] for r in rows).count("baseline") == 3
+    assert len(list((finished_sweep / "control").glob("*/result.json"))) == 3
     assert all(r["param:alpha"] == "" for r in rows if r["arm"] == "baseline")
     for name in ("space.yaml", "sweep.json", "curves.png", "parallel_coordinates.png", "teacher/best.pt",
                  "optuna.journal", "search.json"):
@@ -109,13 +111,15 @@ def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
 
     from tune.sweep.study import journal_storage
     rows = read_rows(finished_sweep)
-    study = optuna.load_study(study_name="tiny", storage=journal_storage(finished_sweep))
-    states = [t.state.name for t in study.trials]
-    assert len(states) == 6
-    assert states.count("PRUNED") == sum(r["end"] == "stopped by ASHA" for r in rows)
-    assert states.count("COMPLETE") == sum(r["end"] == "finished" for r in rows)
-    for trial in study.trials:  # one intermediate value per epoch, at step = epoch
-        assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
+    for arm, name in (("kd", "tiny"), ("baseline", "tiny.baseline")):  # one study per arm
+        study = optuna.load_study(study_name=name, storage=journal_storage(finished_sweep))
+        states = [t.state.name for t in study.trials]
+        mine = [r for r in rows if r["arm"] == arm]
+        assert len(states) == len(mine) == 3
+        assert states.count("PRUNED") == sum(r["end"] == "stopped by ASHA" for r in mine)
+        assert states.count("COMPLETE") == sum(r["end"] == "finished" for r in mine)
+        for trial in study.trials:  # one intermediate value per epoch, at step = epoch
+            assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
 
 
 def test_trials_checkpoint_at_the_policy_epochs_and_where_they_ended(finished_sweep):
@@ -134,7 +138,7 @@ def test_every_trial_used_the_one_sweep_teacher(finished_sweep):
     for params in (finished_sweep / "trials").glob("*/params.json"):
         assert "teacher_checkpoint" not in json.loads(params.read_text())
     configs = [torch.load(c, weights_only=True)["config"]
-               for c in (finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt")]
+               for arm in ("trials", "control") for c in (finished_sweep / arm).glob("*/checkpoint_*/trainer.pt")]
     assert configs and all(c["teacher_checkpoint"] == teacher for c in configs if c["mode"] == "distillation")
     assert all(c["teacher_checkpoint"] is None for c in configs if c["mode"] == "baseline")
     assert {c["mode"] for c in configs} == {"distillation", "baseline"}
@@ -148,24 +152,29 @@ def test_trials_on_one_node_share_one_cache(finished_sweep):
     assert all(torch.load(c, weights_only=True)["config"]["teacher_logits"] == "cached" for c in trained)
 
 
-def test_winner_is_confirmed_over_seeds_with_a_verdict(finished_sweep):
+def test_winner_is_selected_and_estimated_on_different_seeds_with_a_verdict(finished_sweep):
     best = json.loads((finished_sweep / "best.json").read_text())
     confirmation = best["confirmation"]
-    assert [c["arm"] for c in confirmation].count("kd") == 1 and len(confirmation) == 2
-    for c in confirmation:
-        assert c["seeds"] == [42, 43] and len(c["values"]) == 2
+    assert sorted(c["arm"] for c in confirmation) == ["baseline", "kd"]  # top 1 of each arm
+    for c in confirmation:  # selection seeds: never the search's seed (42)
+        assert c["seeds"] == [43, 44] and len(c["values"]) == 2
         assert c["mean"] == pytest.approx(sum(c["values"]) / 2)
         assert c["ci95"][0] <= c["mean"] <= c["ci95"][1]
-    winner = confirmation[0]  # ranked by confirmed mean
-    assert best["winner"] == winner["name"] and best["confirmed_mean"] == pytest.approx(winner["mean"])
-    assert max(c["mean"] for c in confirmation) == pytest.approx(winner["mean"])
-    assert best["best_val_dice"] == pytest.approx(max(winner["val_dice"]))  # its best seed is exported
+    winner = confirmation[0]  # ranked by selection mean
+    assert best["winner"] == winner["name"] and best["selection_mean"] == pytest.approx(winner["mean"])
+    runs = {r["name"]: r for r in best["verdict_runs"]}
+    assert all(r["seeds"] == [45, 46] for r in runs.values())  # fresh: neither search nor selection seeds
+    estimate = best["estimate"]
+    assert estimate["seeds"] == [45, 46] and estimate["mean"] == pytest.approx(runs[best["winner"]]["mean"])
+    assert best["best_val_dice"] == pytest.approx(max(runs[best["winner"]]["val_dice"]))  # its best run exported
     verdict = best["kd_vs_baseline"]
-    kd = next(c for c in confirmation if c["arm"] == "kd")
-    base = next(c for c in confirmation if c["arm"] == "baseline")
-    assert verdict["seeds"] == 2
+    assert verdict["verdict_seeds"] == [45, 46] and verdict["n_valid"] == 2
+    assert verdict["outcome"] in ("helped", "hurt", "inconclusive", "none")
+    kd, base = runs[verdict["kd"]], runs[verdict["baseline"]]
     assert verdict["diff_mean"] == pytest.approx(kd["mean"] - base["mean"])
-    assert "over the same student without a teacher, 2 seeds" in verdict["sentence"]
+    assert f"on {verdict['student']}, 2 seeds" in verdict["sentence"] or verdict["outcome"] == "none"
+    kd_student = kd["params"].get("student_backbone", "mobilenet_v2")
+    assert base["params"].get("student_backbone", "mobilenet_v2") == kd_student == verdict["student"]
     # Test sets scored once, for the winner (and the baseline where it is not the winner).
     assert set(best["test"]["test_sets"]) == {"Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300",
                                               "ETIS-LaribPolypDB"}
@@ -173,12 +182,13 @@ def test_winner_is_confirmed_over_seeds_with_a_verdict(finished_sweep):
     # Paths in best.json are relative to the sweep folder (a copied sweep still exports).
     assert not Path(best["checkpoint"]).is_absolute()
     state = torch.load(finished_sweep / best["checkpoint"], weights_only=True)
-    assert state["epoch"] == 4 and state["config"]["seed"] == best["seed"]
+    assert state["epoch"] == 4 and state["config"]["seed"] == best["seed"] and best["seed"] in (45, 46)
 
 
 def test_no_trial_scores_or_logs_test_sets(finished_sweep):
-    results = list(finished_sweep.glob("trials/*/result.json")) + list(finished_sweep.glob("confirm/*/result.json"))
-    assert len(results) == 6 + 4
+    results = [p for d in RAY_EXPERIMENTS for p in finished_sweep.glob(f"{d}/*/result.json")]
+    verdict_runs = len(list(finished_sweep.glob("verdict/*/result.json")))
+    assert len(results) == 6 + 4 + verdict_runs and verdict_runs in (4, 6)
     for path in results:
         assert "test/" not in path.read_text(), path
 
@@ -186,8 +196,8 @@ def test_no_trial_scores_or_logs_test_sets(finished_sweep):
 def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
     runs = list((finished_sweep / "wandb").glob("offline-run-*"))
     trial_ids = {r["trial_id"] for r in read_rows(finished_sweep)}
-    confirm_ids = {json.loads(l)["trial_id"] for p in (finished_sweep / "confirm").glob("*/result.json")
-                   for l in p.read_text().splitlines()[:1]}
+    confirm_ids = {json.loads(l)["trial_id"] for d in RAY_EXPERIMENTS if d not in ("trials", "control")
+                   for p in (finished_sweep / d).glob("*/result.json") for l in p.read_text().splitlines()[:1]}
     summary = [run for run in runs if "-summary-" in run.name]
     assert len(summary) == 1
     assert {run.name.rsplit("-", 1)[-1] for run in runs if run not in summary} == trial_ids | confirm_ids
@@ -201,8 +211,7 @@ def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
             assert b"arm:kd" in record or b"arm:baseline" in record
     # Logging processes are reused from trial to trial: each run holds exactly its own trial's results.
     reported = {}
-    for result in list((finished_sweep / "trials").glob("*/result.json")) + list(
-            (finished_sweep / "confirm").glob("*/result.json")):
+    for result in [p for d in RAY_EXPERIMENTS for p in (finished_sweep / d).glob("*/result.json")]:
         rows = trial_reports(result)
         reported[rows[0]["trial_id"]] = [(r["epoch"], r["val_dice"]) for r in rows]
     for run in runs:
@@ -389,7 +398,7 @@ def test_diverged_trial_ends_at_once_as_failed_without_retry(demo_root, teacher_
 def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_root, teacher_checkpoint, tmp_path):
     space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="confirmkill",
                        teacher={"checkpoint": str(teacher_checkpoint)}, control=None,
-                       confirm={"top_k": 1, "seeds": 4})
+                       confirm={"top_k": 1, "seeds": 4, "verdict_seeds": 2})
     space["search"]["max_concurrent_trials"] = 1
     space_file, storage = tmp_path / "s.yaml", tmp_path / "results"
     confirm = storage / "confirmkill" / "confirm"
@@ -409,7 +418,7 @@ def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_r
         assert (trial / "progress.csv").read_text() == progress, f"{trial.name} was re-run"
     best = json.loads((storage / "confirmkill" / "best.json").read_text())
     (confirmed,) = best["confirmation"]
-    assert confirmed["seeds"] == [42, 43, 44, 45] and all(0 <= v <= 1 for v in confirmed["values"])
+    assert confirmed["seeds"] == [43, 44, 45, 46] and all(0 <= v <= 1 for v in confirmed["values"])
 
 
 def test_a_copied_sweep_folder_still_exports(finished_sweep, tmp_path):

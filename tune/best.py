@@ -64,12 +64,16 @@ def read_winner(sweep_dir: Path) -> Winner:
 
 def _selection(best: dict[str, Any]) -> str | None:
     """How the sweep chose its winner, in words, for the model card."""
-    if not best.get("confirmation"):
+    estimate = best.get("estimate")
+    if not best.get("confirmation") or not estimate:
         return None
     winner = next(c for c in best["confirmation"] if c["name"] == best["winner"])
-    lo, hi = winner["ci95"]
-    return (f"configuration {best['winner']}, chosen by its confirmed mean {winner['mean']:.4f} "
-            f"(95% CI {lo:.4f} … {hi:.4f}) over seeds {winner['seeds']}; this is its best seed, {best['seed']}")
+    lo, hi = estimate["ci95"]
+    return (f"configuration {best['winner']}, chosen by its mean {winner['mean']:.4f} over the selection seeds "
+            f"{winner['seeds']} (a maximum over candidates: it overstates); **estimated val Dice "
+            f"{estimate['mean']:.4f} (95% CI {lo:.4f} … {hi:.4f}) over {estimate['n_valid']} fresh seeds "
+            f"{estimate['seeds']}**; these weights are its best run of those, seed {best['seed']} (the "
+            f"validation Dice below is that run's: a selected maximum, not an estimate)")
 
 
 def show(sweep_dir: Path) -> None:
@@ -77,11 +81,17 @@ def show(sweep_dir: Path) -> None:
     best = read_best(sweep_dir)
     print(f"sweep {sweep_dir}")
     print(format_leaderboard(read_leaderboard(sweep_dir)))
-    if best.get("confirmation"):
-        print("\n" + format_confirmation([Confirmed.from_dict(c) for c in best["confirmation"]],
-                                          Objective(**best["objective"])))
+    objective = Objective(**best["objective"])
+    for stage, key in (("selection", "confirmation"), ("verdict", "verdict_runs")):
+        if best.get(key):
+            print("\n" + format_confirmation([Confirmed.from_dict(c) for c in best[key]], objective, stage))
     print(f"\nwinner: {best.get('winner', winner.trial_id)} (run {winner.trial_id}), val Dice "
-          f"{winner.best_val_dice:.4f}")
+          f"{winner.best_val_dice:.4f} (this run's)")
+    estimate = best.get("estimate")
+    if estimate:
+        lo, hi = estimate["ci95"]
+        print(f"estimate: val Dice {estimate['mean']:.4f} (95% CI {lo:.4f} … {hi:.4f}) over {estimate['n_valid']} "
+              f"fresh seeds {estimate['seeds']}")
     print(format_table(winner.test, title="winner on the test sets"))
     if winner.verdict:
         print(f"\nverdict: {winner.verdict}")

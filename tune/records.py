@@ -16,7 +16,7 @@ import os
 import posixpath
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ JOURNAL_FILE = "optuna.journal"     # the Optuna study (optuna-dashboard opens i
 REPORT_FILE = "report.html"
 CURVES_PNG = "curves.png"
 PARALLEL_PNG = "parallel_coordinates.png"
-TRIALS_DIRNAME = "trials"           # Ray's experiment of the search stage
-CONFIRM_DIRNAME = "confirm"         # Ray's experiment of the confirmation runs
+TRIALS_DIRNAME = "trials"           # Ray's experiment of the search (the main arm)
+CONTROL_DIRNAME = "control"         # Ray's experiment of the control arm's search
+CONFIRM_DIRNAME = "confirm"         # Ray's experiment of the selection runs
+VERDICT_DIRNAME = "verdict"         # Ray's experiment of the verdict runs (fresh seeds)
 TEACHER_DIRNAME = "teacher"
 WANDB_DIRNAME = "wandb"
 EXPORT_DIRNAME = "export"
@@ -69,6 +71,14 @@ class SweepPaths:
     @property
     def confirm(self) -> str:
         return join(self.shared, CONFIRM_DIRNAME)
+
+    @property
+    def verdict(self) -> str:
+        return join(self.shared, VERDICT_DIRNAME)
+
+    def search_experiment(self, arm: str) -> str:
+        """Where Ray keeps an arm's search: each arm is a Tuner of its own (its own sampler and ASHA)."""
+        return join(self.shared, TRIALS_DIRNAME if arm == "kd" else CONTROL_DIRNAME)
 
     def file(self, name: str) -> Path:
         return self.sweep_dir / name
@@ -163,7 +173,7 @@ class TrialState:
     path: str | None
     checkpoint_path: str | None
     error: str | None
-    history: list[dict[str, Any]]   # one entry per reported result: epoch, val_dice, val_iou
+    history: list[dict[str, Any]]   # one entry per reported result: epoch and validation metrics
 
 
 class _OfASample:
@@ -200,13 +210,19 @@ class TrialRow(_OfASample):
     checkpoint: str = ""              # relative to the sweep folder where local
     trial_dir: str = ""
     rank: int = 0
+    curve: dict[int, float] = field(default_factory=dict)   # the objective at each epoch it reported
+
+    def value_at(self, epoch: int) -> float:
+        """The objective after `epoch` epochs (NaN if the trial did not get there)."""
+        return self.curve.get(epoch, math.nan)
 
     @property
     def usable(self) -> bool:
         return self.end in ("finished", "stopped by ASHA") and not math.isnan(self.objective)
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: _nan_to_none(v) for k, v in asdict(self).items() if k != "sampled"}
+        out = {k: _nan_to_none(v) for k, v in asdict(self).items() if k not in ("sampled", "curve")}
+        out["curve"] = {str(k): _nan_to_none(v) for k, v in self.curve.items()}
         return {**out, "arm": self.arm, "params": self.params, "sampled": self.sampled.values}
 
     @classmethod
@@ -214,7 +230,7 @@ class TrialRow(_OfASample):
         values = {k: v for k, v in record.items() if k not in ("arm", "params", "sampled")}
         for key in ("objective", "best_val_dice", "best_val_iou", "last_val_dice"):
             values[key] = _none_to_nan(values[key])
-        values.pop("extra", None)  # written by versions before the records module; always empty
+        values["curve"] = {int(k): _none_to_nan(v) for k, v in (values.get("curve") or {}).items()}
         return cls(sampled=Sampled(record["arm"], record["sampled"]), **values)
 
 

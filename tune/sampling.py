@@ -2,8 +2,8 @@
 that knows its arm and maps Optuna's prefixed names back to config keys, and the config a Ray trial trains.
 
 Optuna's names are prefixed where one config key has several meanings: `student_backbone=resnet18@
-weight_decay` (a conditional parameter) and `arm=baseline@learning_rate` (the control arm), so that TPE
-models each branch and each arm separately. Nothing outside this module parses those names.
+weight_decay` (a conditional parameter), so that TPE models each branch separately; each arm has a study of
+its own. Nothing outside this module parses those names.
 """
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from tune.space import Parameter
 
 BRANCH_SEPARATOR = "@"
 ARMS = ("kd", "baseline")
-BASELINE_PREFIX = f"arm=baseline{BRANCH_SEPARATOR}"
 
 
 def param_name(key: str) -> str:
-    """The config key of an Optuna parameter name (`arm=baseline@student_backbone=resnet18@weight_decay`)."""
+    """The config key of an Optuna parameter name (`student_backbone=resnet18@weight_decay`)."""
     return key.rsplit(BRANCH_SEPARATOR, 1)[-1]
 
 
@@ -98,23 +97,18 @@ def suggest(parameter: Parameter, trial, prefix: str = "") -> dict[str, Any]:
 
 
 class DefineByRun:
-    """The Optuna define-by-run space. A module-level class (not a closure) because Ray pickles the
+    """One arm's Optuna define-by-run space. A module-level class (not a closure) because Ray pickles the
     searcher, space function included, to resume a sweep.
 
-    Trials whose number is in `baseline_trials` are the control arm: they sample only the parameters that
-    exist without a teacher (config fields not marked teacher-only), under their own names. The returned
-    constant `arm` lands in the trial config."""
+    The control arm (`baseline`) samples only the parameters that exist without a teacher (config fields
+    not marked teacher-only). The returned constant `arm` lands in the trial config."""
 
-    def __init__(self, parameters: list[Parameter], baseline_trials: set[int] | None = None):
+    def __init__(self, parameters: list[Parameter], arm: str = "kd"):
         self.parameters = parameters
-        self.baseline_trials = set(baseline_trials or ())
+        self.arm = arm
 
     def __call__(self, trial) -> dict[str, Any]:
-        if trial.number in self.baseline_trials:
-            for parameter in self.parameters:
-                if parameter.name not in teacher_only_keys():
-                    suggest(parameter, trial, prefix=BASELINE_PREFIX)
-            return {"arm": "baseline"}
         for parameter in self.parameters:
-            suggest(parameter, trial)
-        return {"arm": "kd"}
+            if self.arm != "baseline" or parameter.name not in teacher_only_keys():
+                suggest(parameter, trial)
+        return {"arm": self.arm}

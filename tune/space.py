@@ -20,8 +20,8 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     asha: {max_t: 30, grace_period: 5, reduction_factor: 3}
     resources: {cpu: 2, gpu: 0.5}  # per trial; gpu asked for on a cluster (--address) or a GPU machine
     teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
-    control: {baseline: true, fraction: 0.25}   # distillation spaces: no-teacher trials in the same search
-    confirm: {top_k: 3, seeds: 3}   # retrain the best configurations over seeds before naming a winner
+    control: {baseline: true, fraction: 0.5}    # distillation spaces: a no-teacher arm, its own search
+    confirm: {top_k: 3, seeds: 3, verdict_seeds: 8}   # select over seeds, then estimate on fresh ones
     wandb: {project: polyp-kd-tune, group: null, mode: offline}
     demo_data: {size: 64, train: 48, test: 8, seed: 0}   # generate synthetic data if data_root is missing
 """
@@ -136,13 +136,17 @@ class TeacherSettings:
 @dataclass
 class ControlSettings:
     baseline: bool = True     # distillation spaces only
-    fraction: float = 0.25    # share of the search's trials that are baseline trials (at least one)
+    # Share of the search's trials that are baseline trials (at least one). Half by default: the control arm
+    # gets the same search effort as distillation, or a verdict compares a searched KD with a barely
+    # searched baseline.
+    fraction: float = 0.5
 
 
 @dataclass
 class ConfirmSettings:
-    top_k: int = 3            # KD configurations retrained (plus the best baseline one)
-    seeds: int = 3            # training seeds per configuration
+    top_k: int = 3            # configurations of each arm retrained for selection
+    seeds: int = 3            # selection seeds per configuration (never the search's seed)
+    verdict_seeds: int = 8    # fresh seeds for the winner's estimate and the KD-vs-baseline verdict
 
 
 @dataclass
@@ -184,13 +188,14 @@ class SearchSpace:
     def has_control(self) -> bool:
         return self.distillation and self.control is not None and self.control.baseline
 
-    def baseline_trial_numbers(self) -> set[int]:
-        """Which trials of the search (Optuna trial numbers) are control-arm trials: spread evenly."""
-        if not self.has_control:
-            return set()
+    def arm_trials(self) -> dict[str, int]:
+        """Search trials per arm: `kd` (the space's own mode, with a teacher in a distillation space) and,
+        with a control arm, `baseline` (the same students without a teacher), each searched on its own."""
         n = self.search.num_samples
-        k = max(1, round(self.control.fraction * n))
-        return {i for i in range(n) if (i + 1) * k // n > i * k // n}
+        if not self.has_control:
+            return {"kd": n}
+        k = min(n - 1, max(1, round(self.control.fraction * n)))
+        return {"kd": n - k, "baseline": k}
 
     def base_config(self) -> TrainConfig:
         """The trial config before sampling; `epochs` is ASHA's max_t, so every trial's learning-rate
@@ -291,6 +296,8 @@ def _validate(space: SearchSpace) -> None:
         _require(space.confirm.top_k >= 1, f"{src}: confirm.top_k must be >= 1")
         _require(space.confirm.seeds >= 2, f"{src}: confirm.seeds must be >= 2 (a confidence interval needs "
                                             f"two seeds); confirm: null switches confirmation off")
+        _require(space.confirm.verdict_seeds >= 2, f"{src}: confirm.verdict_seeds must be >= 2 (an estimate "
+                                                    f"with an interval needs two seeds)")
 
 
 def _objective(raw: Any, src: str) -> Objective:

@@ -21,3 +21,11 @@ def mean_ci95(values: list[float]) -> tuple[float, tuple[float, float]]:
         return mean, (math.nan, math.nan)
     half = stats.t.ppf(0.975, len(clean) - 1) * statistics.stdev(clean) / math.sqrt(len(clean))
     return mean, (mean - half, mean + half)
+
+
+def mde80(sd: float, n: int) -> float:
+    """The smallest true mean difference that a two-sided paired t-test at 5% finds with 80% power, for n
+    pairs whose differences spread by `sd` (the usual t-based approximation); NaN below two pairs."""
+    if n < 2 or sd is None or math.isnan(sd):
+        return math.nan
+    return (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.80, n - 1)) * sd / math.sqrt(n)

@@ -143,20 +143,27 @@ class SearchEstimate:
 def expected_search(space: SearchSpace, concurrency: int, epoch_seconds: float,
                     start_seconds: float = TRIAL_START_SECONDS, simulations: int = SIMULATIONS,
                     seed: int = 0) -> SearchEstimate:
+    """Each arm's search (one after the other, its own ASHA) simulated `simulations` times."""
     rng = np.random.default_rng(seed)
-    s, a = space.search, space.asha
-    runs = [simulate_asha(s.num_samples, concurrency, a.max_t, a.grace_period, a.reduction_factor,
-                          epoch_seconds, start_seconds, rng=rng) for _ in range(simulations)]
-    epochs = np.array([r[0] for r in runs])
+    a = space.asha
+    epochs, seconds = np.zeros(simulations), np.zeros(simulations)
+    for n in space.arm_trials().values():
+        for i in range(simulations):
+            e, t = simulate_asha(n, concurrency, a.max_t, a.grace_period, a.reduction_factor, epoch_seconds,
+                                 start_seconds, rng=rng)
+            epochs[i] += e
+            seconds[i] += t
     return SearchEstimate(float(epochs.mean()), int(np.percentile(epochs, 5)), int(np.percentile(epochs, 95)),
-                          float(np.mean([r[1] for r in runs])))
+                          float(seconds.mean()))
 
 
 def confirmation_runs(space: SearchSpace) -> int:
-    """Retrained configurations × seeds: the top-K KD ones plus the best control-arm one."""
+    """Runs after the search: the top-K configurations of each arm × selection seeds, then up to three
+    configurations (the winner, the best KD one and its same-student baseline) × verdict seeds."""
     if space.confirm is None:
         return 0
-    return (space.confirm.top_k + (1 if space.has_control else 0)) * space.confirm.seeds
+    c, arms = space.confirm, len(space.arm_trials())
+    return c.top_k * arms * c.seeds + (3 if space.has_control else 1) * c.verdict_seeds
 
 
 def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[float, str]:
@@ -246,15 +253,16 @@ def format_plan(plan: Plan, shape: ClusterShape | None = None) -> str:
              f"  epoch: {plan.epoch_seconds:.1f} s per trial epoch, {plan.epoch_source}"]
     if "measured" in plan.epoch_source:
         lines.append("         (a GPU is far faster than this machine's CPU: pass --epoch-seconds S for the target GPU)")
-    control = f"; {len(space.baseline_trial_numbers())} of them the no-teacher control arm" if space.has_control else ""
-    lines.append(f"  search: {s.num_samples} trials, ASHA milestones at epochs "
-                 f"{', '.join(map(str, [m for m in rungs(a.max_t, a.grace_period, a.reduction_factor) if m < a.max_t]))}"
+    control = (f"; {space.arm_trials()['baseline']} of them the no-teacher control arm, searched on its own"
+               if space.has_control else "")
+    lines.append(f"  search: {s.num_samples} trials, ASHA milestones at epochs {', '.join(map(str, a.rungs()))}"
                  f" (reduction factor {a.reduction_factor}, max_t {a.max_t}){control}: expected "
                  f"{search.epochs:.0f} trial-epochs (90% of {SIMULATIONS} simulations: {search.low}-{search.high})")
     if space.confirm is not None:
-        lines.append(f"  confirm: {confirmation_runs(space)} runs ({space.confirm.top_k} KD configurations"
-                     f"{' + the best control one' if space.has_control else ''} x {space.confirm.seeds} seeds) x "
-                     f"{a.max_t} epochs = {plan.confirm_epochs} trial-epochs")
+        c = space.confirm
+        lines.append(f"  selection + verdict: at most {confirmation_runs(space)} runs ({c.top_k} configurations of "
+                     f"each arm x {c.seeds} seeds, then {'3' if space.has_control else '1'} x {c.verdict_seeds} "
+                     f"fresh seeds) x {a.max_t} epochs = {plan.confirm_epochs} trial-epochs")
     if plan.teacher_epochs:
         priced = (f", {plan.teacher_epoch_seconds:.1f} s each (measured here)" if plan.teacher_epoch_seconds
                   else "; not in the wall time below (its epochs cost more than a student's: measure with --plan)")
@@ -276,8 +284,8 @@ def format_plan(plan: Plan, shape: ClusterShape | None = None) -> str:
     head = f"${shape.head_price:.3f}/h" if shape.head_price is not None else "price unknown"
     prices = ", ".join(f"{w.instance} ${w.price:.3f}/h" for w in shape.workers if w.price is not None)
     lines.append(f"  cost: head {shape.head_instance} {head} for the whole run, workers ({prices}) plus "
-                 f"{shape.idle_timeout_minutes:g} min idle at the end; AWS on-demand list prices in tune/plan.py, "
-                 f"spot is usually well below; node start-up and setup not included")
+                 f"{shape.idle_timeout_minutes:g} min idle at the end; AWS on-demand list prices in "
+                 f"tune/cluster/plan.py, spot is usually well below; node start-up and setup not included")
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from core.cache import build_once, default_cache_dir
+from core.cache import build_once
+from core.files import default_cache_dir
 from core.errors import UserError, cli_errors
 
 

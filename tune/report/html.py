@@ -90,10 +90,13 @@ def section_summary(s: FinishedSweep) -> str:
              ("parameters", params_text(b.get("params") or {})),
              ("validation Dice of the exported checkpoint",
               f"{fmt(b.get('best_val_dice'))} (epoch {b.get('best_epoch')} of {b.get('epochs_trained')})")]
-    if b.get("confirmed_mean") is not None:
-        ci = b.get("confirmed_ci95") or [None, None]
-        items.append((f"confirmed {s.space.objective.metric}",
-                      f"{fmt(b['confirmed_mean'])} (95% CI {fmt(ci[0])} … {fmt(ci[1])})"))
+    estimate = b.get("estimate")
+    if estimate:
+        lo, hi = estimate["ci95"]
+        items.insert(2, (f"estimated {s.objective.label} (fresh seeds)",
+                         f"{fmt(estimate['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) over {estimate['n_valid']} verdict "
+                         f"seeds {estimate['seeds']}: the number to quote"))
+        items.append(("selection mean (a maximum over candidates)", fmt(b.get("selection_mean"))))
     test = b.get("test")
     if test:
         mean = test["mean"]
@@ -112,18 +115,22 @@ def section_summary(s: FinishedSweep) -> str:
 def section_settings(s: FinishedSweep) -> str:
     sp, b = s.space, s.best
     ends = {e: sum(r.end == e for r in s.rows) for e in ENDS}
-    states = (b.get("study") or {}).get("states") or {}
+    states = (b.get("study") or {}).get("states") or {}  # per arm's study: {study: {state: count}}
     search = (f"{sp.search.num_samples} trials, {sp.search.max_concurrent_trials} at a time, Optuna TPE seed "
               f"{sp.search.seed}, max_failures {sp.search.max_failures}")
     asha = (f"max_t {sp.asha.max_t} epochs, grace_period {sp.asha.grace_period}, reduction_factor "
             f"{sp.asha.reduction_factor}; rungs at epochs {', '.join(map(str, sp.asha.milestones()))}")
-    control = f"{sp.control.fraction:.0%} of the trials without a teacher" if sp.has_control else "none"
+    control = (f"{sp.control.fraction:.0%} of the trials without a teacher, searched on their own (own study and "
+               f"ASHA): {sp.arm_trials()}" if sp.has_control else "none")
     confirm = "none (confirm: null)"
     if sp.confirm:
-        confirm = (f"top {sp.confirm.top_k} KD configurations{' + the best baseline' if sp.has_control else ''}, "
+        confirm = (f"top {sp.confirm.top_k} configurations of each arm over {sp.confirm.seeds} selection seeds, then "
+                   f"the winner{', the best KD and its baseline' if sp.has_control else ''} over "
+                   f"{sp.confirm.verdict_seeds} fresh verdict seeds; "
                    f"{sp.confirm.seeds} seeds each")
     study = (f"{(b.get('study') or {}).get('journal', 'optuna.journal')} (study '{sp.name}'): "
-             + ", ".join(f"{n} {k}" for k, n in states.items()))
+             + "; ".join(f"{name}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+                         for name, counts in states.items()))
     items = [("sweep", f"{sp.name} — {s.folder.resolve()}"),
              ("mode", sp.base.get("mode", "baseline")),
              ("objective", f"{sp.objective.metric} ({sp.objective.mode})"),
@@ -237,35 +244,52 @@ def section_rungs(s: FinishedSweep, milestones: list[int]) -> str:
             + img(png(rungs_figure(reached, arms)), "trials per rung") + "</div></section>")
 
 
-def section_confirmation(s: FinishedSweep) -> str:
-    b = s.best
-    title = '<section id="confirmation"><h2>Confirmation and verdict</h2>'
-    confirmation = b.get("confirmation")
-    if not confirmation:
-        return title + note("no confirmation stage (confirm: null): the winner is the best search trial that "
-                            "reached max_t") + "</section>"
-    metric = s.space.objective.metric
+def runs_table(records: list[dict[str, Any]], winner: str) -> str:
+    """One row per configuration of best.json's `confirmation` or `verdict_runs`."""
     lines = []
-    for c in confirmation:
+    for c in records:
         seeds = ", ".join(f"{seed}: {fmt(v)}" for seed, v in zip(c["seeds"], c["values"]))
         ci = c["ci95"]
-        win = ' <span class="tag win">winner</span>' if c["name"] == b.get("winner") else ""
+        win = ' <span class="tag win">winner</span>' if c["name"] == winner else ""
+        budget = f" ({c['search_epochs']} ep)" if c.get("search_epochs") else ""
         lines.append("<tr>" + text_cell(esc(c["name"]) + win) + text_cell(esc(c["arm"])) + text_cell(esc(c["trial"]))
                      + text_cell(esc(params_text(c["params"])), "wrap")
-                     + text_cell(f"{esc(fmt(c['search_value']))} ({c['search_epochs']} ep)", "num")
+                     + text_cell(f"{esc(fmt(c['search_value']))}{budget}", "num")
                      + text_cell(esc(seeds), "wrap") + text_cell(f"<b>{esc(fmt(c['mean']))}</b>", "num")
                      + text_cell(f"{esc(fmt(ci[0]))} … {esc(fmt(ci[1]))}", "num") + "</tr>")
-    verdict = b.get("kd_vs_baseline")
-    callout = (f'<p class="verdict">{esc(verdict["sentence"])}</p><p>Paired by seed: {esc(verdict["kd"])} minus '
-               f'{esc(verdict["baseline"])}, mean difference {fmt(verdict["diff_mean"])}, 95% CI '
-               f'{fmt(verdict["ci95"][0])} … {fmt(verdict["ci95"][1])} ({verdict["seeds"]} seeds).</p>'
-               if verdict else note("no distillation-vs-baseline verdict (no control arm in this sweep)"))
-    return (title + f"<p>The best configurations retrained from scratch at the full budget with several seeds; "
-            f"{esc(metric)} per seed, mean and Student-t 95% interval. The winner is the best mean.</p>" + callout
-            + '<div class="scroll"><table class="grid"><thead><tr><th>configuration</th><th>arm</th>'
+    return ('<div class="scroll"><table class="grid"><thead><tr><th>configuration</th><th>arm</th>'
             '<th>search trial</th><th>parameters</th><th>search value</th><th>per seed</th><th>mean</th>'
-            f"<th>95% CI</th></tr></thead><tbody>{''.join(lines)}</tbody></table></div>"
-            + img(png(confirmation_figure(confirmation, metric)), "confirmation over seeds") + "</section>")
+            f"<th>95% CI</th></tr></thead><tbody>{''.join(lines)}</tbody></table></div>")
+
+
+def verdict_callout(verdict: dict[str, Any] | None) -> str:
+    if not verdict:
+        return note("no distillation-vs-baseline verdict (no control arm in this sweep)")
+    ci = verdict["ci95"]
+    return (f'<p class="verdict">{esc(verdict["sentence"])}</p>'
+            f'<p>Outcome <b>{esc(verdict["outcome"])}</b>: {esc(verdict["kd"])} minus {esc(verdict["baseline"])} '
+            f'on {esc(verdict["student"])}, paired by seed over {verdict["n_valid"]} valid pairs of the fresh seeds '
+            f'{esc(verdict["verdict_seeds"])}; mean difference {fmt(verdict["diff_mean"])}, 95% CI {fmt(ci[0])} … '
+            f'{fmt(ci[1])}; these seeds detect a difference of ±{fmt(verdict["mde80"])} with 80% power.</p>')
+
+
+def section_confirmation(s: FinishedSweep) -> str:
+    b = s.best
+    title = '<section id="confirmation"><h2>Selection, estimate and verdict</h2>'
+    confirmation = b.get("confirmation")
+    if not confirmation:
+        return title + note("no selection stage (confirm: null): the winner is the best search trial that "
+                            "reached max_t") + "</section>"
+    metric = s.space.objective.metric
+    return (title + f"<p><b>Selection</b>: the best configurations of each arm (ranked at the highest epoch budget "
+            f"they all reached) retrained from scratch at the full budget on the selection seeds; {esc(metric)} "
+            f"per seed, mean and Student-t 95% interval. The best mean is chosen, so it overstates.</p>"
+            + runs_table(confirmation, b.get("winner"))
+            + img(png(confirmation_figure(confirmation, metric)), "selection over seeds")
+            + "<p><b>Verdict runs</b>: the winner, the best distillation configuration and the baseline of the "
+            "same student retrained on fresh seeds no other run used: the winner's estimate and the verdict.</p>"
+            + verdict_callout(b.get("kd_vs_baseline")) + runs_table(b.get("verdict_runs") or [], b.get("winner"))
+            + "</section>")
 
 
 def section_test(s: FinishedSweep) -> str:
@@ -275,7 +299,7 @@ def section_test(s: FinishedSweep) -> str:
         return title + note("no test set was scored") + "</section>"
     head = "<th>test set</th><th>images</th><th>winner Dice</th><th>winner IoU</th>"
     if base:
-        head += "<th>confirmed baseline Dice</th><th>baseline IoU</th><th>Δ Dice</th>"
+        head += "<th>baseline Dice (the verdict's)</th><th>baseline IoU</th><th>Δ Dice</th>"
     lines = []
     for name, m in list(test["test_sets"].items()) + [("mean", test["mean"])]:
         line = text_cell(esc(name)) + cell(m["n"]) + cell(m["dice"]) + cell(m["iou"])
@@ -319,7 +343,7 @@ def section_gallery(s: FinishedSweep) -> str:
 
 SECTIONS = (("summary", "Summary"), ("settings", "Settings"), ("leaderboard", "Leaderboard"),
             ("curves", "Curves"), ("parallel", "Parallel coordinates"), ("importance", "Importance"),
-            ("rungs", "ASHA rungs"), ("confirmation", "Confirmation"), ("test", "Test sets"),
+            ("rungs", "ASHA rungs"), ("confirmation", "Selection & verdict"), ("test", "Test sets"),
             ("gallery", "Predictions"))
 
 
@@ -332,7 +356,8 @@ def render(s: FinishedSweep) -> str:
                     section_rungs(s, milestones), section_confirmation(s), section_test(s), section_gallery(s)])
     nav = "".join(f'<a href="#{key}">{esc(label)}</a>' for key, label in SECTIONS)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sweep {esc(s.space.name)}</title>'
-            f"<style>{(STATIC / 'report.css').read_text()}</style></head><body><header><h1>Sweep <code>{esc(s.space.name)}</code></h1></header>"
+            f"<style>{(STATIC / 'report.css').read_text()}</style></head><body>"
+            f"<header><h1>Sweep <code>{esc(s.space.name)}</code></h1></header>"
             f"<nav>{nav}</nav><main>{body}</main><script>{(STATIC / 'report.js').read_text()}</script></body></html>\n")
 
 

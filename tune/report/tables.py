@@ -34,15 +34,23 @@ def _row_dict(row: dict[str, Any] | TrialRow) -> dict[str, Any]:
     return out
 
 
-def format_confirmation(confirmed: list[Confirmed], objective: Objective) -> str:
-    """One line per configuration, best confirmed mean first."""
-    lines = [f"confirmation ({objective.label}: mean and 95% CI over seeds, each run retrained from scratch "
-             f"at full budget; 'search' is the single-seed search value)",
-             f"{'config':<12}{'arm':<10}{'search':>7}{'mean':>8}  {'95% CI':<17}{'per seed':<26}params"]
+STAGE_TITLES = {
+    "selection": "selection ({label}: mean and 95% CI over the selection seeds, each run retrained from scratch at "
+                 "full budget; 'search' is the single-seed search value at the budget the candidates shared). The "
+                 "best mean is chosen, so it overstates the winner: its estimate comes from the verdict seeds",
+    "verdict": "verdict runs ({label} on fresh seeds, never used to choose: the winner's estimate, and KD against "
+               "the baseline of the same student)",
+}
+
+
+def format_confirmation(confirmed: list[Confirmed], objective: Objective, stage: str = "selection") -> str:
+    """One line per configuration, best mean first (`stage`: selection or verdict runs)."""
+    lines = [STAGE_TITLES[stage].format(label=objective.label),
+             f"{'config':<22}{'arm':<10}{'search':>7}{'mean':>8}  {'95% CI':<17}{'per seed':<26}params"]
     for c in rank_confirmed(confirmed, objective):
         ci = f"[{fmt(c.ci95[0], 3)}, {fmt(c.ci95[1], 3)}]"
         per_seed = " ".join(fmt(v, 3) for v in c.values)
         params = " ".join(f"{k}={fmt(v, None)}" for k, v in c.candidate.params.items())
-        lines.append(f"{c.candidate.name:<12}{c.candidate.arm:<10}{c.candidate.search_value:>7.3f}{c.mean:>8.4f}  "
-                     f"{ci:<17}{per_seed:<26}{params}")
+        lines.append(f"{c.candidate.name:<22}{c.candidate.arm:<10}{fmt(c.candidate.search_value, 3):>7}"
+                     f"{fmt(c.mean):>8}  {ci:<17}{per_seed:<26}{params}")
     return "\n".join(lines)

@@ -38,15 +38,20 @@ def log_sweep_summary(project: str, group: str, mode: str, sweep_dir: Path, spac
             if (sweep_dir / file).is_file():
                 logged[name] = wandb.Image(str(sweep_dir / file))
         run.log(logged)
-        summary = {"winner": best["winner"], "winner_arm": best["arm"], "winner_val_dice": best["best_val_dice"],
+        estimate = best.get("estimate") or {}
+        summary = {"winner": best["winner"], "winner_arm": best["arm"], "winner_student": best.get("student"),
+                   "winner_val_dice/estimate": _num(estimate.get("mean")),
+                   "winner_val_dice/exported_run": best["best_val_dice"],
                    "test/mean/dice": best["test"]["mean"]["dice"], "test/mean/iou": best["test"]["mean"]["iou"]}
         for name, s in best["test"]["test_sets"].items():
             summary.update({f"test/{name}/dice": s["dice"], f"test/{name}/iou": s["iou"]})
         verdict = best.get("kd_vs_baseline")
         if verdict:
-            summary.update({"kd_vs_baseline/diff_mean": verdict["diff_mean"],
-                            "kd_vs_baseline/ci95_lo": verdict["ci95"][0], "kd_vs_baseline/ci95_hi": verdict["ci95"][1],
-                            "kd_vs_baseline/seeds": verdict["seeds"], "verdict": verdict["sentence"]})
+            summary.update({"kd_vs_baseline/diff_mean": _num(verdict["diff_mean"]),
+                            "kd_vs_baseline/ci95_lo": _num(verdict["ci95"][0]),
+                            "kd_vs_baseline/ci95_hi": _num(verdict["ci95"][1]),
+                            "kd_vs_baseline/seeds": verdict["n_valid"], "kd_vs_baseline/mde80": _num(verdict["mde80"]),
+                            "kd_vs_baseline/outcome": verdict["outcome"], "verdict": verdict["sentence"]})
         run.summary.update(summary)
         return run.dir
     finally:

@@ -37,33 +37,32 @@ from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_leaderboard
 from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
-from tune.sweep.study import load_study, param_importance, state_counts
-from tune.sweep.verdict import Verdict
+from tune.sweep.study import load_study, param_importance, state_counts, study_name
+from tune.sweep.verdict import VerdictRuns, backbone
 
 
 @dataclass
 class Winner:
     """The configuration the sweep names, and the one run of it whose checkpoint is exported."""
 
-    name: str
-    record: dict[str, Any]      # what best.json says of how it was chosen
+    record: dict[str, Any]      # what best.json says of how it was chosen and what it is estimated to score
     checkpoint: str             # the exported run's checkpoint (relative to the sweep folder where local)
     trial_id: str
-    baseline: Confirmed | None  # the confirmed baseline, scored on the test sets beside the winner
+    baseline: Confirmed | None  # the baseline it was judged against, scored on the test sets beside it
 
 
-def finish(run: SweepRun, rows: list[TrialRow], confirmed: list[Confirmed] | None, verdict: Verdict | None,
+def finish(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None, judged: VerdictRuns | None,
            started: float) -> dict[str, Any]:
     """Write best.json and every report of a finished sweep; returns what best.json holds."""
     space, paths = run.space, run.paths
     print("\n" + format_leaderboard(rows))
     best = {"sweep": space.name, "objective": space.objective.to_dict(), **study_summary(run)}
-    winner = choose_winner(run, rows, confirmed)
+    winner = choose_winner(run, rows, selected, judged)
+    verdict = judged.verdict if judged else None
     best.update(winner.record, kd_vs_baseline=verdict.to_dict() if verdict else None)
     scored = score_checkpoint(local_checkpoint(winner.checkpoint, run, "winner_checkpoint"))
     best.update(checkpoint=relative(str(Path(scored.pop("folder")) / CHECKPOINT_FILE), paths.sweep_dir), **scored)
-    print(f"\nwinner: {best['winner']} ({best['arm']}, seed run {winner.trial_id})  val Dice "
-          f"{best['best_val_dice']:.4f} (epoch {best['best_epoch']})")
+    print_winner(best, winner)
     print(format_table(scored["test"], title="winner on the test sets (scored once, at the end; never selected on)"))
     if winner.baseline is not None:
         best["baseline_test"] = score_baseline(run, winner.baseline)
@@ -79,49 +78,72 @@ def finish(run: SweepRun, rows: list[TrialRow], confirmed: list[Confirmed] | Non
     return best
 
 
+def print_winner(best: dict[str, Any], winner: Winner) -> None:
+    estimate = best.get("estimate")
+    print(f"\nwinner: {best['winner']} ({best['arm']}, {best['student']})")
+    if estimate:
+        lo, hi = estimate["ci95"]
+        print(f"  estimate: val Dice {estimate['mean']:.4f} (95% CI {lo:.4f} … {hi:.4f}) over "
+              f"{estimate['n_valid']} fresh seeds {estimate['seeds']}")
+    print(f"  exported run {winner.trial_id}: val Dice {best['best_val_dice']:.4f} (epoch {best['best_epoch']})"
+          + (" — the best of those seeds: a selected maximum, not an estimate" if estimate else ""))
+
+
 def study_summary(run: SweepRun) -> dict[str, Any]:
-    """The Optuna study's trial states and the KD parameters' importance, for best.json."""
-    paths = run.paths
-    study = load_study(paths.sweep_dir, run.space.name)
-    counts = state_counts(study)
-    print(f"Optuna study {paths.sweep_dir / JOURNAL_FILE}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    return {"study": {"journal": JOURNAL_FILE, "states": counts},
-            "importance": param_importance(study, at_epoch=run.space.asha.grace_period)}
+    """Each arm's Optuna study: its trial states; and the KD parameters' importance, for best.json."""
+    paths, states = run.paths, {}
+    for arm in run.space.arm_trials():
+        study = load_study(paths.sweep_dir, study_name(run.space.name, arm))
+        states[study.study_name] = state_counts(study)
+        print(f"Optuna study {study.study_name} in {paths.sweep_dir / JOURNAL_FILE}: "
+              + ", ".join(f"{v} {k}" for k, v in states[study.study_name].items()))
+    main = load_study(paths.sweep_dir, run.space.name)
+    return {"study": {"journal": JOURNAL_FILE, "states": states},
+            "importance": param_importance(main, at_epoch=run.space.asha.grace_period)}
 
 
-def choose_winner(run: SweepRun, rows: list[TrialRow], confirmed: list[Confirmed] | None) -> Winner:
-    """The best confirmed mean (its best seed's run is exported); without confirmation, the best search
-    trial that reached the full budget."""
-    objective, paths = run.space.objective, run.paths
-    if not confirmed:
+def choose_winner(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None,
+                  judged: VerdictRuns | None) -> Winner:
+    """The best configuration by its selection mean, estimated on the verdict seeds (its best verdict run is
+    exported); without selection, the best search trial that reached the full budget."""
+    objective, base_cfg = run.space.objective, run.space.base_config()
+    if not selected or judged is None:
         done = [r for r in rows if r.end == "finished"]
         if not done:
-            raise UserError(f"{paths.sweep_dir}: no trial reached asha.max_t={run.space.asha.max_t} epochs; see "
-                            f"leaderboard.csv (with confirm: null only a full-budget trial can win)")
+            raise UserError(f"{run.paths.sweep_dir}: no trial reached asha.max_t={run.space.asha.max_t} epochs; "
+                            f"see leaderboard.csv (with confirm: null only a full-budget trial can win)")
         row = done[0]
-        record = dict(winner=row.trial_id, arm=row.arm, trial_id=row.trial_id, search_trial=row.trial_id,
-                      params=row.params, sampled=row.sampled.values, confirmation=None)
-        return Winner(row.trial_id, record, row.checkpoint, row.trial_id, None)
-    ranked = rank_confirmed(confirmed, objective)
-    print("\n" + format_confirmation(confirmed, objective))
-    best = ranked[0]
-    if math.isnan(best.mean):
-        raise UserError(f"{paths.sweep_dir}: every confirmation run failed; see {paths.confirm}")
-    pick = best.best_seed_index(objective)
-    c = best.candidate
-    record = dict(winner=c.name, arm=c.arm, trial_id=best.trial_ids[pick], search_trial=c.trial_id,
-                  params=c.params, sampled=c.sampled.values, confirmed_mean=best.mean,
-                  confirmed_ci95=list(best.ci95), seed=best.seeds[pick], confirmation=[x.to_dict() for x in ranked])
-    baseline = next((x for x in ranked if x.candidate.arm == "baseline"), None)
-    if baseline is not None and (math.isnan(baseline.mean) or baseline is best):
-        baseline = None
-    return Winner(c.name, record, best.checkpoints[pick], best.trial_ids[pick], baseline)
+        record = dict(winner=row.trial_id, arm=row.arm, student=backbone(row.sampled, base_cfg),
+                      trial_id=row.trial_id, search_trial=row.trial_id, params=row.params,
+                      sampled=row.sampled.values, confirmation=None, estimate=None)
+        return Winner(record, row.checkpoint, row.trial_id, None)
+    ranked = rank_confirmed(selected, objective)
+    print("\n" + format_confirmation(selected, objective, "selection"))
+    print("\n" + format_confirmation(judged.runs, objective, "verdict"))
+    runs, chosen = judged.winner, ranked[0]
+    if math.isnan(runs.mean):
+        raise UserError(f"{run.paths.sweep_dir}: every verdict run of {chosen.candidate.name} failed; see "
+                        f"{run.paths.verdict}")
+    pick = runs.best_seed_index(objective)
+    c = chosen.candidate
+    estimate = {"mean": runs.mean, "ci95": list(runs.ci95), "seeds": runs.seeds, "values": runs.values,
+                "n_valid": sum(not math.isnan(v) for v in runs.values)}
+    record = dict(winner=c.name, arm=c.arm, student=backbone(c.sampled, base_cfg), trial_id=runs.trial_ids[pick],
+                  search_trial=c.trial_id, params=c.params, sampled=c.sampled.values, seed=runs.seeds[pick],
+                  selection_mean=chosen.mean, selection_ci95=list(chosen.ci95), estimate=estimate,
+                  confirmation=[x.to_dict() for x in ranked],
+                  verdict_runs=[x.to_dict() for x in rank_confirmed(judged.runs, objective)])
+    verdict = judged.verdict
+    partner = next((r for r in judged.runs if verdict and r.candidate.name == verdict.baseline), None)
+    if partner is not None and (math.isnan(partner.mean) or partner.candidate.name == c.name):
+        partner = None
+    return Winner(record, runs.checkpoints[pick], runs.trial_ids[pick], partner)
 
 
 def score_baseline(run: SweepRun, baseline: Confirmed) -> dict[str, Any]:
     pick = baseline.best_seed_index(run.space.objective)
     test = score_checkpoint(local_checkpoint(baseline.checkpoints[pick], run, "baseline_checkpoint"))["test"]
-    print(format_table(test, title=f"confirmed baseline ({baseline.candidate.name}) on the test sets"))
+    print(format_table(test, title=f"baseline of the verdict ({baseline.candidate.name}) on the test sets"))
     return test
 
 

@@ -20,10 +20,10 @@ from tune.records import SEARCH_FILE, SPACE_FILE, WANDB_DIRNAME, SweepPaths, rea
 from tune.space import SearchSpace
 from tune.sweep.finish import finish
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
-from tune.sweep.runtime import SweepInterrupted, SweepRun, wandb_callbacks, wandb_mode
+from tune.sweep.runtime import SweepInterrupted, SweepRun, wandb_mode
 from tune.sweep.search import search
 from tune.sweep.select import select
-from tune.sweep.verdict import verdict
+from tune.sweep.verdict import verdict_stage
 
 
 def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
@@ -68,9 +68,10 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
             rows = read_search(paths.sweep_dir)
             print(f"search stage already complete ({len(rows)} trials); continuing")
         else:
-            rows = search(run, base, wandb_callbacks(run, "trial", base))
-        confirmed = select(run, base, rows, wandb_callbacks(run, "confirm", base)) if space.confirm else None
-        return finish(run, rows, confirmed, verdict(confirmed, space.objective) if confirmed else None, started)
+            rows = search(run, base)
+        selected = select(run, base, rows) if space.confirm else None
+        judged = verdict_stage(run, base, selected) if selected else None
+        return finish(run, rows, selected, judged, started)
     except (SweepInterrupted, KeyboardInterrupt) as err:
         detail = f" ({err})" if str(err) else ""
         print(f"\nsweep interrupted — continue with the same command plus --resume: "

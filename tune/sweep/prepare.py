@@ -17,7 +17,8 @@ from typing import Any
 import ray
 import torch
 
-from core.cache import default_cache_dir, training_caches
+from core.cache import training_caches
+from core.files import default_cache_dir
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from core.data import discover
@@ -33,10 +34,12 @@ from tune.sweep.runtime import SweepRun
 
 
 def prepare_data(space: SearchSpace) -> None:
-    """Make data_root absolute (trials run in another working directory) and create demo data if
-    the space asks for it and it is missing; then scan it, so bad data fails before Ray starts."""
+    """Make data_root and val_groups absolute (trials run in another working directory), create demo data if the
+    space asks for it and it is missing; then scan it, so bad data fails before Ray starts."""
     root = Path(space.base.get("data_root", "dataset")).expanduser().resolve()
     space.base["data_root"] = str(root)
+    if space.base.get("val_groups"):
+        space.base["val_groups"] = str(Path(space.base["val_groups"]).expanduser().resolve())
     if not root.exists() and space.demo_data is not None:
         d = space.demo_data
         print(f"generating SYNTHETIC demo data (not real polyps) at {root}: {d.train} train, {d.test} per "

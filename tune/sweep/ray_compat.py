@@ -183,7 +183,8 @@ def recorded_trials(experiment: str) -> list[TrialState]:
     for trial in analysis.trials:
         checkpoint = trial.checkpoint
         frame = analysis.trial_dataframes.get(trial.trial_id)
-        columns = [c for c in ("epoch", "val_dice", "val_iou") if frame is not None and c in frame]
+        columns = [c for c in ("epoch", "val_dice", "val_iou", "best_val_dice", "best_val_iou")
+                   if frame is not None and c in frame]
         history = frame[columns].to_dict("records") if frame is not None and "epoch" in columns else []
         out.append(TrialState(trial.trial_id, trial.status, dict(trial.config), dict(trial.last_result or {}),
                               trial.path, checkpoint.path if checkpoint else None,

@@ -1,5 +1,9 @@
 """Stage 2 of a sweep, search: Optuna's TPE proposes (its study a journal file in the sweep folder), ASHA
 stops, Ray runs; the result is the leaderboard, one ranked `TrialRow` per trial, in search.json.
+
+Each arm (distillation, and the no-teacher control) is searched by a Tuner of its own, one after the other,
+with the same budget rules: its own study, so TPE learns only from its own arm's trials, and its own ASHA,
+so a baseline trial is only ever stopped by comparison with other baseline trials.
 """
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from tune.cluster.recovery import restore_recorded_checkpoints
 from tune.objective import Objective
 from tune.records import (
     LEADERBOARD_FILE,
-    TRIALS_DIRNAME,
     TrialRow,
     TrialState,
     relative,
@@ -22,25 +25,27 @@ from tune.records import (
 )
 from tune.sampling import DefineByRun, Sampled
 from tune.sweep.ray_compat import TruthfulOptunaSearch, recorded_trials
-from tune.sweep.runtime import SweepInterrupted, SweepRun, asha_scheduler, run_config, trainable_for
-from tune.sweep.study import journal_storage, tpe_sampler
+from tune.sweep.runtime import (
+    SweepInterrupted,
+    SweepRun,
+    asha_scheduler,
+    run_config,
+    trainable_for,
+    wandb_callbacks,
+)
+from tune.sweep.study import journal_storage, study_name, tpe_sampler
 
 
-def search(run: SweepRun, base: TrainConfig, callbacks: list) -> list[TrialRow]:
-    """Run (or resume) the search; returns the leaderboard's rows, best first. Raises SweepInterrupted
-    unless every trial ended."""
+def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
+    """Run (or resume) every arm's search; returns the leaderboard's rows, best first. Raises
+    SweepInterrupted unless every trial ended."""
     space, paths = run.space, run.paths
-    # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
-    trainable = trainable_for(run, base, space.asha.rungs())
-    if tune.Tuner.can_restore(paths.trials):
-        for note in restore_recorded_checkpoints(paths.trials):
-            print(note)
-        tuner = tune.Tuner.restore(paths.trials, trainable=trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, tune_config=tune_config(run),
-                           run_config=run_config(run, TRIALS_DIRNAME, callbacks))
-    tuner.fit()
-    rows = leaderboard(recorded_trials(paths.trials), space.objective, space.asha.max_t, paths.sweep_dir)
+    trials = []
+    for arm, n in space.arm_trials().items():
+        experiment = paths.search_experiment(arm)
+        search_arm(run, base, arm, n, experiment)
+        trials += recorded_trials(experiment)
+    rows = leaderboard(trials, space.objective, space.asha.max_t, paths.sweep_dir)
     write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE)
     if any(r.end == "interrupted" for r in rows) or len(rows) < space.search.num_samples:
         raise SweepInterrupted(f"{sum(r.end != 'interrupted' for r in rows)} of {space.search.num_samples} "
@@ -49,15 +54,32 @@ def search(run: SweepRun, base: TrainConfig, callbacks: list) -> list[TrialRow]:
     return rows
 
 
-def tune_config(run: SweepRun) -> tune.TuneConfig:
-    """Optuna (journal-backed TPE, told the truth about ASHA's stops) and ASHA on the space's objective."""
+def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, experiment: str) -> None:
+    """One arm's Tuner, new or restored; returns when its trials have ended (or Ctrl-C stopped it)."""
+    # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
+    trainable = trainable_for(run, base, run.space.asha.rungs())
+    if tune.Tuner.can_restore(experiment):
+        for note in restore_recorded_checkpoints(experiment):
+            print(note)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        name = experiment.rstrip("/").rsplit("/", 1)[-1]
+        print(f"\nsearching arm {arm}: {num_samples} trials")
+        tuner = tune.Tuner(trainable, tune_config=tune_config(run, arm, num_samples),
+                           run_config=run_config(run, name, wandb_callbacks(run, "trial", base)))
+    tuner.fit()
+
+
+def tune_config(run: SweepRun, arm: str, num_samples: int) -> tune.TuneConfig:
+    """Optuna (journal-backed TPE on this arm's own study, told the truth about ASHA's stops) and this arm's
+    own ASHA, on the space's objective."""
     space, objective = run.space, run.space.objective
     searcher = TruthfulOptunaSearch(
-        space=DefineByRun(space.parameters, space.baseline_trial_numbers()), metric=objective.metric,
-        mode=objective.mode, sampler=tpe_sampler(space.search.num_samples, space.search.seed),
-        study_name=space.name, storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t)
+        space=DefineByRun(space.parameters, arm), metric=objective.metric, mode=objective.mode,
+        sampler=tpe_sampler(num_samples, space.search.seed), study_name=study_name(space.name, arm),
+        storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t)
     return tune.TuneConfig(search_alg=searcher, scheduler=asha_scheduler(space), metric=objective.metric,
-                           mode=objective.mode, num_samples=space.search.num_samples,
+                           mode=objective.mode, num_samples=num_samples,
                            max_concurrent_trials=space.search.max_concurrent_trials,
                            reuse_actors=space.search.reuse_actors)
 
@@ -92,7 +114,8 @@ def leaderboard(trials: list[TrialState], objective: Objective, max_t: int,
             last_val_dice=float(m.get("val_dice", float("nan"))), node_id=str(m.get("node_id", "")),
             gpus_assigned=float(m.get("gpus_assigned", 0.0) or 0.0), device=str(m.get("device", "")),
             error=t.error or str(m.get("error", "")), checkpoint=relative(t.checkpoint_path, sweep_dir),
-            trial_dir=relative(t.path, sweep_dir)))
+            trial_dir=relative(t.path, sweep_dir),
+            curve={int(h["epoch"]): objective.value(h) for h in t.history if "epoch" in h}))
     rows = objective.ranked(rows, lambda r: r.objective, usable=lambda r: r.usable, tie=lambda r: r.trial_id)
     for rank, row in enumerate(rows, 1):
         row.rank = rank

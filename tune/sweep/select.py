@@ -1,7 +1,9 @@
-"""Stage 3 of a sweep, select: the best configurations of the search are retrained from scratch at full
-budget over several seeds (as Ray trials, resumable like the search) and ranked by their mean.
+"""Stage 3 of a sweep, select: the best configurations of each arm's search are retrained from scratch at
+full budget over selection seeds (as Ray trials, resumable like the search) and ranked by their mean.
 
 A single-seed ranking cannot tell apart trials that differ by less than seed noise; a mean over seeds can.
+The seeds are disjoint from the search's seed and from the verdict's (tune/sweep/verdict.py): the runs that
+chose a configuration never also report how good it is.
 """
 from __future__ import annotations
 
@@ -12,56 +14,83 @@ from ray import tune
 from core.config import TrainConfig
 from core.errors import UserError
 from tune.objective import Objective
-from tune.records import CONFIRM_DIRNAME, Candidate, Confirmed, TrialRow, TrialState, relative
+from tune.records import Candidate, Confirmed, TrialRow, TrialState, relative
 from tune.sampling import candidate_config, run_candidate
 from tune.sweep.ray_compat import recorded_trials
-from tune.sweep.runtime import SweepInterrupted, SweepRun, run_config, trainable_for
+from tune.sweep.runtime import SweepInterrupted, SweepRun, run_config, trainable_for, wandb_callbacks
 
 
-def choose_candidates(rows: list[TrialRow], top_k: int, include_baseline: bool) -> list[Candidate]:
-    """The `top_k` best KD configurations of the search and the best baseline one (rows ranked best first).
-    Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are."""
+def seed_plan(search_seed: int, selection: int, verdict: int) -> tuple[list[int], list[int]]:
+    """(selection seeds, verdict seeds): the next seeds after the search's, never one of them twice."""
+    return ([search_seed + 1 + i for i in range(selection)],
+            [search_seed + 1 + selection + i for i in range(verdict)])
+
+
+def common_budget(rows: list[TrialRow], top_k: int, milestones: list[int]) -> int:
+    """The highest epoch budget (an ASHA milestone, or max_t) that `top_k` of the usable trials reached
+    (all of them when fewer): candidates are compared there, never a 40-epoch value with a 5-epoch one."""
     usable = [r for r in rows if r.usable]
+    need = min(top_k, len(usable))
+    reached = [m for m in sorted(milestones) if sum(not math.isnan(r.value_at(m)) for r in usable) >= need]
+    return reached[-1] if reached else min(milestones)
+
+
+def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], objective: Objective,
+                      arms: tuple[str, ...] = ("kd", "baseline")) -> list[Candidate]:
+    """The `top_k` best configurations of each arm, ranked by the objective at the highest budget they all
+    reached. Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are."""
     chosen = []
-    for arm, limit in (("kd", top_k), ("baseline", 1 if include_baseline else 0)):
-        for i, row in enumerate([r for r in usable if r.arm == arm][:limit], 1):
-            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.objective, row.epochs))
+    for arm in arms:
+        mine = [r for r in rows if r.arm == arm and r.usable]
+        if not mine:
+            continue
+        budget = common_budget(mine, top_k, milestones)
+        ranked = objective.ranked([r for r in mine if not math.isnan(r.value_at(budget))],
+                                  lambda r: r.value_at(budget), tie=lambda r: r.trial_id)
+        for i, row in enumerate(ranked[:top_k], 1):
+            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(budget), budget))
     return chosen
 
 
-def seeds_for(base_seed: int, n: int) -> list[int]:
-    return [base_seed + i for i in range(n)]
+def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow]) -> list[Confirmed]:
+    """Retrain each arm's candidates over the selection seeds; returns one `Confirmed` per candidate."""
+    space = run.space
+    milestones = sorted(set(space.asha.milestones()) | {space.asha.max_t})
+    candidates = choose_candidates(rows, space.confirm.top_k, milestones, space.objective)
+    if not any(c.arm == "kd" for c in candidates):
+        raise UserError(f"{run.paths.sweep_dir}: no trial of the search ended usable; see leaderboard.csv")
+    seeds, _ = seed_plan(base.seed, space.confirm.seeds, space.confirm.verdict_seeds)
+    print(f"\nselection: {len(candidates)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) "
+          f"at {space.asha.max_t} epochs: " + ", ".join(f"{c.name} (trial {c.trial_id}, {c.search_value:.3f} at "
+                                                      f"epoch {c.search_epochs})" for c in candidates))
+    return retrain(run, base, candidates, seeds, run.paths.confirm, "confirm")
 
 
-def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow], callbacks: list) -> list[Confirmed]:
-    """Retrain the candidates `confirm.seeds` times each; returns one `Confirmed` per candidate."""
-    space, paths = run.space, run.paths
-    candidates = choose_candidates(rows, space.confirm.top_k, space.has_control)
-    if not any(c.arm == "kd" for c in candidates) and space.distillation:
-        raise UserError(f"{paths.sweep_dir}: no KD trial of the search ended usable; see leaderboard.csv")
-    seeds = seeds_for(space.base_config().seed, space.confirm.seeds)
-    print(f"\nconfirming {len(candidates)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) at "
-          f"{space.asha.max_t} epochs: " + ", ".join(f"{c.name} (trial {c.trial_id})" for c in candidates))
+def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds: list[int], experiment: str,
+            job_type: str) -> list[Confirmed]:
+    """Every candidate trained from scratch with every seed, as one resumable Ray experiment."""
+    space = run.space
     trainable = trainable_for(run, base)
-    if tune.Tuner.can_restore(paths.confirm):
-        tuner = tune.Tuner.restore(paths.confirm, trainable=trainable, resume_errored=True)
+    if tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         grid = [candidate_config(c.name, c.sampled) for c in candidates]
         tuner = tune.Tuner(trainable, param_space={"candidate": tune.grid_search(grid),
                                                    "seed": tune.grid_search(seeds)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials,
                                                        reuse_actors=space.search.reuse_actors),
-                           run_config=run_config(run, CONFIRM_DIRNAME, callbacks))
+                           run_config=run_config(run, experiment.rstrip("/").rsplit("/", 1)[-1],
+                                                 wandb_callbacks(run, job_type, base)))
     tuner.fit()
-    trials = recorded_trials(paths.confirm)
+    trials = recorded_trials(experiment)
     ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
     if ended < len(trials) or len(trials) < len(candidates) * len(seeds):
-        raise SweepInterrupted(f"{ended} of {len(candidates) * len(seeds)} confirmation runs ended")
-    return [confirmed_runs(c, seeds, trials, space.objective, run) for c in candidates]
+        raise SweepInterrupted(f"{ended} of {len(candidates) * len(seeds)} {job_type} runs ended")
+    return [seed_runs(c, seeds, trials, space.objective, run) for c in candidates]
 
 
-def confirmed_runs(candidate: Candidate, seeds: list[int], trials: list[TrialState], objective: Objective,
-                   run: SweepRun) -> Confirmed:
+def seed_runs(candidate: Candidate, seeds: list[int], trials: list[TrialState], objective: Objective,
+              run: SweepRun) -> Confirmed:
     """A candidate's seed runs read back from Ray's records; a failed or diverged seed counts as NaN."""
     runs = {seed: t for t in trials for name, seed in [run_candidate(t.config)] if name == candidate.name}
     values, dice, checkpoints, ids = [], [], [], []

@@ -1,7 +1,9 @@
 """The sweep's Optuna study: a journal file in the sweep folder, TPE settings that fit conditional spaces,
 and hyperparameter importance read back from it.
 
-`optuna-dashboard results/<sweep>/optuna.journal` opens the study (study name = sweep name).
+Each arm has a study of its own in the one journal, so that TPE's good/bad split is computed within the
+arm: `<sweep>` for the main (distillation) arm, `<sweep>.baseline` for the control arm.
+`optuna-dashboard results/<sweep>/optuna.journal` opens both.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from tune.records import JOURNAL_FILE
-from tune.sampling import BASELINE_PREFIX
 
 
 def journal_storage(sweep_dir: Path) -> JournalStorage:
@@ -37,6 +38,10 @@ def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
                                           constant_liar=True)
 
 
+def study_name(sweep: str, arm: str) -> str:
+    return sweep if arm == "kd" else f"{sweep}.{arm}"
+
+
 def load_study(sweep_dir: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=journal_storage(sweep_dir))
 
@@ -54,7 +59,7 @@ def param_importance(study: optuna.Study, at_epoch: int | None = None) -> dict[s
     ASHA sweep are PRUNED, and importance on COMPLETE trials alone would rest on a handful). Default: the
     earliest epoch every usable trial reported. None when fewer than 3 trials are usable."""
     kd = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-          if t.intermediate_values and not any(name.startswith(BASELINE_PREFIX) for name in t.params)]
+          if t.intermediate_values]
     if len(kd) < 3:
         return None
     step = at_epoch if at_epoch is not None else max(min(t.intermediate_values) for t in kd)
