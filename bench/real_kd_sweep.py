@@ -1,12 +1,17 @@
 """A whole KD sweep on a subset of the real polyp data, small enough for a 2-core CPU: does distillation
-beat the same student trained without a teacher, once confirmed over seeds?
+beat the same student trained without a teacher, judged on fresh seeds?
 
-Writes a subset (every k-th training image, the first test images), a space (teacher trained in the sweep,
-a control arm, confirmation of the top-2 KD configurations and the best baseline over 3 seeds) and runs
-`python -m tune.search` on it. Ends with `RESULT winner_mean=... winner_ci95=... baseline_mean=...
-kd_minus_baseline=... kd_ci95=...`.
+Writes a subset (every k-th training image, the first test images), a space (teacher trained in the sweep;
+a no-teacher control arm searched on its own with half the trials; selection: the top --top-k of each arm
+retrained over --seeds seeds; verdict: the winner, the best KD configuration and the baseline of the same
+student retrained over --verdict-seeds fresh seeds) and runs `python -m tune.search` on it. Prints the
+verdict sentence and ends with `RESULT winner=... student=... estimate_mean=... estimate_ci95=lo,hi
+outcome=helped|hurt|inconclusive|none kd_minus_baseline=... kd_ci95=lo,hi mde80=... n_valid=...
+test_mean_dice=...` (estimate: the winner's val Dice over the verdict seeds; kd_*: KD minus baseline,
+paired by verdict seed).
 
-    python bench/real_kd_sweep.py [--train-images 360 --img-size 64 --out results/bench-real-kd]
+    python bench/real_kd_sweep.py [--train-images 360 --img-size 64 --max-t 10 --num-samples 8
+                                   --top-k 1 --seeds 2 --verdict-seeds 6 --out results]
 """
 from __future__ import annotations
 
@@ -27,7 +32,10 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=360)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--max-t", type=int, default=10)
-    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--num-samples", type=int, default=8, help="search trials, both arms together")
+    parser.add_argument("--top-k", type=int, default=1, help="configurations of each arm retrained for selection")
+    parser.add_argument("--seeds", type=int, default=2, help="selection seeds per configuration")
+    parser.add_argument("--verdict-seeds", type=int, default=6, help="fresh seeds of the verdict")
     parser.add_argument("--out", default="results", help="storage folder; the sweep is <out>/bench-real-kd")
     args = parser.parse_args()
     if not REAL_DATA.is_dir():
@@ -49,8 +57,8 @@ def main() -> None:
             "search": {"num_samples": args.num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
             "asha": {"max_t": args.max_t, "grace_period": 3, "reduction_factor": 2},
             "resources": {"cpu": 1},
-            "control": {"baseline": True, "fraction": 0.25},
-            "confirm": {"top_k": 2, "seeds": 3},
+            "control": {"baseline": True, "fraction": 0.5},
+            "confirm": {"top_k": args.top_k, "seeds": args.seeds, "verdict_seeds": args.verdict_seeds},
             "teacher": {"checkpoint": None, "train": {"epochs": 15, "learning_rate": 3.0e-3,
                                                       "teacher_backbone": "resnet18"}},
             "wandb": {"mode": "disabled"},
@@ -62,13 +70,15 @@ def main() -> None:
             shutil.rmtree(sweep_dir)
         search.main(["--space", str(space_file), "--storage", args.out, "--num-cpus", "2"])
         best = json.loads((sweep_dir / "best.json").read_text())
-    baseline = next(c for c in best["confirmation"] if c["arm"] == "baseline")
-    v = best["kd_vs_baseline"]
-    print(f"RESULT winner={best['winner']} winner_mean={best['confirmed_mean']:.4f} "
-          f"winner_ci95={best['confirmed_ci95'][0]:.4f},{best['confirmed_ci95'][1]:.4f} "
-          f"baseline_mean={baseline['mean']:.4f} baseline_ci95={baseline['ci95'][0]:.4f},{baseline['ci95'][1]:.4f} "
+    nan = float("nan")
+    estimate = best["estimate"] or {"mean": nan, "ci95": [nan, nan]}
+    v = best["kd_vs_baseline"] or {"outcome": "none", "diff_mean": nan, "ci95": [nan, nan], "mde80": nan,
+                                   "n_valid": 0, "sentence": "no verdict (no control arm or no selection)"}
+    print(f"verdict: {v['sentence']}")
+    print(f"RESULT winner={best['winner']} student={best['student']} estimate_mean={estimate['mean']:.4f} "
+          f"estimate_ci95={estimate['ci95'][0]:.4f},{estimate['ci95'][1]:.4f} outcome={v['outcome']} "
           f"kd_minus_baseline={v['diff_mean']:+.4f} kd_ci95={v['ci95'][0]:+.4f},{v['ci95'][1]:+.4f} "
-          f"test_mean_dice={best['test']['mean']['dice']:.4f}")
+          f"mde80={v['mde80']:.4f} n_valid={v['n_valid']} test_mean_dice={best['test']['mean']['dice']:.4f}")
 
 
 if __name__ == "__main__":
