@@ -121,13 +121,13 @@ def section_settings(s: FinishedSweep) -> str:
     asha = (f"max_t {sp.asha.max_t} epochs, grace_period {sp.asha.grace_period}, reduction_factor "
             f"{sp.asha.reduction_factor}; rungs at epochs {', '.join(map(str, sp.asha.milestones()))}")
     control = (f"{sp.control.fraction:.0%} of the trials without a teacher, searched on their own (own study and "
-               f"ASHA): {sp.arm_trials()}" if sp.has_control else "none")
+               f"ASHA): " + " + ".join(f"{n} {arm}" for arm, n in sp.arm_trials().items()) + " trials"
+               if sp.has_control else "none")
     confirm = "none (confirm: null)"
     if sp.confirm:
         confirm = (f"top {sp.confirm.top_k} configurations of each arm over {sp.confirm.seeds} selection seeds, then "
                    f"the winner{', the best KD and its baseline' if sp.has_control else ''} over "
-                   f"{sp.confirm.verdict_seeds} fresh verdict seeds; "
-                   f"{sp.confirm.seeds} seeds each")
+                   f"{sp.confirm.verdict_seeds} fresh verdict seeds")
     study = (f"{(b.get('study') or {}).get('journal', 'optuna.journal')} (study '{sp.name}'): "
              + "; ".join(f"{name}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
                          for name, counts in states.items()))
