@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from common import REAL_DATA
+from val_split_groups import leaked
 
 from core.config import config_from_dict  # noqa: E402
 from core.data import discover  # noqa: E402
@@ -40,16 +40,6 @@ def write_name_groups(stems: list[str], path: Path) -> int:
         for i, group in enumerate(groups):
             writer.writerows([stem, f"g{i:04d}"] for stem in group)
     return len(groups)
-
-
-def leaked(signatures: np.ndarray, row: dict[str, int], train: list[str], val: list[str],
-           near: float) -> tuple[int, int]:
-    """(ClinicDB validation frames with a training frame correlating above `near`, ClinicDB validation frames)."""
-    clinic = [row[s] for s in val if s.startswith("clinicdb")]
-    if not clinic:
-        return 0, 0
-    best = (signatures[clinic] @ signatures[[row[s] for s in train]].T).max(axis=1)
-    return int((best > near).sum()), len(clinic)
 
 
 def main() -> None:
