@@ -27,6 +27,7 @@ from core.predict import RUNTIMES, Predictor, predict_files
 from core.quantize import INT8_ONNX_FILENAME
 from tune.objective import Objective
 from tune.records import BEST_FILE, EXPORT_DIRNAME, Confirmed, find_sweep, read_best, read_leaderboard
+from tune.report.format import estimate_text
 from tune.report.tables import format_confirmation, format_leaderboard
 PREDICT_EPILOG = """Writes OUT/masks/<stem>.png (0/255, each image's original size), OUT/overlays/<stem>.png
 (the image with the predicted polyp tinted red and outlined) and OUT/predictions.csv (polyp area per image).
@@ -68,11 +69,9 @@ def _selection(best: dict[str, Any]) -> str | None:
     if not best.get("confirmation") or not estimate:
         return None
     winner = next(c for c in best["confirmation"] if c["name"] == best["winner"])
-    lo, hi = estimate["ci95"]
     return (f"configuration {best['winner']}, chosen by its mean {winner['mean']:.4f} over the selection seeds "
             f"{winner['seeds']} (a maximum over candidates: it overstates); **estimated val Dice "
-            f"{estimate['mean']:.4f} (95% CI {lo:.4f} … {hi:.4f}) over {estimate['n_valid']} fresh seeds "
-            f"{estimate['seeds']}**; these weights are its best run of those, seed {best['seed']} (the "
+            f"{estimate_text(estimate)}**; these weights are its best run of those, seed {best['seed']} (the "
             f"validation Dice below is that run's: a selected maximum, not an estimate)")
 
 
@@ -89,9 +88,7 @@ def show(sweep_dir: Path) -> None:
           f"{winner.best_val_dice:.4f} (this run's)")
     estimate = best.get("estimate")
     if estimate:
-        lo, hi = estimate["ci95"]
-        print(f"estimate: val Dice {estimate['mean']:.4f} (95% CI {lo:.4f} … {hi:.4f}) over {estimate['n_valid']} "
-              f"fresh seeds {estimate['seeds']}")
+        print(f"estimate: val Dice {estimate_text(estimate)}")
     print(format_table(winner.test, title="winner on the test sets"))
     if winner.verdict:
         print(f"\nverdict: {winner.verdict}")

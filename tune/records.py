@@ -80,9 +80,6 @@ class SweepPaths:
         """Where Ray keeps an arm's search: each arm is a Tuner of its own (its own sampler and ASHA)."""
         return join(self.shared, TRIALS_DIRNAME if arm == "kd" else CONTROL_DIRNAME)
 
-    def file(self, name: str) -> Path:
-        return self.sweep_dir / name
-
 
 @contextlib.contextmanager
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:

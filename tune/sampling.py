@@ -14,7 +14,6 @@ from core.config import TrainConfig, teacher_only_keys
 from tune.space import Parameter
 
 BRANCH_SEPARATOR = "@"
-ARMS = ("kd", "baseline")
 
 
 def param_name(key: str) -> str:

@@ -42,7 +42,7 @@ from tune.report.charts import (
     rungs_figure,
     small_multiples_figure,
 )
-from tune.report.format import duration, fmt, params_text
+from tune.report.format import duration, estimate_text, fmt, params_text
 from tune.report.gallery import validation_gallery
 from tune.space import Parameter, parameter_specs
 
@@ -92,10 +92,8 @@ def section_summary(s: FinishedSweep) -> str:
               f"{fmt(b.get('best_val_dice'))} (epoch {b.get('best_epoch')} of {b.get('epochs_trained')})")]
     estimate = b.get("estimate")
     if estimate:
-        lo, hi = estimate["ci95"]
         items.insert(2, (f"estimated {s.objective.label} (fresh seeds)",
-                         f"{fmt(estimate['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) over {estimate['n_valid']} verdict "
-                         f"seeds {estimate['seeds']}: the number to quote"))
+                         f"{estimate_text(estimate)}: the number to quote"))
         items.append(("selection mean (a maximum over candidates)", fmt(b.get("selection_mean"))))
     test = b.get("test")
     if test:

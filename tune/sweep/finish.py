@@ -33,6 +33,7 @@ from tune.records import (
     resolve,
     write_json,
 )
+from tune.report.format import estimate_text
 from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_leaderboard
 from tune.report.wandb_summary import log_sweep_summary
@@ -82,24 +83,21 @@ def print_winner(best: dict[str, Any], winner: Winner) -> None:
     estimate = best.get("estimate")
     print(f"\nwinner: {best['winner']} ({best['arm']}, {best['student']})")
     if estimate:
-        lo, hi = estimate["ci95"]
-        print(f"  estimate: val Dice {estimate['mean']:.4f} (95% CI {lo:.4f} … {hi:.4f}) over "
-              f"{estimate['n_valid']} fresh seeds {estimate['seeds']}")
+        print(f"  estimate: val Dice {estimate_text(estimate)}")
     print(f"  exported run {winner.trial_id}: val Dice {best['best_val_dice']:.4f} (epoch {best['best_epoch']})"
           + (" — the best of those seeds: a selected maximum, not an estimate" if estimate else ""))
 
 
 def study_summary(run: SweepRun) -> dict[str, Any]:
     """Each arm's Optuna study: its trial states; and the KD parameters' importance, for best.json."""
-    paths, states = run.paths, {}
-    for arm in run.space.arm_trials():
-        study = load_study(paths.sweep_dir, study_name(run.space.name, arm))
-        states[study.study_name] = state_counts(study)
-        print(f"Optuna study {study.study_name} in {paths.sweep_dir / JOURNAL_FILE}: "
-              + ", ".join(f"{v} {k}" for k, v in states[study.study_name].items()))
-    main = load_study(paths.sweep_dir, run.space.name)
+    paths = run.paths
+    studies = {arm: load_study(paths.sweep_dir, study_name(run.space.name, arm)) for arm in run.space.arm_trials()}
+    states = {study.study_name: state_counts(study) for study in studies.values()}
+    for name, counts in states.items():
+        print(f"Optuna study {name} in {paths.sweep_dir / JOURNAL_FILE}: "
+              + ", ".join(f"{v} {k}" for k, v in counts.items()))
     return {"study": {"journal": JOURNAL_FILE, "states": states},
-            "importance": param_importance(main, at_epoch=run.space.asha.grace_period)}
+            "importance": param_importance(studies["kd"], at_epoch=run.space.asha.grace_period)}
 
 
 def choose_winner(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None,

@@ -42,7 +42,7 @@ class Verdict:
     sentence: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ci95": list(self.ci95), "seeds": self.n_valid}
+        return {**asdict(self), "ci95": list(self.ci95)}
 
 
 @dataclass
