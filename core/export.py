@@ -71,6 +71,11 @@ def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics
     half-written folder) and return metrics.json. `report` gets one line saying what became of int8.
 
     `state` is the loaded checkpoint the weights came from (its `config`, `architecture` and `split`)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / METRICS_FILENAME).is_file():
+        # Replacing the folder deletes what is in it: only an earlier export may be replaced.
+        raise UserError(f"{out}: exists and is not an export folder (no {METRICS_FILENAME}); choose another --out "
+                        f"or remove it")
     model = model.cpu().eval()
     cfg = state["config"]
     record = metrics.to_dict()

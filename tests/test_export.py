@@ -74,6 +74,15 @@ def test_failed_export_keeps_the_previous_folder_and_leaves_no_temporary(exporte
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_export_never_replaces_a_folder_that_is_not_an_export(run_checkpoint, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(UserError, match="is not an export folder"):
+        export_run(run_checkpoint, mine, device="cpu")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 def test_export_cli_on_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         export_module.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "export")])
