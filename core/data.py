@@ -22,7 +22,7 @@ from tqdm import tqdm
 from core import augment, image_files
 from core.config import config_from_dict
 from core.errors import UserError, cli_errors
-from core.files import write_file_atomic
+from core.files import OutputKind, check_output, write_failure, write_file_atomic
 from core.split import VAL_SPLITS, training_split
 from core.synthetic import SYNTHETIC_MARKER, TEST_SET_NAMES, write_demo_dataset
 
@@ -350,6 +350,16 @@ def check_files(data: PolypData, progress: bool = False) -> CheckReport:
     return CheckReport(2 * len(pairs), polyp / max(pixels, 1), empty)
 
 
+def mask_foreground(pairs: Sequence[SamplePair]) -> tuple[float, int]:
+    """(fraction of mask pixels that are polyp, number of empty masks) over `pairs`, reading masks only:
+    cheap enough for every sweep's preparation."""
+    polyp = pixels = empty = 0
+    for pair in pairs:
+        mask = read_mask(pair.mask)
+        polyp, pixels, empty = polyp + int(mask.sum()), pixels + mask.size, empty + int(not mask.any())
+    return polyp / max(pixels, 1), empty
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     with cli_errors():
@@ -393,10 +403,7 @@ def _parser() -> argparse.ArgumentParser:
 def _demo_command(args: argparse.Namespace) -> None:
     if args.size < 32 or args.train < 2 or args.test < 1:
         raise UserError("demo: need --size >= 32, --train >= 2, --test >= 1")
-    try:
-        out = write_demo_dataset(args.out, size=args.size, n_train=args.train, n_test=args.test, seed=args.seed)
-    except FileExistsError as err:
-        raise UserError(f"{args.out}: {err}; choose another --out or delete it") from None
+    out = write_demo_dataset(args.out, size=args.size, n_train=args.train, n_test=args.test, seed=args.seed)
     print(f"wrote SYNTHETIC demo data (not real polyps) to {out}: {args.train} train, "
           f"{args.test} per test set, {args.size}px, seed {args.seed}")
 
@@ -405,16 +412,38 @@ def _split_command(args: argparse.Namespace) -> None:
     given = {"data_root": args.data_root, "val_split": args.val_split, "val_fraction": args.val_fraction,
              "split_seed": args.split_seed, "val_groups": args.val_groups}
     cfg = config_from_dict({k: v for k, v in given.items() if v is not None}, source="core.data split")
-    split = training_split(cfg, discover(cfg.data_root).train)
+    train = discover(cfg.data_root).train
+    inputs = [("--val-groups file", cfg.val_groups)] if cfg.val_groups else []
+    out = check_output(args.out, split_file_kind(train), inputs)
+    split = training_split(cfg, train)
     val = [p.stem for p in split.val]
     try:
-        write_file_atomic(args.out, "".join(f"{stem}\n" for stem in val))
+        write_file_atomic(out, "".join(f"{stem}\n" for stem in val))
     except OSError as err:
-        raise UserError(f"{args.out}: cannot write it ({err.strerror}); choose another --out") from None
+        raise (write_failure(err, Path(args.out))
+               or UserError(f"{args.out}: cannot write it ({err.strerror}); choose another --out")) from None
     largest = max(split.groups, key=len)
     print(f"{cfg.val_split} split of {cfg.data_root}: {len(split.groups)} groups (largest: {len(largest)} of "
           f"{len(split.train) + len(val)}, first {largest[0]}); {len(split.train)} train, {len(val)} validation "
           f"(val_fraction {cfg.val_fraction}, split_seed {cfg.split_seed}); validation stems written to {args.out}")
+
+
+def split_file_kind(train: Sequence[SamplePair]) -> OutputKind:
+    """A split file `core.data split` wrote for this data: one stem per line, each a training image's. The
+    file has no header (training and users read it as bare stems), so its content is what tells it apart."""
+    stems = {pair.stem for pair in train}
+
+    def recognise(path: Path) -> str | None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return "not a text file of image stems"
+        stranger = next((line for line in lines if line not in stems), None)
+        if stranger is None:
+            return None
+        return f"line {stranger[:40]!r} is no training image's stem of this data root"
+
+    return OutputKind("a split file", recognise=recognise)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from core.errors import UserError
 from core.files import write_file_atomic
 from tune.cluster.storage import join
 from tune.objective import Objective
 from tune.sampling import Sampled
-from tune.space import SearchSpace, load_space
+from tune.space import SearchSpace, fingerprint, load_space
 from tune.statistics import mean_ci95
 
 SPACE_FILE = "space.yaml"           # the resolved space the sweep ran
@@ -351,10 +353,33 @@ def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Con
 
 # --- the finished sweep -------------------------------------------------------------------------------
 
-def write_sweep_record(sweep_dir: Path, name: str, base: dict[str, Any]) -> Path:
+def write_sweep_record(sweep_dir: Path, name: str, fingerprint: str, base: dict[str, Any] | None = None) -> Path:
+    """sweep.json: the sweep's name, the fingerprint of the space it is bound to (tune/space.fingerprint) and,
+    once prepared, the base TrainConfig every trial starts from."""
     path = sweep_dir / SWEEP_FILE
-    write_json({"name": name, "base": base}, path)
+    write_json({"name": name, "fingerprint": fingerprint, **({"base": base} if base is not None else {})}, path)
     return path
+
+
+def read_sweep_record(sweep_dir: Path) -> dict[str, Any]:
+    return read_json(sweep_dir / SWEEP_FILE, "it is written when a sweep starts; run the sweep under a new --name")
+
+
+def read_bound_space(sweep_dir: Path) -> dict[str, Any]:
+    """The space a sweep ran (its space.yaml), checked against the fingerprint sweep.json recorded."""
+    path = sweep_dir / SPACE_FILE
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found, so the space this sweep ran is unknown; run it as a new sweep "
+                        f"with --name NEW") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"{path}: unreadable ({type(err).__name__}); run it as a new sweep with --name NEW") from None
+    recorded = read_sweep_record(sweep_dir).get("fingerprint") if (sweep_dir / SWEEP_FILE).is_file() else None
+    if not isinstance(saved, dict) or (recorded and recorded != fingerprint(saved)):
+        raise UserError(f"{path}: changed since the sweep started (it no longer matches sweep.json's "
+                        f"fingerprint); put it back, or run it as a new sweep with --name NEW")
+    return saved
 
 
 def read_sweep_base(path: Path) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The sweep CLI: prepare (data, teacher, caches) -> search (Ray Tune + Optuna + ASHA, with a no-teacher
 control arm) -> select (the best configurations retrained over seeds) -> verdict -> finish (report).
 
-    python -m tune.search --space kd.yaml [--name N] [--num-samples K] [--resume] [--address ADDR]
+    python -m tune.search --space kd.yaml [--name N] [--num-samples K] [--resume [--extend]] [--address ADDR]
                           [--set key=value ...] [--plan]
 
-Writes results/<sweep>/ (its layout: tune/records.py). Ctrl-C (or SIGTERM) stops it resumably: exit 130
+Writes results/<sweep>/ (its layout: tune/records.py). A sweep is bound to its space: --resume with a changed
+space exits 2 listing the changes (--resume --extend runs more trials, nothing else may change). Ctrl-C (or SIGTERM) stops it resumably: exit 130
 (143), no winner written. The stages live in tune/sweep/; this module only reads the command line.
 """
 from __future__ import annotations
@@ -18,10 +19,10 @@ from core.config import parse_overrides
 from core.errors import UserError, cli_errors
 from tune.cluster import storage
 from tune.cluster.plan import print_plan
-from tune.records import SWEEP_FILE, read_sweep_base
 from tune.space import SearchSpace, load_space
 from tune.sweep.pipeline import run_sweep
 from tune.sweep.prepare import prepare_data
+from tune.sweep.signals import StopSignals
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -30,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--space", required=True, help="search-space YAML: a path, or a name in search_spaces/")
     parser.add_argument("--name", help="sweep name (default: the space's name)")
     parser.add_argument("--num-samples", type=int, help="number of search trials (overrides the space)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted sweep of this name (with the space it started with)")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume: the space raises search.num_samples; run the extra trials")
     parser.add_argument("--address", help="join a running Ray cluster (default: $RAY_ADDRESS, else local)")
     parser.add_argument("--storage", default="results",
                         help="folder or URI (s3://, gs://) that holds <sweep>/; a cluster needs one all nodes reach")
@@ -47,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epoch-seconds", type=float,
                         help="with --plan: seconds per trial epoch on the target GPU (default: measured here)")
     args = parser.parse_args(argv)
-    with cli_errors():
+    # From the first step: the data check and demo data stop on a signal too.
+    with StopSignals().installed() as signals, cli_errors():
         space = space_from_args(args)
         if args.plan:
             if args.epoch_seconds is None:
@@ -56,18 +61,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args.workers is not None or args.epoch_seconds is not None:
             raise UserError("--workers and --epoch-seconds go with --plan")
-        storage_root = storage.resolve(args.storage)
-        saved = storage.join(storage_root, space.name, SWEEP_FILE)
-        if args.resume and storage.exists(saved):
-            # The trials already run were built from the saved base config: keep using it.
-            saved_base = read_sweep_base(Path(storage.local_copy(saved)))
-            space.base = {k: v for k, v in saved_base.items() if k != "epochs"}  # epochs is asha.max_t
-        prepare_data(space)
         try:
-            run_sweep(space, storage_root, args.resume, args.address, args.num_cpus, Path(args.local_results))
+            prepare_data(space)
+            run_sweep(space, storage.resolve(args.storage), args.resume, args.address, args.num_cpus,
+                      Path(args.local_results), args.extend, signals)
         except KeyboardInterrupt:
             print("\nsweep interrupted — continue with the same command plus --resume", file=sys.stderr)
-            raise SystemExit(130) from None
+            raise SystemExit(signals.exit_code) from None
     sys.stdout.flush()
 
 

@@ -28,11 +28,15 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from core.config import TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
@@ -211,7 +215,55 @@ class SearchSpace:
         out = dataclasses.asdict(self)
         out["parameters"] = {p["name"]: _parameter_to_dict(p) for p in out["parameters"]}
         out.pop("source")
-        return out
+        return yaml.safe_load(yaml.safe_dump(out))  # as space.yaml holds it: compares equal to a read-back
+
+
+# A sweep is bound to what its trials, selection and verdict depend on: everything in the space except how
+# it is run (resources, concurrency, retries, checkpoint spacing, W&B, demo-data settings, its name).
+RUN_SETTINGS = ("name", "resources", "wandb", "demo_data")
+FREE_SEARCH_KEYS = ("max_concurrent_trials", "max_failures", "reuse_actors", "checkpoint_every")
+
+
+def bound_settings(space: dict[str, Any]) -> dict[str, Any]:
+    """The part of a space (as `to_dict` or space.yaml holds it) that a sweep is bound to."""
+    out = {k: v for k, v in space.items() if k not in RUN_SETTINGS}
+    out["search"] = {k: v for k, v in (out.get("search") or {}).items() if k not in FREE_SEARCH_KEYS}
+    return out
+
+
+def fingerprint(space: dict[str, Any]) -> str:
+    text = json.dumps(bound_settings(space), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def space_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (saved value, current value) for every bound setting that differs."""
+    old, new = _flatten(bound_settings(saved)), _flatten(bound_settings(current))
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def check_resumable(saved: dict[str, Any], space: SearchSpace, extend: bool, where: str) -> bool:
+    """Whether `space` may continue the sweep that ran `saved` (its space.yaml); True when it raises the trial
+    count under `extend`. Any other change is a UserError listing it and the two ways on."""
+    changes = space_changes(saved, space.to_dict())
+    grown = set(changes) == {"search.num_samples"} and changes["search.num_samples"][1] > changes[
+        "search.num_samples"][0]
+    if not changes or (extend and grown):
+        return bool(changes)
+    listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    ways = "run it as a new sweep with --name NEW"
+    ways += ", or add --extend to run the extra trials" if grown else (
+        " (--extend only raises search.num_samples; nothing else may change)" if extend else "")
+    raise UserError(f"{where}: this sweep ran another space ({listed}); {ways}")
 
 
 def resolve_space_path(name: str | Path) -> Path:
@@ -235,10 +287,14 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     if "parameters" not in raw or not isinstance(raw["parameters"], dict) or not raw["parameters"]:
         raise UserError(f"{src}: 'parameters' must map at least one config key to a distribution")
     base = _mapping(raw.get("base", {}), f"{src}: base")
+    parameters = [_parse_parameter(k, v, f"{src}: parameters.{k}") for k, v in raw["parameters"].items()]
+    for key in sorted(set(overrides or {}) & {p.name for p in all_parameters(parameters)}):
+        # Every trial would take its sampled value: the override would be recorded and silently unused.
+        raise UserError(f"--set {key}: {key} is searched in this space ({src}); change its range in the space "
+                        f"file, or remove it from `parameters`")
     base.update(overrides or {})
     space = SearchSpace(
-        name=str(raw.get("name") or path.stem), source=src, base=base,
-        parameters=[_parse_parameter(k, v, f"{src}: parameters.{k}") for k, v in raw["parameters"].items()],
+        name=str(raw.get("name") or path.stem), source=src, base=base, parameters=parameters,
         objective=_objective(raw.get("objective"), src),
         search=_section(SearchSettings, raw, "search", src),
         asha=_section(AshaSettings, raw, "asha", src),

@@ -13,3 +13,6 @@ import os
 os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The driver's own handler (tune/sweep/signals.py) sees every Ctrl-C and asks Tune to stop through Tune's
+# SIGUSR1 handler; Tune's SIGINT handler would swallow a Ctrl-C that arrives as a run's last trial ends.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")

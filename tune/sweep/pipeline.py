@@ -4,9 +4,8 @@ prepare → search → select → verdict → finish, each resumable; Ctrl-C or 
 from __future__ import annotations
 
 import os
-import signal
+import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,27 +15,44 @@ import yaml
 from core.errors import UserError
 from core.files import write_file_atomic
 from tune.cluster import storage
-from tune.records import SEARCH_FILE, SPACE_FILE, WANDB_DIRNAME, SweepPaths, read_search, sweep_lock
-from tune.space import SearchSpace
+from tune.records import (
+    BEST_FILE,
+    CONFIRM_DIRNAME,
+    SEARCH_FILE,
+    SPACE_FILE,
+    SWEEP_FILE,
+    VERDICT_DIRNAME,
+    WANDB_DIRNAME,
+    SweepPaths,
+    read_bound_space,
+    read_search,
+    sweep_lock,
+    write_sweep_record,
+)
+from tune.space import SearchSpace, check_resumable, fingerprint
 from tune.sweep.finish import finish
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.runtime import SweepInterrupted, SweepRun, wandb_mode
 from tune.sweep.search import search
 from tune.sweep.select import select
+from tune.sweep.signals import StopSignals
 from tune.sweep.verdict import verdict_stage
 
 
 def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
-              num_cpus: int | None, local_results: Path = Path("results")) -> dict:
+              num_cpus: int | None, local_results: Path = Path("results"), extend: bool = False,
+              signals: StopSignals | None = None) -> dict:
     """`storage_root` is a local folder or a URI shared by every node; with a URI the sweep's own files
-    are also kept in <local_results>/<sweep>/ on this machine and copied to the storage at the end."""
+    are also kept in <local_results>/<sweep>/ on this machine and copied to the storage at the end.
+    `extend`: with `resume`, the space may raise search.num_samples and the extra trials run."""
     remote = storage.is_uri(storage_root)
     shared = storage.join(storage_root, space.name)        # every node reaches this
     paths = SweepPaths((local_results / space.name).resolve() if remote else Path(shared), shared, remote)
     with sweep_lock(paths.sweep_dir):
         check_folder(paths, resume)
         check_teacher_setting(space)
-        return run_stages(space, paths, address, num_cpus)
+        bind_to_space(paths, space, resume, extend)
+        return run_stages(space, paths, address, num_cpus, signals or StopSignals())
 
 
 def check_folder(paths: SweepPaths, resume: bool) -> None:
@@ -48,7 +64,55 @@ def check_folder(paths: SweepPaths, resume: bool) -> None:
                         f"start another with --name NEW (or delete the folder)")
 
 
-def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None) -> dict:
+def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: bool) -> None:
+    """A new sweep records its space (space.yaml, its fingerprint in sweep.json); a resumed one must run the
+    same space, or raise its trial count with `extend` (the finished stages after the search are then set
+    aside: they were chosen among fewer trials)."""
+    if extend and not resume:
+        raise UserError("--extend continues a sweep: use it with --resume")
+    if resume:
+        if paths.remote and not (paths.sweep_dir / SPACE_FILE).is_file():
+            fetch_records(paths)
+        extends = check_resumable(read_bound_space(paths.sweep_dir), space, extend, str(paths.sweep_dir / SPACE_FILE))
+        if extends:
+            print(f"extending the sweep to {space.search.num_samples} search trials")
+            set_aside_later_stages(paths)
+    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(paths.sweep_dir / SPACE_FILE, yaml.safe_dump(space.to_dict(), sort_keys=False))
+    record = write_sweep_record(paths.sweep_dir, space.name, fingerprint(space.to_dict()))
+    if paths.remote:
+        storage.upload(paths.sweep_dir / SPACE_FILE, storage.join(paths.shared, SPACE_FILE))
+        storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
+
+
+def fetch_records(paths: SweepPaths) -> None:
+    """A sweep in shared storage resumed from another machine: its space.yaml and sweep.json come from there."""
+    for name in (SPACE_FILE, SWEEP_FILE):
+        if storage.exists(storage.join(paths.shared, name)):
+            paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(storage.local_copy(storage.join(paths.shared, name)), paths.sweep_dir / name)
+
+
+def set_aside_later_stages(paths: SweepPaths) -> None:
+    """Move the records of a finished search's later stages into superseded-N/ (never deleted)."""
+    later = [paths.sweep_dir / n for n in (SEARCH_FILE, BEST_FILE, CONFIRM_DIRNAME, VERDICT_DIRNAME)]
+    later = [p for p in later if p.exists()]
+    if not later:
+        return
+    if paths.remote:
+        raise UserError(f"{paths.shared}: the search is complete; extending it on shared storage is not "
+                        f"supported: run a new sweep with --name NEW")
+    n = 1 + sum(1 for _ in paths.sweep_dir.glob("superseded-*"))
+    aside = paths.sweep_dir / f"superseded-{n}"
+    aside.mkdir()
+    for path in later:
+        os.replace(path, aside / path.name)
+    print(f"the search's results so far and the stages after it ({', '.join(p.name for p in later)}) were "
+          f"chosen among fewer trials: moved to {aside}")
+
+
+def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
+               signals: StopSignals) -> dict:
     started = time.perf_counter()
     mode = wandb_mode(space)
     address = address or os.environ.get("RAY_ADDRESS")
@@ -56,13 +120,11 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
     # on this machine (ray.init(None) would join one started by `ray start`, and refuse num_cpus).
     ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
              configure_logging=True, logging_level="WARNING")
-    if threading.current_thread() is threading.main_thread():
-        # After ray.init: Ray installs a SIGTERM handler of its own that aborts the driver.
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signals.install()  # again: ray.init installs a SIGTERM handler of its own that aborts the driver
     try:
-        run = SweepRun(space, paths, requests_gpu(space, address), mode)
+        signals.check()  # a signal during ray.init
+        run = SweepRun(space, paths, requests_gpu(space, address), mode, signals)
         (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
-        write_file_atomic(paths.sweep_dir / SPACE_FILE, yaml.safe_dump(space.to_dict(), sort_keys=False))
         base = prepare(run)
         if (paths.sweep_dir / SEARCH_FILE).is_file():
             rows = read_search(paths.sweep_dir)
@@ -77,17 +139,6 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
         print(f"\nsweep interrupted — continue with the same command plus --resume: "
               f"python -m tune.search --space {space.source} --name {space.name} --resume{detail}",
               file=sys.stderr)
-        raise SystemExit(143 if _terminated else 130) from None
+        raise SystemExit(signals.exit_code) from None
     finally:
         ray.shutdown()
-
-
-_terminated = False
-
-
-def _sigterm_as_interrupt(signum, frame) -> None:
-    """SIGTERM (a scheduler or `kill`) stops the sweep like Ctrl-C, so Ray saves a resumable state."""
-    global _terminated
-    _terminated = True
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    os.kill(os.getpid(), signal.SIGINT)

@@ -11,6 +11,7 @@ node wait on the builder's file lock (core/cache.py), then map them.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from core.cache import training_caches
 from core.files import default_cache_dir
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
-from core.data import discover
+from core.data import CheckReport, PolypData, discover, mask_foreground
 from core.errors import UserError
 from core.models import require_teacher_path, resolve_device, teacher_split
 from core.split import check_teacher_split, training_split
@@ -29,7 +30,7 @@ from core.synthetic import write_demo_dataset
 from core.train import Trainer, run_training
 from tune.cluster import storage
 from tune.records import SWEEP_FILE, TEACHER_DIRNAME, write_sweep_record
-from tune.space import SearchSpace
+from tune.space import SearchSpace, fingerprint
 from tune.sweep.runtime import SweepRun
 
 
@@ -45,7 +46,26 @@ def prepare_data(space: SearchSpace) -> None:
         print(f"generating SYNTHETIC demo data (not real polyps) at {root}: {d.train} train, {d.test} per "
               f"test set, {d.size}px, seed {d.seed}")
         write_demo_dataset(root, size=d.size, n_train=d.train, n_test=d.test, seed=d.seed)
-    print(discover(root).describe())
+    data = discover(root)
+    print(data.describe())
+    check_foreground(space, data)
+
+
+def check_foreground(space: SearchSpace, data: PolypData) -> None:
+    """Masks with no polyp anywhere in training, or in the validation split, stop the sweep here: empty on
+    empty scores Dice 1, and a sweep would crown a model that finds nothing. An implausible fraction warns."""
+    split = training_split(space.base_config(), data.train)
+    for part, pairs in (("training", split.train), ("validation", split.val)):
+        fraction, empty = mask_foreground(pairs)
+        if fraction == 0:
+            raise UserError(f"{data.root / 'TrainDataset' / 'masks'}: all {len(pairs)} {part} masks are empty (no "
+                            f"polyp pixel); masks must be polyp white on black (check with `python -m core.data "
+                            f"check --data-root {data.root}`)")
+        if part == "training":
+            report = CheckReport(0, fraction, empty)
+            print(f"training masks: {100 * fraction:.1f} % polyp pixels, {empty} of {len(pairs)} empty")
+            if report.warning():
+                print(report.warning(), file=sys.stderr)
 
 
 def check_teacher_setting(space: SearchSpace) -> None:
@@ -75,7 +95,7 @@ def prepare(run: SweepRun) -> TrainConfig:
         shared = storage.join(paths.shared, TEACHER_DIRNAME) if paths.remote else None
         base = base.replace(teacher_checkpoint=ensure_teacher(space, paths.sweep_dir, run.use_gpu, shared=shared))
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
-    record = write_sweep_record(paths.sweep_dir, space.name, base.to_dict())
+    record = write_sweep_record(paths.sweep_dir, space.name, fingerprint(space.to_dict()), base.to_dict())
     if paths.remote:
         storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
     warm_caches(space, base, run.use_gpu)

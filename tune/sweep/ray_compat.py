@@ -5,18 +5,28 @@ version warns once, so a Ray upgrade is checked here rather than discovered as a
 """
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import math
 import os
+import pickle
 import posixpath
 import warnings
+from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 from optuna.trial import TrialState as OptunaTrialState
+from ray import cloudpickle, tune
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.tune import ExperimentAnalysis
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils.serialization import TuneFunctionEncoder
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+from ray.train._internal.storage import get_fs_and_path
 
 from core.config import TrainConfig
 from tune.records import TrialState
@@ -25,7 +35,8 @@ from tune.sampling import run_sample, trial_config
 VERIFIED_RAY_VERSION = "2.60.0"
 if ray.__version__ != VERIFIED_RAY_VERSION:
     warnings.warn(f"tune/ray_compat.py was verified against Ray {VERIFIED_RAY_VERSION}, this is Ray "
-                  f"{ray.__version__}: check OptunaSearch.on_trial_result/on_trial_complete, "
+                  f"{ray.__version__}: check OptunaSearch.on_trial_result/on_trial_complete/restore, "
+                  f"TunerInternal._tune_config/_run_config, SearchGenerator.set_state/_experiment, "
                   f"WandbLoggerCallback._start_logging_actor/_cleanup_logging_actor(s), _WandbLoggingActor.run and "
                   f"ExperimentAnalysis trial statuses",
                   stacklevel=2)
@@ -66,19 +77,108 @@ class TruthfulOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         trial = self._ot_trials[trial_id]
-        value = (result or {}).get(self.metric)
-        if error or not result or result.get("diverged") or value is None or math.isnan(value):
-            self._ot_study.tell(trial, state=OptunaTrialState.FAIL)
-            self._completed_trials.add(trial_id)
-            return
-        # The result ASHA stopped a trial on reaches the searcher here only, not through on_trial_result:
-        # record it, so the pruned trial's last intermediate value is its value at that rung.
-        self.on_trial_result(trial_id, result)
-        if int(result.get("epoch", 0)) >= self.max_t:
-            self._ot_study.tell(trial, float(value), state=OptunaTrialState.COMPLETE)
-        else:
-            self._ot_study.tell(trial, state=OptunaTrialState.PRUNED)
+        state, value = optuna_end(result, error, self.metric, self.max_t)
+        if state != OptunaTrialState.FAIL:
+            # The result ASHA stopped a trial on reaches the searcher here only, not through
+            # on_trial_result: record it, so the pruned trial's last intermediate value is its value there.
+            self.on_trial_result(trial_id, result)
+        self._ot_study.tell(trial, value, state=state)
         self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore, re-pointed at this searcher's journal; then each trial the journal lost and
+        tune.sweep.state_files added back (under a new Optuna id, marked with its Ray trial id) is linked
+        again, so its results go to the added trial.
+
+        Ray loads the pickled searcher whole, study storage included: that names the journal of the folder the
+        sweep first ran in, so a copied or moved sweep went on writing the original's. This searcher was built
+        for the folder the sweep is in now: its storage is kept, and the restored study and trials are
+        re-opened on it (the sampler's state is the restored one)."""
+        storage = self._storage
+        super().restore(checkpoint_path)
+        self._storage = storage
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler)
+        for trial in self._ot_trials.values():
+            trial.study, trial.storage = self._ot_study, self._ot_study._storage
+        added = {t.user_attrs[RAY_TRIAL_ATTR]: t for t in self._ot_study.get_trials(deepcopy=False)
+                 if RAY_TRIAL_ATTR in t.user_attrs}
+        for trial_id, trial in list(self._ot_trials.items()):
+            if trial_id in added and added[trial_id]._trial_id != trial._trial_id:
+                self._ot_trials[trial_id] = optuna_trial(self._ot_study, added[trial_id])
+
+
+RAY_TRIAL_ATTR = "ray_trial_id"   # on an Optuna trial added back to a journal that had lost it
+
+
+def optuna_end(result: dict[str, Any] | None, error: bool, metric: str,
+               max_t: int) -> tuple[OptunaTrialState, float | None]:
+    """What the Optuna study is told about a Ray trial that ended: (state, value to tell).
+
+    Reached `max_t` epochs: COMPLETE with the objective; stopped earlier (ASHA): PRUNED (Optuna takes its
+    last intermediate value); errored, diverged or never reported the objective: FAIL."""
+    value = (result or {}).get(metric)
+    if error or not result or result.get("diverged") or value is None or math.isnan(value):
+        return OptunaTrialState.FAIL, None
+    if int(result.get("epoch", 0)) >= max_t:
+        return OptunaTrialState.COMPLETE, float(value)
+    return OptunaTrialState.PRUNED, None
+
+
+def optuna_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.trial.Trial:
+    """A live Optuna trial (report, tell) for a trial already in `study`: Optuna's public API makes one only
+    through ask(); its constructor takes the storage's trial id."""
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
+def storage_id(trial: optuna.trial.Trial | optuna.trial.FrozenTrial) -> int:
+    """The id an Optuna storage knows a trial by (unique across the journal's studies, unlike `number`)."""
+    return trial._trial_id
+
+
+def searcher_trials(searcher_state: bytes) -> dict[str, optuna.trial.Trial]:
+    """{Ray trial id: its Optuna trial} from OptunaSearch's saved state (searcher-state-*.pkl): the link
+    OptunaSearch itself uses (`_ot_trials`); each trial's params and distributions are as it sampled them.
+    Empty when the state does not unpickle: the caller then matches trials by their parameters."""
+    try:
+        return dict(pickle.loads(searcher_state)["_ot_trials"])
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def experiment_folders(trials: list) -> tuple[str, Any, str] | None:
+    """(the local folder where Ray's driver writes the experiment state, the storage's pyarrow filesystem,
+    the experiment folder on it) of a running experiment, read off one of its trials; None before any."""
+    if not trials:
+        return None
+    storage = trials[0].storage
+    return storage.experiment_driver_staging_path, storage.storage_filesystem, storage.experiment_fs_path
+
+
+def rerun_from_scratch(experiment_state: dict[str, Any], trial_ids: set[str]) -> dict[str, Any]:
+    """Ray's experiment state (experiment_state-*.json, parsed) with the trials `trial_ids` set to be run
+    again from scratch by Tuner.restore: PENDING (an unfinished trial, which restore resumes under its own
+    id whatever resume_* says), no checkpoint, no result. A trial that had ended is stopped where it ended
+    (its epoch becomes its stopping criterion): ASHA's state is not restored with the Tuner, so without it an
+    ASHA-stopped trial would now run to max_t."""
+    data = dict(experiment_state)
+    records = []
+    for trial_json, meta_json in data["trial_data"]:
+        trial = json.loads(trial_json)
+        if trial["trial_id"] in trial_ids:
+            meta = json.loads(meta_json)
+            epoch = (meta.get("last_result") or {}).get("epoch")
+            if trial["status"] in ("TERMINATED", "ERROR") and epoch:
+                trial["stopping_criterion"] = {**(trial.get("stopping_criterion") or {}), "epoch": int(epoch)}
+            trial["status"] = "PENDING"
+            old = cloudpickle.loads(bytes.fromhex(meta["checkpoint_manager"]["value"]))
+            meta["checkpoint_manager"] = json.loads(json.dumps(_CheckpointManager(old.checkpoint_config),
+                                                              cls=TuneFunctionEncoder))
+            meta.update(last_result={}, error_filename=None, pickled_error_filename=None)
+            trial_json, meta_json = json.dumps(trial, indent=2), json.dumps(meta, indent=2)
+        records.append([trial_json, meta_json])
+    data["trial_data"] = records
+    return data
+
 
 
 class ReusableWandbLoggingActor(_WandbLoggingActor):
@@ -170,6 +270,49 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         for actor, _ in self._idle:
             ray.kill(actor)
         self._idle.clear()
+
+
+class _RestoredSearch(SearchGenerator):
+    """Ray's search generator, restored to where the experiment is now and with this run's trial count.
+
+    Ray restores the generator's pickled experiment, whose storage names the folder the sweep first ran in
+    (a copied sweep's new trials were created in the original), and its first trial count (a sweep resumed
+    with more trials, `--resume --extend`, never ran them)."""
+
+    def __init__(self, searcher, num_samples: int, storage_path: str):
+        super().__init__(searcher)
+        self.num_samples = num_samples
+        self.storage_path = storage_path   # the folder (or URI) that holds the experiment now
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._total_samples = max(self._total_samples, self.num_samples)
+        storage = copy.copy(self._experiment.spec["storage"])
+        storage.storage_filesystem, fs_path = get_fs_and_path(self.storage_path, None)
+        storage.storage_fs_path = Path(fs_path).as_posix()
+        self._experiment.spec["storage"] = self._experiment.storage = storage
+
+
+def restore_tuner(experiment: str, trainable, callbacks: list, tune_config: tune.TuneConfig | None = None
+                  ) -> tune.Tuner:
+    """`Tuner.restore` that writes only where the experiment is now.
+
+    Ray re-points trial folders and checkpoints of a moved experiment itself, but runs the restored run's
+    pickled callbacks and searcher, which keep the absolute paths of the first run (W&B's folder, the
+    Optuna journal): a resumed copy of a sweep wrote into the original. They are replaced here by this run's
+    `callbacks` and, for a search, by `tune_config`'s searcher with its trial count."""
+    tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    internal = tuner._local_tuner
+    internal._run_config.callbacks = callbacks
+    if tune_config is not None:
+        searcher = tune_config.search_alg
+        if tune_config.max_concurrent_trials:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=tune_config.max_concurrent_trials)
+        internal._tune_config.search_alg = _RestoredSearch(searcher, tune_config.num_samples,
+                                                           internal._run_config.storage_path)
+        internal._tune_config.max_concurrent_trials = None  # the limiter above is that setting
+        internal._tune_config.num_samples = tune_config.num_samples
+    return tuner
 
 
 def recorded_trials(experiment: str) -> list[TrialState]:

@@ -4,7 +4,7 @@ the trainable with its resources, ASHA, the run config, W&B's callback and mode,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -13,6 +13,7 @@ from core.config import TrainConfig
 from tune.records import SweepPaths
 from tune.space import SearchSpace, checkpoint_epochs
 from tune.sweep.ray_compat import SweepWandbLoggerCallback
+from tune.sweep.signals import StopSignals
 from tune.sweep.trainable import train_trial
 
 
@@ -22,13 +23,14 @@ class SweepInterrupted(Exception):
 
 @dataclass
 class SweepRun:
-    """One run of the sweep driver: the space, where its files go, whether trials ask for GPUs, and the
-    W&B mode (online, offline or disabled)."""
+    """One run of the sweep driver: the space, where its files go, whether trials ask for GPUs, the W&B
+    mode (online, offline or disabled) and how it stops on a signal."""
 
     space: SearchSpace
     paths: SweepPaths
     use_gpu: bool
     wandb_mode: str
+    signals: StopSignals = field(default_factory=StopSignals)
 
 
 def wandb_mode(space: SearchSpace) -> str:

@@ -24,7 +24,7 @@ from tune.records import (
     write_search,
 )
 from tune.sampling import DefineByRun, Sampled
-from tune.sweep.ray_compat import TruthfulOptunaSearch, recorded_trials
+from tune.sweep.ray_compat import TruthfulOptunaSearch, recorded_trials, restore_tuner
 from tune.sweep.runtime import (
     SweepInterrupted,
     SweepRun,
@@ -58,16 +58,18 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
     """One arm's Tuner, new or restored; returns when its trials have ended (or Ctrl-C stopped it)."""
     # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
     trainable = trainable_for(run, base, run.space.asha.rungs())
+    callbacks = wandb_callbacks(run, "trial", base)
     if tune.Tuner.can_restore(experiment):
         for note in restore_recorded_checkpoints(experiment):
             print(note)
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        tuner = restore_tuner(experiment, trainable, callbacks, tune_config(run, arm, num_samples))
     else:
         name = experiment.rstrip("/").rsplit("/", 1)[-1]
         print(f"\nsearching arm {arm}: {num_samples} trials")
         tuner = tune.Tuner(trainable, tune_config=tune_config(run, arm, num_samples),
-                           run_config=run_config(run, name, wandb_callbacks(run, "trial", base)))
-    tuner.fit()
+                           run_config=run_config(run, name, callbacks))
+    with run.signals.during_fit():
+        tuner.fit()
 
 
 def tune_config(run: SweepRun, arm: str, num_samples: int) -> tune.TuneConfig:

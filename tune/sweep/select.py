@@ -16,7 +16,7 @@ from core.errors import UserError
 from tune.objective import Objective
 from tune.records import Candidate, Confirmed, TrialRow, TrialState, relative
 from tune.sampling import candidate_config, run_candidate
-from tune.sweep.ray_compat import recorded_trials
+from tune.sweep.ray_compat import recorded_trials, restore_tuner
 from tune.sweep.runtime import SweepInterrupted, SweepRun, run_config, trainable_for, wandb_callbacks
 
 
@@ -71,17 +71,18 @@ def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds
     """Every candidate trained from scratch with every seed, as one resumable Ray experiment."""
     space = run.space
     trainable = trainable_for(run, base)
+    callbacks = wandb_callbacks(run, job_type, base)
     if tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        tuner = restore_tuner(experiment, trainable, callbacks)
     else:
         grid = [candidate_config(c.name, c.sampled) for c in candidates]
         tuner = tune.Tuner(trainable, param_space={"candidate": tune.grid_search(grid),
                                                    "seed": tune.grid_search(seeds)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials,
                                                        reuse_actors=space.search.reuse_actors),
-                           run_config=run_config(run, experiment.rstrip("/").rsplit("/", 1)[-1],
-                                                 wandb_callbacks(run, job_type, base)))
-    tuner.fit()
+                           run_config=run_config(run, experiment.rstrip("/").rsplit("/", 1)[-1], callbacks))
+    with run.signals.during_fit():
+        tuner.fit()
     trials = recorded_trials(experiment)
     ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
     if ended < len(trials) or len(trials) < len(candidates) * len(seeds):

@@ -1,0 +1,77 @@
+"""How the sweep driver stops on Ctrl-C (SIGINT) or SIGTERM, at any stage, within seconds.
+
+Outside a Ray Tune run (data check, teacher, cache warm-up, between stages, finish) a signal interrupts at
+once, a blocking `ray.get` included: the handler raises KeyboardInterrupt itself (re-sending SIGINT to the
+own process from a SIGTERM handler was lost during the teacher's `ray.get`). Inside a run, Tune is asked to
+stop its trials and save a resumable state. Either way the signal is remembered, so one that arrives just
+as the last trial ends still stops the sweep; the driver exits 130 (SIGINT) or 143 (SIGTERM), no winner.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+
+class StopSignals:
+    """The driver's SIGINT/SIGTERM handling: `install()` once in the main thread (again after `ray.init`,
+    which installs a SIGTERM handler of its own); wrap every `Tuner.fit()` in `during_fit()`."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._in_fit = False
+        self._usr1_before = None   # SIGUSR1's handler before the current run: not Tune's
+        self._original: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 143 if self.received == signal.SIGTERM else 130
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers there only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._original.setdefault(sig, signal.getsignal(sig))
+                signal.signal(sig, self._handle)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        """Installed for the block; the handlers before it are back afterwards (a caller such as a test
+        process keeps its own)."""
+        self.install()
+        try:
+            yield self
+        finally:
+            for sig, handler in self._original.items():
+                signal.signal(sig, handler)
+            self._original.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        first = self.received is None
+        self.received = self.received or signum
+        # Tune's own stop handler: it registers one for SIGUSR1 when its run loop starts (its SIGINT one is
+        # switched off in tune/sweep/__init__.py, so this handler stays in place and sees every signal).
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if first and self._in_fit and callable(tune_stop) and tune_stop is not self._usr1_before:
+            tune_stop(signum, frame)
+            return
+        raise KeyboardInterrupt  # a second signal, or outside Tune's loop: stop now
+
+    @contextlib.contextmanager
+    def during_fit(self) -> Iterator[None]:
+        """Around `Tuner.fit()`: a signal stops Tune gracefully; afterwards a signal received at any moment
+        of the run (even as its last trial ended) raises KeyboardInterrupt."""
+        main = threading.current_thread() is threading.main_thread()
+        self._usr1_before = signal.getsignal(signal.SIGUSR1)
+        self._in_fit = True
+        try:
+            yield
+        finally:
+            self._in_fit = False
+            if main:  # Tune leaves its handler in place: a later signal must never reach a finished run
+                signal.signal(signal.SIGUSR1, self._usr1_before)
+        self.check()
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
