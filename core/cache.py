@@ -32,7 +32,8 @@ from core.data import SamplePair, normalize, read_image, read_mask, to_tensor
 from core.files import atomic_folder, default_cache_dir
 
 # 2: files decoded completely (truncation is an error), 0/1 masks read as binary, TIFFs via tifffile.
-CACHE_VERSION = "2"
+# 3: a mask drawn only in the alpha channel is read from it (was all background).
+CACHE_VERSION = "3"
 BUILD_RECORD = "complete.json"  # written last: {file: {size, ends_sha256}} of a finished build
 BUILD_LOG = "builds.jsonl"    # one line per finished build, beside the cache folders of its kind
 

@@ -2,7 +2,8 @@
 
 CLI: python -m core.evaluate --checkpoint P [--data-root D | --test-dir F] [--save-visuals] [--out DIR]
 --data-root scores every test set under D/TestDataset (no TrainDataset needed); --test-dir scores one folder
-holding images/ and masks/, under the folder's name.
+holding images/ and masks/, under the folder's name. DIR holds metrics.json, EVALUATION.txt (what was
+scored; how a later run knows it may replace DIR) and visuals/.
 """
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ from torch.utils.data import DataLoader
 
 from core.data import EvalSet, PolypData, discover_test_sets, eval_loader, normalize, read_image, single_test_set
 from core.errors import cli_errors
-from core.files import atomic_folder
+from core.files import OutputKind, output_folder, writing
+from core.image_files import write_png
 from core.metrics import SegmentationScores, binarize, mean_over_sets
 from core.models import load_model, resolve_device
+
+# Beside metrics.json (which an export holds too): how --out knows an earlier evaluation it may replace.
+EVALUATION_MARKER = "EVALUATION.txt"
+EVALUATION_KIND = OutputKind("an evaluation folder", (EVALUATION_MARKER,))
 
 
 @torch.no_grad()
@@ -86,7 +92,51 @@ def overlay_panel(image_rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray, hei
     return cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)
 
 
+def visual_writer(data: PolypData, folder: Path, max_visuals: int):
+    """An `on_batch` hook of evaluate_test_sets writing up to `max_visuals` overlay panels per test set to
+    folder/<test set>/<stem>.png."""
+    saved: dict[str, int] = {}
+
+    def save_visuals(name: str, batch, logits: torch.Tensor) -> None:
+        for stem, mask, one in zip(batch.stems, batch.masks, logits):
+            if saved.get(name, 0) >= max_visuals:
+                return
+            pair = next(p for p in data.test_sets[name] if p.stem == stem)
+            pred = binarize(one, tuple(mask.shape)).numpy()
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            write_png(folder / name / f"{stem}.png", overlay_panel(read_image(pair.image), mask.numpy(), pred))
+            saved[name] = saved.get(name, 0) + 1
+
+    return save_visuals
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    with cli_errors():
+        model, state = load_model(args.checkpoint, which=args.which)
+        cfg = state["config"]
+        data = (single_test_set(args.test_dir) if args.test_dir
+                else discover_test_sets(args.data_root or cfg["data_root"]))
+        device = resolve_device(args.device)
+        out = Path(args.out or Path("results") / "evaluate" / cfg["experiment_name"])
+        inputs = [("checkpoint folder", Path(state["path"]).parent),
+                  ("--test-dir folder" if args.test_dir else "data root", data.root)]
+        # Written beside `out` and renamed when complete: never a half-written folder.
+        with output_folder(out, EVALUATION_KIND, inputs) as tmp:
+            hook = visual_writer(data, tmp / "visuals", args.max_visuals) if args.save_visuals else None
+            report = evaluate_test_sets(model, data, cfg["img_size"], args.batch_size, device, on_batch=hook)
+            report["checkpoint"] = state["path"]
+            report["weights"] = args.which
+            with writing(tmp / "metrics.json"):
+                (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+            with writing(tmp / EVALUATION_MARKER):
+                (tmp / EVALUATION_MARKER).write_text(f"Written by `python -m core.evaluate`: {state['path']} "
+                                                     f"({args.which} weights) on {data.root}.\n")
+        print(format_table(report, title=f"{state['path']} ({args.which} weights)"))
+        print(f"wrote {out / 'metrics.json'}" + (f" and overlays in {out / 'visuals'}" if args.save_visuals else ""))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
@@ -100,39 +150,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--save-visuals", action="store_true",
                         help="write image | ground truth | prediction overlays")
     parser.add_argument("--max-visuals", type=int, default=16, help="overlays per test set")
-    parser.add_argument("--out", help="output folder (default results/evaluate/<experiment_name>)")
+    parser.add_argument("--out", help="output folder (default results/evaluate/<experiment_name>); replaced "
+                                      f"only if an earlier evaluation wrote it ({EVALUATION_MARKER})")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
-    args = parser.parse_args(argv)
-    with cli_errors():
-        model, state = load_model(args.checkpoint, which=args.which)
-        cfg = state["config"]
-        data = (single_test_set(args.test_dir) if args.test_dir
-                else discover_test_sets(args.data_root or cfg["data_root"]))
-        device = resolve_device(args.device)
-        out = Path(args.out or Path("results") / "evaluate" / cfg["experiment_name"])
-        # Written beside `out` and renamed when complete: never a half-written folder.
-        with atomic_folder(out) as tmp:
-            saved: dict[str, int] = {}
-
-            def save_visuals(name: str, batch, logits: torch.Tensor) -> None:
-                for stem, mask, one in zip(batch.stems, batch.masks, logits):
-                    if saved.get(name, 0) >= args.max_visuals:
-                        return
-                    pair = next(p for p in data.test_sets[name] if p.stem == stem)
-                    pred = binarize(one, tuple(mask.shape)).numpy()
-                    panel = overlay_panel(read_image(pair.image), mask.numpy(), pred)
-                    (tmp / "visuals" / name).mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(tmp / "visuals" / name / f"{stem}.png"), panel)
-                    saved[name] = saved.get(name, 0) + 1
-
-            report = evaluate_test_sets(model, data, cfg["img_size"], args.batch_size, device,
-                                        on_batch=save_visuals if args.save_visuals else None)
-            report["checkpoint"] = state["path"]
-            report["weights"] = args.which
-            (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
-        print(format_table(report, title=f"{state['path']} ({args.which} weights)"))
-        print(f"wrote {out / 'metrics.json'}" + (f" and overlays in {out / 'visuals'}" if args.save_visuals else ""))
+    return parser
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from core.checkpoint import WEIGHTS_FILENAME, best_epoch, resolve_checkpoint_pat
 from core.config import config_from_dict
 from core.data import discover, normalize, preprocess, read_image
 from core.errors import UserError, cli_errors
-from core.files import atomic_folder
+from core.files import OutputKind, check_output, output_folder, writing
 from core.models import count_parameters, load_model, resolve_device
 from core.quantize import INT8_MAX_DICE_DROP, INT8_ONNX_FILENAME, export_int8
 
@@ -37,6 +37,8 @@ EXPORT_FILES = (WEIGHTS_FILENAME, CONFIG_FILENAME, METRICS_FILENAME, ONNX_FILENA
 # ONNX Runtime and PyTorch order float operations differently; 1e-3 on logits is far below what could
 # flip a thresholded pixel except right at the boundary.
 ONNX_TOLERANCE = 1e-3
+# What an earlier export holds, so that --out replaces only one (an evaluation folder has metrics.json too).
+EXPORT_KIND = OutputKind("an export folder", (METRICS_FILENAME, WEIGHTS_FILENAME))
 
 
 @dataclass(frozen=True)
@@ -65,35 +67,50 @@ class ExportMetrics:
 
 
 def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics, out: str | Path,
-                 report: Callable[[str], None] = print) -> dict[str, Any]:
+                 report: Callable[[str], None] = print, protected: Sequence[tuple[str, str | Path]] = (),
+                 allowed: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Write model.pt, config.yaml, metrics.json, model.onnx, model.int8.onnx (where it holds validation
     Dice) and MODEL_CARD.md to `out` (built in a temporary sibling and renamed, so a failure leaves no
     half-written folder) and return metrics.json. `report` gets one line saying what became of int8.
 
-    `state` is the loaded checkpoint the weights came from (its `config`, `architecture` and `split`)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / METRICS_FILENAME).is_file():
-        # Replacing the folder deletes what is in it: only an earlier export may be replaced.
-        raise UserError(f"{out}: exists and is not an export folder (no {METRICS_FILENAME}); choose another --out "
-                        f"or remove it")
+    `state` is the loaded checkpoint the weights came from (its `config`, `architecture` and `split`); its
+    folder, and `protected` (label, path) such as the sweep folder, are inputs `out` must stay clear of
+    (core.files.check_output; `allowed`: paths inside them that may be written, i.e. <sweep>/export)."""
     model = model.cpu().eval()
     cfg = state["config"]
     record = metrics.to_dict()
-    with atomic_folder(out) as tmp:
-        save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": model.state_dict(),
-                         "weights_only": True, "epoch": metrics.best_epoch, "metrics": record,
-                         "synthetic_data": metrics.synthetic_data,
-                         # An exported teacher is checked against the students' split (core/split.py).
-                         "split": state.get("split")}, tmp / WEIGHTS_FILENAME)
-        (tmp / CONFIG_FILENAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
-        record["onnx"] = export_onnx(model, cfg, tmp / ONNX_FILENAME)
+    inputs = [*protected, ("checkpoint folder", Path(state["path"]).parent)]
+    with output_folder(out, EXPORT_KIND, inputs, allowed, needed_bytes=export_size(model)) as tmp:
+        with writing(tmp / WEIGHTS_FILENAME):
+            save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": model.state_dict(),
+                             "weights_only": True, "epoch": metrics.best_epoch, "metrics": record,
+                             "synthetic_data": metrics.synthetic_data,
+                             # An exported teacher is checked against the students' split (core/split.py).
+                             "split": state.get("split")}, tmp / WEIGHTS_FILENAME)
+        _write_text(tmp / CONFIG_FILENAME, yaml.safe_dump(cfg, sort_keys=False))
+        with writing(tmp / ONNX_FILENAME):
+            record["onnx"] = export_onnx(model, cfg, tmp / ONNX_FILENAME)
         train_cfg = config_from_dict(cfg, source=f"{state.get('path', 'checkpoint')} config")
-        record["int8"] = export_int8(tmp / ONNX_FILENAME, train_cfg, state.get("split"), tmp / INT8_ONNX_FILENAME)
+        with writing(tmp / INT8_ONNX_FILENAME):
+            record["int8"] = export_int8(tmp / ONNX_FILENAME, train_cfg, state.get("split"),
+                                         tmp / INT8_ONNX_FILENAME)
         add_cpu_speed(record["onnx"], record["int8"], model, tmp / ONNX_FILENAME, cfg["img_size"])
         report(record["int8"]["summary"])
-        (tmp / METRICS_FILENAME).write_text(json.dumps(record, indent=2))
-        (tmp / CARD_FILENAME).write_text(model_card(metrics, state, model, record["onnx"], record["int8"]))
+        _write_text(tmp / METRICS_FILENAME, json.dumps(record, indent=2))
+        _write_text(tmp / CARD_FILENAME, model_card(metrics, state, model, record["onnx"], record["int8"]))
     return record
+
+
+def export_size(model: nn.Module) -> int:
+    """Bytes an export of `model` takes, about: model.pt and model.onnx each hold the fp32 weights,
+    model.int8.onnx a quarter of them; the rest is kilobytes."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return int(2.25 * weights)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with writing(path):
+        path.write_text(text)
 
 
 def write_onnx(model: nn.Module, img_size: int, path: Path) -> None:
@@ -282,6 +299,8 @@ def export_run(checkpoint: str | Path, out: str | Path, device: str = "auto") ->
     from core.evaluate import evaluate_test_sets
 
     model, state = load_model(str(checkpoint))
+    # Checked again when written; here so that a refused --out does not wait for the test sets' scores.
+    check_output(out, EXPORT_KIND, [("checkpoint folder", Path(state["path"]).parent)])
     cfg = state["config"]
     saved = resolve_checkpoint_path(checkpoint).parent / "test_metrics.json"
     if saved.is_file():
@@ -315,7 +334,8 @@ def _opset(path: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.export", description=__doc__)
     parser.add_argument("--checkpoint", required=True, help="a run folder or its best.pt (core.train)")
-    parser.add_argument("--out", required=True, help="export folder to write (replaced if it exists)")
+    parser.add_argument("--out", required=True,
+                        help="export folder to write (an earlier export there is replaced, anything else refused)")
     parser.add_argument("--device", default="auto", help="for scoring test sets when the run has no scores")
     args = parser.parse_args(argv)
     with cli_errors():

@@ -3,15 +3,26 @@ itself, then renamed into place; node-local caches live under `default_cache_dir
 
 Readers never see a half-written folder, and the result has normal permissions (`tempfile.mkdtemp`
 creates mode 0700, which hides exports and caches from the other users of a shared machine).
+
+One rule for every command's --out (`check_output`, `output_folder`): an existing output is replaced only
+when this project wrote it as the same kind of output (a folder by its marker files, e.g. an export's
+metrics.json; an empty folder is fine), and an output never is, contains or lies inside one of the
+command's inputs or the sweep folder it reads. Paths are compared resolved (symlinks, `..`). A failure of
+the machine while writing (no permission, read-only, disk full, file too large) is one UserError naming
+the file, and the earlier output is left as it was.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from core.errors import UserError
 
 
 def _umask() -> int:
@@ -61,6 +72,136 @@ def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output this project writes, and how to tell one it wrote: a folder by the marker files
+    every such folder holds; a file by `recognise` (None when it is one, else why it is not)."""
+
+    name: str                                               # with its article: "an export folder"
+    markers: tuple[str, ...] = ()
+    recognise: Callable[[Path], str | None] | None = None
+
+    def why_not_replaceable(self, path: Path) -> str | None:
+        """None when `path` may be replaced: absent, an empty folder, or an output of this kind."""
+        if not path.exists():
+            return None
+        if self.recognise is not None:
+            return "a folder" if path.is_dir() else self.recognise(path)
+        if not path.is_dir():
+            return "a file"
+        missing = [m for m in self.markers if not (path / m).is_file()]
+        return f"no {missing[0]}" if missing and any(path.iterdir()) else None
+
+
+def check_output(out: str | Path, kind: OutputKind, protected: Sequence[tuple[str, str | Path]] = (),
+                 allowed: Sequence[str | Path] = ()) -> Path:
+    """The one rule every command's --out obeys; returns `out` resolved (write there, not through a link).
+
+    `protected` are (label, path) of the command's inputs and the sweep folder: `out` may not be one, contain
+    one or lie inside one, except that an `allowed` path (export's default <sweep>/export) may lie inside."""
+    given = Path(out).expanduser()
+    target = given.resolve()
+    exempt = {Path(p).expanduser().resolve() for p in allowed}
+    for label, path in protected:
+        guarded = Path(path).expanduser().resolve()
+        relation = _relation(target, guarded)
+        if relation and not (relation == "lies inside" and target in exempt):
+            shown = f"{path}" + (f" ({guarded})" if str(guarded) != str(path) else "")
+            raise UserError(f"{given}: the output {relation} the {label} {shown}; choose another --out")
+    why = kind.why_not_replaceable(target)
+    if why:
+        raise UserError(f"{given}: not {kind.name} ({why}); choose another --out or remove it")
+    return target
+
+
+def _relation(out: Path, guarded: Path) -> str | None:
+    if out == guarded:
+        return "is"
+    if out in guarded.parents:
+        return "contains"
+    if guarded in out.parents:
+        return "lies inside"
+    return None
+
+
+@contextlib.contextmanager
+def output_folder(out: str | Path, kind: OutputKind, protected: Sequence[tuple[str, str | Path]] = (),
+                  allowed: Sequence[str | Path] = (), needed_bytes: int | None = None) -> Iterator[Path]:
+    """`check_output`, then `atomic_folder` at the resolved path. A failure of the machine while writing
+    becomes one UserError naming the file (and `needed_bytes`, the expected size, where known)."""
+    target = check_output(out, kind, protected, allowed)
+    try:
+        with atomic_folder(target) as tmp:
+            yield tmp
+    except OSError as err:
+        problem = write_failure(err, Path(out), needed_bytes)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+# What a user can fix by choosing another place or freeing space; any other OSError is a bug to report.
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+# torch.save(obj, path) writes through its own C++ writer: a full disk or a file size limit arrives as
+# RuntimeError("[enforce fail at inline_container.cc:...] . unexpected pos 704 vs 598"), without errno or file
+# (measured with torch 2.14 writing to /dev/full and under RLIMIT_FSIZE).
+_TORCH_WRITER_FAILURES = ("inline_container.cc", "PytorchStreamWriter", "unexpected pos", "file write failed")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name `path` in a failure to write it that names no file (a write's OSError, torch.save's RuntimeError)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
+        raise
+    except RuntimeError as err:
+        if any(sign in str(err) for sign in _TORCH_WRITER_FAILURES):
+            raise OSError(errno.EIO, "PyTorch's writer stopped (a full disk or a file size limit)", str(path)) from err
+        raise
+
+
+def write_failure(err: OSError, out: Path, needed_bytes: int | None = None) -> UserError | None:
+    """The one-line UserError for a failure of the machine while writing `out`, or None for any other OSError."""
+    if err.errno not in _NOT_WRITABLE + _NO_ROOM:
+        return None
+    where = _shown(err.filename, out)
+    reason = err.strerror or os.strerror(err.errno)
+    reason = reason.lower() if reason == os.strerror(err.errno) else reason  # the system's words, mid-sentence
+    if err.errno in _NOT_WRITABLE:
+        return UserError(f"{where}: cannot write there ({reason}); choose another --out or make it writable")
+    return UserError(f"{where}: {reason} while writing it ({_room(out, needed_bytes)}); {out} is as it was "
+                     f"before; free some space or choose another --out")
+
+
+def _shown(filename: str | bytes | None, out: Path) -> Path:
+    """Where a write failed, as the user knows it: a file in atomic_folder's temporary sibling is shown
+    under `out`, the sibling itself as the folder it was to be made in, atomic_file's temporary as `out`."""
+    if filename is None:
+        return out
+    path = Path(os.fsdecode(filename))
+    target = out.expanduser().resolve()
+    if path.parent == target.parent and path.name.startswith(f".{target.name}.tmp-"):
+        return out
+    for folder in (path, *path.parents):
+        if folder.parent == target.parent and folder.name.startswith(f".{target.name}-"):
+            return target.parent if folder == path else out / path.relative_to(folder)
+    return path
+
+
+def _room(out: Path, needed_bytes: int | None) -> str:
+    existing = next(p for p in (out.expanduser().resolve(), *out.expanduser().resolve().parents) if p.exists())
+    free = f"{_megabytes(shutil.disk_usage(existing).free)} free in {existing}"
+    return f"about {_megabytes(needed_bytes)} needed, {free}" if needed_bytes else free
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 CACHE_ENV = "POLYP_KD_TUNE_CACHE"

@@ -1,14 +1,19 @@
-"""Reading image and mask files: every pixel decoded, or one UserError naming the file.
+"""Reading image and mask files: every pixel decoded, or one UserError naming the file; writing PNGs.
 
 No file is silently misread: a truncated file is an error (libjpeg and OpenCV fill the missing part with
 grey and only print a warning), TIFFs are read with tifffile (OpenCV 5 returns the red channel three
 times for RGB frames whose header claims one grey channel, as the original CVC-ClinicDB TIFFs do), and a
 mask that would read as empty or that is colour-coded is refused instead of training on all-background.
+
+A mask drawn on a transparent layer (RGB all zero, the drawing only in its alpha channel, as some
+annotation tools save it) is read from its alpha channel: whenever the colour channels are all zero and the
+alpha channel is not constant. Any other mask is read from its grey or RGB values, alpha ignored.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tifffile
 from PIL import Image, ImageFile, ImageOps
@@ -79,6 +84,8 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
     """A decoded mask as uint8 HxW in {0, 1}. A mask holding only 0 and 1 is binary as it is (many
     public datasets ship masks so); any other is polyp above half intensity (JPEG-safe)."""
     full_scale = np.iinfo(array.dtype).max
+    if _drawn_in_alpha(array):
+        array = array[..., -1]
     if array.ndim == 3:
         colour = array[..., :3] if array.shape[2] >= 3 else array[..., :1]
         # JPEG moves grey pixels' channels apart by a few levels only; a colour-coded mask by far more.
@@ -96,6 +103,23 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
                              f"it would read as all background; save polyp pixels as {full_scale} (or 1 with "
                              f"background 0)")
     return mask
+
+
+def _drawn_in_alpha(array: np.ndarray) -> bool:
+    """Grey+alpha or RGBA whose colour is all zero and whose alpha varies: the drawing is the alpha."""
+    if array.ndim != 3 or array.shape[2] not in (2, 4):
+        return False
+    alpha = array[..., -1]
+    return not array[..., :-1].any() and int(alpha.min()) != int(alpha.max())
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """A grey or BGR uint8 picture as PNG at `path`; a failure to write it raises (cv2.imwrite would
+    return False, silently, on a full disk and on some non-ASCII paths)."""
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError(f"OpenCV failed to encode {path.name}")
+    path.write_bytes(png.tobytes())
 
 
 def _decode_pil(path: Path) -> np.ndarray:

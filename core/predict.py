@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,13 +25,15 @@ from core.data import IMAGE_SUFFIXES, normalize, preprocess, read_image
 from core.errors import UserError
 from core.evaluate import tint
 from core.export import ONNX_FILENAME
-from core.files import atomic_folder
+from core.files import OutputKind, check_output, output_folder, writing
+from core.image_files import write_png
 from core.metrics import THRESHOLD
 from core.models import load_model, resolve_device
 from core.quantize import INT8_ONNX_FILENAME
 
 RUNTIMES = ("auto", "onnxruntime", "onnxruntime-int8", "pytorch")
 PREDICTIONS_CSV = "predictions.csv"
+PREDICTION_KIND = OutputKind("a prediction folder", (PREDICTIONS_CSV,))
 PREDICTION_COLOUR = (255, 0, 0)  # red, as core.evaluate draws predictions
 
 
@@ -81,6 +84,8 @@ class Predictor:
             model, state = load_model(str(path))
             self._model = model.to(self.device)
         self.config = config_from_dict(state["config"], source=f"{state['path']} config")
+        if runtime.startswith("onnxruntime"):
+            _check_onnx_size(self._session, onnx_path, self.config.img_size, state["path"])
         self.synthetic = bool(state.get("synthetic_data"))
 
     @property
@@ -175,17 +180,19 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 8,
-                  progress: bool = True, report=None) -> PredictionRun:
+                  progress: bool = True, report=None, protected: Sequence[tuple[str, str | Path]] = ()
+                  ) -> PredictionRun:
     """Predict every image in `inputs` and write OUT/masks/<stem>.png (0/255, original size),
     OUT/overlays/<stem>.png and OUT/predictions.csv. An input that cannot be used (not an image, unreadable
     or truncated, an empty folder) is skipped and named in `problems`; the others are still written.
-    `report(line)` sees each problem as it is found. The folder is written whole or not at all."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / PREDICTIONS_CSV).is_file())):
-        raise UserError(f"{out}: exists and is not an earlier prediction folder (no {PREDICTIONS_CSV}); "
-                        f"choose another --out or delete it")
+    `report(line)` sees each problem as it is found. The folder is written whole or not at all, and only
+    over an earlier prediction folder; it may not be, contain or lie inside an input, the model folder or
+    `protected` (label, path), e.g. a sweep folder (core.files.check_output)."""
+    model_folder = predictor.path if predictor.path.is_dir() else predictor.path.parent
+    guarded = [("--model folder", model_folder), *(("input", path) for path in inputs), *protected]
+    check_output(out, PREDICTION_KIND, guarded)  # before any work: a refused --out costs nothing
     files, problems = find_images(inputs)
-    run = PredictionRun(out, predictor.runtime)
+    run = PredictionRun(Path(out), predictor.runtime)
     note = report or (lambda line: None)
 
     def add_problem(line: str) -> None:
@@ -198,26 +205,11 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
         return run
     started = time.perf_counter()
     try:
-        with atomic_folder(out) as tmp:
-            (tmp / "masks").mkdir()
-            (tmp / "overlays").mkdir()
-            rows = []
-            with tqdm(total=len(files), unit="img", desc="predict", disable=not progress) as bar:
-                for batch in _readable_batches(files, batch_size, add_problem, bar):
-                    paths, images = zip(*batch)
-                    for path, image, prediction in zip(paths, images, predictor.predict(images, batch_size)):
-                        _write_png(tmp / "masks" / f"{path.stem}.png", prediction.mask.astype(np.uint8) * 255)
-                        _write_png(tmp / "overlays" / f"{path.stem}.png",
-                                   cv2.cvtColor(overlay(image, prediction.mask), cv2.COLOR_RGB2BGR))
-                        run.model_seconds += prediction.seconds
-                        run.written.append((path, prediction.area_percent))
-                        rows.append({"image": str(path), "mask": f"masks/{path.stem}.png",
-                                     "height": image.shape[0], "width": image.shape[1],
-                                     "polyp_area_percent": f"{prediction.area_percent:.3f}"})
-                        bar.update(1)
+        with output_folder(out, PREDICTION_KIND, guarded) as tmp:
+            rows = _write_predictions(predictor, files, tmp, batch_size, progress, add_problem, run)
             if not rows:
                 raise _NothingPredicted  # leaves `out` as it was
-            with (tmp / PREDICTIONS_CSV).open("w", newline="") as f:
+            with writing(tmp / PREDICTIONS_CSV), (tmp / PREDICTIONS_CSV).open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
@@ -225,6 +217,28 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
         pass
     run.total_seconds = time.perf_counter() - started
     return run
+
+
+def _write_predictions(predictor: Predictor, files: Sequence[Path], tmp: Path, batch_size: int, progress: bool,
+                       add_problem, run: PredictionRun) -> list[dict[str, Any]]:
+    """Masks and overlays of every readable file into `tmp`; the rows of predictions.csv."""
+    (tmp / "masks").mkdir()
+    (tmp / "overlays").mkdir()
+    rows = []
+    with tqdm(total=len(files), unit="img", desc="predict", disable=not progress) as bar:
+        for batch in _readable_batches(files, batch_size, add_problem, bar):
+            paths, images = zip(*batch)
+            for path, image, prediction in zip(paths, images, predictor.predict(images, batch_size)):
+                write_png(tmp / "masks" / f"{path.stem}.png", prediction.mask.astype(np.uint8) * 255)
+                write_png(tmp / "overlays" / f"{path.stem}.png",
+                          cv2.cvtColor(overlay(image, prediction.mask), cv2.COLOR_RGB2BGR))
+                run.model_seconds += prediction.seconds
+                run.written.append((path, prediction.area_percent))
+                rows.append({"image": str(path), "mask": f"masks/{path.stem}.png",
+                             "height": image.shape[0], "width": image.shape[1],
+                             "polyp_area_percent": f"{prediction.area_percent:.3f}"})
+                bar.update(1)
+    return rows
 
 
 class _NothingPredicted(Exception):
@@ -255,6 +269,16 @@ def _probability_at(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return torch.sigmoid(logits[0]).numpy()
 
 
+def _check_onnx_size(session, path: Path, img_size: int, checkpoint: str) -> None:
+    """An ONNX model takes one input size (only the batch axis is dynamic): fed at the config's img_size, one
+    made at another size fails deep inside ONNX Runtime, or (a model copied in by hand) is not this model."""
+    height, width = session.get_inputs()[0].shape[-2:]
+    fixed = [side for side in (height, width) if isinstance(side, int)]  # a named axis takes any size
+    if any(side != img_size for side in fixed):
+        raise UserError(f"{path}: takes {height}x{width} images but {checkpoint} was trained at img_size "
+                        f"{img_size}; re-export the model (python -m core.export / python -m tune.best export)")
+
+
 def _onnx_session(path: Path):
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
@@ -266,11 +290,3 @@ def _onnx_session(path: Path):
     except bad_file as err:
         raise UserError(f"{path}: not a readable ONNX model ({err.__class__.__name__}); re-export the model "
                         f"or pass --runtime pytorch") from None
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, png = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError(f"OpenCV failed to encode {path.name}")
-    # imencode + write_bytes rather than imwrite: imwrite silently returns False on some non-ASCII paths.
-    path.write_bytes(png.tobytes())

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from core.files import atomic_folder
+from core.files import OutputKind, output_folder
 
 TEST_SET_NAMES = ("Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300", "ETIS-LaribPolypDB")
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.txt"
+DEMO_DATA_KIND = OutputKind("a demo data folder", (SYNTHETIC_MARKER,))
 
 # Split ids feed the per-sample seed. They are spelled out instead of taken from list positions so that adding or
 # reordering sets can never change the bytes of the ones that already exist.
@@ -407,7 +408,8 @@ def write_demo_dataset(
     """Write the synthetic dataset in the PraNet layout under ``out`` and return ``out``.
 
     Layout: out/TrainDataset/{images,masks} and out/TestDataset/<name>/{images,masks} for each of TEST_SET_NAMES,
-    plus out/SYNTHETIC_MARKER. Raises FileExistsError if ``out`` exists and is not an empty directory.
+    plus out/SYNTHETIC_MARKER. An existing ``out`` is replaced only if it is empty or earlier demo data (it
+    holds SYNTHETIC_MARKER); otherwise a UserError (core.files.check_output).
     """
     out = Path(out)
     if size < 8:
@@ -416,15 +418,9 @@ def write_demo_dataset(
         raise ValueError(f"sample counts must be >= 0, got n_train={n_train}, n_test={n_test}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0 (numpy SeedSequence requirement), got {seed}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(
-            f"{out} already exists and is not an empty directory; refusing to write the synthetic dataset over it. "
-            "Delete it or choose another output path."
-        )
 
-    # Built beside the target and renamed in one step, so a crash never leaves a half-written dataset at ``out``
-    # (an existing ``out`` was checked empty above).
-    with atomic_folder(out) as tmp:
+    # Built beside the target and renamed in one step, so a crash never leaves a half-written dataset at ``out``.
+    with output_folder(out, DEMO_DATA_KIND) as tmp:
         _write_split(tmp / "TrainDataset", "train", n_train, size, seed)
         for name in TEST_SET_NAMES:
             _write_split(tmp / "TestDataset" / name, name, n_test, size, seed)

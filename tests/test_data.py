@@ -182,6 +182,29 @@ def test_mask_file_encodings_read_alike(tmp_path, encoding):
     assert np.array_equal(read_mask(path), mask)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_mask_drawn_only_in_the_alpha_channel_is_read_from_it(tmp_path, mode):
+    from PIL import Image
+
+    disc = disc_mask(32) > 127
+    colour = np.zeros((32, 32, 3 if mode == "RGBA" else 1), np.uint8)
+    Image.fromarray(np.dstack([colour, disc.astype(np.uint8) * 255]), mode).save(tmp_path / "m.png")
+    assert np.array_equal(read_mask(tmp_path / "m.png"), disc)
+
+
+def test_alpha_is_ignored_when_the_colour_holds_the_mask_or_alpha_is_constant(tmp_path):
+    from PIL import Image
+
+    disc = disc_mask(32)
+    grey = np.repeat(disc[..., None], 3, axis=2)
+    # A drawn mask with an unrelated alpha (here: its inverse) is read from its colour, as before.
+    Image.fromarray(np.dstack([grey, 255 - disc]), "RGBA").save(tmp_path / "colour.png")
+    assert np.array_equal(read_mask(tmp_path / "colour.png"), disc > 127)
+    # Black and fully opaque: an empty mask, not a drawing in the alpha channel.
+    Image.fromarray(np.dstack([grey * 0, np.full((32, 32), 255, np.uint8)]), "RGBA").save(tmp_path / "empty.png")
+    assert not read_mask(tmp_path / "empty.png").any()
+
+
 def test_exif_rotated_photo_has_one_size_in_header_and_pixels(tmp_path):
     from PIL import Image
 

@@ -78,7 +78,7 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(run_checkpoint, tm
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    with pytest.raises(UserError, match="is not an export folder"):
+    with pytest.raises(UserError, match=r"mine: not an export folder \(no metrics.json\); choose another --out"):
         export_run(run_checkpoint, mine, device="cpu")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 

@@ -1,7 +1,10 @@
 """core/predict.py, core/demo.py and `tune.best predict|demo`: predictions at each image's own size that
 match evaluation, both runtimes agree, bad inputs are named and skipped, the demo serves over HTTP."""
 import csv
+import shutil
 import socket
+import sys
+import types
 import urllib.request
 
 import cv2
@@ -11,6 +14,7 @@ import torch
 from conftest import heavy_modules_imported
 
 from core.data import discover, read_image, read_mask
+from core.errors import UserError
 from core.export import export_run
 from core.metrics import binarize, dice_iou
 from core.predict import PREDICTIONS_CSV, Predictor, predict_files
@@ -149,6 +153,63 @@ def test_predict_cli_user_errors_are_one_line_and_exit_2(case, export_dir, demo_
         assert (out / "keep.txt").read_text() == "someone's file"
     else:
         assert not out.exists()
+
+
+def write_onnx_taking(path, size):
+    """A stand-in model.onnx whose input is fixed at size x size (dynamic batch), as an export at `size` has."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["batch", 3, size, size]
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "stand-in",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # one every ONNX Runtime of the last years reads
+    onnx.save(model, str(path))
+
+
+def test_onnx_made_at_another_size_than_its_config_is_refused_when_loaded(export_dir, demo_root, tmp_path, capsys):
+    stale = tmp_path / "stale-export"
+    shutil.copytree(export_dir, stale)
+    write_onnx_taking(stale / "model.onnx", 32)  # the config says 64
+    with pytest.raises(UserError) as info:
+        Predictor(stale)
+    assert str(info.value).startswith(f"{stale / 'model.onnx'}: takes 32x32 images but ")
+    assert "img_size 64; re-export the model" in str(info.value)
+    image = tmp_path / "one.png"
+    write_rgb(image, odd_sized_image(demo_root))
+    with pytest.raises(SystemExit) as exit_info:
+        best_cli.main(["predict", "--model", str(stale), str(image), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "model.onnx: takes 32x32" in err
+    assert not (tmp_path / "out").exists()
+    assert Predictor(stale, runtime="pytorch", device="cpu").img_size == 64  # the weights themselves are fine
+
+
+def test_demo_on_a_busy_port_is_one_line_and_exit_2(export_dir, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as info:
+            best_cli.main(["demo", "--model", str(export_dir), "--port", str(port)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2
+    assert err == f"error: port {port} is in use; pass another --port, or --port 0 for a free one"
+
+
+def test_demo_port_0_serves_on_a_free_port_and_prints_its_url(export_dir, capsys, monkeypatch):
+    launched = {}
+    stand_in = types.ModuleType("core.demo")  # what tune.best imports; Gradio itself is not started here
+    stand_in.build_demo = lambda predictor: "app"
+    stand_in.launch = lambda app, host, port: launched.update(host=host, port=port)
+    monkeypatch.setitem(sys.modules, "core.demo", stand_in)
+    best_cli.main(["demo", "--model", str(export_dir), "--port", "0"])
+    port = launched["port"]
+    assert port > 0 and launched["host"] == "127.0.0.1"
+    assert f"at http://127.0.0.1:{port}/" in capsys.readouterr().out
+    assert best_cli.demo_port("127.0.0.1", None) is None  # no --port: Gradio's first free one from 7860
 
 
 def test_predict_files_names_two_inputs_with_one_stem(onnx_predictor, demo_root, tmp_path):

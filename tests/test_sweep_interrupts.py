@@ -23,20 +23,29 @@ def wait_for(condition, proc: subprocess.Popen, log: Path, seconds: float = 180)
     raise AssertionError(f"condition not met; driver log:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.parametrize("moment, sig, code", [("preparation", signal.SIGINT, 130),
-                                               ("trials pending", signal.SIGTERM, 143)])
+# Each stage's first line in the driver's log: the signal arrives while that stage runs.
+STAGE_STARTS = {"teacher": "teacher: training", "cache warm-up": "caches: preparing", "selection": "selection:"}
+
+
+@pytest.mark.parametrize("moment, sig, code", [("teacher", signal.SIGTERM, 143),
+                                               ("cache warm-up", signal.SIGINT, 130),
+                                               ("trials pending", signal.SIGTERM, 143),
+                                               ("selection", signal.SIGTERM, 143)])
 def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, code, demo_root, tmp_path):
-    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", name="cut",
-                       control=None, confirm=None)
+    space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache", name="cut",
+                       control=None, confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2})
+    space["teacher"]["train"]["epochs"] = 3  # long enough to be signalled mid-teacher
     proc, log = start_driver(space, tmp_path)
     sweep = tmp_path / "results" / "cut"
     try:
-        if moment == "preparation":
-            wait_for(lambda: "teacher: training" in log.read_text(), proc, log)
-        else:
+        if moment == "trials pending":
             wait_for(lambda: (sweep / "trials").is_dir(), proc, log)
+        else:
+            wait_for(lambda: STAGE_STARTS[moment] in log.read_text(), proc, log)
+        signalled = time.time()
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == code, log.read_text()[-3000:]
+        assert time.time() - signalled < 10, f"the driver took {time.time() - signalled:.0f} s to stop"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -11,6 +11,8 @@ core/demo.py).
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +28,15 @@ from core.models import load_model
 from core.predict import RUNTIMES, Predictor, predict_files
 from core.quantize import INT8_ONNX_FILENAME
 from tune.objective import Objective
-from tune.records import BEST_FILE, EXPORT_DIRNAME, Confirmed, find_sweep, read_best, read_leaderboard
+from tune.records import (BEST_FILE, EXPORT_DIRNAME, SPACE_FILE, SWEEP_FILE, Confirmed, find_sweep, read_best,
+                          read_leaderboard)
 from tune.report.format import estimate_text
 from tune.report.tables import format_confirmation, format_leaderboard
+SWEEP_MARKERS = (SWEEP_FILE, SPACE_FILE, BEST_FILE)  # any of them makes a folder a sweep's
 PREDICT_EPILOG = """Writes OUT/masks/<stem>.png (0/255, each image's original size), OUT/overlays/<stem>.png
 (the image with the predicted polyp tinted red and outlined) and OUT/predictions.csv (polyp area per image).
-OUT is written whole when the run ends; an earlier prediction folder there is replaced.
+OUT is written whole when the run ends; an earlier prediction folder there is replaced, anything else is
+refused, as is an OUT that is, holds or lies inside an input, the model folder or a sweep folder.
 
 Inputs that cannot be used (not an image, an unreadable or truncated file, an empty folder, a missing path)
 are skipped with one `error:` line each; the other images are still written, and the exit code is then 2.
@@ -99,27 +104,69 @@ def show(sweep_dir: Path) -> None:
 
 
 def export(sweep_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the winner to `out` (whole or not at all); returns what metrics.json holds."""
+    """Write the winner to `out` (whole or not at all); returns what metrics.json holds. `out` stays clear
+    of the sweep folder (and of any sweep folder around it), except for the default <sweep>/export."""
     winner = read_winner(sweep_dir)
     model, state = load_model(str(winner.checkpoint))
-    return export_model(model, state, winner.metrics, out)
+    sweeps = [("sweep folder", sweep_dir), *sweeps_around(out)]
+    return export_model(model, state, winner.metrics, out, protected=sweeps, allowed=[sweep_dir / EXPORT_DIRNAME])
+
+
+def sweeps_around(*paths: str | Path) -> list[tuple[str, Path]]:
+    """("sweep folder", folder) for each sweep folder holding one of `paths` (or being one): an output there
+    would write into, or replace, what a sweep wrote."""
+    found = []
+    for path in paths:
+        resolved = Path(path).expanduser().resolve()
+        for folder in (resolved, *resolved.parents):
+            if any((folder / name).is_file() for name in SWEEP_MARKERS) and folder not in found:
+                found.append(folder)
+    return [("sweep folder", folder) for folder in found]
 
 
 def predict(args: argparse.Namespace) -> int:
     """Masks and overlays for every input image; the exit code is 2 when any input could not be used."""
     predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
     run = predict_files(predictor, args.inputs, args.out, batch_size=args.batch_size,
-                        report=lambda line: tqdm.write(f"error: {line}", file=sys.stderr))
+                        report=lambda line: tqdm.write(f"error: {line}", file=sys.stderr),
+                        protected=sweeps_around(args.model, args.out))
     print(run.summary())
     return 2 if run.problems else 0
 
 
 def demo(args: argparse.Namespace) -> None:
+    port = demo_port(args.host, args.port)  # before gradio's seconds of importing, and before the model loads
     from core.demo import build_demo, launch  # gradio takes seconds to import: only for this command
 
     predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
-    print(f"serving {predictor.describe()}; Ctrl-C stops it")
-    launch(build_demo(predictor), host=args.host, port=args.port)
+    where = f" at http://{args.host}:{port}/" if port is not None else ""
+    print(f"serving {predictor.describe()}{where}; Ctrl-C stops it", flush=True)
+    launch(build_demo(predictor), host=args.host, port=port)
+
+
+def demo_port(host: str, port: int | None) -> int | None:
+    """The port the demo will serve on: None lets Gradio take the first free one from 7860, 0 is a free
+    port chosen here, any other must be free (one line naming it, not Gradio's traceback)."""
+    if port is None:
+        return None
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: not a port; pass one from 1 to 65535, or 0 for a free one")
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        raise UserError(f"--host {host}: not an address of this machine; pass 127.0.0.1, or 0.0.0.0 for "
+                        f"every interface") from None
+    with socket.socket(family, kind) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by an earlier demo is free for it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} is in use; pass another --port, or --port 0 for a free one") from None
+            raise UserError(f"--host {host} --port {port}: cannot listen there ({err.strerror}); pass another "
+                            f"--port, or --port 0 for a free one") from None
+        return probe.getsockname()[1]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -149,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             p.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (0.0.0.0 exposes the demo to your network)")
-            p.add_argument("--port", type=int, help="port (default: the first free one from 7860)")
+            p.add_argument("--port", type=int,
+                           help="port (default: the first free one from 7860; 0: any free one, printed)")
     args = parser.parse_args(argv)
     with cli_errors():
         if args.command == "predict":

@@ -51,7 +51,7 @@ EPOCH_FILE = "epoch.json"           # beside trainer.pt: which epoch it holds, r
 # What the end of a sweep copies to shared storage (a cluster's driver writes them on its head node).
 SHARED_OUTPUTS = (SPACE_FILE, SWEEP_FILE, LEADERBOARD_FILE, BEST_FILE, CURVES_PNG, PARALLEL_PNG, JOURNAL_FILE,
                   REPORT_FILE, WANDB_DIRNAME)
-ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged")
+ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged", "missing")  # missing: folder gone
 
 
 @dataclass

@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if args.workers is not None or args.epoch_seconds is not None:
             raise UserError("--workers and --epoch-seconds go with --plan")
+        if args.extend and not args.resume:
+            raise UserError("--extend continues a sweep: use it with --resume")
         try:
             prepare_data(space)
             run_sweep(space, storage.resolve(args.storage), args.resume, args.address, args.num_cpus,

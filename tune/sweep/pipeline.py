@@ -25,7 +25,6 @@ from tune.records import (
     WANDB_DIRNAME,
     SweepPaths,
     read_bound_space,
-    read_search,
     sweep_lock,
     write_sweep_record,
 )
@@ -33,7 +32,8 @@ from tune.space import SearchSpace, check_resumable, fingerprint
 from tune.sweep.finish import finish
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.runtime import SweepInterrupted, SweepRun, wandb_mode
-from tune.sweep.search import search
+from tune.sweep.search import completed_search, search
+from tune.sweep.state_files import repair_journal
 from tune.sweep.select import select
 from tune.sweep.signals import StopSignals
 from tune.sweep.verdict import verdict_stage
@@ -68,8 +68,6 @@ def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: b
     """A new sweep records its space (space.yaml, its fingerprint in sweep.json); a resumed one must run the
     same space, or raise its trial count with `extend` (the finished stages after the search are then set
     aside: they were chosen among fewer trials)."""
-    if extend and not resume:
-        raise UserError("--extend continues a sweep: use it with --resume")
     if resume:
         if paths.remote and not (paths.sweep_dir / SPACE_FILE).is_file():
             fetch_records(paths)
@@ -125,12 +123,11 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
         signals.check()  # a signal during ray.init
         run = SweepRun(space, paths, requests_gpu(space, address), mode, signals)
         (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
+        note = repair_journal(paths.sweep_dir)
+        if note:
+            print(note)
         base = prepare(run)
-        if (paths.sweep_dir / SEARCH_FILE).is_file():
-            rows = read_search(paths.sweep_dir)
-            print(f"search stage already complete ({len(rows)} trials); continuing")
-        else:
-            rows = search(run, base)
+        rows = completed_search(run) or search(run, base)
         selected = select(run, base, rows) if space.confirm else None
         judged = verdict_stage(run, base, selected) if selected else None
         return finish(run, rows, selected, judged, started)

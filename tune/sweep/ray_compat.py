@@ -157,9 +157,9 @@ def experiment_folders(trials: list) -> tuple[str, Any, str] | None:
 def rerun_from_scratch(experiment_state: dict[str, Any], trial_ids: set[str]) -> dict[str, Any]:
     """Ray's experiment state (experiment_state-*.json, parsed) with the trials `trial_ids` set to be run
     again from scratch by Tuner.restore: PENDING (an unfinished trial, which restore resumes under its own
-    id whatever resume_* says), no checkpoint, no result. A trial that had ended is stopped where it ended
-    (its epoch becomes its stopping criterion): ASHA's state is not restored with the Tuner, so without it an
-    ASHA-stopped trial would now run to max_t."""
+    id whatever resume_* says), no checkpoint, no result. A trial that had ended without an error stops where
+    it ended (its epoch becomes its stopping criterion): ASHA's state is not restored with the Tuner, so
+    without it an ASHA-stopped trial would now run to max_t."""
     data = dict(experiment_state)
     records = []
     for trial_json, meta_json in data["trial_data"]:
@@ -167,7 +167,7 @@ def rerun_from_scratch(experiment_state: dict[str, Any], trial_ids: set[str]) ->
         if trial["trial_id"] in trial_ids:
             meta = json.loads(meta_json)
             epoch = (meta.get("last_result") or {}).get("epoch")
-            if trial["status"] in ("TERMINATED", "ERROR") and epoch:
+            if trial["status"] == "TERMINATED" and epoch:
                 trial["stopping_criterion"] = {**(trial.get("stopping_criterion") or {}), "epoch": int(epoch)}
             trial["status"] = "PENDING"
             old = cloudpickle.loads(bytes.fromhex(meta["checkpoint_manager"]["value"]))

@@ -13,12 +13,13 @@ from ray import tune
 
 from core.config import TrainConfig
 from core.errors import UserError
-from tune.cluster.recovery import restore_recorded_checkpoints
 from tune.objective import Objective
 from tune.records import (
     LEADERBOARD_FILE,
+    SEARCH_FILE,
     TrialRow,
     TrialState,
+    read_search,
     relative,
     write_leaderboard,
     write_search,
@@ -33,6 +34,13 @@ from tune.sweep.runtime import (
     trainable_for,
     wandb_callbacks,
 )
+from tune.sweep.state_files import (
+    KeepGoodStateCopies,
+    journal_disagreements,
+    missing_rows,
+    prepare_restore,
+    reconcile_journal,
+)
 from tune.sweep.study import journal_storage, study_name, tpe_sampler
 
 
@@ -44,7 +52,11 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
     for arm, n in space.arm_trials().items():
         experiment = paths.search_experiment(arm)
         search_arm(run, base, arm, n, experiment)
-        trials += recorded_trials(experiment)
+        recorded = recorded_trials(experiment)
+        for note in journal_disagreements(paths.sweep_dir, study_name(space.name, arm), recorded,
+                                          space.objective.metric, space.asha.max_t, experiment):
+            print(note)
+        trials += recorded
     rows = leaderboard(trials, space.objective, space.asha.max_t, paths.sweep_dir)
     write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE)
     if any(r.end == "interrupted" for r in rows) or len(rows) < space.search.num_samples:
@@ -54,13 +66,39 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
     return rows
 
 
+def completed_search(run: SweepRun) -> list[TrialRow] | None:
+    """The rows of a search stage that completed earlier (search.json), checked against what is on disk;
+    None where the search must run (again): never ran or was interrupted, search.json unreadable (rebuilt
+    from Ray's records), or a trial's folder is gone (that trial runs again)."""
+    space, paths = run.space, run.paths
+    if not (paths.sweep_dir / SEARCH_FILE).is_file():
+        return None
+    try:
+        rows = read_search(paths.sweep_dir)
+    except UserError as err:
+        print(f"{err}; rebuilding it from Ray's records of the search")
+        return None
+    gone = missing_rows(rows, paths.sweep_dir)
+    if gone:
+        print(f"trial folder gone: {', '.join(r.trial_id for r in gone)}; the search runs those trials again")
+        return None
+    for arm in space.arm_trials():
+        experiment = paths.search_experiment(arm)
+        for note in reconcile_journal(paths.sweep_dir, study_name(space.name, arm), recorded_trials(experiment),
+                                      space.objective.metric, space.asha.max_t, experiment):
+            print(note)
+    print(f"search stage already complete ({len(rows)} trials); continuing")
+    return rows
+
+
 def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, experiment: str) -> None:
     """One arm's Tuner, new or restored; returns when its trials have ended (or Ctrl-C stopped it)."""
     # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
     trainable = trainable_for(run, base, run.space.asha.rungs())
-    callbacks = wandb_callbacks(run, "trial", base)
+    callbacks = [*wandb_callbacks(run, "trial", base), KeepGoodStateCopies()]
     if tune.Tuner.can_restore(experiment):
-        for note in restore_recorded_checkpoints(experiment):
+        for note in prepare_restore(run.paths.sweep_dir, experiment, study_name(run.space.name, arm),
+                                    run.space.objective.metric, run.space.asha.max_t):
             print(note)
         tuner = restore_tuner(experiment, trainable, callbacks, tune_config(run, arm, num_samples))
     else:
@@ -118,6 +156,10 @@ def leaderboard(trials: list[TrialState], objective: Objective, max_t: int,
             error=t.error or str(m.get("error", "")), checkpoint=relative(t.checkpoint_path, sweep_dir),
             trial_dir=relative(t.path, sweep_dir),
             curve={int(h["epoch"]): objective.value(h) for h in t.history if "epoch" in h}))
+    if sweep_dir is not None:
+        for row in missing_rows(rows, sweep_dir):  # deleted while the search ran: never a candidate
+            row.end, row.checkpoint = "missing", ""
+            row.error = f"its folder {row.trial_dir} is gone; --resume trains it again"
     rows = objective.ranked(rows, lambda r: r.objective, usable=lambda r: r.usable, tie=lambda r: r.trial_id)
     for rank, row in enumerate(rows, 1):
         row.rank = rank

@@ -18,6 +18,7 @@ from tune.records import Candidate, Confirmed, TrialRow, TrialState, relative
 from tune.sampling import candidate_config, run_candidate
 from tune.sweep.ray_compat import recorded_trials, restore_tuner
 from tune.sweep.runtime import SweepInterrupted, SweepRun, run_config, trainable_for, wandb_callbacks
+from tune.sweep.state_files import KeepGoodStateCopies, prepare_restore
 
 
 def seed_plan(search_seed: int, selection: int, verdict: int) -> tuple[list[int], list[int]]:
@@ -71,8 +72,10 @@ def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds
     """Every candidate trained from scratch with every seed, as one resumable Ray experiment."""
     space = run.space
     trainable = trainable_for(run, base)
-    callbacks = wandb_callbacks(run, job_type, base)
+    callbacks = [*wandb_callbacks(run, job_type, base), KeepGoodStateCopies()]
     if tune.Tuner.can_restore(experiment):
+        for note in prepare_restore(run.paths.sweep_dir, experiment, None, space.objective.metric, space.asha.max_t):
+            print(note)
         tuner = restore_tuner(experiment, trainable, callbacks)
     else:
         grid = [candidate_config(c.name, c.sampled) for c in candidates]

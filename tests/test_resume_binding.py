@@ -1,0 +1,141 @@
+"""A sweep is bound to its space and to its own folder: --resume with another space is refused (listing what
+changed), --resume --extend runs the extra trials, and a copied sweep resumes without touching the original."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_sweep import _finished, read_rows, start_driver, tiny_space
+
+from tune import search as search_cli
+from tune.records import SweepPaths
+from tune.space import check_resumable, load_space
+from tune.sweep.pipeline import bind_to_space
+
+
+def started_sweep(demo_root: Path, tmp_path: Path, **changes) -> tuple[Path, dict]:
+    """A sweep folder as a sweep's start leaves it (space.yaml, sweep.json), without running anything."""
+    space = tiny_space(demo_root, num_samples=4, max_t=3, cache_dir=tmp_path / "cache", name="bound",
+                       control=None, confirm=None, **changes)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    loaded = load_space(tmp_path / "s.yaml")
+    sweep = tmp_path / "results" / "bound"
+    bind_to_space(SweepPaths.local(sweep), loaded, resume=False, extend=False)
+    return sweep, space
+
+
+def resume(tmp_path: Path, space: dict, *extra: str) -> None:
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results"), "--resume",
+                     *extra])
+
+
+def test_resume_with_another_space_is_refused_listing_the_changes(demo_root, tmp_path, capsys):
+    sweep, space = started_sweep(demo_root, tmp_path)
+    saved = (sweep / "space.yaml").read_bytes()
+    space["objective"] = {"metric": "best_val_iou", "mode": "max"}
+    space["parameters"]["temperature"]["high"] = 20.0
+    with pytest.raises(SystemExit) as info:
+        resume(tmp_path, space)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "objective.metric: 'best_val_dice' -> 'best_val_iou'" in err
+    assert "parameters.temperature.high: 10.0 -> 20.0" in err and "--name NEW" in err
+    assert (sweep / "space.yaml").read_bytes() == saved  # the record of what ran is untouched
+
+
+def test_more_trials_need_extend_and_extend_allows_nothing_else(demo_root, tmp_path, capsys):
+    sweep, space = started_sweep(demo_root, tmp_path)
+    space["search"]["num_samples"] = 6
+    with pytest.raises(SystemExit):
+        resume(tmp_path, space)
+    assert "add --extend to run the extra trials" in capsys.readouterr().err
+    space["asha"]["grace_period"] = 2
+    with pytest.raises(SystemExit) as info:
+        resume(tmp_path, space, "--extend")
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "asha.grace_period: 1 -> 2" in err and "only raises search.num_samples" in err
+    with pytest.raises(SystemExit) as info:
+        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results"), "--extend"])
+    assert info.value.code == 2 and "--extend continues a sweep: use it with --resume" in capsys.readouterr().err
+
+
+def test_a_hand_edited_space_file_in_the_sweep_folder_is_refused(demo_root, tmp_path, capsys):
+    sweep, space = started_sweep(demo_root, tmp_path)
+    edited = yaml.safe_load((sweep / "space.yaml").read_text())
+    edited["parameters"]["alpha"]["low"] = 0.3
+    (sweep / "space.yaml").write_text(yaml.safe_dump(edited))
+    space["parameters"]["alpha"]["low"] = 0.3  # the same edit in the user's file: the pair still disagrees
+    with pytest.raises(SystemExit) as info:
+        resume(tmp_path, space)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "changed since the sweep started" in err and "sweep.json" in err
+
+
+def test_how_a_sweep_is_run_may_change_between_resumes(demo_root, tmp_path):
+    space = load_space("demo")
+    saved = space.to_dict()
+    space.search.max_concurrent_trials, space.resources.cpu, space.wandb.mode = 1, 0.5, "disabled"
+    assert check_resumable(saved, space, extend=False, where="x") is False
+    space.search.num_samples += 2
+    assert check_resumable(saved, space, extend=True, where="x") is True
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_copied_interrupted_sweep_resumes_inside_the_copy_only(demo_root, tmp_path):
+    space = tiny_space(demo_root, num_samples=3, max_t=2, cache_dir=tmp_path / "cache", name="moved",
+                       control=None, confirm=None)
+    space["search"]["max_concurrent_trials"] = 1
+    proc, log = start_driver(space, tmp_path, wandb_mode="offline")
+    trials = tmp_path / "results" / "moved" / "trials"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not _finished(trials):
+            time.sleep(0.5)
+        assert _finished(trials), log.read_text()[-2000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(3)  # the stopped trial processes' last writes
+    original = tmp_path / "results" / "moved"
+    copy = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(original, copy, symlinks=True)
+    before = snapshot(original)
+    search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "elsewhere"),
+                     "--num-cpus", "2", "--resume"])
+    assert snapshot(original) == before  # not one byte of the original changed
+    assert len(read_rows(copy)) == 3 and (copy / "best.json").is_file()
+    states = json.loads((copy / "best.json").read_text())["study"]["states"]["moved"]
+    assert sum(states.values()) == 3 and "RUNNING" not in states, states  # the copy's journal got every tell
+
+
+def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root, tmp_path):
+    space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache", name="grow",
+                       control=None, confirm=None)
+    space_file = tmp_path / "s.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    storage = tmp_path / "results"
+    args = ["--space", str(space_file), "--storage", str(storage), "--num-cpus", "2"]
+    search_cli.main(args)
+    sweep = storage / "grow"
+    first = {p.parent.name: p.read_text() for p in sweep.glob("trials/*/progress.csv")}
+    assert len(first) == 2
+    search_cli.main(args + ["--resume", "--extend", "--num-samples", "3"])
+    rows = read_rows(sweep)
+    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
+    for name, progress in first.items():
+        assert (sweep / "trials" / name / "progress.csv").read_text() == progress, f"{name} was re-run"
+    assert {p.name for p in (sweep / "superseded-1").iterdir()} == {"search.json", "best.json"}
+    assert yaml.safe_load((sweep / "space.yaml").read_text())["search"]["num_samples"] == 3
+    search_cli.main(args + ["--resume", "--num-samples", "3"])  # bound to the extended space from now on
