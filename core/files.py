@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UserError
+from core.errors import NO_ROOM, NOT_WRITABLE, UserError
 
 
 def _umask() -> int:
@@ -142,9 +142,8 @@ def output_folder(out: str | Path, kind: OutputKind, protected: Sequence[tuple[s
         raise problem from None
 
 
-# What a user can fix by choosing another place or freeing space; any other OSError is a bug to report.
-_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+_NOT_WRITABLE = NOT_WRITABLE
+_NO_ROOM = (*NO_ROOM, errno.EIO)   # EIO: how `writing` reports torch.save's failure below
 # torch.save(obj, path) writes through its own C++ writer: a full disk or a file size limit arrives as
 # RuntimeError("[enforce fail at inline_container.cc:...] . unexpected pos 704 vs 598"), without errno or file
 # (measured with torch 2.14 writing to /dev/full and under RLIMIT_FSIZE).

@@ -87,9 +87,14 @@ class SweepPaths:
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """One driver per sweep name at a time: an exclusive lock beside the sweep folder, taken before anything
     is written. The kernel drops it when its process dies, so a killed driver never blocks --resume."""
-    sweep_dir.parent.mkdir(parents=True, exist_ok=True)
     path = sweep_dir.parent / f".{sweep_dir.name}.lock"
-    with open(path, "a+") as handle:
+    try:
+        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as err:
+        raise UserError(f"{sweep_dir.parent}: cannot write the sweep there ({(err.strerror or str(err)).lower()}); "
+                        f"choose a writable --storage") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

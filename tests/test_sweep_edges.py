@@ -1,0 +1,75 @@
+"""The sweep CLI refuses, before Ray starts and in one line, what would make a sweep silently wrong or fail
+late: masks with no polyp, a --set on a searched key, storage it cannot write, a disk that is full."""
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from test_sweep import tiny_space
+
+from tune import search as search_cli
+
+
+def run_cli(tmp_path: Path, space: dict, capsys, *extra: str, storage: str | None = None) -> tuple[int, str]:
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    with pytest.raises(SystemExit) as info:
+        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", storage or str(tmp_path / "results"),
+                         *extra])
+    return info.value.code, capsys.readouterr().err.strip()
+
+
+def blank_masks(demo_root: Path, tmp_path: Path, which: str) -> Path:
+    """A copy of the demo data whose training masks are all black: every one, or only the validation ones."""
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root)
+    masks = sorted((root / "TrainDataset" / "masks").iterdir())
+    chosen = masks if which == "all" else None
+    if which == "validation":
+        from core.config import TrainConfig
+        from core.data import discover
+        from core.split import training_split
+        cfg = TrainConfig(data_root=str(root), val_fraction=0.25, cache_dir=str(tmp_path / "cache"))
+        stems = {p.stem for p in training_split(cfg, discover(root).train).val}
+        chosen = [m for m in masks if m.stem in stems]
+    for mask in chosen:
+        cv2.imwrite(str(mask), np.zeros_like(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)))
+    return root
+
+
+@pytest.mark.parametrize("which", ["all", "validation"])
+def test_masks_without_any_polyp_stop_the_sweep_before_ray(which, demo_root, tmp_path, capsys):
+    root = blank_masks(demo_root, tmp_path, which)
+    space = tiny_space(root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache", control=None, confirm=None)
+    code, err = run_cli(tmp_path, space, capsys)
+    part = "training" if which == "all" else "validation"
+    assert code == 2 and f"{part} masks are empty" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results" / "tiny").exists()
+
+
+def test_set_on_a_searched_key_is_refused(demo_root, tmp_path, capsys):
+    space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache")
+    code, err = run_cli(tmp_path, space, capsys, "--set", "temperature=4")
+    assert code == 2 and "--set temperature: temperature is searched in this space" in err
+    assert "remove it from `parameters`" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_storage_that_cannot_be_written_is_one_line_naming_it(demo_root, tmp_path, capsys):
+    # /sys refuses new folders even to root, for whom a chmod-ed folder would still be writable.
+    space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache")
+    code, err = run_cli(tmp_path, space, capsys, storage="/sys/polyp-kd-tune-test")
+    assert code == 2 and err.startswith("error: /sys/polyp-kd-tune-test: cannot write the sweep there")
+    assert "--storage" in err and "Traceback" not in err
+
+
+def test_a_full_disk_in_any_command_is_one_line_and_exit_2(capsys):
+    from core.errors import cli_errors
+    with pytest.raises(SystemExit) as info, cli_errors():
+        with open("/dev/full", "w") as f:  # a device that is always full
+            f.write("x" * 100_000)
+            f.flush()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "no space left on device" in err and "--resume" in err, err
+    assert len(err.splitlines()) == 1
