@@ -109,15 +109,16 @@ def test_a_copied_interrupted_sweep_resumes_inside_the_copy_only(demo_root, tmp_
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(3)  # the stopped trial processes' last writes
     original = tmp_path / "results" / "moved"
-    copy = tmp_path / "elsewhere" / "moved"
+    copy = tmp_path / "elsewhere" / "moved-again"   # moved and renamed
     shutil.copytree(original, copy, symlinks=True)
     before = snapshot(original)
     search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "elsewhere"),
-                     "--num-cpus", "2", "--resume"])
+                     "--name", "moved-again", "--num-cpus", "2", "--resume"])
     assert snapshot(original) == before  # not one byte of the original changed
     assert len(read_rows(copy)) == 3 and (copy / "best.json").is_file()
-    states = json.loads((copy / "best.json").read_text())["study"]["states"]["moved"]
-    assert sum(states.values()) == 3 and "RUNNING" not in states, states  # the copy's journal got every tell
+    states = json.loads((copy / "best.json").read_text())["study"]["states"]
+    assert list(states) == ["moved"], states  # the journal's study keeps the name the sweep started with
+    assert sum(states["moved"].values()) == 3 and "RUNNING" not in states["moved"], states  # every tell landed
 
 
 def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root, tmp_path):

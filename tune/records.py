@@ -380,7 +380,11 @@ def read_bound_space(sweep_dir: Path) -> dict[str, Any]:
                         f"with --name NEW") from None
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{path}: unreadable ({type(err).__name__}); run it as a new sweep with --name NEW") from None
-    recorded = read_sweep_record(sweep_dir).get("fingerprint") if (sweep_dir / SWEEP_FILE).is_file() else None
+    try:
+        recorded = read_sweep_record(sweep_dir).get("fingerprint")
+    except UserError as err:  # space.yaml still says what ran; the resume writes sweep.json again
+        print(f"{err.args[0].split(';')[0]}; it is written again from {SPACE_FILE}")
+        recorded = None
     if not isinstance(saved, dict) or (recorded and recorded != fingerprint(saved)):
         raise UserError(f"{path}: changed since the sweep started (it no longer matches sweep.json's "
                         f"fingerprint); put it back, or run it as a new sweep with --name NEW")
@@ -396,7 +400,13 @@ def read_sweep_base(path: Path) -> dict[str, Any]:
 
 
 def read_best(sweep_dir: Path) -> dict[str, Any]:
-    return read_json(sweep_dir / BEST_FILE, "finish the sweep with `python -m tune.search --space <space> --resume`")
+    return read_json(sweep_dir / BEST_FILE, f"rebuild it with `{resume_command(sweep_dir)}`")
+
+
+def resume_command(sweep_dir: Path) -> str:
+    """The command that continues (or finishes again) the sweep in `sweep_dir`, wherever it lies now."""
+    return (f"python -m tune.search --space {sweep_dir / SPACE_FILE} --name {sweep_dir.name} "
+            f"--storage {sweep_dir.parent} --resume")
 
 
 def find_sweep(sweep: str | None, storage: Path = Path("results")) -> Path:

@@ -38,7 +38,7 @@ from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_leaderboard
 from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
-from tune.sweep.study import load_study, param_importance, state_counts, study_name
+from tune.sweep.study import load_study, param_importance, state_counts
 from tune.sweep.verdict import VerdictRuns, backbone
 
 
@@ -91,7 +91,7 @@ def print_winner(best: dict[str, Any], winner: Winner) -> None:
 def study_summary(run: SweepRun) -> dict[str, Any]:
     """Each arm's Optuna study: its trial states; and the KD parameters' importance, for best.json."""
     paths = run.paths
-    studies = {arm: load_study(paths.sweep_dir, study_name(run.space.name, arm)) for arm in run.space.arm_trials()}
+    studies = {arm: load_study(paths.sweep_dir, run.study_name(arm)) for arm in run.space.arm_trials()}
     states = {study.study_name: state_counts(study) for study in studies.values()}
     for name, counts in states.items():
         print(f"Optuna study {name} in {paths.sweep_dir / JOURNAL_FILE}: "

@@ -34,6 +34,7 @@ from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.runtime import SweepInterrupted, SweepRun, wandb_mode
 from tune.sweep.search import completed_search, search
 from tune.sweep.state_files import repair_journal
+from tune.sweep.study import stored_sweep_name
 from tune.sweep.select import select
 from tune.sweep.signals import StopSignals
 from tune.sweep.verdict import verdict_stage
@@ -121,11 +122,12 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
     signals.install()  # again: ray.init installs a SIGTERM handler of its own that aborts the driver
     try:
         signals.check()  # a signal during ray.init
-        run = SweepRun(space, paths, requests_gpu(space, address), mode, signals)
-        (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
         note = repair_journal(paths.sweep_dir)
         if note:
             print(note)
+        run = SweepRun(space, paths, requests_gpu(space, address), mode, signals,
+                       stored_sweep_name(paths.sweep_dir, space.name))
+        (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
         base = prepare(run)
         rows = completed_search(run) or search(run, base)
         selected = select(run, base, rows) if space.confirm else None

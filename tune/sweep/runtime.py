@@ -14,6 +14,7 @@ from tune.records import SweepPaths
 from tune.space import SearchSpace, checkpoint_epochs
 from tune.sweep.ray_compat import SweepWandbLoggerCallback
 from tune.sweep.signals import StopSignals
+from tune.sweep.study import study_name
 from tune.sweep.trainable import train_trial
 
 
@@ -31,6 +32,11 @@ class SweepRun:
     use_gpu: bool
     wandb_mode: str
     signals: StopSignals = field(default_factory=StopSignals)
+    stored_name: str = ""   # the name the journal's studies carry (a renamed copy keeps it); default: the space's
+
+    def study_name(self, arm: str) -> str:
+        """The Optuna study of an arm in this sweep's journal."""
+        return study_name(self.stored_name or self.space.name, arm)
 
 
 def wandb_mode(space: SearchSpace) -> str:

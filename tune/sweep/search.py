@@ -41,7 +41,7 @@ from tune.sweep.state_files import (
     prepare_restore,
     reconcile_journal,
 )
-from tune.sweep.study import journal_storage, study_name, tpe_sampler
+from tune.sweep.study import journal_storage, tpe_sampler
 
 
 def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
@@ -53,7 +53,7 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
         experiment = paths.search_experiment(arm)
         search_arm(run, base, arm, n, experiment)
         recorded = recorded_trials(experiment)
-        for note in journal_disagreements(paths.sweep_dir, study_name(space.name, arm), recorded,
+        for note in journal_disagreements(paths.sweep_dir, run.study_name(arm), recorded,
                                           space.objective.metric, space.asha.max_t, experiment):
             print(note)
         trials += recorded
@@ -84,7 +84,7 @@ def completed_search(run: SweepRun) -> list[TrialRow] | None:
         return None
     for arm in space.arm_trials():
         experiment = paths.search_experiment(arm)
-        for note in reconcile_journal(paths.sweep_dir, study_name(space.name, arm), recorded_trials(experiment),
+        for note in reconcile_journal(paths.sweep_dir, run.study_name(arm), recorded_trials(experiment),
                                       space.objective.metric, space.asha.max_t, experiment):
             print(note)
     print(f"search stage already complete ({len(rows)} trials); continuing")
@@ -97,7 +97,7 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
     trainable = trainable_for(run, base, run.space.asha.rungs())
     callbacks = [*wandb_callbacks(run, "trial", base), KeepGoodStateCopies()]
     if tune.Tuner.can_restore(experiment):
-        for note in prepare_restore(run.paths.sweep_dir, experiment, study_name(run.space.name, arm),
+        for note in prepare_restore(run.paths.sweep_dir, experiment, run.study_name(arm),
                                     run.space.objective.metric, run.space.asha.max_t):
             print(note)
         tuner = restore_tuner(experiment, trainable, callbacks, tune_config(run, arm, num_samples))
@@ -116,7 +116,7 @@ def tune_config(run: SweepRun, arm: str, num_samples: int) -> tune.TuneConfig:
     space, objective = run.space, run.space.objective
     searcher = TruthfulOptunaSearch(
         space=DefineByRun(space.parameters, arm), metric=objective.metric, mode=objective.mode,
-        sampler=tpe_sampler(num_samples, space.search.seed), study_name=study_name(space.name, arm),
+        sampler=tpe_sampler(num_samples, space.search.seed), study_name=run.study_name(arm),
         storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t)
     return tune.TuneConfig(search_alg=searcher, scheduler=asha_scheduler(space), metric=objective.metric,
                            mode=objective.mode, num_samples=num_samples,

@@ -42,6 +42,16 @@ def study_name(sweep: str, arm: str) -> str:
     return sweep if arm == "kd" else f"{sweep}.{arm}"
 
 
+def stored_sweep_name(sweep_dir: Path, default: str) -> str:
+    """The sweep name the journal's studies are stored under: the name the sweep started with, which a sweep
+    copied or moved under another name keeps; `default` for a sweep with no study yet."""
+    if not (sweep_dir / JOURNAL_FILE).is_file():
+        return default
+    names = set(optuna.get_all_study_names(journal_storage(sweep_dir)))
+    main = sorted(n for n in names if not n.endswith(".baseline"))  # the control arm's: <sweep>.baseline
+    return default if default in names or not main else main[0]
+
+
 def load_study(sweep_dir: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=journal_storage(sweep_dir))
 
