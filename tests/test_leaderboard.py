@@ -1,5 +1,7 @@
 """tune/sweep/search.py's leaderboard: how each trial ended, counted in epochs as ASHA counts them, ranked
 by the objective."""
+import json
+
 import pytest
 
 from core.errors import UserError
@@ -32,3 +34,12 @@ def test_a_trial_that_never_reported_the_objective_is_an_error_naming_it():
     with pytest.raises(UserError, match="objective.metric 'val_iou': trial a never reported it"):
         leaderboard([TrialState("a", "TERMINATED", {}, {"epoch": 1, "val_dice": 0.5}, "/t/a", None, None, [])],
                     Objective("val_iou", "max"), max_t=4)
+
+
+def test_a_result_file_whose_last_line_was_cut_still_gives_the_epochs_before_it(tmp_path):
+    from tune.records import read_trial_curve
+    trial = tmp_path / "trials" / "t1"
+    trial.mkdir(parents=True)
+    lines = [json.dumps({"epoch": e, "val_dice": 0.1 * e}) for e in (1, 2)]
+    (trial / "result.json").write_text("\n".join(lines) + '\n{"epoch": 3, "val_di')
+    assert read_trial_curve(tmp_path, "trials/t1") == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2))]

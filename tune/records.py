@@ -246,11 +246,13 @@ def read_trial_curve(sweep_dir: Path, trial_dir: str) -> list[tuple[int, float]]
     if not trial_dir or "://" in trial_dir or not path.is_file():
         return []
     by_epoch: dict[int, float] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            result = json.loads(line)
-            if "epoch" in result and "val_dice" in result:
-                by_epoch[int(result["epoch"])] = float(result["val_dice"])
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            result = json.loads(line) if line.strip() else {}
+        except ValueError:
+            continue  # a line cut by a full disk or a kill: the epochs before it still count
+        if "epoch" in result and "val_dice" in result:
+            by_epoch[int(result["epoch"])] = float(result["val_dice"])
     return sorted(by_epoch.items())
 
 
