@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from core.errors import UserError
-from core.files import write_file_atomic
+from core.files import atomic_file, write_file_atomic
 from tune.cluster.storage import join
 from tune.objective import Objective
 from tune.sampling import Sampled
@@ -275,7 +275,7 @@ CSV_COLUMNS = ["rank", "trial_id", "arm", "end", "epochs", "objective", "best_va
 
 def write_leaderboard(rows: list[TrialRow], path: Path) -> None:
     params = sorted({k for row in rows for k in row.params})
-    with path.open("w", newline="") as f:
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS + [f"param:{p}" for p in params] + ["error", "checkpoint", "trial_dir"])
         for row in rows:
@@ -287,9 +287,13 @@ def read_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
     """leaderboard.csv as dicts, numbers parsed (what `tune.best show` prints)."""
     path = sweep_dir / LEADERBOARD_FILE
     if not path.is_file():
-        raise UserError(f"{path}: not found; rebuild it with `python -m tune.search --resume` on this sweep")
-    with path.open() as f:
+        raise UserError(f"{path}: not found; rebuild it with `{resume_command(sweep_dir)}`")
+    with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
+    for number, row in enumerate(rows, 2):
+        if None in row or None in row.values():  # more or fewer cells than the header names
+            raise UserError(f"{path}: line {number} is cut or malformed; rebuild it with "
+                            f"`{resume_command(sweep_dir)}`")
     return [{key: _parse_cell(value) for key, value in row.items()} for row in rows]
 
 
