@@ -8,16 +8,17 @@ import time
 import pytest
 import ray
 
-from tune.sweep.signals import StopSignals
+from tune.sweep.signals import GRACE_S, StopSignals
 
 
 def test_sigterm_outside_a_run_interrupts_at_once_and_exits_143():
+    before = signal.getsignal(signal.SIGTERM)
     with StopSignals().installed() as signals:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # never reached: the handler raises in this thread
     assert signals.exit_code == 143
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handlers are back
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handlers are back
 
 
 def test_a_signal_during_a_run_asks_tune_to_stop_and_is_honoured_after_the_run_returns():
@@ -33,6 +34,20 @@ def test_a_signal_during_a_run_asks_tune_to_stop_and_is_honoured_after_the_run_r
         assert asked == [signal.SIGINT]
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # a finished run's handler is never called
     assert signals.exit_code == 130
+
+
+def test_a_run_slow_to_stop_is_cut_short_after_the_grace_period():
+    """Tune waits up to 5 s for trial processes that are still starting; the driver does not wait past
+    GRACE_S, as if a second Ctrl-C had come."""
+    with StopSignals().installed() as signals:
+        started = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            with signals.during_fit():
+                signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # Tune's stop: takes its time
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # Tune's cleanup, still waiting
+        assert GRACE_S <= time.time() - started < GRACE_S + 2
+    assert signals.exit_code == 143  # the cut does not turn SIGTERM into a Ctrl-C
 
 
 def test_a_second_signal_during_a_run_stops_at_once():

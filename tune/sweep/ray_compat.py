@@ -240,6 +240,10 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         then the run of the trial whose process it reuses has finished and its logging actor is free."""
 
     def log_trial_end(self, trial, failed: bool = False):
+        if trial not in self._trial_queues:
+            # A restored trial that ends before it logged anything in this run (a seed that had finished
+            # when the driver was killed): Ray's callback would raise KeyError and fail the resume.
+            return
         if failed:
             self._failed.add(trial)
         super().log_trial_end(trial, failed=failed)
