@@ -143,3 +143,28 @@ def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root,
     assert {p.name for p in (sweep / "superseded-1").iterdir()} == {"search.json", "best.json"}
     assert yaml.safe_load((sweep / "space.yaml").read_text())["search"]["num_samples"] == 3
     search_cli.main(args + ["--resume", "--num-samples", "3"])  # bound to the extended space from now on
+
+
+def test_a_cut_sweep_json_is_rebuilt_from_space_yaml_and_still_binds(demo_root, tmp_path, capsys):
+    sweep, space = started_sweep(demo_root, tmp_path)
+    record = (sweep / "sweep.json").read_bytes()
+    (sweep / "sweep.json").write_bytes(record[: len(record) // 2])
+    space["asha"]["reduction_factor"] = 4
+    with pytest.raises(SystemExit) as info:
+        resume(tmp_path, space)
+    out, err = capsys.readouterr()
+    assert "sweep.json: unreadable (JSONDecodeError); it is written again from space.yaml" in out
+    assert info.value.code == 2 and "asha.reduction_factor: 3 -> 4" in err
+
+
+def test_a_cut_best_json_is_one_line_with_the_command_that_rebuilds_it(tmp_path, capsys):
+    from tune import best as best_cli
+    sweep = tmp_path / "results" / "cut"
+    sweep.mkdir(parents=True)
+    (sweep / "best.json").write_text('{"winner": "kd-1", "arm": "kd", "params": {"alpha": 0.')
+    for command in (["show"], ["export"]):
+        with pytest.raises(SystemExit) as info:
+            best_cli.main([*command, "--sweep", str(sweep)])
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and len(err.splitlines()) == 1 and "best.json: unreadable" in err
+        assert f"--space {sweep}/space.yaml --name cut --storage {sweep.parent} --resume" in err
