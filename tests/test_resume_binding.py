@@ -88,8 +88,10 @@ def test_how_a_sweep_is_run_may_change_between_resumes(demo_root, tmp_path):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
+    # W&B's service of the *first* driver outlives it and appends to its own log (logs/debug-core.log of the
+    # run it started with) for a while after the driver is gone: seen in CI, not written by the resume.
     return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "debug-core.log"}
 
 
 def test_a_copied_interrupted_sweep_resumes_inside_the_copy_only(demo_root, tmp_path):
