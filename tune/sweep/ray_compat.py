@@ -315,7 +315,6 @@ def restore_tuner(experiment: str, trainable, callbacks: list, tune_config: tune
         internal._tune_config.search_alg = _RestoredSearch(searcher, tune_config.num_samples,
                                                            internal._run_config.storage_path)
         internal._tune_config.max_concurrent_trials = None  # the limiter above is that setting
-        internal._tune_config.num_samples = tune_config.num_samples
     return tuner
 
 
