@@ -11,9 +11,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.config import TrainConfig, config_from_dict
 from core.synthetic import write_demo_dataset
+from tune import search as search_cli
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -21,6 +23,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-cache-")
 TEST_TEACHER_BACKBONE = "mobilenet_v2"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
+FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
 
 
 def trial_reports(result_json: Path) -> list[dict]:
@@ -85,3 +88,49 @@ def heavy_modules_imported(module: str, args: list[str]) -> tuple[list[str], str
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith("EXIT ")), "")
     bad = ast.literal_eval(line.split("IMPORTED ", 1)[1]) if line else ["(probe failed)"]
     return bad, run.stdout + run.stderr
+
+
+def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, **changes) -> dict:
+    space = {
+        "name": "tiny",
+        "base": {"mode": "distillation", "data_root": str(data_root), "encoder_weights": None,
+                 "cache_dir": str(cache_dir),
+                 "img_size": 64, "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
+        "parameters": {
+            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
+            "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
+            # Wide on purpose: trials differ enough for ASHA to cut some.
+            "learning_rate": {"type": "loguniform", "low": 1.0e-6, "high": 3.0e-2},
+            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "tu-mobilenetv3_small_100"]},
+        },
+        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
+        "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 3},
+        "resources": {"cpu": 1},
+        "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
+        "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
+        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
+    }
+    space.update(changes)
+    return space
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(demo_root, tmp_path_factory):
+    """One 6-trial KD sweep, run once per test session with a (fake) W&B key in the environment (read by
+    tests/test_sweep.py and tests/test_wandb_report.py)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    space_file = tmp / "tiny.yaml"
+    space = tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")
+    space["search"]["checkpoint_every"] = 3  # with ASHA's rungs (1, 3) and the end: epochs 1, 3, 4
+    space_file.write_text(yaml.safe_dump(space))
+    saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
+    os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")
+    try:
+        search_cli.main(["--space", str(space_file), "--storage", str(tmp / "results"), "--num-cpus", "2"])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return tmp / "results" / "tiny"

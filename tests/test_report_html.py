@@ -12,7 +12,7 @@ from conftest import heavy_modules_imported
 from tune import search as search_cli
 from tune.objective import Objective
 from tune.records import TrialRow
-from tune.report import html as report_cli
+from tune.report import __main__ as report_cli
 from tune.report.charts import Axis, parallel_axes, parallel_coordinates_figure
 from tune.report.gallery import pick_cases
 from tune.sampling import Sampled

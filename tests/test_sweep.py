@@ -13,38 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TEST_TEACHER_BACKBONE, trial_reports
+from conftest import FAKE_KEY, tiny_space, trial_reports  # noqa: F401 - tiny_space: other test files import it from here
 
 from tune import best as best_cli
 from tune import search as search_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
 RAY_EXPERIMENTS = ("trials", "control", "confirm", "verdict")  # the sweep's Ray experiment folders
-
-
-def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, **changes) -> dict:
-    space = {
-        "name": "tiny",
-        "base": {"mode": "distillation", "data_root": str(data_root), "encoder_weights": None,
-                 "cache_dir": str(cache_dir),
-                 "img_size": 64, "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
-        "parameters": {
-            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
-            "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
-            # Wide on purpose: trials differ enough for ASHA to cut some.
-            "learning_rate": {"type": "loguniform", "low": 1.0e-6, "high": 3.0e-2},
-            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "tu-mobilenetv3_small_100"]},
-        },
-        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
-        "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 3},
-        "resources": {"cpu": 1},
-        "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
-        "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
-        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
-    }
-    space.update(changes)
-    return space
 
 
 def start_driver(space: dict, tmp_path: Path, wandb_mode: str = "disabled") -> tuple[subprocess.Popen, Path]:
@@ -66,27 +41,6 @@ def read_rows(sweep_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(demo_root, tmp_path_factory):
-    """One 6-trial KD sweep, run once with a (fake) W&B key in the environment."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    space_file = tmp / "tiny.yaml"
-    space = tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")
-    space["search"]["checkpoint_every"] = 3  # with ASHA's rungs (1, 3) and the end: epochs 1, 3, 4
-    space_file.write_text(yaml.safe_dump(space))
-    saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
-    os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")
-    try:
-        search_cli.main(["--space", str(space_file), "--storage", str(tmp / "results"), "--num-cpus", "2"])
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return tmp / "results" / "tiny"
-
-
 def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
     rows = read_rows(finished_sweep)
     assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
@@ -101,8 +55,8 @@ def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
     assert sorted(r["arm"] for r in rows).count("baseline") == 3
     assert len(list((finished_sweep / "control").glob("*/result.json"))) == 3
     assert all(r["param:alpha"] == "" for r in rows if r["arm"] == "baseline")
-    for name in ("space.yaml", "sweep.json", "curves.png", "parallel_coordinates.png", "teacher/best.pt",
-                 "optuna.journal", "search.json"):
+    for name in ("space.yaml", "sweep.json", "charts/curves.png", "charts/parallel_coordinates.png",
+                 "teacher/best.pt", "optuna.journal", "search.json", "wandb-sweep.yaml"):
         assert (finished_sweep / name).is_file(), name
 
 
@@ -120,6 +74,19 @@ def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
         assert states.count("COMPLETE") == sum(r["end"] == "finished" for r in mine)
         for trial in study.trials:  # one intermediate value per epoch, at step = epoch
             assert sorted(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
+        # One trial, three views: each Optuna trial names its Ray trial (a folder of its arm's experiment) and
+        # W&B run (an offline run of that id); the study names its metric.
+        assert study.metric_names == ["best_val_dice"]
+        experiment = finished_sweep / ("trials" if arm == "kd" else "control")
+        runs = {p.name.rsplit("-", 1)[-1] for p in (finished_sweep / "wandb").glob("offline-run-*")}
+        for trial in study.trials:
+            ray_id = trial.user_attrs["ray_trial_id"]
+            assert trial.user_attrs["arm"] == arm and trial.user_attrs["wandb_run_id"] == ray_id
+            assert [p for p in experiment.iterdir() if p.is_dir() and ray_id in p.name], ray_id
+            assert ray_id in runs
+            assert {k: v for k, v in trial.params.items()} == {
+                k.removeprefix("param:"): float(v) if k != "param:student_backbone" else v
+                for r in mine if r["trial_id"] == ray_id for k, v in r.items() if k.startswith("param:") and v}
 
 
 def test_trials_checkpoint_at_the_policy_epochs_and_where_they_ended(finished_sweep):
@@ -200,6 +167,7 @@ def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
                    for p in (finished_sweep / d).glob("*/result.json") for l in p.read_text().splitlines()[:1]}
     summary = [run for run in runs if "-summary-" in run.name]
     assert len(summary) == 1
+    runs = [run for run in runs if "-export-" not in run.name]  # the export's run (another test may export)
     assert {run.name.rsplit("-", 1)[-1] for run in runs if run not in summary} == trial_ids | confirm_ids
     assert all(list(run.glob("*.wandb")) for run in runs)
     # Each trial's run holds its whole config, not only the sampled values.
@@ -224,13 +192,40 @@ def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
                 assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
-def wandb_history(run: Path) -> list[tuple[int, float]]:
-    """(epoch, val_dice) of each history record of an offline W&B run, read with wandb's own reader."""
+def wandb_records(run: Path) -> list[dict]:
+    """The records of an offline W&B run, read with wandb's own reader."""
     out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def wandb_history(run: Path) -> list[tuple[int, float]]:
+    """(epoch, val_dice) of each history record of an offline W&B run."""
     return [(h["history"]["item"]["epoch"], h["history"]["item"]["val_dice"])
-            for h in records if h.get("type") == "history"]
+            for h in wandb_records(run) if h.get("type") == "history"]
+
+
+def test_wandb_trial_runs_chart_against_the_epoch_and_tables_keep_numbers(finished_sweep):
+    runs = sorted((finished_sweep / "wandb").glob("offline-run-*"))
+    trial_run = next(r for r in runs if "-summary-" not in r.name)
+    metrics = [r["metric"] for r in wandb_records(trial_run) if r.get("type") == "metric"]
+    assert {"name": "epoch", "options": {"defined": True}} in metrics
+    assert any(m.get("glob_name") == "*" and m["step_metric"] == "epoch" for m in metrics)
+    objective = next(m for m in metrics if m.get("name") == "best_val_dice")
+    assert objective["step_metric"] == "epoch" and objective["summary"] == {"max": True}
+    summaries = [r["summary"]["update"] for r in wandb_records(trial_run) if r.get("type") == "summary"]
+    assert any(isinstance(u.get("best_val_dice"), dict) and "max" in u["best_val_dice"] for u in summaries)
+    # The summary run's tables: a searched number is a number (W&B can plot it), a choice its text.
+    summary = next(r for r in runs if "-summary-" in r.name)
+    table = json.loads(next((summary / "files" / "media" / "table").glob("leaderboard_*.table.json")).read_text())
+    columns = table["columns"]
+    alpha, backbone = columns.index("alpha"), columns.index("student_backbone")
+    kd_rows = [row for row in table["data"] if row[columns.index("arm")] == "kd"]
+    assert kd_rows and all(isinstance(row[alpha], float) for row in kd_rows)
+    assert all(isinstance(row[columns.index("learning_rate")], float) for row in table["data"])
+    assert {row[backbone] for row in table["data"]} <= {"mobilenet_v2", "tu-mobilenetv3_small_100"}
+    charts = {p.name.split("_")[0] for p in (summary / "files" / "media" / "images" / "charts").glob("*.png")}
+    assert {"curves", "parallel"} <= charts, charts
 
 
 def test_show_and_export_round_trip(finished_sweep, tmp_path, capsys):
@@ -435,3 +430,16 @@ def test_a_copied_sweep_folder_still_exports(finished_sweep, tmp_path):
         shutil.copy(finished_sweep / name, copy / name)
     best_cli.main(["export", "--sweep", str(copy), "--out", str(tmp_path / "export")])
     assert (tmp_path / "export" / "model.pt").is_file()
+
+
+def test_rerunning_the_end_of_a_sweep_updates_its_one_w_and_b_summary_run(finished_sweep, monkeypatch):
+    """--resume on a finished sweep runs its last stage again: the summary run keeps its id."""
+    def summary_ids():
+        return [p.name.rsplit("-summary-", 1)[-1] for p in (finished_sweep / "wandb").glob("offline-run-*-summary-*")]
+    before = summary_ids()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    search_cli.main(["--space", str(finished_sweep / "space.yaml"), "--storage", str(finished_sweep.parent),
+                     "--num-cpus", "2", "--resume"])
+    after = summary_ids()
+    assert len(before) == 1 and len(after) == 2 and set(after) == set(before)
+    assert json.loads((finished_sweep / "sweep.json").read_text())["uid"] in before[0]

@@ -4,7 +4,7 @@ segments new images with an exported model and `demo` serves it as a local web p
 core/demo.py).
 
     python -m tune.best show [--sweep DIR]
-    python -m tune.best export [--sweep DIR] [--out DIR]
+    python -m tune.best export [--sweep DIR] [--out DIR] [--no-wandb]
     python -m tune.best predict --model DIR IMAGE_OR_FOLDER... --out DIR
     python -m tune.best demo --model DIR [--port 7860] [--host 127.0.0.1]
 """
@@ -32,6 +32,10 @@ from tune.records import (BEST_FILE, EXPORT_DIRNAME, SPACE_FILE, SWEEP_FILE, Con
                           read_leaderboard)
 from tune.report.format import estimate_text
 from tune.report.tables import format_confirmation, format_leaderboard
+from tune.space import load_space
+from tune.tracking.artifacts import artifact_name, log_model_artifact
+from tune.tracking.mode import resolve_mode
+
 SWEEP_MARKERS = (SWEEP_FILE, SPACE_FILE, BEST_FILE)  # any of them makes a folder a sweep's
 PREDICT_EPILOG = """Writes OUT/masks/<stem>.png (0/255, each image's original size), OUT/overlays/<stem>.png
 (the image with the predicted polyp tinted red and outlined) and OUT/predictions.csv (polyp area per image).
@@ -112,6 +116,29 @@ def export(sweep_dir: Path, out: Path) -> dict[str, Any]:
     return export_model(model, state, winner.metrics, out, protected=sweeps, allowed=[sweep_dir / EXPORT_DIRNAME])
 
 
+def log_export(sweep_dir: Path, out: Path, metrics: dict[str, Any]) -> None:
+    """Log the written export as the sweep's W&B model artifact when W&B is on for the sweep (its space's
+    `wandb` settings, as tracking/mode.py resolves them here and now). The export is already written: W&B
+    failing is one warning line, never a failed export."""
+    try:
+        space = load_space(sweep_dir / SPACE_FILE)
+        target = resolve_mode(space.wandb.mode, getattr(space.wandb, "entity", None))
+        if not target.on:
+            return
+        sweep = metrics.get("sweep") or space.name
+        where = log_model_artifact(out, sweep, space.wandb.project, target.entity, target.mode,
+                                   space.wandb.group or space.name, sweep_dir)
+    except Exception as err:  # noqa: BLE001 - W&B (network, login, its service) must not undo a written export
+        print(f"warning: W&B did not log the export ({type(err).__name__}: {err}); {out} is complete without it",
+              file=sys.stderr)
+        return
+    name = f"{artifact_name(sweep)}-student (aliases best, {artifact_name(sweep)})"
+    if target.mode == "offline":
+        print(f"W&B: model artifact {name} logged offline in {where}; upload it with `wandb sync {where}`")
+    else:
+        print(f"W&B: model artifact {name} logged to {where}")
+
+
 def sweeps_around(*paths: str | Path) -> list[tuple[str, Path]]:
     """("sweep folder", folder) for each sweep folder holding one of `paths` (or being one): an output there
     would write into, or replace, what a sweep wrote."""
@@ -179,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--sweep", help="sweep folder or name (default: the newest finished one in results/)")
         if name == "export":
             p.add_argument("--out", help="output folder (default: <sweep>/export)")
+            p.add_argument("--no-wandb", action="store_true",
+                           help="do not log the export as a W&B model artifact (logged when the sweep's W&B is on)")
     for name, text in (("predict", "segment new images with an exported model"),
                        ("demo", "serve an exported model as a local Gradio web demo")):
         p = sub.add_parser(name, help=text, description=text,
@@ -220,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if metrics.get("int8", {}).get("written") else ())
         print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(files)} "
               f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}); test mean Dice {mean['dice']:.4f}")
+        if not args.no_wandb:
+            log_export(sweep_dir, out, metrics)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import posixpath
+import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,8 +38,9 @@ BEST_FILE = "best.json"             # the winner, the confirmation and the verdi
 LEADERBOARD_FILE = "leaderboard.csv"
 JOURNAL_FILE = "optuna.journal"     # the Optuna study (optuna-dashboard opens it)
 REPORT_FILE = "report.html"
-CURVES_PNG = "curves.png"
-PARALLEL_PNG = "parallel_coordinates.png"
+CHARTS_DIRNAME = "charts"          # every chart of report.html as a PNG (W&B's summary run logs them)
+CURVES_PNG = f"{CHARTS_DIRNAME}/curves.png"
+PARALLEL_PNG = f"{CHARTS_DIRNAME}/parallel_coordinates.png"
 TRIALS_DIRNAME = "trials"           # Ray's experiment of the search (the main arm)
 CONTROL_DIRNAME = "control"         # Ray's experiment of the control arm's search
 CONFIRM_DIRNAME = "confirm"         # Ray's experiment of the selection runs
@@ -49,7 +51,7 @@ EXPORT_DIRNAME = "export"
 CHECKPOINT_FILE = "trainer.pt"      # a trial checkpoint's trainer state
 EPOCH_FILE = "epoch.json"           # beside trainer.pt: which epoch it holds, readable without loading it
 # What the end of a sweep copies to shared storage (a cluster's driver writes them on its head node).
-SHARED_OUTPUTS = (SPACE_FILE, SWEEP_FILE, LEADERBOARD_FILE, BEST_FILE, CURVES_PNG, PARALLEL_PNG, JOURNAL_FILE,
+SHARED_OUTPUTS = (SPACE_FILE, SWEEP_FILE, LEADERBOARD_FILE, BEST_FILE, CHARTS_DIRNAME, JOURNAL_FILE,
                   REPORT_FILE, WANDB_DIRNAME)
 ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged", "missing")  # missing: folder gone
 
@@ -364,12 +366,48 @@ def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Con
 
 # --- the finished sweep -------------------------------------------------------------------------------
 
-def write_sweep_record(sweep_dir: Path, name: str, fingerprint: str, base: dict[str, Any] | None = None) -> Path:
-    """sweep.json: the sweep's name, the fingerprint of the space it is bound to (tune/space.fingerprint) and,
-    once prepared, the base TrainConfig every trial starts from."""
+def logged_wandb_runs(sweep_dir: Path) -> dict[str, str]:
+    """The W&B runs this sweep wrote on this machine: run id -> "online" or "offline" (wandb's own folders,
+    `wandb/run-<time>-<id>` and `wandb/offline-run-<time>-<id>`; a trial's run id is its Ray trial id)."""
+    runs = {}
+    for folder in sorted((sweep_dir / WANDB_DIRNAME).glob("*run-*-*")):
+        if folder.is_dir():
+            runs[folder.name.rsplit("-", 1)[-1]] = "offline" if folder.name.startswith("offline-") else "online"
+    return runs
+
+
+def write_sweep_record(sweep_dir: Path, name: str, fingerprint: str, base: dict[str, Any] | None = None,
+                       wandb_sweep_id: str | None = None) -> Path:
+    """sweep.json: the sweep's name, the fingerprint of the space it is bound to (tune/space.fingerprint),
+    once prepared the base TrainConfig every trial starts from, and the id of the W&B Sweep its runs join
+    (kept from the record already there: a resumed sweep goes on in the same W&B Sweep)."""
     path = sweep_dir / SWEEP_FILE
-    write_json({"name": name, "fingerprint": fingerprint, **({"base": base} if base is not None else {})}, path)
+    earlier = _earlier_record(sweep_dir)
+    # uid: this sweep among the sweeps of the same name (the W&B summary run's id is made of it)
+    record: dict[str, Any] = {"name": name, "uid": earlier.get("uid") or secrets.token_hex(4),
+                              "fingerprint": fingerprint}
+    if base is not None:
+        record["base"] = base
+    wandb_sweep_id = wandb_sweep_id or earlier.get("wandb_sweep_id")
+    if wandb_sweep_id:
+        record["wandb_sweep_id"] = wandb_sweep_id
+    write_json(record, path)
     return path
+
+
+def record_wandb_sweep(sweep_dir: Path, sweep_id: str) -> Path:
+    """Add the id of the W&B Sweep this sweep registered to its sweep.json."""
+    record = {**_earlier_record(sweep_dir), "wandb_sweep_id": sweep_id}
+    write_json(record, sweep_dir / SWEEP_FILE)
+    return sweep_dir / SWEEP_FILE
+
+
+def _earlier_record(sweep_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def read_sweep_record(sweep_dir: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
     control: {baseline: true, fraction: 0.5}    # distillation spaces: a no-teacher arm, its own search
     confirm: {top_k: 3, seeds: 3, verdict_seeds: 8}   # select over seeds, then estimate on fresh ones
-    wandb: {project: polyp-kd-tune, group: null, mode: offline}
+    wandb: {project: polyp-kd-tune, group: null, mode: auto, entity: null}
     demo_data: {size: 64, train: 48, test: 8, seed: 0}   # generate synthetic data if data_root is missing
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ import yaml
 from core.config import TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
 from tune.objective import Objective
+from tune.tracking.mode import MODES
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 PARAMETER_TYPES = ("uniform", "loguniform", "int", "choice")
@@ -157,7 +158,8 @@ class ConfirmSettings:
 class WandbSettings:
     project: str = "polyp-kd-tune"
     group: str | None = None
-    mode: str = "offline"
+    mode: str = "auto"            # online when wandb finds an API key (`wandb login`), else offline
+    entity: str | None = None     # W&B team or user; None: the key's default entity (or WANDB_ENTITY)
 
 
 @dataclass
@@ -317,7 +319,7 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
 
 def _validate(space: SearchSpace) -> None:
     src = space.source
-    _choice(space.wandb.mode, ("offline", "online", "disabled"), f"{src}: wandb.mode")
+    _choice(space.wandb.mode, MODES, f"{src}: wandb.mode")
     s, a, r = space.search, space.asha, space.resources
     _require(s.num_samples >= 1, f"{src}: search.num_samples must be >= 1")
     _require(s.max_concurrent_trials >= 1, f"{src}: search.max_concurrent_trials must be >= 1")

@@ -1,6 +1,6 @@
 """The sweep's one set of charts, drawn with matplotlib: validation curves, parallel coordinates in real
-units, importance, ASHA's rungs and the confirmation. report.html embeds them as PNG data URIs; the curves
-and parallel coordinates are also saved beside it (curves.png, parallel_coordinates.png) for W&B.
+units, importance, ASHA's rungs and the confirmation. report.html embeds them as PNG data URIs; each is also
+saved in the sweep's charts/ folder, which W&B's summary run logs.
 """
 from __future__ import annotations
 

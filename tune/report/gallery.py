@@ -27,6 +27,10 @@ class Case:
     dice: float
     iou: float
     picture: str       # data URI of image | ground truth | prediction
+    # What the picture was drawn from, at the mask's original size, for W&B's masked images (tracking/artifacts).
+    image: np.ndarray          # RGB uint8 H x W x 3
+    ground_truth: np.ndarray   # uint8 H x W in {0, 1}
+    prediction: np.ndarray     # uint8 H x W in {0, 1}
 
 
 @dataclass
@@ -78,17 +82,18 @@ def validation_gallery(checkpoint: Path, per_kind: int = CASES_PER_KIND, device:
     dice = [scores[p.stem][0] for p in val]
     picks = pick_cases(dice, max(1, min(per_kind, len(val) // 3)))  # a small split still shows all three kinds
     chosen: list[SamplePair] = [val[i] for _, i in picks]
-    pictures: dict[str, str] = {}
+    pictures: dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def draw(batch, logits) -> None:
         for stem, mask, one in zip(batch.stems, batch.masks, logits):
             pair = next(p for p in chosen if p.stem == stem)
-            pred = binarize(one, tuple(mask.shape)).numpy()
-            panel = overlay_panel(read_image(pair.image), mask.numpy(), pred, height=180)
-            _, encoded = cv2.imencode(".png", panel)
-            pictures[stem] = "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode()
+            image, truth = read_image(pair.image), mask.numpy().astype(np.uint8)
+            pred = binarize(one, tuple(mask.shape)).numpy().astype(np.uint8)
+            _, encoded = cv2.imencode(".png", overlay_panel(image, truth, pred, height=180))
+            uri = "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode()
+            pictures[stem] = (uri, image, truth, pred)
 
     # Only the few drawn images are run again: keeping every prediction would hold the whole split in memory.
     score_loader(model, eval_loader(EvalSet(chosen, cfg.img_size), cfg.batch_size, 0), torch_device, amp, draw)
-    cases = [Case(kind, val[i].stem, *scores[val[i].stem], pictures[val[i].stem]) for kind, i in picks]
+    cases = [Case(kind, val[i].stem, *scores[val[i].stem], *pictures[val[i].stem]) for kind, i in picks]
     return Gallery(cases, len(val), float(np.mean(dice)), note)

@@ -8,25 +8,22 @@ validation images.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import html
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError, cli_errors
+from core.errors import UserError
 from core.files import write_file_atomic
 from tune.records import (
-    CURVES_PNG,
+    CHARTS_DIRNAME,
     ENDS,
-    PARALLEL_PNG,
     REPORT_FILE,
     SPACE_FILE,
     FinishedSweep,
-    find_sweep,
+    logged_wandb_runs,
     read_finished,
     read_trial_curve,
     resolve,
@@ -50,10 +47,21 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def write_report(folder: str | Path) -> Path:
-    """Build `folder`/report.html (and the curves.png, parallel_coordinates.png beside it) from a finished
+    """Build `folder`/report.html (and each of its charts as a PNG in `folder`/charts/) from a finished
     sweep folder; returns its path."""
     sweep = read_finished(folder)
+    (sweep.folder / CHARTS_DIRNAME).mkdir(exist_ok=True)
+    for name in CHART_NAMES:  # a chart this report no longer draws must not stay behind from an earlier one
+        (sweep.folder / CHARTS_DIRNAME / f"{name}.png").unlink(missing_ok=True)
     return write_file_atomic(sweep.folder / REPORT_FILE, render(sweep))
+
+
+CHART_NAMES = ("curves", "trial_curves", "parallel_coordinates", "importance", "rungs", "confirmation")
+
+
+def chart(s: FinishedSweep, fig, name: str) -> str:
+    """The figure as report.html embeds it, also saved as charts/<name>.png."""
+    return png(fig, also_save=s.folder / CHARTS_DIRNAME / f"{name}.png")
 
 
 # --- the page -----------------------------------------------------------------------------------------
@@ -155,8 +163,9 @@ def section_leaderboard(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
     keys = [k for k in specs if any(k in r.params for r in s.rows)]
     keys += sorted({k for r in s.rows for k in r.params} - set(keys))
     confirmed = {c["trial"]: c["name"] for c in (s.best.get("confirmation") or [])}
+    wandb_runs = logged_wandb_runs(s.folder)
     head = (["#", "trial", "arm", "end", "epochs", f"objective ({s.space.objective.metric})", "best val Dice",
-             "best val IoU", "best epoch"] + keys + ["error"])
+             "best val IoU", "best epoch"] + keys + (["W&B run"] if wandb_runs else []) + ["error"])
     body = []
     for r in s.rows:
         marks = ""
@@ -171,7 +180,8 @@ def section_leaderboard(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
             + f'<td data-sort="{esc(r.trial_id)}">{esc(r.trial_id)}{marks}</td>'
             + text_cell(esc(r.arm)) + text_cell(esc(r.end), f"end-{end_css}") + cell(r.epochs)
             + cell(r.objective) + cell(r.best_val_dice) + cell(r.best_val_iou) + cell(r.best_epoch)
-            + "".join(cell(r.params.get(k)) for k in keys) + error + "</tr>")
+            + "".join(cell(r.params.get(k)) for k in keys)
+            + (wandb_cell(wandb_runs, r.trial_id) if wandb_runs else "") + error + "</tr>")
     header = "".join(f"<th>{esc(h)}</th>" for h in head)
     return (f'<section id="leaderboard"><h2>Leaderboard</h2>'
             f'<p>{len(s.rows)} search trials, ranked by the objective (trials that errored, diverged or were '
@@ -179,6 +189,13 @@ def section_leaderboard(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
             f'column to sort. Also in leaderboard.csv.</p>'
             f'<div class="scroll"><table class="sortable grid"><thead><tr>{header}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div></section>')
+
+
+def wandb_cell(runs: dict[str, str], trial_id: str) -> str:
+    """The trial's W&B run id (the Ray trial id), marked offline until `wandb sync` uploads it."""
+    if trial_id not in runs:
+        return text_cell("")
+    return text_cell(esc(trial_id) + (" (offline)" if runs[trial_id] == "offline" else ""))
 
 
 def section_curves(s: FinishedSweep, curves: dict[str, list[tuple[int, float]]], milestones: list[int]) -> str:
@@ -191,9 +208,9 @@ def section_curves(s: FinishedSweep, curves: dict[str, list[tuple[int, float]]],
     return (f'<section id="curves"><h2>Validation curves</h2><p>Validation Dice after each epoch (dashed: control '
             f'arm without a teacher; dotted verticals: ASHA rungs; a curve that ends early was stopped by ASHA; '
             f'star: the trial\'s best epoch).{more}</p>'
-            + img(png(curves_figure(s.rows, curves, milestones, s.space.asha.max_t), also_save=s.folder / CURVES_PNG),
+            + img(chart(s, curves_figure(s.rows, curves, milestones, s.space.asha.max_t), "curves"),
                   "all validation curves")
-            + img(png(small_multiples_figure(s.rows, curves, milestones, s.space.asha.max_t)),
+            + img(chart(s, small_multiples_figure(s.rows, curves, milestones, s.space.asha.max_t), "trial_curves"),
                   "validation curve of each trial")
             + "</section>")
 
@@ -207,7 +224,7 @@ def section_parallel(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
     fig = parallel_coordinates_figure(rows, axes, s.objective.maximize)
     return (title + "<p>One line per usable search trial, coloured by the objective (yellow: best). Numeric axes "
             "span the search space's range; log-uniform parameters are on a log scale.</p>"
-            + img(png(fig, also_save=s.folder / PARALLEL_PNG), "parallel coordinates") + "</section>")
+            + img(chart(s, fig, "parallel_coordinates"), "parallel coordinates") + "</section>")
 
 
 def section_importance(s: FinishedSweep) -> str:
@@ -221,7 +238,7 @@ def section_importance(s: FinishedSweep) -> str:
     return (title + f"<p>PED-ANOVA on the {imp['trials']} distillation trials' validation value at epoch "
             f"{imp['at_epoch']}, which every trial reached (most were stopped by ASHA later), from the Optuna "
             f"study; few trials give a rough ranking only.{branches}</p>"
-            + img(png(importance_figure(imp["importance"])), "importance") + "</section>")
+            + img(chart(s, importance_figure(imp["importance"]), "importance"), "importance") + "</section>")
 
 
 def section_rungs(s: FinishedSweep, milestones: list[int]) -> str:
@@ -239,7 +256,7 @@ def section_rungs(s: FinishedSweep, milestones: list[int]) -> str:
             f'compares a trial at each rung with the others that reached it and keeps the top '
             f'1/{s.space.asha.reduction_factor}.</p><div class="row"><table class="grid">'
             f"<thead><tr>{head}</tr></thead><tbody>{lines}</tbody></table>"
-            + img(png(rungs_figure(reached, arms)), "trials per rung") + "</div></section>")
+            + img(chart(s, rungs_figure(reached, arms), "rungs"), "trials per rung") + "</div></section>")
 
 
 def runs_table(records: list[dict[str, Any]], winner: str) -> str:
@@ -283,7 +300,7 @@ def section_confirmation(s: FinishedSweep) -> str:
             f"they all reached) retrained from scratch at the full budget on the selection seeds; {esc(metric)} "
             f"per seed, mean and Student-t 95% interval. The best mean is chosen, so it overstates.</p>"
             + runs_table(confirmation, b.get("winner"))
-            + img(png(confirmation_figure(confirmation, metric)), "selection over seeds")
+            + img(chart(s, confirmation_figure(confirmation, metric), "confirmation"), "selection over seeds")
             + "<p><b>Verdict runs</b>: the winner, the best distillation configuration and the baseline of the "
             "same student retrained on fresh seeds no other run used: the winner's estimate and the verdict.</p>"
             + verdict_callout(b.get("kd_vs_baseline")) + runs_table(b.get("verdict_runs") or [], b.get("winner"))
@@ -358,12 +375,3 @@ def render(s: FinishedSweep) -> str:
             f"<header><h1>Sweep <code>{esc(s.space.name)}</code></h1></header>"
             f"<nav>{nav}</nav><main>{body}</main><script>{(STATIC / 'report.js').read_text()}</script></body></html>\n")
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tune.report",
-                                     description="Rebuild a finished sweep's report.html (one self-contained page).")
-    parser.add_argument("--sweep", help="sweep folder or name (default: the newest finished one in results/)")
-    args = parser.parse_args(argv)
-    with cli_errors():
-        path = write_report(find_sweep(args.sweep))
-    print(f"wrote {path}")

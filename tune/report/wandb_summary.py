@@ -1,62 +1,107 @@
-"""The sweep's summary run in W&B: the leaderboard and confirmation as tables, the verdict and the winner's
-test scores in its summary, and the report's pictures; one run per sweep, `job_type` summary.
+"""The sweep's summary run in W&B: the leaderboard, confirmation and test scores as tables with numeric
+columns, the verdict and the winner's test scores in its summary, report.html's charts, report.html itself
+and the winner's validation gallery; one run per sweep (`job_type` summary), updated when the end is re-run.
 """
 from __future__ import annotations
 
 import math
-import uuid
 from pathlib import Path
 from typing import Any
 
 import wandb
 
-from tune.records import CURVES_PNG, PARALLEL_PNG, TrialRow
+from tune.records import CHARTS_DIRNAME, TrialRow, read_sweep_record, resolve
+from tune.report.gallery import validation_gallery
+from tune.tracking.artifacts import gallery_images, report_artifact
 
 
-def log_sweep_summary(project: str, group: str, mode: str, sweep_dir: Path, space: dict[str, Any],
-                      best: dict[str, Any], rows: list[TrialRow]) -> str:
-    """Write the summary run (offline unless a key is set); returns the run's folder or id."""
-    run = wandb.init(project=project, group=group, job_type="summary", name=f"{best['sweep']}-summary",
-                     id=f"summary-{uuid.uuid4().hex[:8]}", dir=str(sweep_dir), mode=mode,
+def summary_run_id(sweep_dir: Path, sweep: str) -> str:
+    """The same id every time this sweep's end is run (sweep.json's uid tells apart sweeps of one name)."""
+    return f"{sweep}-summary-{read_sweep_record(sweep_dir).get('uid', 'x')}"
+
+
+def log_sweep_summary(project: str, entity: str | None, group: str, mode: str, sweep_dir: Path,
+                      space: dict[str, Any], best: dict[str, Any], rows: list[TrialRow]) -> str:
+    """Write (or update) the summary run; returns the run's folder."""
+    run = wandb.init(project=project, entity=entity, group=group, job_type="summary", name=f"{best['sweep']}-summary",
+                     id=summary_run_id(sweep_dir, best["sweep"]), resume="allow", dir=str(sweep_dir), mode=mode,
                      config={"space": space}, tags=[best["sweep"], "summary"])
     try:
-        params = sorted({k for r in rows for k in r.params})
-        table = wandb.Table(columns=["rank", "trial_id", "arm", "end", "epochs", "objective", "best_val_dice"]
-                            + params)
-        for r in rows:
-            table.add_data(r.rank, r.trial_id, r.arm, r.end, r.epochs, _num(r.objective), _num(r.best_val_dice),
-                           *[str(r.params.get(p, "")) for p in params])
-        logged: dict[str, Any] = {"leaderboard": table}
+        logged: dict[str, Any] = {"leaderboard": leaderboard_table(rows), "test": test_table(best)}
         if best.get("confirmation"):
-            confirm = wandb.Table(columns=["config", "arm", "search_trial", "seeds", "values", "mean", "ci95_lo",
-                                           "ci95_hi"])
-            for c in best["confirmation"]:
-                confirm.add_data(c["name"], c["arm"], c["trial"], str(c["seeds"]), str(c["values"]),
-                                 _num(c["mean"]), _num(c["ci95"][0]), _num(c["ci95"][1]))
-            logged["confirmation"] = confirm
-        for name, file in (("curves", CURVES_PNG), ("parallel_coordinates", PARALLEL_PNG)):
-            if (sweep_dir / file).is_file():
-                logged[name] = wandb.Image(str(sweep_dir / file))
+            logged["confirmation"] = confirmation_table(best["confirmation"], best.get("verdict_runs") or [])
+        for path in sorted((sweep_dir / CHARTS_DIRNAME).glob("*.png")):
+            logged[f"charts/{path.stem}"] = wandb.Image(str(path))
+        if best.get("checkpoint"):
+            gallery = validation_gallery(Path(resolve(best["checkpoint"], sweep_dir)))
+            logged["validation_gallery"] = gallery_images(gallery)
         run.log(logged)
-        estimate = best.get("estimate") or {}
-        summary = {"winner": best["winner"], "winner_arm": best["arm"], "winner_student": best.get("student"),
-                   "winner_val_dice/estimate": _num(estimate.get("mean")),
-                   "winner_val_dice/exported_run": best["best_val_dice"],
-                   "test/mean/dice": best["test"]["mean"]["dice"], "test/mean/iou": best["test"]["mean"]["iou"]}
-        for name, s in best["test"]["test_sets"].items():
-            summary.update({f"test/{name}/dice": s["dice"], f"test/{name}/iou": s["iou"]})
-        verdict = best.get("kd_vs_baseline")
-        if verdict:
-            summary.update({"kd_vs_baseline/diff_mean": _num(verdict["diff_mean"]),
-                            "kd_vs_baseline/ci95_lo": _num(verdict["ci95"][0]),
-                            "kd_vs_baseline/ci95_hi": _num(verdict["ci95"][1]),
-                            "kd_vs_baseline/seeds": verdict["n_valid"], "kd_vs_baseline/mde80": _num(verdict["mde80"]),
-                            "kd_vs_baseline/outcome": verdict["outcome"], "verdict": verdict["sentence"]})
-        run.summary.update(summary)
+        run.summary.update(summary_values(best))
+        run.log_artifact(report_artifact(sweep_dir, best["sweep"]), aliases=["latest", best["sweep"]])
         return run.dir
     finally:
         run.finish()
 
 
+def leaderboard_table(rows: list[TrialRow]) -> wandb.Table:
+    """Every search trial; each parameter a column of its own type (numbers stay numbers, so W&B plots them).
+    `wandb_run` is the trial's W&B run id (its Ray trial id)."""
+    params = sorted({k for r in rows for k in r.params})
+    table = wandb.Table(columns=["rank", "trial_id", "wandb_run", "arm", "end", "epochs", "objective",
+                                 "best_val_dice", "best_val_iou"] + params)
+    for r in rows:
+        table.add_data(r.rank, r.trial_id, r.trial_id, r.arm, r.end, r.epochs, _num(r.objective),
+                       _num(r.best_val_dice), _num(r.best_val_iou), *[_value(r.params.get(p)) for p in params])
+    return table
+
+
+def confirmation_table(selection: list[dict[str, Any]], verdict: list[dict[str, Any]]) -> wandb.Table:
+    """The selection and verdict runs: one row per configuration and stage, each seed's value a column."""
+    staged = [("selection", c) for c in selection] + [("verdict", c) for c in verdict]
+    seeds = max((len(c["values"]) for _, c in staged), default=0)
+    table = wandb.Table(columns=["stage", "config", "arm", "search_trial", "n_seeds", "mean", "ci95_lo",
+                                 "ci95_hi"] + [f"seed_{i + 1}" for i in range(seeds)])
+    for stage, c in staged:
+        values = [_num(v) for v in c["values"]] + [None] * (seeds - len(c["values"]))
+        table.add_data(stage, c["name"], c["arm"], c["trial"], len(c["seeds"]), _num(c["mean"]),
+                       _num(c["ci95"][0]), _num(c["ci95"][1]), *values)
+    return table
+
+
+def test_table(best: dict[str, Any]) -> wandb.Table:
+    """Dice and IoU of the winner (and the baseline it was judged against) on each test set and their mean."""
+    table = wandb.Table(columns=["model", "test_set", "dice", "iou"])
+    for model, test in (("winner", best["test"]), ("baseline", best.get("baseline_test"))):
+        if test:
+            for name, s in [*test["test_sets"].items(), ("mean", test["mean"])]:
+                table.add_data(model, name, _num(s["dice"]), _num(s["iou"]))
+    return table
+
+
+def summary_values(best: dict[str, Any]) -> dict[str, Any]:
+    estimate = best.get("estimate") or {}
+    summary = {"winner": best["winner"], "winner_arm": best["arm"], "winner_student": best.get("student"),
+               "winner_val_dice/estimate": _num(estimate.get("mean")),
+               "winner_val_dice/exported_run": best["best_val_dice"],
+               "test/mean/dice": best["test"]["mean"]["dice"], "test/mean/iou": best["test"]["mean"]["iou"]}
+    for name, s in best["test"]["test_sets"].items():
+        summary.update({f"test/{name}/dice": s["dice"], f"test/{name}/iou": s["iou"]})
+    verdict = best.get("kd_vs_baseline")
+    if verdict:
+        summary.update({"kd_vs_baseline/diff_mean": _num(verdict["diff_mean"]),
+                        "kd_vs_baseline/ci95_lo": _num(verdict["ci95"][0]),
+                        "kd_vs_baseline/ci95_hi": _num(verdict["ci95"][1]),
+                        "kd_vs_baseline/seeds": verdict["n_valid"], "kd_vs_baseline/mde80": _num(verdict["mde80"]),
+                        "kd_vs_baseline/outcome": verdict["outcome"], "verdict": verdict["sentence"]})
+    return summary
+
+
 def _num(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _value(value: Any) -> Any:
+    """A parameter as its own type: a number as a float, a choice as its text, absent as empty."""
+    if isinstance(value, bool) or value is None:
+        return value
+    return _num(value) if isinstance(value, (int, float)) else str(value)

@@ -36,6 +36,7 @@ from tune.records import (
 from tune.report.format import estimate_text
 from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_leaderboard
+from tune.report.wandb_report import publish_wandb_report
 from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
 from tune.sweep.study import load_study, param_importance, state_counts
@@ -174,8 +175,12 @@ def publish(run: SweepRun, rows: list[TrialRow], best: dict[str, Any]) -> None:
     print(f"\n{len(rows)} search trials (" + ", ".join(f"{n} {e}" for e, n in ends.items() if n)
           + f") in {best['wall_seconds']:.0f}s -> {paths.sweep_dir}")
     if run.wandb_mode != "disabled":
-        log_sweep_summary(space.wandb.project, space.wandb.group or space.name, run.wandb_mode, paths.sweep_dir,
-                          space.to_dict(), best, rows)
+        log_sweep_summary(space.wandb.project, run.wandb_entity, space.wandb.group or space.name, run.wandb_mode,
+                          paths.sweep_dir, space.to_dict(), best, rows)
+    if run.wandb_mode == "online":
+        url = publish_wandb_report(paths.sweep_dir, space, run.wandb_entity)
+        if url:
+            print(f"W&B Report: {url}")
     if run.wandb_mode == "offline":
         print(f"W&B runs are offline in {paths.sweep_dir / WANDB_DIRNAME}; upload them with "
               f"`wandb sync {paths.sweep_dir / WANDB_DIRNAME}/offline-run-*`")

@@ -24,20 +24,25 @@ from tune.records import (
     VERDICT_DIRNAME,
     WANDB_DIRNAME,
     SweepPaths,
+    logged_wandb_runs,
     read_bound_space,
+    read_sweep_record,
+    record_wandb_sweep,
     sweep_lock,
     write_sweep_record,
 )
 from tune.space import SearchSpace, check_resumable, fingerprint
 from tune.sweep.finish import finish
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
-from tune.sweep.runtime import SweepInterrupted, SweepRun, wandb_mode
+from tune.sweep.runtime import SweepInterrupted, SweepRun
 from tune.sweep.search import completed_search, search
 from tune.sweep.state_files import repair_journal
 from tune.sweep.study import stored_sweep_name
 from tune.sweep.select import select
 from tune.sweep.signals import StopSignals
 from tune.sweep.verdict import verdict_stage
+from tune.tracking import mode as wandb_mode
+from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
 
 def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
@@ -84,6 +89,26 @@ def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: b
         storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
 
 
+def wandb_sweep(run: SweepRun) -> str | None:
+    """The W&B Sweep every run of this sweep joins: registered once when online (its id kept in sweep.json,
+    so a resumed sweep goes on in it); offline, wandb-sweep.yaml says how to register it after `wandb sync`."""
+    if run.wandb_mode == "disabled":
+        return None
+    paths = run.paths
+    write_sweep_yaml(run.space, paths.sweep_dir)
+    sweep_id = read_sweep_record(paths.sweep_dir).get("wandb_sweep_id")
+    if sweep_id or run.wandb_mode != "online":
+        return sweep_id
+    logged = [run_id for run_id, where in logged_wandb_runs(paths.sweep_dir).items() if where == "online"]
+    sweep_id = register_sweep(run.space, run.wandb_entity, run.space.wandb.project, prior_runs=logged)
+    if sweep_id:
+        record = record_wandb_sweep(paths.sweep_dir, sweep_id)
+        if paths.remote:
+            storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
+        print(f"W&B Sweep {sweep_id}: every run of this sweep joins it")
+    return sweep_id
+
+
 def fetch_records(paths: SweepPaths) -> None:
     """A sweep in shared storage resumed from another machine: its space.yaml and sweep.json come from there."""
     for name in (SPACE_FILE, SWEEP_FILE):
@@ -113,7 +138,9 @@ def set_aside_later_stages(paths: SweepPaths) -> None:
 def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
                signals: StopSignals) -> dict:
     started = time.perf_counter()
-    mode = wandb_mode(space)
+    target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
+    wandb_mode.apply(target)
+    print(target.line())
     address = address or os.environ.get("RAY_ADDRESS")
     # Without --address/RAY_ADDRESS: always a new local Ray ("local"), never a cluster that happens to run
     # on this machine (ray.init(None) would join one started by `ray start`, and refuse num_cpus).
@@ -125,9 +152,10 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
         note = repair_journal(paths.sweep_dir)
         if note:
             print(note)
-        run = SweepRun(space, paths, requests_gpu(space, address), mode, signals,
-                       stored_sweep_name(paths.sweep_dir, space.name))
+        run = SweepRun(space, paths, requests_gpu(space, address), target.mode, signals,
+                       stored_sweep_name(paths.sweep_dir, space.name), target.entity)
         (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
+        run.wandb_sweep_id = wandb_sweep(run)
         base = prepare(run)
         rows = completed_search(run) or search(run, base)
         selected = select(run, base, rows) if space.confirm else None

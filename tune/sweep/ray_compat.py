@@ -30,7 +30,10 @@ from ray.train._internal.storage import get_fs_and_path
 
 from core.config import TrainConfig
 from tune.records import TrialState
+from tune.objective import Objective
 from tune.sampling import run_sample, trial_config
+from tune.tracking.run_metrics import define_epoch_metrics
+from tune.tracking.wandb_sweep import join_sweep
 
 VERIFIED_RAY_VERSION = "2.60.0"
 if ray.__version__ != VERIFIED_RAY_VERSION:
@@ -57,9 +60,23 @@ class TruthfulOptunaSearch(OptunaSearch):
     or diverged trial is FAIL.
     """
 
-    def __init__(self, *args, max_t: int, **kwargs):
+    def __init__(self, *args, max_t: int, arm: str = "kd", wandb_runs: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.max_t = max_t
+        self.max_t, self.arm, self.wandb_runs = max_t, arm, wandb_runs
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """Ray's suggestion; the Optuna trial is also told which Ray trial (and W&B run, whose id is the Ray
+        trial id) it is, so the journal, Ray's folders and W&B can be joined."""
+        config = super().suggest(trial_id)
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None:
+            if not self._ot_study.metric_names:
+                self._ot_study.set_metric_names([self.metric])
+            trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+            trial.set_user_attr(ARM_ATTR, self.arm)
+            if self.wandb_runs:
+                trial.set_user_attr(WANDB_RUN_ATTR, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -107,7 +124,9 @@ class TruthfulOptunaSearch(OptunaSearch):
                 self._ot_trials[trial_id] = optuna_trial(self._ot_study, added[trial_id])
 
 
-RAY_TRIAL_ATTR = "ray_trial_id"   # on an Optuna trial added back to a journal that had lost it
+RAY_TRIAL_ATTR = "ray_trial_id"   # Optuna trial user attributes: the Ray trial it ran as, its arm, its W&B run
+ARM_ATTR = "arm"
+WANDB_RUN_ATTR = "wandb_run_id"
 
 
 def optuna_end(result: dict[str, Any] | None, error: bool, metric: str,
@@ -181,8 +200,32 @@ def rerun_from_scratch(experiment_state: dict[str, Any], trial_ids: set[str]) ->
 
 
 
+class _EpochChartedWandb:
+    """The wandb module as Ray's logging actor calls it, with `init` also declaring the run's metrics
+    (Ray's actor offers no hook between `wandb.init` and the first `log`)."""
+
+    def __init__(self, objective: Objective):
+        self.objective = objective
+
+    def __getattr__(self, name: str):
+        import wandb
+        return getattr(wandb, name)
+
+    def init(self, *args, **kwargs):
+        import wandb
+        run = wandb.init(*args, **kwargs)
+        define_epoch_metrics(run, self.objective)
+        return run
+
+
 class ReusableWandbLoggingActor(_WandbLoggingActor):
-    """Ray's W&B logging actor that can log another trial's run after its last one finished."""
+    """Ray's W&B logging actor that declares its run's metrics, and can log another trial's run after its
+    last one finished."""
+
+    def __init__(self, logdir: str, queue, exclude: list[str], to_config: list[str], *args,
+                 objective: Objective = Objective(), **kwargs):
+        super().__init__(logdir, queue, exclude, to_config, *args, **kwargs)
+        self._wandb = _EpochChartedWandb(objective)
 
     def reset(self, logdir: str, queue, exclude: list[str], to_config: list[str], **kwargs) -> None:
         self.__init__(logdir, queue, exclude, to_config, **kwargs)
@@ -201,9 +244,11 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
 
     _logger_actor_cls = ReusableWandbLoggingActor
 
-    def __init__(self, *args, sweep: str, base: TrainConfig, **kwargs):
+    def __init__(self, *args, sweep: str, base: TrainConfig, objective: Objective = Objective(),
+                 wandb_sweep_id: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.sweep, self.base = sweep, base
+        self.objective, self.wandb_sweep_id = objective, wandb_sweep_id
         self._idle: list[tuple[Any, Any]] = []   # (logging actor, its queue) whose run has finished
         self._failed: set = set()                # trials that errored: Ray may restart them, never reuse
         self._ending = False
@@ -218,6 +263,9 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
                                        "trial_params": sampled.params}
         wandb_init_kwargs["tags"] = [self.sweep, f"arm:{arm}", cfg.student_backbone,
                                      wandb_init_kwargs.get("job_type", "trial")]
+        wandb_init_kwargs["reinit"] = "finish_previous"  # Ray's `reinit=True` is deprecated by wandb
+        wandb_init_kwargs = join_sweep(wandb_init_kwargs, self.wandb_sweep_id)
+        wandb_init_kwargs["objective"] = self.objective  # for the actor (define_metric), not for wandb.init
         self._cleanup_logging_actors()  # collect runs that have finished since: their actors are free
         if self._idle:
             actor, queue = self._idle.pop()

@@ -3,7 +3,6 @@ the trainable with its resources, ASHA, the run config, W&B's callback and mode,
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from ray import tune
@@ -24,8 +23,8 @@ class SweepInterrupted(Exception):
 
 @dataclass
 class SweepRun:
-    """One run of the sweep driver: the space, where its files go, whether trials ask for GPUs, the W&B
-    mode (online, offline or disabled) and how it stops on a signal."""
+    """One run of the sweep driver: the space, where its files go, whether trials ask for GPUs, where W&B
+    runs go (online, offline or disabled; the entity and the W&B Sweep they join) and how it stops."""
 
     space: SearchSpace
     paths: SweepPaths
@@ -33,25 +32,12 @@ class SweepRun:
     wandb_mode: str
     signals: StopSignals = field(default_factory=StopSignals)
     stored_name: str = ""   # the name the journal's studies carry (a renamed copy keeps it); default: the space's
+    wandb_entity: str | None = None
+    wandb_sweep_id: str | None = None   # the W&B Sweep (online only) every trial's run joins
 
     def study_name(self, arm: str) -> str:
         """The Optuna study of an arm in this sweep's journal."""
         return study_name(self.stored_name or self.space.name, arm)
-
-
-def wandb_mode(space: SearchSpace) -> str:
-    """Offline unless WANDB_API_KEY is set; WANDB_MODE in the environment wins."""
-    mode = space.wandb.mode
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "online"):
-        mode = os.environ["WANDB_MODE"]
-    elif os.environ.get("WANDB_API_KEY") and mode == "offline":
-        mode = "online"
-    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-        print("W&B: no WANDB_API_KEY set, logging offline instead")
-        mode = "offline"
-    if mode != "disabled":
-        os.environ["WANDB_MODE"] = mode  # Ray checks for an API key unless the environment says offline
-    return mode
 
 
 def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
@@ -60,9 +46,10 @@ def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
         return []
     w = run.space.wandb
     return [SweepWandbLoggerCallback(
-        project=w.project, group=w.group or run.space.name, mode=run.wandb_mode,
+        project=w.project, entity=run.wandb_entity, group=w.group or run.space.name, mode=run.wandb_mode,
         dir=str(run.paths.sweep_dir), job_type=job_type, excludes=["is_best", "node_id", "run_started_at"],
-        log_config=False, sweep=run.space.name, base=base)]
+        log_config=False, sweep=run.space.name, base=base, objective=run.space.objective,
+        wandb_sweep_id=run.wandb_sweep_id)]
 
 
 def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: list[int] = ()):

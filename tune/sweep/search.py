@@ -117,7 +117,8 @@ def tune_config(run: SweepRun, arm: str, num_samples: int) -> tune.TuneConfig:
     searcher = TruthfulOptunaSearch(
         space=DefineByRun(space.parameters, arm), metric=objective.metric, mode=objective.mode,
         sampler=tpe_sampler(num_samples, space.search.seed), study_name=run.study_name(arm),
-        storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t)
+        storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t, arm=arm,
+        wandb_runs=run.wandb_mode != "disabled")
     return tune.TuneConfig(search_alg=searcher, scheduler=asha_scheduler(space), metric=objective.metric,
                            mode=objective.mode, num_samples=num_samples,
                            max_concurrent_trials=space.search.max_concurrent_trials,

@@ -1,0 +1,60 @@
+"""Where W&B runs go: online when wandb finds an API key (WANDB_API_KEY, `wandb login`'s netrc, its
+settings), offline otherwise; WANDB_MODE in the environment wins. The key itself is never read here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class WandbTarget:
+    """The resolved W&B mode, why it was chosen, and the entity (team or user) runs are logged under."""
+
+    mode: str            # online | offline | disabled
+    reason: str
+    entity: str | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.mode != "disabled"
+
+    def line(self) -> str:
+        return f"W&B: {self.mode} ({self.reason})"
+
+
+def has_credentials() -> bool:
+    """Whether wandb can authenticate without asking: a key in the environment, `wandb login`'s netrc or
+    wandb's settings. Nothing is verified against the server (no network is needed to decide)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    import wandb
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except Exception:  # noqa: BLE001 - an unreadable netrc or settings file is "no credentials", not a crash
+        return False
+
+
+def resolve_mode(configured: str, entity: str | None = None) -> WandbTarget:
+    """The mode for a space's `wandb.mode` (auto, online, offline, disabled) in this environment."""
+    entity = os.environ.get("WANDB_ENTITY") or entity
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return WandbTarget(env, "WANDB_MODE is set", entity)
+    if configured in ("offline", "disabled"):
+        return WandbTarget(configured, f"wandb.mode: {configured} in the space", entity)
+    found = has_credentials()
+    if configured == "online" and not found:
+        return WandbTarget("offline", "wandb.mode: online, but no API key: run `wandb login` or set "
+                                      "WANDB_API_KEY", entity)
+    if found:
+        return WandbTarget("online", "an API key was found (WANDB_API_KEY or `wandb login`)", entity)
+    return WandbTarget("offline", "no API key found; `wandb login` to log online", entity)
+
+
+def apply(target: WandbTarget) -> None:
+    """Tell wandb (and Ray's callback, which reads the environment) the resolved mode."""
+    if target.on:
+        os.environ["WANDB_MODE"] = target.mode  # Ray checks for an API key unless the environment says offline
