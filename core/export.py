@@ -60,10 +60,16 @@ class ExportMetrics:
     params: dict[str, Any] = field(default_factory=dict)
     verdict: str | None = None  # distillation vs. the same student without a teacher, over seeds
     selection: str | None = None  # how a sweep chose it (e.g. its confirmed mean over seeds)
+    # A sweep with a deploy target: {target, described, latency_ms, fps, budget_ms, measured_at, ...}
+    # (tune.best builds it from best.json's front); None for everything else.
+    deployment: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        if record["deployment"] is None:  # an export without a deploy target reads as it did before targets
+            del record["deployment"]
         # Through JSON once, so what is returned is exactly what metrics.json holds (numpy scalars etc.).
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        return json.loads(json.dumps(record))
 
 
 def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics, out: str | Path,
@@ -121,35 +127,54 @@ def write_onnx(model: nn.Module, img_size: int, path: Path) -> None:
                       external_data=False, verbose=False)
 
 
-def inference_speed(model: nn.Module | None, onnx_path: Path, img_size: int, batch: int, repeats: int = 10,
-                    int8_path: Path | None = None, threads: int = 0) -> dict[str, float]:
-    """Images/s of PyTorch eager (unless `model` is None), ONNX Runtime and, given `int8_path`, ONNX Runtime
-    on the int8 model, on this machine's CPU: the median of `repeats` calls each, the runtimes taking turns
+def inference_speed(model: nn.Module | None, onnx_path: Path | None, img_size: int, batch: int, repeats: int = 10,
+                    int8_path: Path | None = None, threads: int = 0, device: str = "cpu") -> dict[str, float]:
+    """Images/s of PyTorch eager (unless `model` is None), ONNX Runtime (unless `onnx_path` is None) and, given
+    `int8_path`, ONNX Runtime on the int8 model: the median of `repeats` calls each, the runtimes taking turns
     so that a change in the machine's load weighs on all of them alike. `threads` > 0 sets ONNX Runtime's
-    intra-op threads (0: its default, one per physical core)."""
+    intra-op threads (0: its default, one per physical core). `device` "cuda" runs PyTorch on the GPU and
+    ONNX Runtime with its CUDA provider (input copied from host memory each call, as an application's is)."""
     import onnxruntime as ort
 
     x = torch.randn(batch, 3, img_size, img_size)
-    runners = {} if model is None else {"pytorch": lambda: model(x)}
-    paths = {"onnxruntime": onnx_path} | ({"onnxruntime-int8": int8_path} if int8_path is not None else {})
+    runners = {} if model is None else {"pytorch": _torch_runner(model, x, device)}
+    paths = {name: path for name, path in (("onnxruntime", onnx_path), ("onnxruntime-int8", int8_path))
+             if path is not None}
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # ONNX Runtime's threads spin-wait after each call; with sessions taking turns, the one that just ran
     # spun on the cores the next one needed (fp32 read 2-3x slower right after int8 on 2 cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
     for name, path in paths.items():
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=[provider])
+        if session.get_providers()[0] != provider:
+            # ONNX Runtime falls back to the CPU with only a warning: the time would be the CPU's.
+            raise RuntimeError(f"ONNX Runtime has no {provider} here (it runs on {session.get_providers()})")
         runners[name] = lambda session=session: session.run(None, {"image": x.numpy()})
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
         for run in runners.values():
-            run()  # warm-up
+            for _ in range(3 if device == "cuda" else 1):  # warm-up; CUDA's first calls also pick kernels
+                run()
         for _ in range(repeats):
             for name, run in runners.items():
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)
     return {name: batch / statistics.median(t) for name, t in times.items()}
+
+
+def _torch_runner(model: nn.Module, x: torch.Tensor, device: str) -> Callable[[], Any]:
+    if device != "cuda":
+        return lambda: model(x)
+    model, x = model.to(device), x.to(device)
+
+    def run() -> None:
+        model(x)
+        torch.cuda.synchronize()  # CUDA calls return before the GPU finishes: time the work, not the launch
+
+    return run
 
 
 def add_cpu_speed(onnx_check: dict[str, Any], int8: dict[str, Any], model: nn.Module, onnx_path: Path,
@@ -192,12 +217,13 @@ def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
     teacher = f", teacher `{cfg['teacher_checkpoint']}`" if cfg["mode"] == "distillation" else ""
     n_params = f"{count_parameters(model) / 1e6:.2f}M"
     verdict = f"\n\n**Verdict:** {metrics.verdict}." if metrics.verdict else ""
+    latency = f"\n\n{card_latency_line(metrics.deployment)}" if metrics.deployment else ""
     warning = ("\n> **Trained and scored on SYNTHETIC demo data** (generated by `python -m core.data demo`). "
                "These numbers say nothing about real polyp segmentation.\n" if metrics.synthetic_data else "")
     return f"""# Polyp segmentation student: {arch['arch']} / {arch['encoder']}
 {warning}
 {origin} on validation Dice ({metrics.best_val_dice:.4f} at epoch {metrics.best_epoch}) of a split carved
-from TrainDataset; the test sets below were only scored, never used for selection.{verdict}
+from TrainDataset; the test sets below were only scored, never used for selection.{verdict}{latency}
 
 ## Data
 - data root: `{cfg['data_root']}`; mode `{cfg['mode']}`{teacher}
@@ -241,8 +267,26 @@ logits = ort.InferenceSession("{ONNX_FILENAME}").run(None, {{"image": batch_nchw
 def _card_origin(metrics: ExportMetrics, state: dict[str, Any]) -> str:
     if metrics.sweep is not None:
         chosen = f", {metrics.selection}" if metrics.selection else ""
-        return f"Winner of sweep `{metrics.sweep}` (trial `{metrics.trial_id}`{chosen}); these weights were selected"
+        instead = (metrics.deployment or {}).get("instead_of")
+        title = (f"Best confirmed student of sweep `{metrics.sweep}` within the latency budget, exported instead "
+                 f"of its winner `{instead}`" if instead else f"Winner of sweep `{metrics.sweep}`")
+        return f"{title} (trial `{metrics.trial_id}`{chosen}); these weights were selected"
     return f"Best-validation weights of run `{state['path']}`, chosen"
+
+
+def card_latency_line(deployment: dict[str, Any]) -> str:
+    """The model card's latency at the deploy target: per call, frames/s, the target, where it was measured,
+    the budget it was chosen under, and the fastest confirmed student faster than it (so a reader needing
+    more speed knows what it costs)."""
+    line = (f"**Latency:** {deployment['latency_ms']:.1f} ms per call ({deployment['fps']:.1f} frames/s) with "
+            f"{deployment['described']}, measured on {deployment['measured_at']}")
+    if deployment.get("budget_ms") is not None:
+        line += f"; chosen under a {deployment['budget_ms']:g} ms budget"
+    alternative = deployment.get("fastest_alternative")
+    if alternative:
+        line += (f" (fastest confirmed alternative: {alternative['backbone']}, {alternative['config']}, "
+                 f"{alternative['latency_ms']:.1f} ms, mean {alternative['metric']} {alternative['mean']:.4f})")
+    return line + "."
 
 
 def _card_test_table(test: dict[str, Any]) -> str:

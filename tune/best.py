@@ -4,7 +4,7 @@ segments new images with an exported model and `demo` serves it as a local web p
 core/demo.py).
 
     python -m tune.best show [--sweep DIR]
-    python -m tune.best export [--sweep DIR] [--out DIR] [--no-wandb]
+    python -m tune.best export [--sweep DIR] [--out DIR] [--latency-budget-ms MS] [--no-wandb]
     python -m tune.best predict --model DIR IMAGE_OR_FOLDER... --out DIR
     python -m tune.best demo --model DIR [--port 7860] [--host 127.0.0.1]
 """
@@ -15,23 +15,26 @@ import errno
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from core.data import discover_test_sets
 from core.errors import UserError, cli_errors
-from core.evaluate import format_table
-from core.export import EXPORT_FILES, ExportMetrics, export_model
-from core.models import load_model
+from core.evaluate import evaluate_test_sets, format_table
+from core.export import EXPORT_FILES, ExportMetrics, export_model, run_metrics
+from core.latency import DeployTarget
+from core.models import load_model, resolve_device
 from core.predict import RUNTIMES, Predictor, predict_files
 from core.quantize import INT8_ONNX_FILENAME
+from tune.front import best_within
 from tune.objective import Objective
-from tune.records import (BEST_FILE, EXPORT_DIRNAME, SPACE_FILE, SWEEP_FILE, Confirmed, find_sweep, read_best,
-                          read_leaderboard)
-from tune.report.format import estimate_text
-from tune.report.tables import format_confirmation, format_leaderboard
+from tune.records import (BEST_FILE, CHECKPOINT_FILE, EXPORT_DIRNAME, SPACE_FILE, SWEEP_FILE, Confirmed, find_sweep,
+                          read_best, read_leaderboard, resolve)
+from tune.report.format import estimate_text, fmt
+from tune.report.tables import format_confirmation, format_front, format_leaderboard
 from tune.space import load_space
 from tune.tracking.artifacts import artifact_name, log_model_artifact
 from tune.tracking.mode import resolve_mode
@@ -49,10 +52,12 @@ A missing or unreadable model folder is one line and exit code 2 before anything
 
 @dataclass(frozen=True)
 class Winner:
-    """The sweep's winner as best.json records it: its checkpoint and how it was chosen and scored."""
+    """What export writes: the sweep's winner as best.json records it (or, under a latency budget, the best
+    confirmed student within it): its checkpoint and how it was chosen and scored."""
 
     checkpoint: Path
     metrics: ExportMetrics
+    note: str | None = None  # one line saying which student is exported instead of best.json's winner, and why
 
 
 def read_winner(sweep_dir: Path) -> Winner:
@@ -105,15 +110,115 @@ def show(sweep_dir: Path) -> None:
     if importance:
         print(f"importance (PED-ANOVA over {importance['trials']} KD trials at epoch {importance['at_epoch']}): "
               + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items()))
+    if best.get("front"):
+        deploy = best["deploy"]
+        print(f"\nDice–latency front at {deploy['described']}, measured on {deploy['measured_at']}")
+        print(format_front(best["front"], deploy["target"]["batch"], deploy["target"].get("latency_budget_ms"),
+                           objective.label))
 
 
-def export(sweep_dir: Path, out: Path) -> dict[str, Any]:
-    """Write the winner to `out` (whole or not at all); returns what metrics.json holds. `out` stays clear
-    of the sweep folder (and of any sweep folder around it), except for the default <sweep>/export."""
-    winner = read_winner(sweep_dir)
+def export(sweep_dir: Path, out: Path, budget_ms: float | None = None) -> dict[str, Any]:
+    """Write the winner (under a latency budget: the best confirmed student within it) to `out` (whole or
+    not at all); returns what metrics.json holds. `out` stays clear of the sweep folder (and of any sweep
+    folder around it), except for the default <sweep>/export."""
+    winner = choose_export(sweep_dir, budget_ms)
+    if winner.note:
+        print(winner.note)
     model, state = load_model(str(winner.checkpoint))
     sweeps = [("sweep folder", sweep_dir), *sweeps_around(out)]
     return export_model(model, state, winner.metrics, out, protected=sweeps, allowed=[sweep_dir / EXPORT_DIRNAME])
+
+
+# --- export under a latency budget (best.json's `front`, tune/front.py) -----------------------------------
+
+def choose_export(sweep_dir: Path, budget_ms: float | None = None) -> Winner:
+    """What `export` writes: best.json's winner; in a sweep with a deploy target, under `budget_ms` (else the
+    target's own budget) the best confirmed student within it, which may be another configuration. Either
+    carries its latency at the target for metrics.json and the model card."""
+    winner = read_winner(sweep_dir)
+    best = read_best(sweep_dir)
+    front = best.get("front")
+    if not front:
+        if budget_ms is not None:
+            raise UserError(f"this sweep has no deploy target: {sweep_dir / BEST_FILE} has no Dice–latency front "
+                            f"to choose from; drop --latency-budget-ms, or sweep a space with a `deploy:` section")
+        return winner
+    budget = budget_ms if budget_ms is not None else best["deploy"]["target"].get("latency_budget_ms")
+    own = next((e for e in front if e["backbone"] == best.get("student")), None)
+    # Without confirmation (confirm: null) nothing is on the front to choose from; the space's own budget
+    # then needs no choice: a configuration over it was never trained, so the winner meets it.
+    choose = budget_ms is not None or (budget is not None and any(e["mean"] is not None for e in front))
+    entry = best_within(front, budget, Objective(**best["objective"])) if choose else own
+    if entry is None:  # the winner's backbone was not timed (a front from another version): as before
+        return winner
+    if not choose or entry["config"] == best.get("winner"):
+        # The winner's configuration: export its verdict run, whose test scores and estimate best.json holds.
+        return replace(winner, metrics=replace(winner.metrics, deployment=deployment(best, entry, budget)))
+    chosen = front_entry_winner(sweep_dir, best, entry, budget)
+    why = (f"the winner takes {own['latency_ms']:.1f} ms, over the {budget:g} ms budget" if own and
+           own["latency_ms"] > budget else f"{entry['config']} has the best confirmed mean within {budget:g} ms")
+    took = f", {own['latency_ms']:.1f} ms" if own else ""
+    note = (f"exporting {entry['config']} ({entry['backbone']}, {entry['latency_ms']:.1f} ms at the target), not "
+            f"the sweep's winner {best.get('winner')} ({best.get('student')}{took}): {why}")
+    return replace(chosen, note=note)
+
+
+def front_entry_winner(sweep_dir: Path, best: dict[str, Any], entry: dict[str, Any], budget_ms: float) -> Winner:
+    """A confirmed front entry exported as the winner would be: validation metrics from its checkpoint (its
+    configuration's best selection run), its parameters and run id, and the test sets scored here (best.json
+    holds only the winner's scores; they are reported, never used to choose)."""
+    checkpoint = Path(resolve(entry["checkpoint"], sweep_dir))
+    if checkpoint.is_dir():  # a trial's checkpoint folder: the trainer state is the file inside
+        checkpoint = checkpoint / CHECKPOINT_FILE
+    model, state = load_model(str(checkpoint))
+    cfg = state["config"]
+    try:
+        data = discover_test_sets(cfg["data_root"])
+    except UserError as err:
+        raise UserError(f"{entry['config']} ({entry['backbone']}) is exported with its test-set scores, computed "
+                        f"here (best.json holds only the winner's): {err}") from None
+    test = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], resolve_device("auto"))
+    run_id, seeds, seed = _selection_run(best, entry)
+    lo, hi = entry["ci95"] or (None, None)
+    selection = (f"configuration {entry['config']} ({entry['backbone']}), the best confirmed student within a "
+                 f"{budget_ms:g} ms latency budget: its mean {fmt(entry['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) "
+                 f"over the selection seeds {seeds} (a maximum over candidates, not re-estimated on fresh seeds: "
+                 f"it overstates); these weights are its best run of those, seed {seed} (the validation Dice "
+                 f"below is that run's: a selected maximum, not an estimate)")
+    metrics = replace(run_metrics(state, test), synthetic_data=bool(best["synthetic_data"]), sweep=best["sweep"],
+                      trial_id=run_id, objective=best["objective"]["metric"], params=entry["params"] or {},
+                      selection=selection, deployment=deployment(best, entry, budget_ms, instead_of=best["winner"]))
+    return Winner(checkpoint=checkpoint, metrics=metrics)
+
+
+def _selection_run(best: dict[str, Any], entry: dict[str, Any]) -> tuple[str, list[int] | str, int | str]:
+    """The run id, the selection seeds and the seed of the run whose checkpoint a front entry names (from
+    best.json's `confirmation`); the search trial's id and "?" where it is not recorded there."""
+    record = next((c for c in best.get("confirmation") or [] if c["name"] == entry["config"]), None)
+    if record is None or entry["checkpoint"] not in record["checkpoints"]:
+        return entry["trial"], "?", "?"
+    i = record["checkpoints"].index(entry["checkpoint"])
+    return record["trial_ids"][i], record["seeds"], record["seeds"][i]
+
+
+def deployment(best: dict[str, Any], entry: dict[str, Any], budget_ms: float | None,
+               instead_of: str | None = None) -> dict[str, Any]:
+    """metrics.json's `deployment`: the target, the exported student's latency there and frames per second,
+    the budget it was chosen under, and the fastest confirmed student faster than it, if any (what more speed
+    would cost)."""
+    deploy = best["deploy"]
+    target = deploy["target"]
+    # The budget is said apart ("chosen under a N ms budget"): the description is the target alone.
+    described = DeployTarget.from_dict({**target, "latency_budget_ms": None}, f"{BEST_FILE}: deploy.target").describe()
+    faster = [e for e in best["front"] if e["mean"] is not None and e["latency_ms"] < entry["latency_ms"]]
+    fastest = min(faster, key=lambda e: e["latency_ms"], default=None)
+    alternative = None if fastest is None else {
+        "backbone": fastest["backbone"], "config": fastest["config"], "latency_ms": fastest["latency_ms"],
+        "mean": fastest["mean"], "metric": Objective(**best["objective"]).label}
+    return {"target": target, "described": described, "backbone": entry["backbone"],
+            "latency_ms": entry["latency_ms"], "fps": round(1000.0 / entry["latency_ms"] * target["batch"], 1),
+            "budget_ms": budget_ms, "measured_at": entry.get("measured_at") or deploy.get("measured_at"),
+            "fastest_alternative": alternative, "instead_of": instead_of}
 
 
 def log_export(sweep_dir: Path, out: Path, metrics: dict[str, Any]) -> None:
@@ -206,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.add_argument("--sweep", help="sweep folder or name (default: the newest finished one in results/)")
         if name == "export":
             p.add_argument("--out", help="output folder (default: <sweep>/export)")
+            p.add_argument("--latency-budget-ms", type=float, metavar="MS",
+                           help="a sweep with a deploy target: export the best confirmed student at or under MS "
+                                "ms at the target (default: the target's latency_budget_ms; none: the winner)")
             p.add_argument("--no-wandb", action="store_true",
                            help="do not log the export as a W&B model artifact (logged when the sweep's W&B is on)")
     for name, text in (("predict", "segment new images with an exported model"),
@@ -243,8 +351,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "show":
             show(sweep_dir)
             return
+        if args.latency_budget_ms is not None and not args.latency_budget_ms > 0:
+            raise UserError(f"--latency-budget-ms {args.latency_budget_ms:g}: must be a number of milliseconds > 0")
         out = Path(args.out) if args.out else sweep_dir / EXPORT_DIRNAME
-        metrics = export(sweep_dir, out)
+        metrics = export(sweep_dir, out, args.latency_budget_ms)
         mean = metrics["test"]["mean"]
         files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if metrics.get("int8", {}).get("written") else ())
         print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(files)} "

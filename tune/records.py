@@ -38,6 +38,7 @@ BEST_FILE = "best.json"             # the winner, the confirmation and the verdi
 LEADERBOARD_FILE = "leaderboard.csv"
 JOURNAL_FILE = "optuna.journal"     # the Optuna study (optuna-dashboard opens it)
 REPORT_FILE = "report.html"
+LATENCY_FILE = "latency.json"       # a deploy target's measured latency of each student backbone
 CHARTS_DIRNAME = "charts"          # every chart of report.html as a PNG (W&B's summary run logs them)
 CURVES_PNG = f"{CHARTS_DIRNAME}/curves.png"
 PARALLEL_PNG = f"{CHARTS_DIRNAME}/parallel_coordinates.png"
@@ -53,7 +54,8 @@ EPOCH_FILE = "epoch.json"           # beside trainer.pt: which epoch it holds, r
 # What the end of a sweep copies to shared storage (a cluster's driver writes them on its head node).
 SHARED_OUTPUTS = (SPACE_FILE, SWEEP_FILE, LEADERBOARD_FILE, BEST_FILE, CHARTS_DIRNAME, JOURNAL_FILE,
                   REPORT_FILE, WANDB_DIRNAME)
-ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged", "missing")  # missing: folder gone
+# missing: its folder is gone; infeasible: over the deploy target's latency budget, never trained
+ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged", "missing", "infeasible")
 
 
 @dataclass
@@ -217,6 +219,7 @@ class TrialRow(_OfASample):
     trial_dir: str = ""
     rank: int = 0
     curve: dict[int, float] = field(default_factory=dict)   # the objective at each epoch it reported
+    latency_ms: float | None = None   # its student's latency at the space's deploy target (None: no target)
 
     def value_at(self, epoch: int) -> float:
         """The objective after `epoch` epochs (NaN if the trial did not get there)."""
@@ -272,7 +275,7 @@ def read_search(sweep_dir: Path) -> list[TrialRow]:
 
 
 CSV_COLUMNS = ["rank", "trial_id", "arm", "end", "epochs", "objective", "best_val_dice", "best_val_iou",
-               "best_epoch", "last_val_dice", "node_id", "gpus_assigned", "device"]
+               "best_epoch", "last_val_dice", "latency_ms", "node_id", "gpus_assigned", "device"]
 
 
 def write_leaderboard(rows: list[TrialRow], path: Path) -> None:
@@ -365,6 +368,12 @@ def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Con
 
 
 # --- the finished sweep -------------------------------------------------------------------------------
+
+def read_latencies(sweep_dir: Path) -> dict[str, Any] | None:
+    """latency.json (a sweep with a deploy target): {"deploy": target, "students": {backbone: latency}}."""
+    path = sweep_dir / LATENCY_FILE
+    return read_json(path, "it is written when the sweep starts") if path.is_file() else None
+
 
 def logged_wandb_runs(sweep_dir: Path) -> dict[str, str]:
     """The W&B runs this sweep wrote on this machine: run id -> "online" or "offline" (wandb's own folders,

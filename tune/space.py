@@ -23,6 +23,8 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     control: {baseline: true, fraction: 0.5}    # distillation spaces: a no-teacher arm, its own search
     confirm: {top_k: 3, seeds: 3, verdict_seeds: 8}   # select over seeds, then estimate on fresh ones
     wandb: {project: polyp-kd-tune, group: null, mode: auto, entity: null}
+    deploy: {runtime: onnxruntime, device: cpu, img_size: 320, batch: 1, threads: 4, latency_budget_ms: 40}
+                                                  # where the student runs; over-budget students never train
     demo_data: {size: 64, train: 48, test: 8, seed: 0}   # generate synthetic data if data_root is missing
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ import yaml
 
 from core.config import TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
+from core.latency import DeployTarget
 from tune.objective import Objective
 from tune.tracking.mode import MODES
 
@@ -185,6 +188,7 @@ class SearchSpace:
     demo_data: DemoData | None = None
     control: ControlSettings | None = None
     confirm: ConfirmSettings | None = None
+    deploy: DeployTarget | None = None   # where the student will run; its latency budget is a search constraint
 
     @property
     def distillation(self) -> bool:
@@ -203,6 +207,13 @@ class SearchSpace:
         k = min(n - 1, max(1, round(self.control.fraction * n)))
         return {"kd": n - k, "baseline": k}
 
+    def student_backbones(self) -> list[str]:
+        """Every student backbone a trial of this space can train: the searched choices, else the base's."""
+        for p in self.parameters:
+            if p.name == "student_backbone":
+                return list(p.values)
+        return [self.base_config().student_backbone]
+
     def base_config(self) -> TrainConfig:
         """The trial config before sampling; `epochs` is ASHA's max_t, so every trial's learning-rate
         schedule spans the budget a surviving trial gets."""
@@ -217,6 +228,8 @@ class SearchSpace:
         out = dataclasses.asdict(self)
         out["parameters"] = {p["name"]: _parameter_to_dict(p) for p in out["parameters"]}
         out.pop("source")
+        if out["deploy"] is None:  # a space without a target reads (and fingerprints) as it did before `deploy`
+            out.pop("deploy")
         return yaml.safe_load(yaml.safe_dump(out))  # as space.yaml holds it: compares equal to a read-back
 
 
@@ -313,6 +326,9 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
         space.confirm = _section(ConfirmSettings, raw, "confirm", src) if raw["confirm"] is not None else None
     elif space.distillation:
         space.confirm = ConfirmSettings()
+    if raw.get("deploy", {}) is not None and "deploy" in raw:
+        target = DeployTarget.from_dict(raw["deploy"], f"{src}: deploy")
+        space.deploy = dataclasses.replace(target, img_size=target.img_size or space.base_config().img_size)
     _validate(space)
     return space
 

@@ -279,7 +279,8 @@ def confirmation_figure(confirmation: list[dict[str, Any]], metric: str) -> plt.
     for x, c in enumerate(confirmation):
         colour = ARM_COLOURS.get(c["arm"], "grey")
         values = [v for v in c["values"] if v is not None and not math.isnan(v)]
-        offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+        # A configuration whose every seed failed has no value: no point (and no offset) to draw.
+        offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
         ax.scatter(x + np.asarray(offsets), values, color=colour, s=22, zorder=3,
                    label="a seed's run" if x == 0 else None)
         mean, ci = c["mean"], c["ci95"]
@@ -299,3 +300,70 @@ def confirmation_figure(confirmation: list[dict[str, Any]], metric: str) -> plt.
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def latency_figure(rows: list[TrialRow], front: list[dict[str, Any]], budget_ms: float | None,
+                   objective: Objective) -> plt.Figure:
+    """The objective against latency at the deploy target: every search trial a point (coloured by arm;
+    trials over budget, never trained, as grey crosses on the bottom edge), each confirmed backbone's mean
+    with its 95% CI labelled by name, the Pareto-optimal ones joined by a step line, the budget dashed."""
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    timed = [r for r in rows if r.latency_ms is not None]
+    scored = [r for r in timed if not math.isnan(r.objective)]
+    for arm in sorted({r.arm for r in scored}, key=lambda a: (a not in ARM_COLOURS, a)):
+        mine = [r for r in scored if r.arm == arm]
+        ax.scatter([r.latency_ms for r in mine], [r.objective for r in mine], s=26, alpha=0.6, zorder=2,
+                   color=ARM_COLOURS.get(arm, "grey"), label=f"search trial ({arm})")
+    confirmed = [e for e in front if e["mean"] is not None]
+    _draw_front(ax, confirmed, objective)
+    infeasible = [r for r in timed if r.end == "infeasible"]
+    if infeasible:
+        # No score to plot: on the axis' bottom edge, at their latency (x in data units, y in axes units).
+        ax.scatter([r.latency_ms for r in infeasible], [0.02] * len(infeasible), marker="x", s=40, color="grey",
+                   transform=ax.get_xaxis_transform(), clip_on=False, zorder=3, label="infeasible (not trained)")
+    _latency_axis(ax, [r.latency_ms for r in timed] + [e["latency_ms"] for e in front], budget_ms)
+    ax.set_xlabel("latency at the deploy target (ms per call)")
+    ax.set_ylabel(f"{objective.label} ({objective.mode})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _latency_axis(ax, latencies: list[float], budget_ms: float | None) -> None:
+    """An x axis spanning every latency and the budget (the infeasible crosses are not autoscaled: they sit in
+    axes units), on a log scale when they span more than 5x, with the budget dashed and beyond it shaded."""
+    xs = latencies + ([budget_ms] if budget_ms is not None else [])
+    if not xs:
+        return
+    low, high = min(xs), max(xs)
+    log = high > 5 * low  # a wide range (e.g. MobileNet to ResNet50) crowds a linear axis' left end
+    if log:
+        ax.set_xscale("log")
+        ax.set_xticks(_numeric_ticks(low, high, log=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v, None)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(low / 1.2, high * 1.2)
+    else:
+        pad = 0.06 * (high - low) or 0.1 * high
+        ax.set_xlim(low - pad, high + pad)
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="#b42318", ls="--", lw=1.2, label=f"budget {budget_ms:g} ms")
+        ax.axvspan(budget_ms, ax.get_xlim()[1], color="#b42318", alpha=0.05, lw=0)
+
+
+def _draw_front(ax, confirmed: list[dict[str, Any]], objective: Objective) -> None:
+    """Each confirmed backbone's mean and 95% CI, named; the Pareto-optimal ones joined fastest first by a
+    step line (a slower student is worth it only where the line steps up)."""
+    for i, e in enumerate(confirmed):
+        lo, hi = e["ci95"] or (None, None)
+        err = None if lo is None or hi is None else [[e["mean"] - lo], [hi - e["mean"]]]
+        ax.errorbar([e["latency_ms"]], [e["mean"]], yerr=err, fmt="D", ms=6, capsize=4, zorder=4,
+                    color="black" if e["pareto"] else "dimgrey", mfc="black" if e["pareto"] else "white",
+                    label="confirmed mean, 95% CI (filled: Pareto-optimal)" if i == 0 else None)
+        ax.annotate(e["backbone"], (e["latency_ms"], e["mean"]), xytext=(6, 6), textcoords="offset points",
+                    fontsize=8, zorder=5, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+    pareto = sorted((e for e in confirmed if e["pareto"]), key=lambda e: e["latency_ms"])
+    if len(pareto) > 1:
+        ax.step([e["latency_ms"] for e in pareto], [e["mean"] for e in pareto], where="post", color="black",
+                lw=1.2, zorder=3, label="Pareto front")

@@ -3,8 +3,8 @@ pictures embedded as PNG, static/report.css and static/report.js inlined) that n
 
 Written at the end of every sweep (tune/sweep/finish.py); `python -m tune.report --sweep DIR` rebuilds it.
 It shows the settings and wall time, the leaderboard, validation curves, parallel coordinates, importance,
-ASHA's rungs, the confirmation and verdict, the test sets, and the winner's best, median and worst
-validation images.
+ASHA's rungs, the confirmation and verdict, the Dice–latency front of a sweep with a deploy target, the test
+sets, and the winner's best, median and worst validation images.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from tune.report.charts import (
     confirmation_figure,
     curves_figure,
     importance_figure,
+    latency_figure,
     parallel_axes,
     parallel_coordinates_figure,
     png,
@@ -56,7 +57,7 @@ def write_report(folder: str | Path) -> Path:
     return write_file_atomic(sweep.folder / REPORT_FILE, render(sweep))
 
 
-CHART_NAMES = ("curves", "trial_curves", "parallel_coordinates", "importance", "rungs", "confirmation")
+CHART_NAMES = ("curves", "trial_curves", "parallel_coordinates", "importance", "rungs", "confirmation", "latency")
 
 
 def chart(s: FinishedSweep, fig, name: str) -> str:
@@ -150,6 +151,8 @@ def section_settings(s: FinishedSweep) -> str:
              ("wall time", (f"{duration(b.get('wall_seconds'))} (the last driver run; a resumed sweep counts from "
                            "its resume)")),
              ("page written", datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))]
+    if b.get("deploy"):
+        items.insert(-4, ("deploy target", f"{b['deploy']['described']}, measured on {b['deploy']['measured_at']}"))
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items)
     space_yaml = (s.folder / SPACE_FILE).read_text()
     base = json.dumps(s.base, indent=2)
@@ -164,8 +167,10 @@ def section_leaderboard(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
     keys += sorted({k for r in s.rows for k in r.params} - set(keys))
     confirmed = {c["trial"]: c["name"] for c in (s.best.get("confirmation") or [])}
     wandb_runs = logged_wandb_runs(s.folder)
+    latency = any(r.latency_ms is not None for r in s.rows)  # only a sweep with a deploy target times trials
     head = (["#", "trial", "arm", "end", "epochs", f"objective ({s.space.objective.metric})", "best val Dice",
-             "best val IoU", "best epoch"] + keys + (["W&B run"] if wandb_runs else []) + ["error"])
+             "best val IoU", "best epoch"] + (["latency (ms)"] if latency else []) + keys
+            + (["W&B run"] if wandb_runs else []) + ["error"])
     body = []
     for r in s.rows:
         marks = ""
@@ -180,13 +185,15 @@ def section_leaderboard(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
             + f'<td data-sort="{esc(r.trial_id)}">{esc(r.trial_id)}{marks}</td>'
             + text_cell(esc(r.arm)) + text_cell(esc(r.end), f"end-{end_css}") + cell(r.epochs)
             + cell(r.objective) + cell(r.best_val_dice) + cell(r.best_val_iou) + cell(r.best_epoch)
-            + "".join(cell(r.params.get(k)) for k in keys)
+            + (cell(r.latency_ms, 1) if latency else "") + "".join(cell(r.params.get(k)) for k in keys)
             + (wandb_cell(wandb_runs, r.trial_id) if wandb_runs else "") + error + "</tr>")
     header = "".join(f"<th>{esc(h)}</th>" for h in head)
+    over = (" An infeasible trial was over the deploy target's latency budget: its latency was measured, it was "
+            "never trained." if any(r.end == "infeasible" for r in s.rows) else "")
     return (f'<section id="leaderboard"><h2>Leaderboard</h2>'
             f'<p>{len(s.rows)} search trials, ranked by the objective (trials that errored, diverged or were '
-            f'interrupted last). A trial stopped by ASHA is ranked by what it reached in fewer epochs. Click a '
-            f'column to sort. Also in leaderboard.csv.</p>'
+            f'interrupted last). A trial stopped by ASHA is ranked by what it reached in fewer epochs.{over} Click '
+            f'a column to sort. Also in leaderboard.csv.</p>'
             f'<div class="scroll"><table class="sortable grid"><thead><tr>{header}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div></section>')
 
@@ -307,6 +314,40 @@ def section_confirmation(s: FinishedSweep) -> str:
             + "</section>")
 
 
+def section_front(s: FinishedSweep) -> str:
+    """The Dice–latency front of a sweep with a deploy target (best.json's `front`): the chart and one row per
+    student backbone the space names, fastest first."""
+    deploy, front = s.best["deploy"], s.best["front"]
+    target = deploy["target"]
+    budget = target.get("latency_budget_ms")
+    lines = []
+    for e in front:
+        fps = 1000.0 / e["latency_ms"] * target["batch"]
+        ci = e["ci95"] or (None, None)
+        score = (f"<b>{esc(fmt(e['mean']))}</b> ({esc(fmt(ci[0]))} … {esc(fmt(ci[1]))})" if e["mean"] is not None
+                 else "not confirmed")
+        feasible = text_cell("yes", "end-ok") if e["feasible"] else text_cell("over budget", "end-bad")
+        pareto = '<span class="tag win" title="no other confirmed student is as fast and as good">Pareto</span>'
+        lines.append("<tr>" + text_cell(esc(e["backbone"])) + cell(e["latency_ms"], 1) + cell(e["fp32_ms"], 1)
+                     + cell(e["int8_ms"], 1) + cell(fps, 1) + feasible + text_cell(score, "num")
+                     + text_cell(esc(e["config"] or "–")) + text_cell(pareto if e["pareto"] else "") + "</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in (
+        "student backbone", "latency at the target (ms)", "ONNX Runtime fp32 (ms)", "ONNX Runtime int8 (ms)",
+        "frames/s at the target", "within budget", f"confirmed mean {s.objective.label} (95% CI)", "configuration",
+        "Pareto-optimal"))
+    over = ("a configuration over the budget was never trained, only timed" if budget is not None
+            else "no latency budget: every configuration was trained")
+    fig = latency_figure(s.rows, front, budget, s.objective)
+    return (f'<section id="front"><h2>Dice–latency front</h2><p>Every student backbone was timed at the deploy '
+            f'target — {esc(deploy["described"])} — on {esc(deploy["measured_at"])}, with random weights (latency '
+            f'does not depend on them); {esc(over)}. Each backbone\'s best configuration was confirmed over the '
+            f'selection seeds; it is Pareto-optimal when no other confirmed student is both as fast and as good. '
+            f'<code>python -m tune.best export --latency-budget-ms MS</code> exports the best one within MS.</p>'
+            + img(chart(s, fig, "latency"), "validation score against latency at the deploy target")
+            + f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(lines)}</tbody></table></div></section>')
+
+
 def section_test(s: FinishedSweep) -> str:
     test, base = s.best.get("test"), s.best.get("baseline_test")
     title = '<section id="test"><h2>Test sets</h2>'
@@ -358,18 +399,20 @@ def section_gallery(s: FinishedSweep) -> str:
 
 SECTIONS = (("summary", "Summary"), ("settings", "Settings"), ("leaderboard", "Leaderboard"),
             ("curves", "Curves"), ("parallel", "Parallel coordinates"), ("importance", "Importance"),
-            ("rungs", "ASHA rungs"), ("confirmation", "Selection & verdict"), ("test", "Test sets"),
-            ("gallery", "Predictions"))
+            ("rungs", "ASHA rungs"), ("confirmation", "Selection & verdict"), ("front", "Dice–latency front"),
+            ("test", "Test sets"), ("gallery", "Predictions"))
 
 
 def render(s: FinishedSweep) -> str:
     specs = parameter_specs(s.space.parameters)
     milestones = s.space.asha.milestones()
     curves = {r.trial_id: read_trial_curve(s.folder, r.trial_dir) for r in s.rows}
+    front = bool(s.best.get("front"))  # only a sweep with a deploy target has one
     body = "".join([section_summary(s), section_settings(s), section_leaderboard(s, specs),
                     section_curves(s, curves, milestones), section_parallel(s, specs), section_importance(s),
-                    section_rungs(s, milestones), section_confirmation(s), section_test(s), section_gallery(s)])
-    nav = "".join(f'<a href="#{key}">{esc(label)}</a>' for key, label in SECTIONS)
+                    section_rungs(s, milestones), section_confirmation(s), section_front(s) if front else "",
+                    section_test(s), section_gallery(s)])
+    nav = "".join(f'<a href="#{key}">{esc(label)}</a>' for key, label in SECTIONS if front or key != "front")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sweep {esc(s.space.name)}</title>'
             f"<style>{(STATIC / 'report.css').read_text()}</style></head><body>"
             f"<header><h1>Sweep <code>{esc(s.space.name)}</code></h1></header>"

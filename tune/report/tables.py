@@ -1,5 +1,6 @@
-"""The sweep's console tables: the leaderboard (one row per search trial) and the confirmation (one row
-per selected configuration), printed at the end of a sweep and by `tune.best show`.
+"""The sweep's console tables: the leaderboard (one row per search trial), the confirmation (one row per
+selected configuration) and the Dice–latency front (one row per student backbone), printed at the end of a
+sweep and by `tune.best show`.
 """
 from __future__ import annotations
 
@@ -15,15 +16,44 @@ def format_leaderboard(rows: list[dict[str, Any]] | list[TrialRow], limit: int =
     """A console table of leaderboard rows (TrialRows, or dicts read back from leaderboard.csv)."""
     dicts = [_row_dict(r) for r in rows]
     params = sorted({k for row in dicts for k in row if k.startswith("param:")})
-    header = ["#", "trial", "arm", "end", "ep", "objective", "val dice"] + [p[6:] for p in params]
+    # Only a sweep with a deploy target times its students: the column is absent, not empty, elsewhere.
+    latency = any(row.get("latency_ms") not in (None, "") for row in dicts)
+    header = (["#", "trial", "arm", "end", "ep", "objective", "val dice"] + (["ms"] if latency else [])
+              + [p[6:] for p in params])
     lines = [header]
     for row in dicts[:limit]:
         lines.append([str(row["rank"]), str(row["trial_id"]), str(row["arm"]), str(row["end"]), str(row["epochs"]),
-                      fmt(row["objective"]), fmt(row["best_val_dice"])] + [fmt(row.get(p, "")) for p in params])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-    more = f"\n... {len(dicts) - limit} more in leaderboard.csv" if len(dicts) > limit else ""
-    return text + more
+                      fmt(row["objective"]), fmt(row["best_val_dice"])]
+                     + ([fmt(_number(row.get("latency_ms")), 1)] if latency else [])
+                     + [fmt(row.get(p, "")) for p in params])
+    return _aligned(lines) + (f"\n... {len(dicts) - limit} more in leaderboard.csv" if len(dicts) > limit else "")
+
+
+def _aligned(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _number(value: Any) -> Any:
+    """A cell of leaderboard.csv left empty reads as ""; as a number it is missing."""
+    return None if value == "" else value
+
+
+def format_front(front: list[dict[str, Any]], batch: int = 1, budget_ms: float | None = None,
+                 label: str = "val Dice") -> str:
+    """best.json's `front` as a console table, fastest first: latency at the target (and ONNX Runtime fp32 and
+    int8), frames/s at the target's batch, whether it meets the budget, its best confirmed configuration's
+    mean and 95% CI, and "*" where Pareto-optimal."""
+    lines = [["backbone", "ms", "fp32 ms", "int8 ms", "frames/s", "feasible", f"mean {label}", "95% CI", "config",
+              "pareto"]]
+    for e in front:
+        ci = f"[{fmt(e['ci95'][0], 3)}, {fmt(e['ci95'][1], 3)}]" if e["ci95"] else "–"
+        lines.append([e["backbone"], fmt(e["latency_ms"], 1), fmt(e["fp32_ms"], 1), fmt(e["int8_ms"], 1),
+                      fmt(1000.0 / e["latency_ms"] * batch, 1), "yes" if e["feasible"] else "over budget",
+                      fmt(e["mean"]), ci, e["config"] or "not confirmed", "*" if e["pareto"] else ""])
+    budget = (f"budget {budget_ms:g} ms at the target" if budget_ms is not None else "no latency budget")
+    return (f"{budget}; ms: per call at the target's runtime; * Pareto-optimal (no other confirmed student is "
+            f"both as fast and as good)\n" + _aligned(lines))
 
 
 def _row_dict(row: dict[str, Any] | TrialRow) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from core.errors import UserError
 from core.evaluate import evaluate_test_sets, format_table
 from core.models import load_model, resolve_device
 from tune.cluster import storage
+from tune.front import build_front
 from tune.records import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -33,7 +34,7 @@ from tune.records import (
     resolve,
     write_json,
 )
-from tune.report.format import estimate_text
+from tune.report.format import estimate_text, fmt
 from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_leaderboard
 from tune.report.wandb_report import publish_wandb_report
@@ -74,10 +75,30 @@ def finish(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None
     if importance:
         print("importance (PED-ANOVA, KD trials at epoch "
               f"{importance['at_epoch']}): " + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items()))
+    if run.students is not None:
+        best.update(deployment(run, selected or []))
     best["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(best, paths.sweep_dir / BEST_FILE)
     publish(run, rows, best)
     return best
+
+
+def deployment(run: SweepRun, selected: list[Confirmed]) -> dict[str, Any]:
+    """best.json's `deploy` (the target, its budget, where latency was measured) and `front` (per student
+    backbone: latency and its best configuration's selection mean; tune/front.py), printed as well."""
+    target = run.space.deploy
+    front = build_front(run.students, selected, run.space.objective, run.space.base_config().student_backbone)
+    measured_at = next(iter(run.students.values()))["measured_at"]
+    print(f"\nDice–latency front at {target.describe()} (measured on {measured_at}; "
+          f"val {run.space.objective.metric}: selection-seed mean, 95% CI):")
+    for e in front:
+        score = ("not confirmed" if e["mean"] is None
+                 else f"{e['mean']:.4f} (95% CI {fmt(e['ci95'][0])} … {fmt(e['ci95'][1])})")
+        fits = "within budget" if e["feasible"] else "OVER budget"
+        pareto = "  Pareto" if e["pareto"] else ""
+        print(f"  {e['backbone']:<26} {e['latency_ms']:8.1f} ms  {fits:<13}  {score}{pareto}")
+    return {"deploy": {"target": target.to_dict(), "described": target.describe(), "measured_at": measured_at},
+            "front": front}
 
 
 def print_winner(best: dict[str, Any], winner: Winner) -> None:

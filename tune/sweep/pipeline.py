@@ -26,6 +26,7 @@ from tune.records import (
     SweepPaths,
     logged_wandb_runs,
     read_bound_space,
+    read_latencies,
     read_sweep_record,
     record_wandb_sweep,
     sweep_lock,
@@ -33,6 +34,7 @@ from tune.records import (
 )
 from tune.space import SearchSpace, check_resumable, fingerprint
 from tune.sweep.finish import finish
+from tune.sweep.latency import check_budget, measure_students, write_latencies
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.runtime import SweepInterrupted, SweepRun
 from tune.sweep.search import completed_search, search
@@ -57,8 +59,33 @@ def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str 
     with sweep_lock(paths.sweep_dir):
         check_folder(paths, resume)
         check_teacher_setting(space)
+        students = student_latencies(space, paths, resume)  # a CPU target's budget is checked before Ray starts
         bind_to_space(paths, space, resume, extend)
-        return run_stages(space, paths, address, num_cpus, signals or StopSignals())
+        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students)
+
+
+def student_latencies(space: SearchSpace, paths: SweepPaths, resume: bool) -> dict[str, dict] | None:
+    """Each student backbone's latency at the space's deploy target: as recorded by the sweep being resumed,
+    else measured here (a CPU target; a CUDA one is measured on a GPU worker once Ray runs)."""
+    if space.deploy is None:
+        return None
+    recorded = read_latencies(paths.sweep_dir) if resume else None
+    if recorded and recorded.get("deploy") == space.deploy.to_dict():
+        return recorded["students"]
+    if space.deploy.device == "cuda":
+        return None
+    students = measure_students(space)
+    check_budget(space, students)
+    return students
+
+
+def gpu_latencies(space: SearchSpace) -> dict[str, dict]:
+    """A CUDA target's latencies, measured by a Ray task on a GPU (the driver may have none)."""
+    def on_gpu_worker(fn, *args):
+        return ray.get(ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args))
+    students = measure_students(space, on_gpu_worker)
+    check_budget(space, students)
+    return students
 
 
 def check_folder(paths: SweepPaths, resume: bool) -> None:
@@ -136,7 +163,7 @@ def set_aside_later_stages(paths: SweepPaths) -> None:
 
 
 def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
-               signals: StopSignals) -> dict:
+               signals: StopSignals, students: dict[str, dict] | None = None) -> dict:
     started = time.perf_counter()
     target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
     wandb_mode.apply(target)
@@ -156,6 +183,9 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
                        stored_sweep_name(paths.sweep_dir, space.name), target.entity)
         (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
         run.wandb_sweep_id = wandb_sweep(run)
+        if space.deploy is not None:
+            run.students = students or gpu_latencies(space)
+            write_latencies(paths.sweep_dir, space.deploy, run.students)
         base = prepare(run)
         rows = completed_search(run) or search(run, base)
         selected = select(run, base, rows) if space.confirm else None

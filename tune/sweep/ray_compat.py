@@ -32,6 +32,7 @@ from core.config import TrainConfig
 from tune.records import TrialState
 from tune.objective import Objective
 from tune.sampling import run_sample, trial_config
+from tune.sweep.study import INFEASIBLE_ATTR, LATENCY_ATTR, LATENCY_CONSTRAINT
 from tune.tracking.run_metrics import define_epoch_metrics
 from tune.tracking.wandb_sweep import join_sweep
 
@@ -60,23 +61,45 @@ class TruthfulOptunaSearch(OptunaSearch):
     or diverged trial is FAIL.
     """
 
-    def __init__(self, *args, max_t: int, arm: str = "kd", wandb_runs: bool = False, **kwargs):
+    def __init__(self, *args, max_t: int, arm: str = "kd", wandb_runs: bool = False,
+                 latency_ms: dict[str, float] | None = None, budget_ms: float | None = None,
+                 base_backbone: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.max_t, self.arm, self.wandb_runs = max_t, arm, wandb_runs
+        self.latency_ms, self.budget_ms, self.base_backbone = latency_ms or {}, budget_ms, base_backbone
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """Ray's suggestion; the Optuna trial is also told which Ray trial (and W&B run, whose id is the Ray
-        trial id) it is, so the journal, Ray's folders and W&B can be joined."""
-        config = super().suggest(trial_id)
-        trial = self._ot_trials.get(trial_id)
-        if trial is not None:
+        """Ray's suggestion, within the latency budget: a proposal whose student is slower is told to the study
+        as infeasible (PRUNED, with its latency: the sampler's constraint) and never reaches Ray, so it is never
+        trained; the next proposal is asked for. The Optuna trial is also told which Ray trial (and W&B run,
+        whose id is the Ray trial id) it is, so the journal, Ray's folders and W&B can be joined."""
+        for _ in range(MAX_INFEASIBLE_IN_A_ROW):
+            config = super().suggest(trial_id)
+            trial = self._ot_trials.get(trial_id)
+            if trial is None or not isinstance(config, dict):
+                return config
             if not self._ot_study.metric_names:
-                self._ot_study.set_metric_names([self.metric])
-            trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+                with warnings.catch_warnings():  # experimental in Optuna 5; it names the value in the dashboard
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._ot_study.set_metric_names([self.metric])
             trial.set_user_attr(ARM_ATTR, self.arm)
-            if self.wandb_runs:
-                trial.set_user_attr(WANDB_RUN_ATTR, trial_id)
-        return config
+            backbone = run_sample(config)[0].params.get("student_backbone", self.base_backbone)
+            latency = self.latency_ms.get(backbone)
+            if latency is not None:
+                trial.set_user_attr(LATENCY_ATTR, latency)
+                if self.budget_ms is not None:
+                    trial.set_constraint(LATENCY_CONSTRAINT, latency - self.budget_ms)
+            if latency is None or self.budget_ms is None or latency <= self.budget_ms:
+                trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+                if self.wandb_runs:
+                    trial.set_user_attr(WANDB_RUN_ATTR, trial_id)
+                return config
+            trial.set_user_attr(INFEASIBLE_ATTR, True)
+            self._ot_study.tell(trial, state=OptunaTrialState.PRUNED)
+            print(f"infeasible, not trained: {self.arm} proposal {trial.number} ({backbone}, {latency:.1f} ms) is over "
+                  f"the {self.budget_ms:g} ms latency budget", flush=True)
+            del self._ot_trials[trial_id]
+        raise RuntimeError(f"{MAX_INFEASIBLE_IN_A_ROW} proposals in a row were over the latency budget")
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -127,6 +150,8 @@ class TruthfulOptunaSearch(OptunaSearch):
 RAY_TRIAL_ATTR = "ray_trial_id"   # Optuna trial user attributes: the Ray trial it ran as, its arm, its W&B run
 ARM_ATTR = "arm"
 WANDB_RUN_ATTR = "wandb_run_id"
+# With a fast student in the space (the sweep checks that one meets the budget) TPE finds it long before this.
+MAX_INFEASIBLE_IN_A_ROW = 200
 
 
 def optuna_end(result: dict[str, Any] | None, error: bool, metric: str,

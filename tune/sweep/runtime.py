@@ -34,6 +34,11 @@ class SweepRun:
     stored_name: str = ""   # the name the journal's studies carry (a renamed copy keeps it); default: the space's
     wandb_entity: str | None = None
     wandb_sweep_id: str | None = None   # the W&B Sweep (online only) every trial's run joins
+    students: dict[str, dict] | None = None   # each student backbone's latency at the deploy target (latency.json)
+
+    def latency_ms(self) -> dict[str, float]:
+        """Student backbone -> latency at the deploy target, ms (empty without a target)."""
+        return {b: s["latency_ms"] for b, s in (self.students or {}).items()}
 
     def study_name(self, arm: str) -> str:
         """The Optuna study of an arm in this sweep's journal."""
@@ -57,7 +62,8 @@ def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: list[int] = ())
     space = run.space
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu if run.use_gpu else 0}
     epochs = checkpoint_epochs(space.search.checkpoint_every, space.asha.max_t, rung_epochs)
-    return tune.with_resources(tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs), resources)
+    trainable = tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs, latency_ms=run.latency_ms())
+    return tune.with_resources(trainable, resources)
 
 
 def asha_scheduler(space: SearchSpace) -> ASHAScheduler:

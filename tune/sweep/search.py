@@ -7,6 +7,7 @@ so a baseline trial is only ever stopped by comparison with other baseline trial
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ray import tune
@@ -41,7 +42,7 @@ from tune.sweep.state_files import (
     prepare_restore,
     reconcile_journal,
 )
-from tune.sweep.study import journal_storage, tpe_sampler
+from tune.sweep.study import INFEASIBLE_ATTR, LATENCY_ATTR, journal_storage, load_study, tpe_sampler
 
 
 def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
@@ -58,11 +59,33 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
             print(note)
         trials += recorded
     rows = leaderboard(trials, space.objective, space.asha.max_t, paths.sweep_dir)
+    trained = len(rows)
+    rows += infeasible_rows(run, trained)
     write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE)
-    if any(r.end == "interrupted" for r in rows) or len(rows) < space.search.num_samples:
-        raise SweepInterrupted(f"{sum(r.end != 'interrupted' for r in rows)} of {space.search.num_samples} "
-                               f"search trials ended")
+    if any(r.end == "interrupted" for r in rows) or trained < space.search.num_samples:
+        raise SweepInterrupted(f"{sum(r.end != 'interrupted' for r in rows[:trained])} of "
+                               f"{space.search.num_samples} search trials ended")
     write_search(rows, paths.sweep_dir)
+    return rows
+
+
+def infeasible_rows(run: SweepRun, ranked: int) -> list[TrialRow]:
+    """The proposals over the deploy target's latency budget, which only the Optuna study holds (they were
+    never trained), as leaderboard rows ranked after the `ranked` trials."""
+    space = run.space
+    if space.deploy is None or space.deploy.latency_budget_ms is None:
+        return []
+    rows, nan = [], math.nan
+    for arm in space.arm_trials():
+        for t in load_study(run.paths.sweep_dir, run.study_name(arm)).get_trials(deepcopy=False):
+            if not t.user_attrs.get(INFEASIBLE_ATTR):
+                continue
+            latency = t.user_attrs.get(LATENCY_ATTR)
+            rows.append(TrialRow(
+                trial_id=f"{arm}-infeasible-{t.number}", sampled=Sampled(arm, dict(t.params)), end="infeasible",
+                epochs=0, objective=nan, best_val_dice=nan, best_val_iou=nan, best_epoch=0, last_val_dice=nan,
+                latency_ms=latency, rank=ranked + len(rows) + 1,
+                error=f"{latency:.1f} ms at {space.deploy.describe()}: over budget, not trained"))
     return rows
 
 
@@ -114,11 +137,13 @@ def tune_config(run: SweepRun, arm: str, num_samples: int) -> tune.TuneConfig:
     """Optuna (journal-backed TPE on this arm's own study, told the truth about ASHA's stops) and this arm's
     own ASHA, on the space's objective."""
     space, objective = run.space, run.space.objective
+    budget = space.deploy.latency_budget_ms if space.deploy else None
     searcher = TruthfulOptunaSearch(
         space=DefineByRun(space.parameters, arm), metric=objective.metric, mode=objective.mode,
         sampler=tpe_sampler(num_samples, space.search.seed), study_name=run.study_name(arm),
         storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t, arm=arm,
-        wandb_runs=run.wandb_mode != "disabled")
+        wandb_runs=run.wandb_mode != "disabled", latency_ms=run.latency_ms(), budget_ms=budget,
+        base_backbone=space.base_config().student_backbone)
     return tune.TuneConfig(search_alg=searcher, scheduler=asha_scheduler(space), metric=objective.metric,
                            mode=objective.mode, num_samples=num_samples,
                            max_concurrent_trials=space.search.max_concurrent_trials,
@@ -155,7 +180,7 @@ def leaderboard(trials: list[TrialState], objective: Objective, max_t: int,
             last_val_dice=float(m.get("val_dice", float("nan"))), node_id=str(m.get("node_id", "")),
             gpus_assigned=float(m.get("gpus_assigned", 0.0) or 0.0), device=str(m.get("device", "")),
             error=t.error or str(m.get("error", "")), checkpoint=relative(t.checkpoint_path, sweep_dir),
-            trial_dir=relative(t.path, sweep_dir),
+            trial_dir=relative(t.path, sweep_dir), latency_ms=m.get("latency_ms"),
             curve={int(h["epoch"]): objective.value(h) for h in t.history if "epoch" in h}))
     if sweep_dir is not None:
         for row in missing_rows(rows, sweep_dir):  # deleted while the search ran: never a candidate

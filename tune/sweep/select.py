@@ -37,9 +37,11 @@ def common_budget(rows: list[TrialRow], top_k: int, milestones: list[int]) -> in
 
 
 def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], objective: Objective,
-                      arms: tuple[str, ...] = ("kd", "baseline")) -> list[Candidate]:
+                      arms: tuple[str, ...] = ("kd", "baseline"), front_of: str | None = None) -> list[Candidate]:
     """The `top_k` best configurations of each arm, ranked by the objective at the highest budget they all
-    reached. Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are."""
+    reached. Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are.
+    With a deploy target (`front_of`: the base's student backbone), also the best configuration of every
+    other student backbone that reached that budget: the Dice–latency front is confirmed, not guessed."""
     chosen = []
     for arm in arms:
         mine = [r for r in rows if r.arm == arm and r.usable]
@@ -48,7 +50,16 @@ def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], o
         budget = common_budget(mine, top_k, milestones)
         ranked = objective.ranked([r for r in mine if not math.isnan(r.value_at(budget))],
                                   lambda r: r.value_at(budget), tie=lambda r: r.trial_id)
-        for i, row in enumerate(ranked[:top_k], 1):
+        picked = ranked[:top_k]
+        if front_of is not None:
+            def backbone(row: TrialRow) -> str:
+                return row.params.get("student_backbone", front_of)
+            covered = {backbone(r) for r in picked}
+            for row in ranked[top_k:]:
+                if backbone(row) not in covered:
+                    picked.append(row)
+                    covered.add(backbone(row))
+        for i, row in enumerate(picked, 1):
             chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(budget), budget))
     return chosen
 
@@ -57,7 +68,8 @@ def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow]) -> list[Confi
     """Retrain each arm's candidates over the selection seeds; returns one `Confirmed` per candidate."""
     space = run.space
     milestones = sorted(set(space.asha.milestones()) | {space.asha.max_t})
-    candidates = choose_candidates(rows, space.confirm.top_k, milestones, space.objective)
+    front_of = space.base_config().student_backbone if space.deploy else None
+    candidates = choose_candidates(rows, space.confirm.top_k, milestones, space.objective, front_of=front_of)
     if not any(c.arm == "kd" for c in candidates):
         raise UserError(f"{run.paths.sweep_dir}: no trial of the search ended usable; see leaderboard.csv")
     seeds, _ = seed_plan(base.seed, space.confirm.seeds, space.confirm.verdict_seeds)

@@ -24,6 +24,12 @@ def journal_storage(sweep_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
 
 
+LATENCY_ATTR = "latency_ms"    # Optuna user attributes of a trial in a sweep with a deploy target
+INFEASIBLE_ATTR = "infeasible"  # over the latency budget: told PRUNED, never trained
+# The trial's latency minus the budget as an Optuna constraint (> 0: infeasible): TPE learns where it lies.
+LATENCY_CONSTRAINT = "latency_over_budget_ms"
+
+
 def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
     """TPE for define-by-run spaces with conditional branches and two arms.
 

@@ -32,10 +32,11 @@ from tune.sampling import trial_config
 _PROCESS_HELD: dict[str, Trainer] = {}
 
 
-def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: list[int] | None = None) -> None:
+def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: list[int] | None = None,
+                latency_ms: dict[str, float] | None = None) -> None:
     """`config` is what Ray holds for this trial (tune/sampling.py: a search trial's sample or a confirmation
     run); `base` the sweep's TrainConfig; `checkpoint_epochs` the epochs whose report carries a checkpoint
-    (None: every epoch)."""
+    (None: every epoch); `latency_ms` each student backbone's measured latency at the deploy target."""
     started_at = time.time()
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -56,6 +57,8 @@ def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: li
     fixed = {"restored_from_epoch": trainer.epoch, "run_started_at": started_at, "node_id": context.get_node_id(),
              "gpus_assigned": float(context.get_assigned_resources().get("GPU", 0.0)),
              "device": str(trainer.device), "mode": cfg.mode}
+    if latency_ms:
+        fixed["latency_ms"] = latency_ms.get(cfg.student_backbone)
     try:
         for result in trainer.epochs():
             metrics = {**result.to_dict(), **_best_so_far(trainer), **fixed, "diverged": 0,

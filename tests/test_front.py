@@ -1,0 +1,54 @@
+"""tune/front.py: the Dice–latency front on known numbers, and the choice of a student by latency budget."""
+import math
+
+import pytest
+
+from core.errors import UserError
+from tune.front import best_within, build_front
+from tune.objective import Objective
+from tune.records import Candidate, Confirmed, Sampled
+
+MAX = Objective("best_val_dice", "max")
+
+
+def confirmed(name: str, backbone: str, values: list[float], arm: str = "kd") -> Confirmed:
+    sampled = Sampled(arm, {"student_backbone": backbone, "learning_rate": 1e-3})
+    return Confirmed(Candidate(name, f"t-{name}", sampled, max(values), 8), [1, 2, 3], values, values,
+                     [f"confirm/{name}-{i}/checkpoint" for i in range(3)], [f"{name}{i}" for i in range(3)])
+
+
+def student(ms: float, budget: float | None = 50.0) -> dict:
+    return {"latency_ms": ms, "fp32_ms": ms * 2, "int8_ms": ms, "measured_at": "here",
+            "feasible": budget is None or ms <= budget}
+
+
+STUDENTS = {"resnet34": student(90.0), "resnet18": student(45.0), "mobilenet_v2": student(20.0),
+            "efficientnet-b0": student(30.0), "tu-mobilenetv3_small_100": student(10.0)}
+CONFIRMED = [confirmed("kd-1", "resnet18", [0.80, 0.82, 0.81]),
+             confirmed("kd-2", "mobilenet_v2", [0.78, 0.80, 0.79]),
+             confirmed("baseline-1", "mobilenet_v2", [0.70, 0.72, 0.71], arm="baseline"),
+             confirmed("kd-3", "efficientnet-b0", [0.74, 0.76, 0.75]),     # slower and worse than mobilenet_v2
+             confirmed("kd-4", "tu-mobilenetv3_small_100", [math.nan, math.nan, math.nan])]  # every seed failed
+
+
+def test_front_lists_every_backbone_fastest_first_and_marks_the_pareto_optimal():
+    front = build_front(STUDENTS, CONFIRMED, MAX, "mobilenet_v2")
+    assert [e["backbone"] for e in front] == ["tu-mobilenetv3_small_100", "mobilenet_v2", "efficientnet-b0",
+                                              "resnet18", "resnet34"]
+    by = {e["backbone"]: e for e in front}
+    # The best confirmed configuration of each backbone (mobilenet_v2: the KD one, not the baseline's).
+    assert by["mobilenet_v2"]["config"] == "kd-2" and by["mobilenet_v2"]["mean"] == pytest.approx(0.79)
+    assert by["mobilenet_v2"]["ci95"][0] < 0.79 < by["mobilenet_v2"]["ci95"][1]
+    assert by["resnet18"]["checkpoint"] == "confirm/kd-1-1/checkpoint"   # its best seed
+    # Unconfirmed (failed seeds, over budget) are listed with their latency and no score.
+    assert by["tu-mobilenetv3_small_100"]["mean"] is None and by["resnet34"]["mean"] is None
+    assert by["resnet34"]["feasible"] is False and by["resnet34"]["latency_ms"] == 90.0
+    assert {b for b, e in by.items() if e["pareto"]} == {"mobilenet_v2", "resnet18"}
+
+
+def test_export_budget_picks_the_best_confirmed_student_within_it_and_refuses_one_nothing_meets():
+    front = build_front(STUDENTS, CONFIRMED, MAX, "mobilenet_v2")
+    assert best_within(front, 50.0, MAX)["backbone"] == "resnet18"
+    assert best_within(front, 44.9, MAX)["backbone"] == "mobilenet_v2"
+    with pytest.raises(UserError, match=r"fastest is mobilenet_v2 at 20.0 ms"):
+        best_within(front, 15.0, MAX)
