@@ -52,3 +52,22 @@ def test_export_budget_picks_the_best_confirmed_student_within_it_and_refuses_on
     assert best_within(front, 44.9, MAX)["backbone"] == "mobilenet_v2"
     with pytest.raises(UserError, match=r"fastest is mobilenet_v2 at 20.0 ms"):
         best_within(front, 15.0, MAX)
+
+
+def test_selection_confirms_the_best_of_every_backbone_even_one_asha_stopped_early():
+    from tune.records import TrialRow
+    from tune.sweep.select import choose_candidates
+
+    def row(trial_id: str, backbone: str, curve: dict[int, float]) -> TrialRow:
+        last = max(curve)
+        return TrialRow(trial_id=trial_id, sampled=Sampled("kd", {"student_backbone": backbone}),
+                        end="finished" if last == 6 else "stopped by ASHA", epochs=last, objective=curve[last],
+                        best_val_dice=curve[last], best_val_iou=0.0, best_epoch=last, last_val_dice=curve[last],
+                        curve=curve)
+    rows = [row("a", "resnet18", {2: 0.5, 4: 0.6, 6: 0.7}), row("b", "resnet18", {2: 0.4, 4: 0.5}),
+            row("c", "mobilenet_v2", {2: 0.45}), row("d", "mobilenet_v2", {2: 0.3})]
+    plain = choose_candidates(rows, 1, [2, 4, 6], MAX, arms=("kd",))
+    assert [(c.trial_id, c.search_epochs) for c in plain] == [("a", 6)]
+    front = choose_candidates(rows, 1, [2, 4, 6], MAX, arms=("kd",), front_of="mobilenet_v2")
+    # mobilenet_v2's trials all stopped at the first rung: its best there is confirmed too.
+    assert [(c.name, c.trial_id, c.search_epochs) for c in front] == [("kd-1", "a", 6), ("kd-2", "c", 2)]

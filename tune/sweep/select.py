@@ -50,18 +50,29 @@ def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], o
         budget = common_budget(mine, top_k, milestones)
         ranked = objective.ranked([r for r in mine if not math.isnan(r.value_at(budget))],
                                   lambda r: r.value_at(budget), tie=lambda r: r.trial_id)
-        picked = ranked[:top_k]
+        picked = [(row, budget) for row in ranked[:top_k]]
         if front_of is not None:
-            def backbone(row: TrialRow) -> str:
-                return row.params.get("student_backbone", front_of)
-            covered = {backbone(r) for r in picked}
-            for row in ranked[top_k:]:
-                if backbone(row) not in covered:
-                    picked.append(row)
-                    covered.add(backbone(row))
-        for i, row in enumerate(picked, 1):
-            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(budget), budget))
+            picked += best_of_other_backbones(mine, [row for row, _ in picked], milestones, objective, front_of)
+        for i, (row, at) in enumerate(picked, 1):
+            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(at), at))
     return chosen
+
+
+def best_of_other_backbones(rows: list[TrialRow], picked: list[TrialRow], milestones: list[int], objective: Objective,
+                            base_backbone: str) -> list[tuple[TrialRow, int]]:
+    """For each student backbone none of `picked` trains: its best trial at the highest budget one of its trials
+    reached (ASHA may have stopped all of a slower-learning backbone early: it is on the front all the same)."""
+    def backbone(row: TrialRow) -> str:
+        return row.params.get("student_backbone", base_backbone)
+    out = []
+    for name in sorted({backbone(r) for r in rows} - {backbone(r) for r in picked}):
+        theirs = [r for r in rows if backbone(r) == name]
+        budget = common_budget(theirs, 1, milestones)
+        ranked = objective.ranked([r for r in theirs if not math.isnan(r.value_at(budget))],
+                                  lambda r: r.value_at(budget), tie=lambda r: r.trial_id)
+        if ranked:
+            out.append((ranked[0], budget))
+    return out
 
 
 def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow]) -> list[Confirmed]:
