@@ -8,7 +8,7 @@ best.json's front, ending with `RESULT <backbone>_fp32_ms=... <backbone>_int8_ms
 <backbone>_ci95=lo,hi <backbone>_pareto=... infeasible_trials=... budget_ms=...`.
 
     python bench/real_front.py [--train-images 300 --img-size 128 --deploy-size 352 --threads 2
-                                --budget-ms 150 --max-t 6 --num-samples 8 --out results]
+                                --budget-ms 70 --max-t 6 --num-samples 8 --out results]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=128)
     parser.add_argument("--deploy-size", type=int, default=352)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget-ms", type=float, default=150.0)
+    parser.add_argument("--budget-ms", type=float, default=70.0)
     parser.add_argument("--max-t", type=int, default=6)
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--out", default="results", help="storage folder; the sweep is <out>/bench-real-front")

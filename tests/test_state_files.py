@@ -178,7 +178,8 @@ def test_trial_the_journal_lost_is_added_back_and_an_unfinished_one_linked_again
     assert note == (f"optuna.journal: trial {orphan.number} of study {NAME} was RUNNING but Ray never recorded it "
                     f"(asked after Ray's last snapshot); told FAIL")
     assert state_counts(load(sweep)) == {"COMPLETE": 2, "FAIL": 1}
-    added = next(t for t in load(sweep).trials if "ray_trial_id" in t.user_attrs)
+    # Every trial names its Ray trial (the searcher marks it when it proposes); the one added back comes last.
+    added = [t for t in load(sweep).trials if "ray_trial_id" in t.user_attrs][-1]
 
     # The same loss while that trial was still running in Ray: added back RUNNING, and the restored
     # searcher sends its results there (not to the trial id the journal lost).
