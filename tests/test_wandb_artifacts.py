@@ -70,7 +70,8 @@ def disabled_export(student_checkpoint, tmp_path_factory):
 def export_again(monkeypatch, out: Path) -> None:
     """`tune.best export` answers with the export already in `out`: the W&B step is under test, and a
     second real export would only repeat the ONNX and int8 work (seconds)."""
-    monkeypatch.setattr(best_cli, "export", lambda sweep, to: json.loads((out / "metrics.json").read_text()))
+    monkeypatch.setattr(best_cli, "export",
+                        lambda sweep, to, budget_ms=None: json.loads((out / "metrics.json").read_text()))
 
 
 def run_records(run_dir: Path) -> list[dict]:

@@ -67,7 +67,8 @@ def test_kd_space_maps_every_distribution_with_its_bounds_and_the_objective():
         "alpha": {"distribution": "uniform", "min": 0.1, "max": 0.9},
         "temperature": {"distribution": "uniform", "min": 1.0, "max": 10.0},
         "learning_rate": {"distribution": "log_uniform_values", "min": 1e-5, "max": 3e-3},
-        "student_backbone": {"values": ["mobilenet_v2", "efficientnet-b0", "resnet18", "tu-mobilenetv3_large_100"]},
+        "student_backbone": {"values": ["tu-mobilenetv3_small_100", "tu-mobilenetv3_large_100", "mobilenet_v2",
+                                         "efficientnet-b0", "resnet18", "resnet34"]},
         "weight_decay": {"distribution": "log_uniform_values", "min": 1e-6, "max": 1e-3},   # conditional
         "arm": {"values": ["kd", "baseline"]},
     }
