@@ -34,9 +34,9 @@ from tune.records import (
     resolve,
     write_json,
 )
-from tune.report.format import estimate_text, fmt
+from tune.report.format import estimate_text
 from tune.report.html import write_report
-from tune.report.tables import format_confirmation, format_leaderboard
+from tune.report.tables import format_confirmation, format_front, format_leaderboard
 from tune.report.wandb_report import publish_wandb_report
 from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
@@ -89,14 +89,8 @@ def deployment(run: SweepRun, selected: list[Confirmed]) -> dict[str, Any]:
     target = run.space.deploy
     front = build_front(run.students, selected, run.space.objective, run.space.base_config().student_backbone)
     measured_at = next(iter(run.students.values()))["measured_at"]
-    print(f"\nDice–latency front at {target.describe()} (measured on {measured_at}; "
-          f"val {run.space.objective.metric}: selection-seed mean, 95% CI):")
-    for e in front:
-        score = ("not confirmed" if e["mean"] is None
-                 else f"{e['mean']:.4f} (95% CI {fmt(e['ci95'][0])} … {fmt(e['ci95'][1])})")
-        fits = "within budget" if e["feasible"] else "OVER budget"
-        pareto = "  Pareto" if e["pareto"] else ""
-        print(f"  {e['backbone']:<26} {e['latency_ms']:8.1f} ms  {fits:<13}  {score}{pareto}")
+    print(f"\nDice–latency front at {target.describe()}, measured on {measured_at} (selection-seed means)")
+    print(format_front(front, target.batch, target.latency_budget_ms, run.space.objective.label))
     return {"deploy": {"target": target.to_dict(), "described": target.describe(), "measured_at": measured_at},
             "front": front}
 
