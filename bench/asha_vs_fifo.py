@@ -20,9 +20,9 @@ from pathlib import Path
 
 from common import bench_data, start_local_ray
 
-from core.train import Trainer  # noqa: E402
-from tune.sampling import Sampled, candidate_config, suggest  # noqa: E402
-from tune.space import load_space  # noqa: E402
+from core.train import Trainer
+from tune.sampling import Sampled, candidate_config, suggest
+from tune.space import load_space
 
 
 def draw_configs(space, n: int, seed: int) -> list[dict]:
@@ -85,8 +85,8 @@ def main() -> None:
     space.asha = dataclasses.replace(space.asha, **{k: v for k, v in (
         ("max_t", args.max_t), ("grace_period", args.grace_period), ("reduction_factor", args.reduction_factor))
         if v is not None})
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, space.base_config().img_size)
         overrides = dict(data_root=str(data.root), cache_dir=str(tmp / "cache"), save_dir=str(tmp / "runs"))
         base = space.base_config().replace(**overrides)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from common import bench_data
 
-from core.config import config_from_dict  # noqa: E402
-from core.train import Trainer  # noqa: E402
-from tune.records import CHECKPOINT_FILE  # noqa: E402
-from tune.space import checkpoint_epochs, load_space  # noqa: E402
+from core.config import config_from_dict
+from core.train import Trainer
+from tune.records import CHECKPOINT_FILE
+from tune.space import checkpoint_epochs, load_space
 
 
 def persist_seconds(trainer: Trainer, workdir: Path, repeats: int) -> tuple[float, float, int]:
@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--space", default="kd.yaml", help="whose checkpoint policy to apply")
     args = parser.parse_args()
     space = load_space(args.space)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, args.img_size)
         cfg = config_from_dict(dict(mode="baseline", data_root=str(data.root), img_size=args.img_size, batch_size=8,
                                     epochs=args.epochs + 1, encoder_weights=None, num_workers=0,

@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 from common import bench_data
 
-from core import augment  # noqa: E402
-from core.cache import decoded_samples  # noqa: E402
-from core.data import TrainSet, read_image, read_mask, to_tensor  # noqa: E402
+from core import augment
+from core.cache import decoded_samples
+from core.data import TrainSet, read_image, read_mask, to_tensor
 
 
 def naive_sample(dataset: TrainSet, pair, size: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +89,8 @@ def main() -> None:
         raw_naive = rate("raw_naive", lambda i: (cv2.resize(read_image(pairs[i].image), (size, size)),
                                     cv2.resize(read_mask(pairs[i].mask), (size, size),
                                                interpolation=cv2.INTER_NEAREST)), n, args.repeats)
-        raw_cached = rate("raw_cached", lambda i: (np.array(samples.images[i]), np.array(samples.masks[i])), n, args.repeats)
+        raw_cached = rate("raw_cached", lambda i: (np.array(samples.images[i]), np.array(samples.masks[i])), n,
+                          args.repeats)
         dataset = TrainSet(samples.images, samples.masks, range(n), seed=0)
         full_naive = rate("naive", lambda i: naive_sample(dataset, pairs[i], size, i), n, args.repeats)
         full_cached = rate("cached", lambda i: dataset[(0, i)], n, args.repeats)

@@ -14,12 +14,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 from common import bench_data
 
-from core.config import config_from_dict  # noqa: E402
-from core.data import PolypData  # noqa: E402
-from core.train import Trainer  # noqa: E402
+from core.config import config_from_dict
+from core.data import PolypData
+from core.train import Trainer
 
 
 def time_mode(mode: str, data: PolypData, args, workdir: Path) -> list[float]:

@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from core import quantize  # noqa: E402
-from core.config import config_from_dict  # noqa: E402
-from core.data import discover  # noqa: E402
-from core.errors import UserError  # noqa: E402
-from core.export import inference_speed, write_onnx  # noqa: E402
-from core.models import build_model, load_model  # noqa: E402
-from core.split import training_split  # noqa: E402
+from core import quantize
+from core.config import config_from_dict
+from core.data import discover
+from core.errors import UserError
+from core.export import inference_speed, write_onnx
+from core.models import build_model, load_model
+from core.split import training_split
 
 
 def cuda_speed(model: torch.nn.Module, onnx_path: Path, size: int, batch: int, repeats: int) -> dict[str, float]:

@@ -17,16 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 from common import bench_data
 
-from core.cache import decoded_samples, teacher_logits  # noqa: E402
-from core.config import config_from_dict  # noqa: E402
-from core.data import TrainSet, normalize  # noqa: E402
-from core.models import load_frozen_teacher  # noqa: E402
-from core.split import training_split  # noqa: E402
-from core.train import Trainer  # noqa: E402
+from core.cache import decoded_samples, teacher_logits
+from core.config import config_from_dict
+from core.data import TrainSet, normalize
+from core.models import load_frozen_teacher
+from core.split import training_split
+from core.train import Trainer
 
 
 def logit_fidelity(cfg, data, cache_dir: Path, batches: int = 4) -> tuple[float, float]:
@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up epoch")
     parser.add_argument("--teacher-epochs", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, args.img_size)
         base = dict(data_root=str(data.root), save_dir=str(tmp), img_size=args.img_size, batch_size=args.batch_size,
                     epochs=args.epochs + 1, encoder_weights=None, num_workers=0, val_fraction=0.1,

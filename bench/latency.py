@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common
 
-from core.data import discover  # noqa: E402
-from core.latency import DeployTarget, cached_latency, cpu_model, student_arch  # noqa: E402
-from core.quantize import spread  # noqa: E402
-from core.synthetic import write_demo_dataset  # noqa: E402
+from core.data import discover
+from core.latency import DeployTarget, cached_latency, cpu_model, student_arch
+from core.quantize import spread
+from core.synthetic import write_demo_dataset
 
 BACKBONES = ("mobilenet_v2", "tu-mobilenetv3_small_100", "tu-mobilenetv3_large_100", "efficientnet-b0",
              "resnet18", "resnet34")

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from common import REAL_DATA, bench_data
 
-from tune import search  # noqa: E402
+from tune import search
 
 BACKBONES = ["tu-mobilenetv3_small_100", "mobilenet_v2", "resnet18"]
 

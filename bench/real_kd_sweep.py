@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from common import REAL_DATA, bench_data
 
-from tune import search  # noqa: E402
+from tune import search
 
 
 def main() -> None:

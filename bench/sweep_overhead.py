@@ -19,9 +19,9 @@ from pathlib import Path
 
 from common import bench_data, start_local_ray
 
-from core.config import config_from_dict  # noqa: E402
-from core.train import Trainer  # noqa: E402
-from tune.space import SearchSettings, checkpoint_epochs, load_space  # noqa: E402
+from core.config import config_from_dict
+from core.train import Trainer
+from tune.space import SearchSettings, checkpoint_epochs, load_space
 
 
 def main() -> None:
@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     kept = checkpoint_epochs(args.checkpoint_every, args.epochs)
     learning_rates = [1e-3 * (1.5 ** i) for i in range(args.trials)]
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, args.img_size)
         base = dict(mode="baseline", data_root=str(data.root), img_size=args.img_size, batch_size=8,
                     epochs=args.epochs, encoder_weights=None, num_workers=0, cache_dir=str(tmp / "cache"))
@@ -74,15 +74,17 @@ def main() -> None:
                                             {"cpu": os.cpu_count()})
             callbacks = []
             if args.wandb:
-                from tune.sweep.ray_compat import SweepWandbLoggerCallback
+                from tune.sweep.ray_compat.wandb_actor import SweepWandbLoggerCallback
+                from tune.tracking.run_settings import TrialRunSettings
                 callbacks = [SweepWandbLoggerCallback(project="bench", mode="offline", dir=str(tmp), job_type="trial",
-                                                      log_config=False, sweep="overhead", base=trial_base)]
+                                                      log_config=False,
+                                                      settings=TrialRunSettings("overhead", trial_base))]
             tuner = tune.Tuner(
                 trainable, param_space={"learning_rate": tune.grid_search(learning_rates)},
                 tune_config=tune.TuneConfig(scheduler=FIFOScheduler(), max_concurrent_trials=1,
                                             reuse_actors=args.reuse_actors),
-                run_config=tune.RunConfig(storage_path=str(tmp / "ray"), name="overhead", verbose=0, callbacks=callbacks,
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                run_config=tune.RunConfig(storage_path=str(tmp / "ray"), name="overhead", verbose=0,
+                                          callbacks=callbacks, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
             start = time.perf_counter()
             results = tuner.fit()
             sweep = time.perf_counter() - start

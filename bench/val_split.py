@@ -23,10 +23,10 @@ from pathlib import Path
 from common import REAL_DATA
 from val_split_groups import leaked
 
-from core.config import config_from_dict  # noqa: E402
-from core.data import discover  # noqa: E402
-from core.split import frame_groups, image_signatures, training_split  # noqa: E402
-from core.train import Trainer  # noqa: E402
+from core.config import config_from_dict
+from core.data import discover
+from core.split import frame_groups, image_signatures, training_split
+from core.train import Trainer
 
 SPLITS = ("random", "name", "grouped")
 

@@ -18,9 +18,9 @@ import time
 import numpy as np
 from common import REAL_DATA
 
-from core.config import config_from_dict  # noqa: E402
-from core.data import discover  # noqa: E402
-from core.split import frame_groups, image_signatures, split_stems, training_split  # noqa: E402
+from core.config import config_from_dict
+from core.data import discover
+from core.split import frame_groups, image_signatures, split_stems, training_split
 
 
 def describe(name: str, groups: list[list[str]]) -> str:

@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import config_from_dict  # noqa: E402
-from tune.objective import Objective  # noqa: E402
-from tune.records import Confirmed, TrialRow, rank_confirmed  # noqa: E402
-from tune.sampling import Sampled  # noqa: E402
-from tune.sweep.select import choose_candidates, seed_plan  # noqa: E402
-from tune.sweep.verdict import paired_verdict, partner_for  # noqa: E402
+from core.config import config_from_dict
+from tune.objective import Objective
+from tune.records import Confirmed, TrialRow, rank_confirmed
+from tune.sampling import Sampled
+from tune.sweep.select import choose_candidates, seed_plan
+from tune.sweep.verdict import paired_verdict, partner_for
 
 OBJECTIVE = Objective("best_val_dice", "max")
 BACKBONES = {"mobilenet_v2": 0.0, "resnet18": 0.01}

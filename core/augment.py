@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import stringzilla
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 HFLIP_P = VFLIP_P = 0.5
 ROTATE_P, ROTATE_LIMIT = 0.5, 30.0                 # degrees, uniform in [-limit, limit]
@@ -179,7 +183,8 @@ def apply_lut(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     """table[image] for uint8 arrays, into a new array. StringZilla's byte translation (what albumentations
     uses) is ~10x cv2.LUT on this CPU."""
     out = np.array(image, order="C")
-    stringzilla.translate(memoryview(out.reshape(-1)), memoryview(table.reshape(-1)), inplace=True)
+    # ndarray.data is memoryview(array); numpy's stubs declare ndarray a Buffer only for Python >= 3.12
+    stringzilla.translate(out.reshape(-1).data, table.reshape(-1).data, inplace=True)
     return out
 
 
@@ -187,7 +192,7 @@ def _clip_u8(values: np.ndarray) -> np.ndarray:
     return np.clip(values, 0, 255).astype(np.uint8)
 
 
-def albumentations_reference(seed: int = 0):
+def albumentations_reference(seed: int = 0) -> tuple[A.Compose, A.Compose]:
     """(geometric, photometric) albumentations Composes this module reproduces: the training pipeline
     before it was rewritten for speed. Only tests and bench/data.py use it (importing albumentations costs
     ~3 s, paid by every trial process that imported it).
@@ -212,7 +217,7 @@ def albumentations_reference(seed: int = 0):
     return geometric, photometric
 
 
-def seed_reference(geometric, photometric, seed: int) -> None:
+def seed_reference(geometric: A.Compose, photometric: A.Compose, seed: int) -> None:
     """Seed each transform of `albumentations_reference` on its own stream (see there why)."""
     for offset, transform in enumerate([*geometric.transforms, *photometric.transforms]):
         transform.set_random_seed(seed * 100 + offset)

@@ -104,7 +104,10 @@ def training_caches(cfg: TrainConfig, train_pairs: Sequence[SamplePair], device:
     samples = decoded_samples(train_pairs, cfg.img_size, cache_dir, progress)
     if cfg.mode != "distillation" or cfg.teacher_logits != "cached":
         return samples, None
-    return samples, teacher_logits(cfg.teacher_checkpoint, samples, cache_dir, device, cfg.batch_size, progress)
+    from core.models import named_teacher
+
+    teacher = named_teacher(cfg.teacher_checkpoint)
+    return samples, teacher_logits(teacher, samples, cache_dir, device, cfg.batch_size, progress)
 
 
 def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cache_dir: str | Path,

@@ -219,7 +219,7 @@ class TrainSet(Dataset):
         logits = None if self.teacher_logits is None else self.teacher_logits[row]
         image, mask, logits = augment.geometric(params, self.images[row], self.masks[row], logits)
         image = augment.photometric(params, image)
-        out = (to_tensor(image), torch.from_numpy(mask.astype(np.float32)[None]))
+        out: tuple[torch.Tensor, ...] = (to_tensor(image), torch.from_numpy(mask.astype(np.float32)[None]))
         if logits is not None:
             out += (torch.from_numpy(logits[None]),)
         return out

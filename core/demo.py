@@ -7,6 +7,7 @@ server-side rendering (which would start Node), and the theme uses system fonts 
 from __future__ import annotations
 
 import os
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,7 +22,7 @@ import gradio as gr
 
 SYSTEM_FONTS = ("ui-sans-serif", "system-ui", "sans-serif")
 SYSTEM_MONO_FONTS = ("ui-monospace", "monospace")
-LOCAL_BUTTONS = ["download", "fullscreen"]
+LOCAL_BUTTONS: tuple[Literal["download", "share", "fullscreen"], ...] = ("download", "fullscreen")
 
 
 def segment(predictor: Predictor, image: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None, str]:
@@ -49,9 +50,10 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             image = gr.Image(label="image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
             # PNG, not Gradio's default WebP: a downloaded mask must stay exactly 0/255. No "share" button:
             # it posts to Hugging Face.
-            shown = gr.Image(label="overlay", type="numpy", format="png", interactive=False, buttons=LOCAL_BUTTONS)
+            shown = gr.Image(label="overlay", type="numpy", format="png", interactive=False,
+                             buttons=list(LOCAL_BUTTONS))
             mask = gr.Image(label="mask", type="numpy", image_mode="L", format="png", interactive=False,
-                            buttons=LOCAL_BUTTONS)
+                            buttons=list(LOCAL_BUTTONS))
         summary = gr.Markdown()
         run = gr.Button("Segment", variant="primary")
         gr.on(triggers=[image.upload, run.click], fn=lambda img: segment(predictor, img), inputs=image,
@@ -59,8 +61,10 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
-    """Serve on host:port (a free port from 7860 up when None); never a public share link."""
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None,
+           block: bool = True) -> tuple[Any, str, str]:
+    """Serve on host:port (a free port from 7860 up when None); never a public share link. Returns what
+    `gr.Blocks.launch` does: (app, local URL, share URL)."""
     theme = gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(SYSTEM_MONO_FONTS))
     return demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
                        prevent_thread_lock=not block, quiet=not block, show_error=True, theme=theme)

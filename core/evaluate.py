@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from core.data import EvalSet, PolypData, discover_test_sets, eval_loader, normalize, read_image, single_test_set
+from core.data import (
+    EvalBatch,
+    EvalSet,
+    PolypData,
+    discover_test_sets,
+    eval_loader,
+    normalize,
+    read_image,
+    single_test_set,
+)
 from core.errors import cli_errors
 from core.files import OutputKind, output_folder, writing
 from core.image_files import write_png
@@ -33,7 +42,7 @@ EVALUATION_KIND = OutputKind("an evaluation folder", (EVALUATION_MARKER,))
 
 @torch.no_grad()
 def score_loader(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
-                 on_batch=None) -> SegmentationScores:
+                 on_batch: Callable[[EvalBatch, torch.Tensor], None] | None = None) -> SegmentationScores:
     """Per-image Dice/IoU of `model` over an eval loader; `on_batch(batch, logits)` sees each batch."""
     model.eval()
     scores = SegmentationScores()
@@ -48,7 +57,8 @@ def score_loader(model: nn.Module, loader: DataLoader, device: torch.device, amp
 
 
 def evaluate_test_sets(model: nn.Module, data: PolypData, img_size: int, batch_size: int,
-                       device: torch.device, num_workers: int = 0, on_batch=None) -> dict[str, Any]:
+                       device: torch.device, num_workers: int = 0,
+                       on_batch: Callable[[str, EvalBatch, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """{'test_sets': {name: {dice, iou, n}}, 'mean': {...}, 'missing': [...], 'synthetic': bool}."""
     model.to(device)
     per_set = {}
@@ -92,17 +102,18 @@ def overlay_panel(image_rgb: np.ndarray, mask: np.ndarray, pred: np.ndarray, hei
     return cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)
 
 
-def visual_writer(data: PolypData, folder: Path, max_visuals: int):
+def visual_writer(data: PolypData, folder: Path, max_visuals: int) -> Callable[[str, EvalBatch, torch.Tensor], None]:
     """An `on_batch` hook of evaluate_test_sets writing up to `max_visuals` overlay panels per test set to
     folder/<test set>/<stem>.png."""
     saved: dict[str, int] = {}
 
-    def save_visuals(name: str, batch, logits: torch.Tensor) -> None:
+    def save_visuals(name: str, batch: EvalBatch, logits: torch.Tensor) -> None:
         for stem, mask, one in zip(batch.stems, batch.masks, logits):
             if saved.get(name, 0) >= max_visuals:
                 return
             pair = next(p for p in data.test_sets[name] if p.stem == stem)
-            pred = binarize(one, tuple(mask.shape)).numpy()
+            height, width = mask.shape
+            pred = binarize(one, (height, width)).numpy()
             (folder / name).mkdir(parents=True, exist_ok=True)
             write_png(folder / name / f"{stem}.png", overlay_panel(read_image(pair.image), mask.numpy(), pred))
             saved[name] = saved.get(name, 0) + 1

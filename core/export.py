@@ -137,7 +137,7 @@ def inference_speed(model: nn.Module | None, onnx_path: Path | None, img_size: i
     import onnxruntime as ort
 
     x = torch.randn(batch, 3, img_size, img_size)
-    runners = {} if model is None else {"pytorch": _torch_runner(model, x, device)}
+    runners: dict[str, Callable[[], Any]] = {} if model is None else {"pytorch": _torch_runner(model, x, device)}
     paths = {name: path for name, path in (("onnxruntime", onnx_path), ("onnxruntime-int8", int8_path))
              if path is not None}
     options = ort.SessionOptions()
@@ -151,7 +151,7 @@ def inference_speed(model: nn.Module | None, onnx_path: Path | None, img_size: i
         if session.get_providers()[0] != provider:
             # ONNX Runtime falls back to the CPU with only a warning: the time would be the CPU's.
             raise RuntimeError(f"ONNX Runtime has no {provider} here (it runs on {session.get_providers()})")
-        runners[name] = lambda session=session: session.run(None, {"image": x.numpy()})
+        runners[name] = _onnx_runner(session, x)
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
         for run in runners.values():
@@ -163,6 +163,10 @@ def inference_speed(model: nn.Module | None, onnx_path: Path | None, img_size: i
                 run()
                 times[name].append(time.perf_counter() - start)
     return {name: batch / statistics.median(t) for name, t in times.items()}
+
+
+def _onnx_runner(session: Any, x: torch.Tensor) -> Callable[[], Any]:
+    return lambda: session.run(None, {"image": x.numpy()})
 
 
 def _torch_runner(model: nn.Module, x: torch.Tensor, device: str) -> Callable[[], Any]:
@@ -184,7 +188,7 @@ def add_cpu_speed(onnx_check: dict[str, Any], int8: dict[str, Any], model: nn.Mo
     int8_path = onnx_path.with_name(INT8_ONNX_FILENAME) if int8["written"] else None
     speed = inference_speed(model, onnx_path, img_size, batch=1, repeats=5, int8_path=int8_path)
     fp32 = {k: round(speed[k], 2) for k in ("pytorch", "onnxruntime")}
-    onnx_check.update(cpu_images_per_s_batch1=fp32, recommended_runtime=max(fp32, key=fp32.get))
+    onnx_check.update(cpu_images_per_s_batch1=fp32, recommended_runtime=max(fp32, key=fp32.__getitem__))
     if int8_path is not None:
         int8["cpu_images_per_s_batch1"] = {k: round(speed[k], 2) for k in ("onnxruntime", "onnxruntime-int8")}
         int8["int8_over_fp32_batch1"] = round(speed["onnxruntime-int8"] / speed["onnxruntime"], 2)

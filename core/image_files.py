@@ -41,7 +41,7 @@ def image_size(path: Path) -> tuple[int, int]:
             if image.getexif().get(_EXIF_ORIENTATION) in _SWAPPING_ORIENTATIONS:
                 return height, width
             return width, height
-    except Exception as err:  # every decoder has its own exception types; all mean "not readable"
+    except Exception as err:  # noqa: BLE001 - every decoder has its own exception types; all mean "not readable"
         raise ImageFileError(_reason(err)) from None
 
 
@@ -54,7 +54,7 @@ def decode(path: Path) -> np.ndarray:
         array = _decode_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _decode_pil(path)
     except ImageFileError:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - as in image_size(): any decoder's error means "not readable"
         raise ImageFileError(_reason(err)) from None
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
@@ -123,8 +123,9 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _decode_pil(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        image.load()  # decodes every byte: a truncated file raises OSError here
+    with Image.open(path) as opened:
+        opened.load()  # decodes every byte: a truncated file raises OSError here
+        image: Image.Image = opened
         if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:  # as cv2.imread did; exif_transpose copies always
             image = ImageOps.exif_transpose(image)
         if image.mode in ("1", "L", "RGB", "RGBA", "LA", "I;16"):
@@ -153,12 +154,16 @@ def _decode_tiff(path: Path) -> np.ndarray:
         photometric = page.photometric
         if photometric == tifffile.PHOTOMETRIC.PALETTE:
             # colormap is 3 x 2**bits of 16-bit values
+            if page.colormap is None:
+                raise ImageFileError("palette TIFF without a colour map; save it as RGB")
             return (page.colormap.T[array] >> 8).astype(np.uint8)
         if photometric == tifffile.PHOTOMETRIC.MINISWHITE and array.ndim == 2:
             return np.iinfo(array.dtype).max - array if array.dtype != bool else ~array
         if photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB,
                                tifffile.PHOTOMETRIC.YCBCR):
-            raise ImageFileError(f"TIFF photometric {photometric.name} is not supported; save it as RGB")
+            # tifffile keeps a value it has no PHOTOMETRIC member for as a plain int
+            name = getattr(photometric, "name", photometric)
+            raise ImageFileError(f"TIFF photometric {name} is not supported; save it as RGB")
         return array
 
 

@@ -18,16 +18,18 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
+from core.config import ImgSize
 from core.data import SamplePair
 from core.errors import UserError
 from core.export import ONNX_FILENAME, inference_speed, write_onnx
 from core.files import default_cache_dir, write_file_atomic
 from core.models import STUDENT_ARCH, build_model
 from core.quantize import INT8_ONNX_FILENAME, calibration_batches, quantize
+from core.validation import Integer, Number, above, at_least, build, one_of
 
 RUNTIMES = ("onnxruntime", "onnxruntime-int8", "torch")
 DEVICES = ("cpu", "cuda")
@@ -43,38 +45,18 @@ class DeployTarget:
     """Where a student will run. `img_size` None: the caller supplies it (the trial's img_size);
     `threads` 0: the runtime's default (ONNX Runtime: one per physical core; PyTorch: its own)."""
 
-    runtime: str = "onnxruntime"
-    device: str = "cpu"
-    img_size: int | None = None
-    batch: int = 1
-    threads: int = 0
-    latency_budget_ms: float | None = None
+    runtime: Annotated[str, one_of(RUNTIMES)] = "onnxruntime"
+    device: Annotated[str, one_of(DEVICES)] = "cpu"
+    img_size: ImgSize | None = None
+    batch: Annotated[Integer, at_least(1)] = 1
+    threads: Annotated[Integer, at_least(0, "0: the runtime's default")] = 0
+    latency_budget_ms: Annotated[Number, above(0, "milliseconds")] | None = None
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None, source: str) -> DeployTarget:
-        """Validate a YAML `deploy:` mapping; every mistake is one UserError naming `source` and the key."""
-        if raw is None:  # `deploy:` with nothing under it: every default
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise UserError(f"{source}: expected a mapping (runtime, device, img_size, batch, threads, "
-                            f"latency_budget_ms), got {type(raw).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in raw if k not in known]
-        if unknown:
-            raise UserError(f"{source}: unknown key '{unknown[0]}'; known keys: {', '.join(known)}")
-        target = cls(**raw)
-        _allowed(source, "runtime", target.runtime, RUNTIMES)
-        _allowed(source, "device", target.device, DEVICES)
-        _check(source, "img_size", target.img_size is None or (_is_int(target.img_size) and target.img_size >= 32
-                                                               and target.img_size % 32 == 0),
-               target.img_size, "a multiple of 32, at least 32, or absent (the trial's img_size)")
-        _check(source, "batch", _is_int(target.batch) and target.batch >= 1, target.batch, "an integer >= 1")
-        _check(source, "threads", _is_int(target.threads) and target.threads >= 0, target.threads,
-               "an integer >= 0 (0: the runtime's default)")
-        budget = target.latency_budget_ms
-        _check(source, "latency_budget_ms", budget is None or (_is_number(budget) and budget > 0), budget,
-               "a number of milliseconds > 0, or absent")
-        return dataclasses.replace(target, latency_budget_ms=None if budget is None else float(budget))
+    def from_dict(cls, raw: Mapping[str, Any] | None, source: str, at: str = "") -> DeployTarget:
+        """Validate a YAML `deploy:` mapping (None, `deploy:` with nothing under it: every default); every
+        mistake is one UserError naming `source` and the key (dotted under `at`)."""
+        return build(cls, raw, source, at)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,6 +103,7 @@ def measure_latency(arch: dict[str, str], target: DeployTarget, calibration: Seq
     if target.runtime == "onnxruntime-int8":
         int8 = fp32.with_name(INT8_ONNX_FILENAME)
         if not int8.exists():
+            assert calibration, "checked on entry"
             quantize(fp32, int8, calibration_batches(calibration, target.img_size))
     speed = inference_speed(None, None if int8 else fp32, target.img_size, target.batch, repeats,
                             int8_path=int8, threads=target.threads, device=target.device)
@@ -251,21 +234,3 @@ def _read_record(path: Path) -> dict[str, Any] | None:
         return None
     ok = isinstance(record, dict) and isinstance(record.get("ms"), (int, float)) and record["ms"] > 0
     return record if ok and isinstance(record.get("measured_at"), str) else None
-
-
-def _allowed(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"{source}: '{key}' is {value!r}; allowed values: {', '.join(allowed)}")
-
-
-def _check(source: str, key: str, ok: bool, value: Any, expected: str) -> None:
-    if not ok:
-        raise UserError(f"{source}: '{key}' is {value!r}; it must be {expected}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

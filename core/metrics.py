@@ -40,7 +40,8 @@ class SegmentationScores:
 
     def add_batch(self, logits: torch.Tensor, masks: list[torch.Tensor]) -> None:
         for one_logits, mask in zip(logits.detach().cpu(), masks):
-            d, i = dice_iou(binarize(one_logits, tuple(mask.shape)), mask)
+            height, width = mask.shape
+            d, i = dice_iou(binarize(one_logits, (height, width)), mask)
             self.dice.append(d)
             self.iou.append(i)
 

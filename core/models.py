@@ -68,11 +68,16 @@ def teacher_split(path: str) -> dict[str, Any] | None:
     return load_checkpoint(path, mmap=True).get("split")
 
 
-def _teacher_state(path: str | None, mmap: bool = False) -> dict[str, Any]:
+def named_teacher(path: str | None) -> str:
+    """`path`, or the error saying distillation needs a teacher checkpoint (nothing is read)."""
     if not path:
         raise UserError("mode distillation needs 'teacher_checkpoint'; train one with "
                         "`python -m core.train --mode teacher` and set teacher_checkpoint=<run>/best.pt")
-    state = load_checkpoint(path, mmap=mmap)
+    return path
+
+
+def _teacher_state(path: str | None, mmap: bool = False) -> dict[str, Any]:
+    state = load_checkpoint(named_teacher(path), mmap=mmap)
     arch = state.get("architecture", {})
     if arch.get("arch") != TEACHER_ARCH:
         raise UserError(f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not a "

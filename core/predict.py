@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -30,6 +30,9 @@ from core.image_files import write_png
 from core.metrics import THRESHOLD
 from core.models import load_model, resolve_device
 from core.quantize import INT8_ONNX_FILENAME
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 RUNTIMES = ("auto", "onnxruntime", "onnxruntime-int8", "pytorch")
 PREDICTIONS_CSV = "predictions.csv"
@@ -180,8 +183,8 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 8,
-                  progress: bool = True, report=None, protected: Sequence[tuple[str, str | Path]] = ()
-                  ) -> PredictionRun:
+                  progress: bool = True, report: Callable[[str], None] | None = None,
+                  protected: Sequence[tuple[str, str | Path]] = ()) -> PredictionRun:
     """Predict every image in `inputs` and write OUT/masks/<stem>.png (0/255, original size),
     OUT/overlays/<stem>.png and OUT/predictions.csv. An input that cannot be used (not an image, unreadable
     or truncated, an empty folder) is skipped and named in `problems`; the others are still written.
@@ -220,7 +223,7 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
 
 
 def _write_predictions(predictor: Predictor, files: Sequence[Path], tmp: Path, batch_size: int, progress: bool,
-                       add_problem, run: PredictionRun) -> list[dict[str, Any]]:
+                       add_problem: Callable[[str], None], run: PredictionRun) -> list[dict[str, Any]]:
     """Masks and overlays of every readable file into `tmp`; the rows of predictions.csv."""
     (tmp / "masks").mkdir()
     (tmp / "overlays").mkdir()
@@ -245,7 +248,7 @@ class _NothingPredicted(Exception):
     """No input image could be read: the output folder is not created (or not replaced)."""
 
 
-def _readable_batches(files: Sequence[Path], batch_size: int, add_problem, bar: tqdm
+def _readable_batches(files: Sequence[Path], batch_size: int, add_problem: Callable[[str], None], bar: tqdm
                       ) -> Iterator[list[tuple[Path, np.ndarray]]]:
     batch: list[tuple[Path, np.ndarray]] = []
     for path in files:
@@ -269,7 +272,7 @@ def _probability_at(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return torch.sigmoid(logits[0]).numpy()
 
 
-def _check_onnx_size(session, path: Path, img_size: int, checkpoint: str) -> None:
+def _check_onnx_size(session: ort.InferenceSession, path: Path, img_size: int, checkpoint: str) -> None:
     """An ONNX model takes one input size (only the batch axis is dynamic): fed at the config's img_size, one
     made at another size fails deep inside ONNX Runtime, or (a model copied in by hand) is not this model."""
     height, width = session.get_inputs()[0].shape[-2:]
@@ -279,7 +282,7 @@ def _check_onnx_size(session, path: Path, img_size: int, checkpoint: str) -> Non
                         f"{img_size}; re-export the model (python -m core.export / python -m tune.best export)")
 
 
-def _onnx_session(path: Path):
+def _onnx_session(path: Path) -> ort.InferenceSession:
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 

@@ -13,24 +13,19 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from core.config import TrainConfig
-from core.data import (
-    EvalSet,
-    SamplePair,
-    discover,
-    eval_loader,
-    normalize,
-    preprocess,
-    read_image,
-)
+from core.data import EvalSet, SamplePair, discover, eval_loader, normalize, preprocess, read_image
 from core.errors import UserError
 from core.metrics import SegmentationScores
 from core.split import training_split
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 INT8_ONNX_FILENAME = "model.int8.onnx"
 INT8_MAX_DICE_DROP = 0.005
@@ -133,7 +128,7 @@ def _skipped(reason: str) -> dict[str, Any]:
     return {"written": False, "summary": f"int8: skipped, {reason}; fp32 only"}
 
 
-def _session(path: Path):
+def _session(path: Path) -> ort.InferenceSession:
     import onnxruntime as ort
 
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

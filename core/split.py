@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -51,7 +52,7 @@ def frame_groups(stems: Sequence[str], pattern: str = DEFAULT_GROUP_PATTERN) -> 
     groups = [[stem] for stem in unmatched]
     for frames in by_video.values():
         run = [frames[0][1]]
-        for (previous, _), (frame, stem) in zip(frames, frames[1:]):
+        for (previous, _), (frame, stem) in itertools.pairwise(frames):
             if frame > previous + 1:
                 groups.append(run)
                 run = []
@@ -71,11 +72,11 @@ def content_groups(pairs: Sequence, pattern: str = DEFAULT_GROUP_PATTERN,
     by_video, _ = _frames_by_video(stems, pattern)
     row = {stem: i for i, stem in enumerate(stems)}
     for frames in by_video.values():
-        for (_, a), (_, b) in zip(frames, frames[1:]):
+        for (_, a), (_, b) in itertools.pairwise(frames):
             if float(signatures[row[a]] @ signatures[row[b]]) > SEQUENCE_CORRELATION:
                 _union(parent, row[a], row[b])
-    for a, b in _similar_pairs(signatures, DUPLICATE_CORRELATION):
-        _union(parent, a, b)
+    for i, j in _similar_pairs(signatures, DUPLICATE_CORRELATION):
+        _union(parent, i, j)
     groups: dict[int, list[str]] = {}
     for i, stem in enumerate(stems):
         groups.setdefault(_root(parent, i), []).append(stem)
@@ -205,7 +206,26 @@ class TrainingSplit:
     groups: list[list[str]] = field(default_factory=list)
 
 
-def training_split(cfg, pairs: Sequence) -> TrainingSplit:
+class SplitSettings(Protocol):
+    """The TrainConfig fields a split depends on (core.config imports this module, so not TrainConfig itself)."""
+
+    @property
+    def data_root(self) -> str: ...
+    @property
+    def val_fraction(self) -> float: ...
+    @property
+    def split_seed(self) -> int: ...
+    @property
+    def val_split(self) -> str: ...
+    @property
+    def val_group_pattern(self) -> str: ...
+    @property
+    def val_groups(self) -> str | None: ...
+    @property
+    def cache_dir(self) -> str | None: ...
+
+
+def training_split(cfg: SplitSettings, pairs: Sequence) -> TrainingSplit:
     """The split `cfg` (a TrainConfig: val_fraction, split_seed, val_split, val_group_pattern, val_groups,
     cache_dir, data_root) carves from `pairs`; training, the teacher check, int8 calibration, the report and
     `core.data split` all rebuild it here."""

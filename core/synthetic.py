@@ -58,7 +58,7 @@ _ONE = 1 << _SHIFT
 
 
 def _fx(v: float) -> int:
-    return int(round(v * _ONE))
+    return round(v * _ONE)
 
 
 def _field(rng: np.random.Generator, size: int, octaves: tuple[int, ...], gains: tuple[float, ...]) -> np.ndarray:
@@ -152,7 +152,7 @@ def _lumen(rng: np.random.Generator, S: int, lumen_p: float) -> tuple[float, flo
         axes = (max(1, round(r)), max(1, round(r * u(0.6, 1.0))))
         cv2.ellipse(blob, (round(lcx * small / S), round(lcy * small / S)), axes, u(0, 180), 0, 360, 1.0, -1)
         sharp = cv2.GaussianBlur(blob, (0, 0), r * 0.5 + 0.5)
-        wide = cv2.GaussianBlur(blob, (0, 0), r * 1.8 + 1.0)
+        wide: np.ndarray = cv2.GaussianBlur(blob, (0, 0), r * 1.8 + 1.0)
         wide /= wide.max() + 1e-6
         dark = np.clip(0.75 * sharp + 0.45 * wide, 0.0, 1.0)
         lumen_dark = 1.0 - u(0.6, 0.9) * cv2.resize(dark, (S, S), interpolation=cv2.INTER_CUBIC)
@@ -257,8 +257,8 @@ def _draw_polyp(rng: np.random.Generator, S: int, p: Mapping[str, Any], light: _
     pol = _polyp_shape(rng, S, p)
     a, b, cx, cy = pol.a, pol.b, pol.cx, pol.cy
     ext = a + pol.sh_off + pol.edge_w + 2
-    x0, x1 = max(0, int(cx - ext)), min(S, int(math.ceil(cx + ext)) + 1)
-    y0, y1 = max(0, int(cy - ext)), min(S, int(math.ceil(cy + ext)) + 1)
+    x0, x1 = max(0, int(cx - ext)), min(S, math.ceil(cx + ext) + 1)
+    y0, y1 = max(0, int(cy - ext)), min(S, math.ceil(cy + ext) + 1)
     if x0 >= x1 or y0 >= y1:
         return []
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
@@ -373,9 +373,9 @@ def _optics(rng: np.random.Generator, S: int, p: Mapping[str, Any], img: np.ndar
     img *= (vig * u(*p["gain"]))[..., None]
 
     sigma = u(*p["blur"]) * max(0.5, S / 256)
-    img = cv2.GaussianBlur(img, (0, 0), sigma)
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(u(*p["noise"]))
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    blurred: np.ndarray = cv2.GaussianBlur(img, (0, 0), sigma)  # float32 in, float32 out (cv2's stubs: int or float)
+    blurred += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(u(*p["noise"]))
+    return np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _slug(split: str) -> str:

@@ -11,7 +11,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,22 +22,8 @@ from tqdm import tqdm
 
 from core.cache import training_caches
 from core.checkpoint import best_epoch, load_checkpoint, save_checkpoint
-from core.config import (
-    MODES,
-    TrainConfig,
-    config_from_dict,
-    load_config,
-    parse_overrides,
-)
-from core.data import (
-    CachedEvalSet,
-    PolypData,
-    TrainSet,
-    discover,
-    eval_loader,
-    normalize,
-    train_loader,
-)
+from core.config import MODES, TrainConfig, config_from_dict, load_config, parse_overrides
+from core.data import CachedEvalSet, EpochSampler, PolypData, TrainSet, discover, eval_loader, normalize, train_loader
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
@@ -142,7 +128,9 @@ class Trainer:
 
     def _train_one_epoch(self) -> float:
         self.model.train()
-        self.train_loader.sampler.set_epoch(self.epoch)
+        sampler = self.train_loader.sampler
+        assert isinstance(sampler, EpochSampler)  # what train_loader() builds; mypy sees DataLoader's Sampler
+        sampler.set_epoch(self.epoch)
         total, batches = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    leave=False, disable=not self.progress, unit="batch")
@@ -192,9 +180,10 @@ class Trainer:
 
     def weights_state(self) -> dict[str, Any]:
         """The best-validation weights with config and history only (best.pt): 1x the model."""
-        if self.best_model is None:
+        best = self.best_epoch
+        if self.best_model is None or best is None:
             raise RuntimeError("no epoch has finished yet: there are no best weights to save")
-        return {**self._summary(), "epoch": self.best_epoch["epoch"], "model": self.best_model,
+        return {**self._summary(), "epoch": best["epoch"], "model": self.best_model,
                 "weights_only": True}
 
     def _summary(self) -> dict[str, Any]:
@@ -227,6 +216,8 @@ class Trainer:
 
     def evaluate_best(self) -> dict[str, Any]:
         """Test-set scores of the best-validation weights (reported, never selected on)."""
+        if self.best_model is None:
+            raise RuntimeError("no epoch has finished yet: there are no best weights to evaluate")
         model = copy.deepcopy(self.model)
         model.load_state_dict(self.best_model)
         return evaluate_test_sets(model, self.data, self.cfg.img_size, self.cfg.batch_size, self.device,
@@ -251,7 +242,7 @@ class Trainer:
         return trainer
 
 
-def run_training(trainer: Trainer, log=print) -> Path:
+def run_training(trainer: Trainer, log: Callable[[str], None] = print) -> Path:
     """The CLI loop: print each epoch, keep last.pt / best.pt / history.json, then score test sets."""
     cfg = trainer.cfg
     run_dir = cfg.run_dir

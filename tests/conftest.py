@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic datasets made on the fly and a tiny trained teacher."""
+"""Shared fixtures (tiny synthetic datasets made on the fly, a tiny trained teacher, one shared sweep) and the
+test tiers' guard: a test that starts Ray or a sweep driver must be marked `slow`."""
 from __future__ import annotations
 
 import ast
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,40 @@ os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-
 TEST_TEACHER_BACKBONE = "mobilenet_v2"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
 FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _fail_if_ray_started(item, "its fixtures"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _fail_if_ray_started(item, "it"))
+
+
+def _fail_if_ray_started(item, who: str):
+    """The fast tier (`-m "not slow"`) must not start Ray: an unmarked test runs with Ray's temporary folder
+    pointed at an empty folder of its own (subprocesses inherit it), and any Ray session found there after the
+    test, or a Ray still connected in this process, fails it."""
+    if item.get_closest_marker("slow"):
+        return (yield)
+    saved = os.environ.get("RAY_TMPDIR")
+    # Short: Ray's socket paths live under it, and a Unix socket path has at most 107 characters.
+    os.environ["RAY_TMPDIR"] = probe = tempfile.mkdtemp(prefix="raygd", dir="/tmp")
+    try:
+        result = yield
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        started = any(Path(probe).glob("ray/session_*")) or ("ray" in sys.modules
+                                                              and sys.modules["ray"].is_initialized())
+        shutil.rmtree(probe, ignore_errors=True)
+    if started:
+        pytest.fail(f"{item.nodeid}: {who} started Ray; mark the test @pytest.mark.slow", pytrace=False)
+    return result
 
 
 def trial_reports(result_json: Path) -> list[dict]:
@@ -75,13 +111,20 @@ def student_checkpoint(demo_root, tmp_path_factory) -> Path:
     return trainer.save_best(save_dir / "run" / "best.pt")
 
 
+# The light part of the Ray boundary (Ray's file names and rules, no Ray import) and the packages around it:
+# the only modules of tune.sweep that readers of a sweep may import.
+LIGHT_SWEEP_MODULES = ("tune.sweep", "tune.sweep.ray_compat", "tune.sweep.ray_compat.conventions")
+
+
 def heavy_modules_imported(module: str, args: list[str]) -> tuple[list[str], str]:
     """Run `python -m module args` in a fresh interpreter; return which of Ray's and the sweep driver's
-    modules it imported, and its output. Readers of a sweep and inference must import neither."""
+    modules it imported, and its output. Readers of a sweep and inference must import neither (the light
+    part of tune.sweep.ray_compat aside)."""
     probe = (f"import runpy, sys\nsys.argv = [{module!r}] + {args!r}\ncode = 0\n"
              f"try:\n    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
              f"except SystemExit as exit:\n    code = exit.code\n"
-             f"bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'tune.sweep')))\n"
+             f"bad = sorted(m for m in sys.modules if (m == 'ray' or m.startswith(('ray.', 'tune.sweep')))\n"
+             f"             and m not in {LIGHT_SWEEP_MODULES!r})\n"
              f"print('EXIT', code, 'IMPORTED', bad)")
     run = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, timeout=300)
@@ -117,7 +160,7 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
 @pytest.fixture(scope="session")
 def finished_sweep(demo_root, tmp_path_factory):
     """One 6-trial KD sweep, run once per test session with a (fake) W&B key in the environment (read by
-    tests/test_sweep.py and tests/test_wandb_report.py)."""
+    tests/test_sweep.py and tests/test_wandb_report.py); what it printed is kept in console.txt beside it."""
     tmp = tmp_path_factory.mktemp("sweep")
     space_file = tmp / "tiny.yaml"
     space = tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")
@@ -126,7 +169,8 @@ def finished_sweep(demo_root, tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
     os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")
     try:
-        search_cli.main(["--space", str(space_file), "--storage", str(tmp / "results"), "--num-cpus", "2"])
+        with open(tmp / "console.txt", "w") as console, redirect_stdout(console), redirect_stderr(console):
+            search_cli.main(["--space", str(space_file), "--storage", str(tmp / "results"), "--num-cpus", "2"])
     finally:
         for key, value in saved.items():
             if value is None:

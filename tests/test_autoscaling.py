@@ -17,6 +17,7 @@ processes under that temp dir (and their children) are stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -37,6 +38,8 @@ from conftest import TEST_TEACHER_BACKBONE, trial_reports
 
 from core.cache import BUILD_LOG
 from tune.cluster.plan import cluster_shape
+
+pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
@@ -120,10 +123,8 @@ class FakeAutoscalingCluster:
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
             pids = self.processes()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.time() + wait
             while self.processes() and time.time() < deadline:
                 time.sleep(0.2)

@@ -47,31 +47,32 @@ def test_yaml_not_a_mapping_and_unknown_key(tmp_path, capsys, demo_root):
     assert_one_line_error(*call(train_cli.main, ["--config", str(bad)], capsys), "list.yaml", "mapping")
     typo = tmp_path / "typo.yaml"
     typo.write_text("tempreature: 3\n")
-    assert_one_line_error(*call(train_cli.main, ["--config", str(typo)], capsys), "typo.yaml", "'tempreature'")
+    assert_one_line_error(*call(train_cli.main, ["--config", str(typo)], capsys),
+                          "typo.yaml: tempreature: unknown key; known keys: ")
 
 
 @pytest.mark.parametrize("override, key", [("alpha=1.2", "alpha"), ("temperature=-1", "temperature"),
                                            ("learning_rate=0", "learning_rate")])
 def test_out_of_range_values(demo_root, tmp_path, capsys, override, key):
-    code, err = call(train_cli.main, base_args(demo_root, tmp_path / "runs") + ["--set", override], capsys)
-    assert_one_line_error(code, err, f"'{key}'")
+    code, err = call(train_cli.main, [*base_args(demo_root, tmp_path / "runs"), "--set", override], capsys)
+    assert_one_line_error(code, err, f"--set: {key}: must be ")
     assert not (tmp_path / "runs").exists()
 
 
 def test_teacher_checkpoint_missing_wrong_or_not_a_checkpoint(demo_root, tmp_path, capsys):
-    args = base_args(demo_root, tmp_path / "runs") + ["--mode", "distillation"]
-    code, err = call(train_cli.main, args + ["--set", f"teacher_checkpoint={tmp_path / 'none.pt'}"], capsys)
+    args = [*base_args(demo_root, tmp_path / "runs"), "--mode", "distillation"]
+    code, err = call(train_cli.main, [*args, "--set", f"teacher_checkpoint={tmp_path / 'none.pt'}"], capsys)
     assert_one_line_error(code, err, "none.pt", "not found")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00not a checkpoint")
-    code, err = call(train_cli.main, args + ["--set", f"teacher_checkpoint={junk}"], capsys)
+    code, err = call(train_cli.main, [*args, "--set", f"teacher_checkpoint={junk}"], capsys)
     assert_one_line_error(code, err, "junk.pt", "not a polyp-kd-tune checkpoint")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    code, err = call(train_cli.main, args + ["--set", f"teacher_checkpoint={foreign}"], capsys)
+    code, err = call(train_cli.main, [*args, "--set", f"teacher_checkpoint={foreign}"], capsys)
     assert_one_line_error(code, err, "foreign.pt", "not a polyp-kd-tune checkpoint")
     student = Trainer(tiny_config(demo_root, tmp_path)).save(tmp_path / "student.pt")
-    code, err = call(train_cli.main, args + ["--set", f"teacher_checkpoint={student}"], capsys)
+    code, err = call(train_cli.main, [*args, "--set", f"teacher_checkpoint={student}"], capsys)
     assert_one_line_error(code, err, "student.pt", "not a teacher")
     assert not (tmp_path / "runs").exists()
 
@@ -110,7 +111,7 @@ def test_real_process_exits_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "core.train", "--set", "alpha=7"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: --set: 'alpha' is 7.0; it must be a number in [0, 1]"
+    assert proc.stderr.strip() == "error: --set: alpha: must be in [0, 1], got 7"
 
 
 def test_failed_weight_download_says_to_set_encoder_weights_null(demo_root, tmp_path):

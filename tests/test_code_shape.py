@@ -1,9 +1,10 @@
 """The project's shape holds: no import circle among its modules, no Ray in core/ nor on the paths that only
 read a finished sweep or run an exported model, and no function over 60 lines in core/ or tune/."""
 import ast
+import sys
 from pathlib import Path
 
-from conftest import heavy_modules_imported
+from conftest import LIGHT_SWEEP_MODULES, heavy_modules_imported
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "tune")
@@ -42,7 +43,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -76,7 +77,7 @@ def test_core_never_imports_ray():
 
 def test_no_function_is_longer_than_sixty_lines():
     long = []
-    for name, path in modules().items():
+    for path in modules().values():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
@@ -89,3 +90,18 @@ def test_a_missing_sweep_is_reported_without_importing_ray_or_the_sweep():
     for module, args in (("tune.best", ["show", "--sweep", "nowhere"]), ("tune.report", ["--sweep", "nowhere"])):
         bad, output = heavy_modules_imported(module, args)
         assert bad == [] and "nowhere" in output, output[-2000:]
+
+
+def test_the_light_part_of_the_ray_boundary_imports_only_the_standard_library():
+    """Readers of a sweep import these (Ray's file names and rules): nothing of Ray, nor of the sweep driver,
+    may come with them."""
+    found = modules()
+    for name in LIGHT_SWEEP_MODULES:
+        imported = set()
+        for node in ast.walk(ast.parse(found[name].read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0 and node.module, f"{name}: a relative import"
+                imported.add(node.module.split(".")[0])
+        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (name, sorted(imported))

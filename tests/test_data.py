@@ -352,7 +352,7 @@ def test_batch_size_one_is_refused_where_batchnorm_cannot_train_it():
     from core.models import build_for_training
 
     values = dict(img_size=32, batch_size=1, encoder_weights=None)
-    with pytest.raises(UserError, match="'batch_size' is 1; it must be at least 2 at img_size 32"):
+    with pytest.raises(UserError, match="batch_size: must be at least 2 at img_size 32"):
         config_from_dict(values)
     # Why: at 32 px the deepest feature map is 1x1, and BatchNorm fails on one value per channel;
     # at 64 px a batch of one trains.

@@ -2,6 +2,7 @@
 written whole or not at all; tune.best reads best.json in one place."""
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -107,5 +108,5 @@ def test_read_winner_turns_best_json_into_export_metrics(tmp_path):
     assert metrics.params == {"alpha": 0.3} and metrics.test == test and metrics.verdict == sentence
     del best["params"]
     (tmp_path / "best.json").write_text(json.dumps(best))
-    with pytest.raises(UserError, match="best.json: no 'params' entry"):
+    with pytest.raises(UserError, match=re.escape("best.json: no 'params' entry")):
         best_cli.read_winner(tmp_path)

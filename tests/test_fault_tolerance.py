@@ -18,6 +18,8 @@ from ray.cluster_utils import Cluster
 
 from tune import search as search_cli
 
+pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_T = 8
 

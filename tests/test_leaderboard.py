@@ -1,6 +1,7 @@
 """tune/sweep/search.py's leaderboard: how each trial ended, counted in epochs as ASHA counts them, ranked
 by the objective."""
 import json
+import re
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_each_trial_end_is_told_apart_and_ranked_by_the_objective():
 
 
 def test_a_trial_that_never_reported_the_objective_is_an_error_naming_it():
-    with pytest.raises(UserError, match="objective.metric 'val_iou': trial a never reported it"):
+    with pytest.raises(UserError, match=re.escape("objective.metric 'val_iou': trial a never reported it")):
         leaderboard([TrialState("a", "TERMINATED", {}, {"epoch": 1, "val_dice": 0.5}, "/t/a", None, None, [])],
                     Objective("val_iou", "max"), max_t=4)
 

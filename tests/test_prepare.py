@@ -5,8 +5,8 @@ import yaml
 
 from core.errors import UserError
 from tune.cluster.teacher_upload import teacher_upload
-from tune.sweep import prepare
 from tune.space import SPACES_DIR, load_space
+from tune.sweep import prepare
 
 
 @pytest.fixture()
@@ -48,7 +48,7 @@ def test_more_than_one_gpu_per_trial_is_refused(tmp_path, gpu):
     space["resources"] = {"cpu": 2, "gpu": gpu}
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(space))
-    with pytest.raises(UserError, match=f"resources.gpu is {gpu:g} but a trial trains on one GPU"):
+    with pytest.raises(UserError, match=rf"resources.gpu: must be in \[0, 1\] \(a trial trains on one GPU.*got {gpu}"):
         load_space(path)
 
 

@@ -61,6 +61,7 @@ def section(page: str, name: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(small_sweep):
     page = (small_sweep / "report.html").read_text()
     assert not NETWORK.findall(page)
@@ -89,6 +90,7 @@ def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(small_sweep):
     assert 'id="parallel"' in page and 'id="curves"' in page and "<img" in section(page, "curves")
 
 
+@pytest.mark.slow
 def test_report_rebuilt_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep(small_sweep):
     (small_sweep / "report.html").unlink()
     bad, output = heavy_modules_imported("tune.report", ["--sweep", str(small_sweep)])
@@ -96,6 +98,7 @@ def test_report_rebuilt_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep
     assert "Selection, estimate and verdict" in (small_sweep / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(small_sweep, capsys, tmp_path):
     (small_sweep / "report.html").unlink()
     report_cli.main(["--sweep", str(small_sweep)])

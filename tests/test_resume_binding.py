@@ -36,6 +36,7 @@ def resume(tmp_path: Path, space: dict, *extra: str) -> None:
                      *extra])
 
 
+@pytest.mark.slow
 def test_resume_with_another_space_is_refused_listing_the_changes(demo_root, tmp_path, capsys):
     sweep, space = started_sweep(demo_root, tmp_path)
     saved = (sweep / "space.yaml").read_bytes()
@@ -50,8 +51,9 @@ def test_resume_with_another_space_is_refused_listing_the_changes(demo_root, tmp
     assert (sweep / "space.yaml").read_bytes() == saved  # the record of what ran is untouched
 
 
+@pytest.mark.slow
 def test_more_trials_need_extend_and_extend_allows_nothing_else(demo_root, tmp_path, capsys):
-    sweep, space = started_sweep(demo_root, tmp_path)
+    _sweep, space = started_sweep(demo_root, tmp_path)
     space["search"]["num_samples"] = 6
     with pytest.raises(SystemExit):
         resume(tmp_path, space)
@@ -66,6 +68,7 @@ def test_more_trials_need_extend_and_extend_allows_nothing_else(demo_root, tmp_p
     assert info.value.code == 2 and "--extend continues a sweep: use it with --resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_hand_edited_space_file_in_the_sweep_folder_is_refused(demo_root, tmp_path, capsys):
     sweep, space = started_sweep(demo_root, tmp_path)
     edited = yaml.safe_load((sweep / "space.yaml").read_text())
@@ -94,6 +97,7 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "debug-core.log"}
 
 
+@pytest.mark.slow
 def test_a_copied_interrupted_sweep_resumes_inside_the_copy_only(demo_root, tmp_path):
     space = tiny_space(demo_root, num_samples=3, max_t=2, cache_dir=tmp_path / "cache", name="moved",
                        control=None, confirm=None)
@@ -126,6 +130,7 @@ def test_a_copied_interrupted_sweep_resumes_inside_the_copy_only(demo_root, tmp_
     assert sum(states["moved"].values()) == 3 and "RUNNING" not in states["moved"], states  # every tell landed
 
 
+@pytest.mark.slow
 def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root, tmp_path):
     space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache", name="grow",
                        control=None, confirm=None)
@@ -137,16 +142,17 @@ def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root,
     sweep = storage / "grow"
     first = {p.parent.name: p.read_text() for p in sweep.glob("trials/*/progress.csv")}
     assert len(first) == 2
-    search_cli.main(args + ["--resume", "--extend", "--num-samples", "3"])
+    search_cli.main([*args, "--resume", "--extend", "--num-samples", "3"])
     rows = read_rows(sweep)
     assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
     for name, progress in first.items():
         assert (sweep / "trials" / name / "progress.csv").read_text() == progress, f"{name} was re-run"
     assert {p.name for p in (sweep / "superseded-1").iterdir()} == {"search.json", "best.json"}
     assert yaml.safe_load((sweep / "space.yaml").read_text())["search"]["num_samples"] == 3
-    search_cli.main(args + ["--resume", "--num-samples", "3"])  # bound to the extended space from now on
+    search_cli.main([*args, "--resume", "--num-samples", "3"])  # bound to the extended space from now on
 
 
+@pytest.mark.slow
 def test_a_cut_sweep_json_is_rebuilt_from_space_yaml_and_still_binds(demo_root, tmp_path, capsys):
     sweep, space = started_sweep(demo_root, tmp_path)
     record = (sweep / "sweep.json").read_bytes()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -55,40 +57,71 @@ def test_kd_space_searches_the_documented_ranges():
 
 
 @pytest.mark.parametrize("path_keys, value, message", [
-    (["colour"], 1, "unknown key 'colour'"),
-    (["parameters", "learning_rate", "low"], 0.1, r"low \(0.1\) must be below high"),
-    (["parameters", "student_backbone", "values"], [], "non-empty list"),
-    (["parameters", "learning_rate", "type"], "normal", "allowed values: uniform, loguniform, int, choice"),
-    (["parameters", "learning_rate", "high"], "big", "expected a number"),
-    (["parameters", "learning_rate", "low"], -1.0, "loguniform needs low > 0"),
-    (["parameters", "batch_size", "step"], 0.5, "step"),
-    (["parameters", "dropout"], {"type": "uniform", "low": 0, "high": 1}, "'dropout' is not a config key"),
-    (["parameters", "student_backbone", "when"], {"vgg": {}}, "'vgg' is not one of the values"),
-    (["asha", "grace_period"], 10, "grace_period"),
-    (["asha", "max_t"], "ten", "asha.max_t must be int"),
-    (["base", "alpha"], 2.0, "'alpha'"),
-    (["base", "epochs"], 3, "asha.max_t"),
-    (["parameters"], {}, "at least one"),
+    (["colour"], 1, "colour: unknown key; known keys: name, base, parameters"),
+    (["parameters", "learning_rate", "low"], 0.1, r"parameters.learning_rate.low: must be below high \(0.01\)"),
+    (["parameters", "student_backbone", "values"], [], "values: must be a non-empty list"),
+    (["parameters", "student_backbone", "values"], ["resnet18", "resnet18"], "without duplicates"),
+    (["parameters", "learning_rate", "type"], "normal",
+     "parameters.learning_rate.type: must be one of uniform, loguniform, int, choice, got 'normal'"),
+    (["parameters", "learning_rate", "high"], "big", "parameters.learning_rate.high: expected a number, got 'big'"),
+    (["parameters", "learning_rate", "high"], KeyError, "parameters.learning_rate.high: missing"),
+    (["parameters", "learning_rate", "low"], -1.0, "learning_rate.low: must be > 0 for type loguniform, got -1.0"),
+    (["parameters", "learning_rate", "step"], 2, "learning_rate.step: unknown key; known keys: type, low, high$"),
+    (["parameters", "batch_size", "step"], 0.5, "parameters.batch_size.step: expected an integer, got 0.5"),
+    (["parameters", "batch_size", "high"], 8.5, "batch_size.high: must be a whole number for type int, got 8.5"),
+    (["parameters", "dropout"], {"type": "uniform", "low": 0, "high": 1}, "parameters.dropout: unknown key; known"),
+    (["parameters", "student_backbone", "when"], {"vgg": {}},
+     "parameters.student_backbone.when.vgg: unknown key; known keys: mobilenet_v2, resnet18"),
+    (["asha", "grace_period"], 10, r"asha.grace_period: must be <= asha.max_t \(4\), got 10"),
+    (["asha", "max_t"], "ten", "asha.max_t: expected an integer, got 'ten'"),
+    (["base", "alpha"], 2.0, r"base.alpha: must be in \[0, 1\], got 2.0"),
+    (["base", "epochs"], 3, "base.epochs: must be unset: asha.max_t is the epoch budget, got 3"),
+    (["parameters"], {}, "parameters: must be a mapping of at least one config key"),
     (["objective"], {"metric": "test_dice"}, "objective.metric"),
-    (["search", "checkpoint_every"], 0, "checkpoint_every must be >= 1"),
-    (["search", "reuse_actors"], "yes", "reuse_actors must be true or false"),
+    (["search", "checkpoint_every"], 0, r"search.checkpoint_every: must be >= 1 \(epochs\), got 0"),
+    (["search", "reuse_actors"], "yes", "search.reuse_actors: expected true or false, got 'yes'"),
+    (["search", "trainer"], "fake", "search.trainer: must be one of torch, simulated, got 'fake'"),
+    (["resources"], {"gpu": 2}, r"resources.gpu: must be in \[0, 1\] \(a trial trains on one GPU"),
+    (["resources"], {"cpu": True}, "resources.cpu: expected a number, got True"),
+    (["confirm"], {"seeds": 1}, r"confirm.seeds: must be >= 2 \(a confidence interval needs two seeds"),
+    (["wandb"], {"mode": "loud"}, "wandb.mode: must be one of auto, online, offline, disabled, got 'loud'"),
+    (["teacher"], {"train": [1]}, r"teacher.train: expected a mapping, got \[1\]"),
 ])
 def test_bad_space_is_one_clear_error(tmp_path, path_keys, value, message):
     path = write(tmp_path, with_change(path_keys, value))
     with pytest.raises(UserError, match=message) as info:
         load_space(path)
-    assert str(path) in str(info.value)
+    assert str(info.value).startswith(f"{path}: ") and len(str(info.value).splitlines()) == 1
+
+
+# The same three errors read the same in a training config (tests/test_config.py) and a deploy target
+# (tests/test_latency.py): one validator, core/validation.py.
+@pytest.mark.parametrize("path_keys, value, message", [
+    (["search", "num_sample"], 4, "search.num_sample: unknown key; known keys: num_samples, max_concurrent_trials"),
+    (["search", "num_samples"], "abc", "search.num_samples: expected an integer, got 'abc'"),
+    (["search", "num_samples"], 0, "search.num_samples: must be >= 1, got 0"),
+])
+def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(tmp_path, path_keys, value, message):
+    path = write(tmp_path, with_change(path_keys, value))
+    with pytest.raises(UserError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_search_settings_take_the_simulated_trainer(tmp_path):
+    assert load_space(write(tmp_path, with_change(["search", "trainer"], "simulated"))).search.trainer == "simulated"
+    assert load_space(write(tmp_path, VALID)).search.trainer == "torch"
 
 
 def test_distribution_end_points_must_be_valid_config_values(tmp_path):
     space = with_change(["parameters", "alpha"], {"type": "uniform", "low": 0.5, "high": 1.5})
-    with pytest.raises(UserError, match=r"parameters\.alpha.*'alpha' is 1.5"):
+    with pytest.raises(UserError, match=r"space.yaml: parameters\.alpha: must be in \[0, 1\], got 1.5"):
         load_space(write(tmp_path, space))
 
 
 def test_bare_name_resolves_in_search_spaces_and_unknown_lists_them():
     assert load_space("demo").source == str(SPACES_DIR / "demo.yaml")
-    with pytest.raises(UserError, match="demo.yaml"):
+    with pytest.raises(UserError, match=re.escape("demo.yaml")):
         load_space("nope.yaml")
 
 

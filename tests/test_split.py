@@ -126,7 +126,7 @@ def test_signatures_are_read_once_then_from_the_cache(planted, tmp_path, monkeyp
     pairs = find_pairs(planted / "TrainDataset")
     first = image_signatures(pairs, tmp_path)
     reads = []
-    monkeypatch.setattr(split_module, "_read_rgb", lambda path: reads.append(path))
+    monkeypatch.setattr(split_module, "_read_rgb", reads.append)
     again = image_signatures(list(reversed(pairs)), tmp_path)
     assert reads == [] and np.array_equal(again[::-1], first)
 
@@ -205,7 +205,7 @@ def test_grouped_split_refuses_groups_that_hold_every_image():
 def test_teacher_trained_on_another_split_is_refused():
     student = split_record("/d", ["a", "b"], 0.1, 42, "grouped", 10)
     check_teacher_split(split_record("/d", ["b", "a"], 0.1, 42, "grouped", 10), student, "t.pt")
-    with pytest.raises(UserError, match="different split.*students' validation images"):
+    with pytest.raises(UserError, match=r"different split.*students' validation images"):
         check_teacher_split(split_record("/d", ["a", "c"], 0.1, 42, "random", 10), student, "t.pt")
     with pytest.raises(UserError, match="records no training split"):
         check_teacher_split(None, student, "t.pt")

@@ -17,7 +17,8 @@ from core.errors import UserError
 from tune import search as search_cli
 from tune.records import read_search
 from tune.sweep import search as search_stage
-from tune.sweep.ray_compat import TruthfulOptunaSearch, recorded_trials
+from tune.sweep.ray_compat.experiment_state import recorded_trials
+from tune.sweep.searcher import TruthfulOptunaSearch
 from tune.sweep.state_files import (
     KeepGoodStateCopies,
     check_experiment,
@@ -29,6 +30,8 @@ from tune.sweep.state_files import (
     repair_journal,
 )
 from tune.sweep.study import journal_storage, state_counts, study_name
+
+pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
 
 NAME = "st"
 
@@ -83,7 +86,7 @@ def resume_with_checks(tmp: Path, monkeypatch) -> None:
 
     keep_good_copies(monkeypatch)
     monkeypatch.setattr(search_stage, "search_arm", search_arm)
-    search_cli.main(cli_args(tmp) + ["--resume"])
+    search_cli.main([*cli_args(tmp), "--resume"])
 
 
 def unfinish_search(sweep: Path) -> None:

@@ -8,7 +8,7 @@ from tune.sweep.study import journal_storage, param_importance, tpe_sampler
 
 
 def fill(study, n=12):
-    for i in range(n):
+    for _i in range(n):
         trial = study.ask()
         alpha = trial.suggest_float("alpha", 0.1, 0.9)
         trial.suggest_float("temperature", 1.0, 10.0)

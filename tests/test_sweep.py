@@ -4,6 +4,7 @@ import csv
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAKE_KEY, tiny_space, trial_reports  # noqa: F401 - tiny_space: other test files import it from here
+from conftest import FAKE_KEY, tiny_space, trial_reports
 
 from tune import best as best_cli
 from tune import search as search_cli
+
+pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY_EXPERIMENTS = ("trials", "control", "confirm", "verdict")  # the sweep's Ray experiment folders
@@ -60,6 +63,37 @@ def test_sweep_uses_optuna_and_asha_and_writes_the_report(finished_sweep):
         assert (finished_sweep / name).is_file(), name
 
 
+# Each Ray experiment's progress lines begin with its stage; search trials, selection and verdict runs.
+PROGRESS = {"trials": "search kd  trial ", "control": "search baseline  trial ", "confirm": "selection  run ",
+            "verdict": "verdict  run "}
+
+
+def test_console_shows_the_stages_and_a_line_per_trial_start_and_end_and_rays_output_goes_to_its_log(
+        finished_sweep):
+    console = (finished_sweep.parent.parent / "console.txt").read_text()
+    ray_log = finished_sweep / "ray.log"
+    assert console.count(str(ray_log)) == 1   # named once, when Ray starts
+    # Ray's trial tables, hints, log records and its processes' output: in its log, never on the console.
+    for ray_line in ("Trial status:", "│", "View detailed results", "tensorboard", "core_worker", " pid=",
+                     "Token authentication", "A new study created"):
+        assert ray_line not in console, ray_line
+    logged = ray_log.read_text()
+    assert "Trial status:" in logged and "(_train_teacher pid=" in logged
+    lines = console.splitlines()
+    progress = [line for line in lines if line.startswith(tuple(PROGRESS.values()))]
+    trials = 0
+    for experiment, stage in PROGRESS.items():
+        for result in (finished_sweep / experiment).glob("*/result.json"):
+            trial_id = trial_reports(result)[-1]["trial_id"]
+            mine = [line for line in progress if line.startswith(stage) and f"  {trial_id}  " in line]
+            assert len(mine) == 2 and "  started  " in mine[0], (experiment, mine)
+            assert re.search(r"  (finished|stopped by ASHA) at epoch \d+  best_val_dice \d\.\d{4}$", mine[1]), mine
+            trials += 1
+    assert trials == 6 + 4 + len(json.loads((finished_sweep / "best.json").read_text())["verdict_runs"]) * 2
+    assert len(progress) == 2 * trials
+    assert "searching arm kd: 3 trials" in lines and any(line.startswith("winner: ") for line in lines)
+
+
 def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
     import optuna
 
@@ -84,7 +118,7 @@ def test_optuna_study_sees_asha_stops_as_pruned(finished_sweep):
             assert trial.user_attrs["arm"] == arm and trial.user_attrs["wandb_run_id"] == ray_id
             assert [p for p in experiment.iterdir() if p.is_dir() and ray_id in p.name], ray_id
             assert ray_id in runs
-            assert {k: v for k, v in trial.params.items()} == {
+            assert dict(trial.params.items()) == {
                 k.removeprefix("param:"): float(v) if k != "param:student_backbone" else v
                 for r in mine if r["trial_id"] == ray_id for k, v in r.items() if k.startswith("param:") and v}
 
@@ -115,7 +149,7 @@ def test_trials_on_one_node_share_one_cache(finished_sweep):
     cache = finished_sweep.parent.parent / "cache"
     assert len(list(cache.glob("decoded/*/images.npy"))) == 1
     assert len(list(cache.glob("teacher_logits/*/logits.npy"))) == 1
-    trained = [c for c in (finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt")]
+    trained = list((finished_sweep / "trials").glob("*/checkpoint_*/trainer.pt"))
     assert all(torch.load(c, weights_only=True)["config"]["teacher_logits"] == "cached" for c in trained)
 
 
@@ -163,8 +197,8 @@ def test_no_trial_scores_or_logs_test_sets(finished_sweep):
 def test_wandb_offline_runs_exist_per_trial_and_hold_no_api_key(finished_sweep):
     runs = list((finished_sweep / "wandb").glob("offline-run-*"))
     trial_ids = {r["trial_id"] for r in read_rows(finished_sweep)}
-    confirm_ids = {json.loads(l)["trial_id"] for d in RAY_EXPERIMENTS if d not in ("trials", "control")
-                   for p in (finished_sweep / d).glob("*/result.json") for l in p.read_text().splitlines()[:1]}
+    confirm_ids = {json.loads(line)["trial_id"] for d in RAY_EXPERIMENTS if d not in ("trials", "control")
+                   for p in (finished_sweep / d).glob("*/result.json") for line in p.read_text().splitlines()[:1]}
     summary = [run for run in runs if "-summary-" in run.name]
     assert len(summary) == 1
     runs = [run for run in runs if "-export-" not in run.name]  # the export's run (another test may export)
@@ -294,7 +328,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(demo_root, 
             os.killpg(proc.pid, signal.SIGKILL)
     # Finished is what Ray recorded before it stopped: a trial whose last epoch was reported just as the
     # driver stopped may not be recorded as ended, and then rightly retrains that epoch from its checkpoint.
-    from tune.sweep.ray_compat import recorded_trials
+    from tune.sweep.ray_compat.experiment_state import recorded_trials
     ended = [Path(t.path) for t in recorded_trials(str(trials)) if t.status == "TERMINATED"]
     assert ended, "no trial was recorded as finished before the interrupt"
     before = {trial: (trial / "progress.csv").read_text() for trial in ended}
@@ -371,7 +405,7 @@ def test_teacher_trained_on_the_students_validation_images_is_refused(demo_root,
     assert not (tmp_path / "results" / "leak").exists()
 
 
-def test_diverged_trial_ends_at_once_as_failed_without_retry(demo_root, teacher_checkpoint, tmp_path):
+def test_diverged_trial_ends_at_once_as_failed_without_retry(demo_root, teacher_checkpoint, tmp_path, capsys):
     import optuna
 
     from tune.sweep.study import journal_storage
@@ -387,6 +421,10 @@ def test_diverged_trial_ends_at_once_as_failed_without_retry(demo_root, teacher_
     sweep = tmp_path / "results" / "nan"
     (row,) = read_rows(sweep)
     assert row["end"] == "diverged" and "training loss became nan" in row["error"]
+    # The trial process's own line went to ray.log; the console says it in the trial's progress line.
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("search kd  trial 1/1  ")]
+    assert len(said) == 2 and re.search(r"diverged at epoch \d+: .*training loss became nan", said[1]), said
+    assert "trial diverged, ended without retry" in (sweep / "ray.log").read_text()
     (result,) = sweep.glob("trials/*/result.json")
     assert len(result.read_text().splitlines()) == 1  # one diverged result, no retry from a checkpoint
     study = optuna.load_study(study_name="nan", storage=journal_storage(sweep))

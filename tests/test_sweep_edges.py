@@ -66,10 +66,9 @@ def test_storage_that_cannot_be_written_is_one_line_naming_it(demo_root, tmp_pat
 
 def test_a_full_disk_in_any_command_is_one_line_and_exit_2(capsys):
     from core.errors import cli_errors
-    with pytest.raises(SystemExit) as info, cli_errors():
-        with open("/dev/full", "w") as f:  # a device that is always full
-            f.write("x" * 100_000)
-            f.flush()
+    with pytest.raises(SystemExit) as info, cli_errors(), open("/dev/full", "w") as f:  # always full
+        f.write("x" * 100_000)
+        f.flush()
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "no space left on device" in err and "--resume" in err, err
     assert len(err.splitlines()) == 1

@@ -13,6 +13,8 @@ from test_sweep import ROOT, read_rows, start_driver, tiny_space
 from tune import search as search_cli
 from tune.records import sweep_lock
 
+pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
+
 
 def wait_for(condition, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
     deadline = time.time() + seconds
@@ -39,7 +41,7 @@ def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, c
     sweep = tmp_path / "results" / "cut"
     try:
         if moment == "trials pending":
-            wait_for(lambda: (sweep / "trials").is_dir(), proc, log)
+            wait_for((sweep / "trials").is_dir, proc, log)
         else:
             wait_for(lambda: STAGE_STARTS[moment] in log.read_text(), proc, log)
         signalled = time.time()
@@ -63,9 +65,8 @@ def test_second_driver_for_the_same_sweep_name_is_refused(demo_root, tmp_path, c
     space = tiny_space(demo_root, num_samples=1, max_t=1, cache_dir=tmp_path / "cache", name="busy",
                        control=None)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
-    with sweep_lock(tmp_path / "results" / "busy"):
-        with pytest.raises(SystemExit) as info:
-            search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])
+    with sweep_lock(tmp_path / "results" / "busy"), pytest.raises(SystemExit) as info:
+        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"process {os.getpid()} on" in err and "--resume" in err
     assert not (tmp_path / "results" / "busy").exists()

@@ -4,6 +4,7 @@ images and the report artifact on their own."""
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +154,7 @@ def test_gallery_images_carry_prediction_and_ground_truth_masks(student_checkpoi
 
 
 def test_report_artifact_holds_report_html_and_its_charts_folder(tmp_path):
-    with pytest.raises(UserError, match="report.html: not found"):
+    with pytest.raises(UserError, match=re.escape("report.html: not found")):
         report_artifact(tmp_path, SWEEP)
     (tmp_path / "report.html").write_text("<html></html>")
     assert set(report_artifact(tmp_path, SWEEP).manifest.entries) == {"report.html"}

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import wandb_workspaces.reports.v2 as wr
 from wandb_workspaces import expr
 
 from tune.records import read_finished
 from tune.report.wandb_report import ReportPlace, build_report
+
+pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTITY = "offline-entity"   # a Report needs an entity; nothing here reaches a server

@@ -56,7 +56,7 @@ def assert_valid_for_wandb(config: dict) -> None:
     for name, spec in config["parameters"].items():
         assert "values" in spec or spec["min"] < spec["max"], name
     assert config["controller"] == {"type": "local"} and config["metric"]["goal"]
-    run_config_keys = {f.name for f in dataclasses.fields(TrainConfig)} | {"arm"}   # ray_compat's run config
+    run_config_keys = {f.name for f in dataclasses.fields(TrainConfig)} | {"arm"}   # run_settings.py's run config
     assert set(config["parameters"]) <= run_config_keys
 
 

@@ -31,8 +31,18 @@ from core.predict import RUNTIMES, Predictor, predict_files
 from core.quantize import INT8_ONNX_FILENAME
 from tune.front import best_within
 from tune.objective import Objective
-from tune.records import (BEST_FILE, CHECKPOINT_FILE, EXPORT_DIRNAME, SPACE_FILE, SWEEP_FILE, Confirmed, find_sweep,
-                          read_best, read_leaderboard, resolve)
+from tune.records import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    EXPORT_DIRNAME,
+    SPACE_FILE,
+    SWEEP_FILE,
+    Confirmed,
+    find_sweep,
+    read_best,
+    read_leaderboard,
+    resolve,
+)
 from tune.report.format import estimate_text, fmt
 from tune.report.tables import format_confirmation, format_front, format_leaderboard
 from tune.space import load_space

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from core.errors import UserError
+from core.validation import choices, one_of
 
 # The metrics a trial reports that can be optimised, and how people read them.
 METRICS = {"best_val_dice": "val Dice", "val_dice": "val Dice", "best_val_iou": "val IoU", "val_iou": "val IoU"}
@@ -21,14 +22,17 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str = "best_val_dice"
-    mode: str = "max"
+    """A space file's `objective:` section (read by core/validation.py, which checks the rules on its fields)."""
+
+    metric: Annotated[str, one_of(METRICS)] = "best_val_dice"
+    mode: Annotated[str, one_of(MODES)] = "max"
 
     def __post_init__(self) -> None:
+        # The same rules for an Objective made in code (or from best.json), worded as the validator words them.
         if self.metric not in METRICS:
-            raise UserError(f"objective.metric is {self.metric!r}; allowed values: {', '.join(METRICS)}")
+            raise UserError(f"objective.metric: must be {choices(METRICS)}, got {self.metric!r}")
         if self.mode not in MODES:
-            raise UserError(f"objective.mode is {self.mode!r}; allowed values: {', '.join(MODES)}")
+            raise UserError(f"objective.mode: must be {choices(MODES)}, got {self.mode!r}")
 
     @property
     def maximize(self) -> bool:

@@ -30,6 +30,7 @@ from tune.objective import Objective
 from tune.sampling import Sampled
 from tune.space import SearchSpace, fingerprint, load_space
 from tune.statistics import mean_ci95
+from tune.sweep.ray_compat.conventions import RESULT_FILE
 
 SPACE_FILE = "space.yaml"           # the resolved space the sweep ran
 SWEEP_FILE = "sweep.json"           # name and the base TrainConfig every trial starts from
@@ -39,6 +40,7 @@ LEADERBOARD_FILE = "leaderboard.csv"
 JOURNAL_FILE = "optuna.journal"     # the Optuna study (optuna-dashboard opens it)
 REPORT_FILE = "report.html"
 LATENCY_FILE = "latency.json"       # a deploy target's measured latency of each student backbone
+RAY_LOG_FILE = "ray.log"            # everything Ray printed while the sweep ran (tune/sweep/console.py)
 CHARTS_DIRNAME = "charts"          # every chart of report.html as a PNG (W&B's summary run logs them)
 CURVES_PNG = f"{CHARTS_DIRNAME}/curves.png"
 PARALLEL_PNG = f"{CHARTS_DIRNAME}/parallel_coordinates.png"
@@ -94,7 +96,7 @@ def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     path = sweep_dir.parent / f".{sweep_dir.name}.lock"
     try:
         sweep_dir.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
+        handle = open(path, "a+")  # noqa: SIM115 - opened outside `with` so only its OSError becomes a UserError
     except OSError as err:
         raise UserError(f"{sweep_dir.parent}: cannot write the sweep there ({(err.strerror or str(err)).lower()}); "
                         f"choose a writable --storage") from None
@@ -244,10 +246,10 @@ class TrialRow(_OfASample):
 
 
 def read_trial_curve(sweep_dir: Path, trial_dir: str) -> list[tuple[int, float]]:
-    """(epoch, validation Dice) of one Ray trial from its result.json; the last report of an epoch wins
+    """(epoch, validation Dice) of one Ray trial from its result file; the last report of an epoch wins
     (a trial restored from a checkpoint reports its epochs again). Empty where the trial lives in remote
     storage or its folder is gone."""
-    path = Path(resolve(trial_dir, sweep_dir)) / "result.json"
+    path = Path(resolve(trial_dir, sweep_dir)) / RESULT_FILE
     if not trial_dir or "://" in trial_dir or not path.is_file():
         return []
     by_epoch: dict[int, float] = {}
@@ -339,7 +341,7 @@ class Confirmed:
     mean: float = math.nan
     ci95: tuple[float, float] = (math.nan, math.nan)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.mean, self.ci95 = mean_ci95(self.values)
 
     def best_seed_index(self, objective: Objective) -> int:

@@ -8,10 +8,13 @@ its own. Nothing outside this module parses those names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import TrainConfig, teacher_only_keys
 from tune.space import Parameter
+
+if TYPE_CHECKING:
+    import optuna
 
 BRANCH_SEPARATOR = "@"
 
@@ -78,15 +81,23 @@ def trial_config(config: dict[str, Any], base: TrainConfig) -> TrainConfig:
     return cfg if seed is None else cfg.replace(seed=seed)
 
 
-def suggest(parameter: Parameter, trial, prefix: str = "") -> dict[str, Any]:
+def bounds(parameter: Parameter) -> tuple[float, float]:
+    """(low, high) of a range parameter (uniform, loguniform, int): load_space gives each both."""
+    if parameter.low is None or parameter.high is None:
+        raise ValueError(f"parameter {parameter.name}: a {parameter.type} distribution needs low and high")
+    return parameter.low, parameter.high
+
+
+def suggest(parameter: Parameter, trial: optuna.Trial, prefix: str = "") -> dict[str, Any]:
     """Sample `parameter` (and the branch it opens) on an Optuna trial into {Optuna name: value}."""
     key = prefix + parameter.name
     if parameter.type == "uniform":
-        value = trial.suggest_float(key, parameter.low, parameter.high)
+        value = trial.suggest_float(key, *bounds(parameter))
     elif parameter.type == "loguniform":
-        value = trial.suggest_float(key, parameter.low, parameter.high, log=True)
+        value = trial.suggest_float(key, *bounds(parameter), log=True)
     elif parameter.type == "int":
-        value = trial.suggest_int(key, parameter.low, parameter.high, step=parameter.step or 1)
+        low, high = bounds(parameter)  # ints: load_space makes them so
+        value = trial.suggest_int(key, int(low), int(high), step=parameter.step or 1)
     else:
         value = trial.suggest_categorical(key, parameter.values)
     chosen = {key: value}
@@ -106,7 +117,7 @@ class DefineByRun:
         self.parameters = parameters
         self.arm = arm
 
-    def __call__(self, trial) -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         for parameter in self.parameters:
             if self.arm != "baseline" or parameter.name not in teacher_only_keys():
                 suggest(parameter, trial)

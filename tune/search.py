@@ -2,11 +2,13 @@
 control arm) -> select (the best configurations retrained over seeds) -> verdict -> finish (report).
 
     python -m tune.search --space kd.yaml [--name N] [--num-samples K] [--resume [--extend]] [--address ADDR]
-                          [--set key=value ...] [--plan]
+                          [--set key=value ...] [--plan] [-v]
 
 Writes results/<sweep>/ (its layout: tune/records.py). A sweep is bound to its space: --resume with a changed
-space exits 2 listing the changes (--resume --extend runs more trials, nothing else may change). Ctrl-C (or SIGTERM) stops it resumably: exit 130
-(143), no winner written. The stages live in tune/sweep/; this module only reads the command line.
+space exits 2 listing the changes (--resume --extend runs more trials, nothing else may change). The console
+shows the stages and one line per trial start and end; Ray's own output goes to <sweep>/ray.log (-v: here
+too). Ctrl-C (or SIGTERM) stops it resumably: exit 130 (143), no winner written. The stages live in
+tune/sweep/; this module only reads the command line.
 """
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="override a base config key for every trial; repeatable")
     parser.add_argument("--teacher", metavar="PATH_OR_URI",
                         help="teacher checkpoint (file, folder, or s3://, gs://, file:// URI): overrides the space's")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's output (its trial tables and logs) here too; it always goes to "
+                             "<sweep>/ray.log")
     parser.add_argument("--plan", action="store_true",
                         help="run nothing: expected trial-epochs, wall time and cost on cluster.yaml's worker types")
     parser.add_argument("--workers", type=int, help="with --plan: worker nodes (default: 1 and each type's maximum)")
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             prepare_data(space)
             run_sweep(space, storage.resolve(args.storage), args.resume, args.address, args.num_cpus,
-                      Path(args.local_results), args.extend, signals)
+                      Path(args.local_results), args.extend, signals, args.verbose)
         except KeyboardInterrupt:
             print("\nsweep interrupted — continue with the same command plus --resume", file=sys.stderr)
             raise SystemExit(signals.exit_code) from None

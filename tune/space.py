@@ -8,7 +8,7 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     parameters:                   # searched TrainConfig keys
       alpha: {type: uniform, low: 0.1, high: 0.9}
       learning_rate: {type: loguniform, low: 1.0e-5, high: 3.0e-3}
-      epochs_or_int_key: {type: int, low: 1, high: 4, step: 1}
+      batch_size: {type: int, low: 4, high: 16, step: 4}
       student_backbone:
         type: choice
         values: [mobilenet_v2, resnet18]
@@ -16,7 +16,7 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
           resnet18: {weight_decay: {type: loguniform, low: 1.0e-6, high: 1.0e-3}}
     objective: {metric: best_val_dice, mode: max}
     search: {num_samples: 16, max_concurrent_trials: 4, seed: 0, max_failures: 2, reuse_actors: true,
-             checkpoint_every: 1}
+             checkpoint_every: 1, trainer: torch}
     asha: {max_t: 30, grace_period: 5, reduction_factor: 3}
     resources: {cpu: 2, gpu: 0.5}  # per trial; gpu asked for on a cluster (--address) or a GPU machine
     teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
@@ -26,24 +26,46 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     deploy: {runtime: onnxruntime, device: cpu, img_size: 320, batch: 1, threads: 4, latency_budget_ms: 40}
                                                   # where the student runs; over-budget students never train
     demo_data: {size: 64, train: 48, test: 8, seed: 0}   # generate synthetic data if data_root is missing
+
+Each section is a dataclass below whose field annotations carry its rules; core/validation.py checks them and
+words every mistake one way, naming the file and the dotted key (`kd.yaml: search.num_samples: must be >= 1, got 0`).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from core.config import TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
 from core.latency import DeployTarget
+from core.simulated_training import TRAINERS
+from core.validation import (
+    Flag,
+    Integer,
+    Number,
+    NumberAsWritten,
+    OptionalText,
+    above,
+    at_least,
+    between,
+    build,
+    check_keys,
+    choices,
+    dotted,
+    must,
+    one_of,
+    require,
+    unknown_key,
+)
 from tune.objective import Objective
+from tune.sweep.ray_compat.conventions import rungs
 from tune.tracking.mode import MODES
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -84,29 +106,34 @@ def parameter_specs(parameters: list[Parameter]) -> dict[str, Parameter]:
         elif known.type == "choice":
             known.values += [v for v in p.values if v not in known.values]
         elif p.type != "choice":
+            # Both are ranges, which have both ends (_parse_parameter).
+            assert known.low is not None and known.high is not None and p.low is not None and p.high is not None
             known.low, known.high = min(known.low, p.low), max(known.high, p.high)
     return specs
 
 
 @dataclass
 class SearchSettings:
-    num_samples: int = 8
-    max_concurrent_trials: int = 2
-    seed: int = 0
-    max_failures: int = 2
+    num_samples: Annotated[Integer, at_least(1)] = 8
+    max_concurrent_trials: Annotated[Integer, at_least(1)] = 2
+    seed: Integer = 0
+    max_failures: Annotated[Integer, at_least(0)] = 2
     # One trial process runs trial after trial: no per-trial start-up (~4 s of imports on a CPU machine).
-    reuse_actors: bool = True
+    reuse_actors: Flag = True
     # Epochs between trial checkpoints (a lost node or driver costs a trial at most this many epochs less
     # one). ASHA's rung epochs and the last epoch always get one, so every trial's checkpoint holds the
     # epoch it ended on.
-    checkpoint_every: int = 1
+    checkpoint_every: Annotated[Integer, at_least(1, "epochs")] = 1
+    # `simulated`: core/simulated_training.py's deterministic stand-in (metrics a function of the
+    # configuration, seed and epoch) exercises the sweep's decisions in seconds, the same on every CPU.
+    trainer: Annotated[str, one_of(TRAINERS)] = "torch"
 
 
 @dataclass
 class AshaSettings:
-    max_t: int = 10
-    grace_period: int = 2
-    reduction_factor: int = 2
+    max_t: Annotated[Integer, at_least(1, "epochs")] = 10
+    grace_period: Annotated[Integer, at_least(1)] = 2   # at most max_t: checked in _validate
+    reduction_factor: Annotated[Integer, at_least(2)] = 2
 
     def milestones(self) -> list[int]:
         """The epochs at which ASHA compares trials (max_t included when it is one)."""
@@ -117,60 +144,59 @@ class AshaSettings:
         return [m for m in self.milestones() if m < self.max_t]
 
 
-def rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
-    """ASHA's milestones, as Ray's `_Bracket` computes them for its single bracket (max_t may be one): the
-    one place this rule is written (the sweep, its report and `--plan` all use it)."""
-    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor ** k for k in range(count)]
-
-
-def checkpoint_epochs(every: int, max_t: int, rung_epochs: list[int] = ()) -> list[int]:
+def checkpoint_epochs(every: int, max_t: int, rung_epochs: Sequence[int] = ()) -> list[int]:
     """The epochs a trial keeps a checkpoint at: every `every`-th, each rung and the last."""
-    return sorted({e for e in range(every, max_t + 1, every)} | set(rung_epochs) | {max_t})
+    return sorted(set(range(every, max_t + 1, every)) | set(rung_epochs) | {max_t})
 
 
 @dataclass
 class Resources:
-    cpu: float = 1.0
-    gpu: float = 0.0
+    cpu: Annotated[Number, above(0)] = 1.0
+    # A trial trains on one device (core.train has no multi-GPU path): more would only idle GPUs.
+    gpu: Annotated[Number, between(0, 1, why="a trial trains on one GPU; a fraction such as 0.5 shares one "
+                                             "between trials")] = 0.0
 
 
 @dataclass
 class TeacherSettings:
-    checkpoint: str | None = None
+    checkpoint: OptionalText = None
     train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ControlSettings:
-    baseline: bool = True     # distillation spaces only
+    baseline: Flag = True     # distillation spaces only
     # Share of the search's trials that are baseline trials (at least one). Half by default: the control arm
     # gets the same search effort as distillation, or a verdict compares a searched KD with a barely
     # searched baseline.
-    fraction: float = 0.5
+    fraction: Annotated[Number, between(0, 1, open_ends=True)] = 0.5
 
 
 @dataclass
 class ConfirmSettings:
-    top_k: int = 3            # configurations of each arm retrained for selection
-    seeds: int = 3            # selection seeds per configuration (never the search's seed)
-    verdict_seeds: int = 8    # fresh seeds for the winner's estimate and the KD-vs-baseline verdict
+    top_k: Annotated[Integer, at_least(1)] = 3   # configurations of each arm retrained for selection
+    # Selection seeds per configuration (never the search's seed).
+    seeds: Annotated[Integer, at_least(2, "a confidence interval needs two seeds; confirm: null switches "
+                                          "confirmation off")] = 3
+    # Fresh seeds for the winner's estimate and the KD-vs-baseline verdict.
+    verdict_seeds: Annotated[Integer, at_least(2, "an estimate with an interval needs two seeds")] = 8
 
 
 @dataclass
 class WandbSettings:
     project: str = "polyp-kd-tune"
-    group: str | None = None
-    mode: str = "auto"            # online when wandb finds an API key (`wandb login`), else offline
-    entity: str | None = None     # W&B team or user; None: the key's default entity (or WANDB_ENTITY)
+    group: OptionalText = None
+    mode: Annotated[str, one_of(MODES)] = "auto"  # online when wandb finds an API key (`wandb login`), else offline
+    entity: OptionalText = None   # W&B team or user; None: the key's default entity (or WANDB_ENTITY)
 
 
 @dataclass
 class DemoData:
-    size: int = 64
-    train: int = 48
-    test: int = 8
-    seed: int = 0
+    # core/synthetic.py's limits, checked before Ray starts
+    size: Annotated[Integer, at_least(8, "px")] = 64
+    train: Annotated[Integer, at_least(0)] = 48
+    test: Annotated[Integer, at_least(0)] = 8
+    seed: Annotated[Integer, at_least(0, "numpy's SeedSequence needs it")] = 0
 
 
 @dataclass
@@ -201,10 +227,10 @@ class SearchSpace:
     def arm_trials(self) -> dict[str, int]:
         """Search trials per arm: `kd` (the space's own mode, with a teacher in a distillation space) and,
         with a control arm, `baseline` (the same students without a teacher), each searched on its own."""
-        n = self.search.num_samples
-        if not self.has_control:
+        n, control = self.search.num_samples, self.control
+        if not self.has_control or control is None:   # has_control: a control arm is set
             return {"kd": n}
-        k = min(n - 1, max(1, round(self.control.fraction * n)))
+        k = min(n - 1, max(1, round(control.fraction * n)))
         return {"kd": n - k, "baseline": k}
 
     def student_backbones(self) -> list[str]:
@@ -217,12 +243,12 @@ class SearchSpace:
     def base_config(self) -> TrainConfig:
         """The trial config before sampling; `epochs` is ASHA's max_t, so every trial's learning-rate
         schedule spans the budget a surviving trial gets."""
-        return config_from_dict({**self.base, "epochs": self.asha.max_t}, source=f"{self.source}: base")
+        return config_from_dict({**self.base, "epochs": self.asha.max_t}, source=self.source, at="base")
 
     def teacher_config(self) -> TrainConfig:
         values = {**self.base, "mode": "teacher", "experiment_name": "teacher", **self.teacher.train}
         values.pop("teacher_checkpoint", None)
-        return config_from_dict(values, source=f"{self.source}: teacher.train")
+        return config_from_dict(values, source=self.source, at="teacher.train")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -298,11 +324,11 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     path = resolve_space_path(name)
     raw = read_yaml_mapping(path)
     src = str(path)
-    _no_unknown(raw, {f.name for f in dataclasses.fields(SearchSpace)} - {"source"}, src)
-    if "parameters" not in raw or not isinstance(raw["parameters"], dict) or not raw["parameters"]:
-        raise UserError(f"{src}: 'parameters' must map at least one config key to a distribution")
-    base = _mapping(raw.get("base", {}), f"{src}: base")
-    parameters = [_parse_parameter(k, v, f"{src}: parameters.{k}") for k, v in raw["parameters"].items()]
+    check_keys(raw, [f.name for f in dataclasses.fields(SearchSpace) if f.name != "source"], src)
+    specs = build(dict[str, Any], raw.get("parameters"), src, "parameters")
+    require(bool(specs), src, "parameters", "a mapping of at least one config key to a distribution", specs)
+    base = build(dict[str, Any], raw.get("base"), src, "base")
+    parameters = [_parse_parameter(k, v, src, dotted("parameters", k)) for k, v in specs.items()]
     for key in sorted(set(overrides or {}) & {p.name for p in all_parameters(parameters)}):
         # Every trial would take its sampled value: the override would be recorded and silently unused.
         raise UserError(f"--set {key}: {key} is searched in this space ({src}); change its range in the space "
@@ -310,120 +336,108 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     base.update(overrides or {})
     space = SearchSpace(
         name=str(raw.get("name") or path.stem), source=src, base=base, parameters=parameters,
-        objective=_objective(raw.get("objective"), src),
-        search=_section(SearchSettings, raw, "search", src),
-        asha=_section(AshaSettings, raw, "asha", src),
-        resources=_section(Resources, raw, "resources", src),
-        teacher=_section(TeacherSettings, raw, "teacher", src),
-        wandb=_section(WandbSettings, raw, "wandb", src),
-        demo_data=_section(DemoData, raw, "demo_data", src) if raw.get("demo_data") is not None else None,
+        objective=build(Objective, raw.get("objective"), src, "objective"),
+        search=build(SearchSettings, raw.get("search"), src, "search"),
+        asha=build(AshaSettings, raw.get("asha"), src, "asha"),
+        resources=build(Resources, raw.get("resources"), src, "resources"),
+        teacher=build(TeacherSettings, raw.get("teacher"), src, "teacher"),
+        wandb=build(WandbSettings, raw.get("wandb"), src, "wandb"),
+        demo_data=build(DemoData, raw["demo_data"], src, "demo_data") if raw.get("demo_data") is not None else None,
     )
     # A distillation sweep answers "did the teacher help?" unless told not to: a control arm and a
     # confirmation over seeds are on by default; `control: null` / `confirm: null` switch them off.
     if raw.get("control", {}) is not None and space.distillation:
-        space.control = _section(ControlSettings, raw, "control", src)
+        space.control = build(ControlSettings, raw.get("control"), src, "control")
     if "confirm" in raw:
-        space.confirm = _section(ConfirmSettings, raw, "confirm", src) if raw["confirm"] is not None else None
+        space.confirm = build(ConfirmSettings, raw["confirm"], src, "confirm") if raw["confirm"] is not None else None
     elif space.distillation:
         space.confirm = ConfirmSettings()
-    if raw.get("deploy", {}) is not None and "deploy" in raw:
-        target = DeployTarget.from_dict(raw["deploy"], f"{src}: deploy")
+    if raw.get("deploy") is not None:
+        target = DeployTarget.from_dict(raw["deploy"], src, at="deploy")
         space.deploy = dataclasses.replace(target, img_size=target.img_size or space.base_config().img_size)
     _validate(space)
     return space
 
 
 def _validate(space: SearchSpace) -> None:
-    src = space.source
-    _choice(space.wandb.mode, MODES, f"{src}: wandb.mode")
-    s, a, r = space.search, space.asha, space.resources
-    _require(s.num_samples >= 1, f"{src}: search.num_samples must be >= 1")
-    _require(s.max_concurrent_trials >= 1, f"{src}: search.max_concurrent_trials must be >= 1")
-    _require(s.max_failures >= 0, f"{src}: search.max_failures must be >= 0")
-    _require(s.checkpoint_every >= 1, f"{src}: search.checkpoint_every must be >= 1 (epochs)")
-    _require(a.max_t >= 1, f"{src}: asha.max_t must be >= 1 (epochs)")
-    _require(1 <= a.grace_period <= a.max_t, f"{src}: asha.grace_period must be in [1, max_t={a.max_t}]")
-    _require(a.reduction_factor >= 2, f"{src}: asha.reduction_factor must be >= 2")
-    _require(r.cpu > 0, f"{src}: resources.cpu must be > 0")
-    _require(r.gpu >= 0, f"{src}: resources.gpu must be >= 0 (fractions such as 0.5 share a GPU)")
-    # A trial trains on one device (core.train has no multi-GPU path): more would only idle GPUs.
-    _require(r.gpu <= 1, f"{src}: resources.gpu is {r.gpu:g} but a trial trains on one GPU; use 1, or a "
-                         f"fraction such as 0.5 to share a GPU between trials")
-    if "epochs" in space.base or any(p.name == "epochs" for p in space.parameters):
-        raise UserError(f"{src}: set the epoch budget with asha.max_t, not 'epochs'")
+    """The rules across keys and sections (each section's own rules are on its fields)."""
+    src, asha = space.source, space.asha
+    require(asha.grace_period <= asha.max_t, src, "asha.grace_period", f"<= asha.max_t ({asha.max_t})",
+            asha.grace_period)
+    require("epochs" not in space.base, src, "base.epochs", _EPOCHS_RULE, space.base.get("epochs"))
     base = space.base_config()
     # Every distribution's end points must make a valid config: catches e.g. alpha up to 1.5 now,
     # not after Ray has started and a trial fails.
     for parameter in all_parameters(space.parameters):
         for value in parameter.extremes():
-            try:
-                base.replace(**{parameter.name: value})
-            except UserError as err:
-                raise UserError(f"{src}: parameters.{parameter.name}: {err}".replace("overrides: ", "")) from None
+            config_from_dict({**base.to_dict(), parameter.name: value}, source=src, at="parameters")
     if space.teacher.train:
         space.teacher_config()
     if space.control is not None:
-        _require(0 < space.control.fraction < 1, f"{src}: control.fraction must be in (0, 1)")
-        _require(s.num_samples >= 2 or not space.control.baseline,
-                 f"{src}: a control arm needs search.num_samples >= 2 (or control: null)")
-    if space.confirm is not None:
-        _require(space.confirm.top_k >= 1, f"{src}: confirm.top_k must be >= 1")
-        _require(space.confirm.seeds >= 2, f"{src}: confirm.seeds must be >= 2 (a confidence interval needs "
-                                            f"two seeds); confirm: null switches confirmation off")
-        _require(space.confirm.verdict_seeds >= 2, f"{src}: confirm.verdict_seeds must be >= 2 (an estimate "
-                                                    f"with an interval needs two seeds)")
+        require(space.search.num_samples >= 2 or not space.control.baseline, src, "search.num_samples",
+                ">= 2 with a control arm (or control: null)", space.search.num_samples)
 
 
-def _objective(raw: Any, src: str) -> Objective:
-    values = _mapping(raw, f"{src}: objective")
-    _no_unknown(values, {"metric", "mode"}, f"{src}: objective")
-    try:
-        return Objective(**values)
-    except UserError as err:
-        raise UserError(f"{src}: {err}") from None
+_EPOCHS_RULE = "unset: asha.max_t is the epoch budget"
 
 
-def _parse_parameter(name: str, spec: Any, where: str) -> Parameter:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    if name not in known:
-        raise UserError(f"{where}: '{name}' is not a config key; searchable keys: {', '.join(sorted(known))}")
-    spec = _mapping(spec, where)
-    _no_unknown(spec, {"type", "low", "high", "step", "values", "when"}, where)
-    kind = spec.get("type")
-    _choice(kind, PARAMETER_TYPES, f"{where}.type")
-    if kind == "choice":
-        values = spec.get("values")
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where}: 'values' must be a non-empty list for type choice")
-        if len(set(map(repr, values))) != len(values):
-            raise UserError(f"{where}: 'values' has duplicates")
-        when = _mapping(spec.get("when", {}), f"{where}.when")
-        branches = {}
-        for value, subs in when.items():
-            if value not in values:
-                raise UserError(f"{where}.when: {value!r} is not one of the values {values}")
-            subs = _mapping(subs, f"{where}.when.{value}")
-            branches[value] = [_parse_parameter(k, v, f"{where}.when.{value}.{k}") for k, v in subs.items()]
-        return Parameter(name, kind, values=values, when=branches)
-    for key in ("values", "when"):
-        if key in spec:
-            raise UserError(f"{where}: '{key}' applies to type choice only")
-    low, high = _number(spec.get("low"), f"{where}.low"), _number(spec.get("high"), f"{where}.high")
-    if low >= high:
-        raise UserError(f"{where}: low ({low}) must be below high ({high})")
-    if kind == "loguniform" and low <= 0:
-        raise UserError(f"{where}: loguniform needs low > 0, got {low}")
-    step = None
-    if kind == "int":
-        if not (float(low).is_integer() and float(high).is_integer()):
-            raise UserError(f"{where}: type int needs whole-number low and high")
-        low, high = int(low), int(high)
-        step = spec.get("step", 1)
-        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise UserError(f"{where}.step: must be a whole number >= 1")
-    elif "step" in spec:
-        raise UserError(f"{where}: 'step' applies to type int only")
-    return Parameter(name, kind, low=low, high=high, step=step)
+def _whole(value: float) -> bool:
+    return float(value).is_integer()
+
+
+def _distinct(values: list[Any]) -> bool:
+    return len(set(map(repr, values))) == len(values)
+
+
+# A `parameters:` entry as the file writes it, one form per type; each form's fields are the keys it takes.
+@dataclass
+class _Range:
+    type: str
+    low: NumberAsWritten
+    high: NumberAsWritten
+
+
+WholeNumber = Annotated[NumberAsWritten, must(_whole, "a whole number for type int")]
+
+
+@dataclass
+class _IntRange:
+    type: str
+    low: WholeNumber
+    high: WholeNumber
+    step: Annotated[Integer, at_least(1)] = 1
+
+
+@dataclass
+class _Choice:
+    type: str
+    values: Annotated[list[Any], must(len, "a non-empty list"), must(_distinct, "a list without duplicates")]
+    when: dict[Any, dict[str, Any]] = field(default_factory=dict)  # a value -> the parameters it opens
+
+
+_FORMS: dict[str | None, type[_Range | _IntRange | _Choice]] = {
+    "uniform": _Range, "loguniform": _Range, "int": _IntRange, "choice": _Choice}
+
+
+def _parse_parameter(name: str, spec: Any, src: str, at: str) -> Parameter:
+    keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    if name not in keys:
+        raise unknown_key(src, at, keys)
+    require(name != "epochs", src, at, _EPOCHS_RULE, spec)
+    kind = spec.get("type") if isinstance(spec, Mapping) else None
+    if isinstance(spec, Mapping):
+        require(kind in PARAMETER_TYPES, src, dotted(at, "type"), choices(PARAMETER_TYPES), kind)
+    form: _Range | _IntRange | _Choice = build(_FORMS.get(kind, _Range), spec, src, at)
+    if isinstance(form, _Choice):
+        check_keys(form.when, form.values, src, dotted(at, "when"))
+        when = {value: [_parse_parameter(k, v, src, dotted(at, "when", value, k)) for k, v in subs.items()]
+                for value, subs in form.when.items()}
+        return Parameter(name, form.type, values=form.values, when=when)
+    require(form.low < form.high, src, dotted(at, "low"), f"below high ({form.high})", form.low)
+    require(form.type != "loguniform" or form.low > 0, src, dotted(at, "low"), "> 0 for type loguniform", form.low)
+    if isinstance(form, _IntRange):
+        return Parameter(name, form.type, low=int(form.low), high=int(form.high), step=form.step)
+    return Parameter(name, form.type, low=form.low, high=form.high)
 
 
 def _parameter_to_dict(p: dict[str, Any]) -> dict[str, Any]:
@@ -437,62 +451,3 @@ def _parameter_to_dict(p: dict[str, Any]) -> dict[str, Any]:
         if p["step"]:
             out["step"] = p["step"]
     return out
-
-
-def _section(cls, raw: dict[str, Any], key: str, src: str):
-    values = _mapping(raw.get(key) or {}, f"{src}: {key}")
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    _no_unknown(values, set(hints), f"{src}: {key}")
-    kwargs = {}
-    for name, value in values.items():
-        default = hints[name].default
-        expected = type(default) if default not in (None, dataclasses.MISSING) else None
-        if expected is float:
-            value = float(_number(value, f"{src}: {key}.{name}"))
-        elif expected is bool:
-            if not isinstance(value, bool):
-                raise UserError(f"{src}: {key}.{name} must be true or false, got {value!r}")
-        elif expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
-            raise UserError(f"{src}: {key}.{name} must be {expected.__name__}, got {value!r}")
-        kwargs[name] = value
-    if key == "teacher":
-        kwargs["train"] = _mapping(kwargs.get("train", {}), f"{src}: teacher.train")
-        if kwargs.get("checkpoint") is not None and not isinstance(kwargs["checkpoint"], str):
-            raise UserError(f"{src}: teacher.checkpoint must be a path or null")
-    return cls(**kwargs)
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-    return dict(value)
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise UserError(f"{where}: expected a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise UserError(f"{where}: expected a finite number, got {value!r}")
-    return int(number) if isinstance(value, int) else number
-
-
-def _no_unknown(values: dict[str, Any], known: set[str], where: str) -> None:
-    for key in values:
-        if key not in known:
-            raise UserError(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(known))}")
-
-
-def _choice(value: Any, allowed: tuple, where: str) -> None:
-    if value not in allowed:
-        raise UserError(f"{where} is {value!r}; allowed values: {', '.join(map(str, allowed))}")
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)

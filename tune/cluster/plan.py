@@ -14,6 +14,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -21,7 +22,8 @@ import yaml
 from core.data import PolypData, discover
 from core.errors import UserError
 from core.train import Trainer
-from tune.space import SearchSpace, rungs
+from tune.space import SearchSpace
+from tune.sweep.ray_compat.conventions import rungs
 
 CLUSTER_FILE = Path(__file__).resolve().parents[2] / "cluster.yaml"
 # AWS on-demand list prices, USD per hour, Linux, us-west-2 (cluster.yaml's region); spot is usually
@@ -169,8 +171,8 @@ def confirmation_runs(space: SearchSpace) -> int:
 def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[float, str]:
     """Seconds of one training epoch of the space's base config on this machine, on all its training images
     (timed on a spread of MEASURE_IMAGES of them, the second of two epochs, loading in the training process,
-    then scaled). A distillation trial is timed as the same student without a teacher: with cached teacher logits an epoch costs the
-    same (README, Performance: KD-cached / baseline 0.99 to 1.01)."""
+    then scaled). A distillation trial is timed as the same student without a teacher: with cached teacher
+    logits an epoch costs the same (README, Performance: KD-cached / baseline 0.99 to 1.01)."""
     data = discover(space.base_config().data_root)
     if len(data.train) < 4:
         raise UserError(f"{data.root}: too few training images to time an epoch; pass --epoch-seconds")
@@ -179,8 +181,8 @@ def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[fl
     cfg = space.teacher_config() if teacher else space.base_config()
     with tempfile.TemporaryDirectory(prefix="polyp-kd-plan-") as tmp:
         # Loader workers off: starting them is a fixed cost per epoch that scaling a subset would multiply.
-        cfg = cfg.replace(epochs=2, encoder_weights=None, val_split="random", save_dir=tmp, cache_dir=tmp, num_workers=0,
-                          **({} if teacher else {"mode": "baseline", "teacher_checkpoint": None}))
+        cfg = cfg.replace(epochs=2, encoder_weights=None, val_split="random", save_dir=tmp, cache_dir=tmp,
+                          num_workers=0, **({} if teacher else {"mode": "baseline", "teacher_checkpoint": None}))
         trainer = Trainer(cfg, data=PolypData(data.root, subset, {}))
         seconds = [result.seconds for result in trainer.epochs()][-1]
     what = f"UNet++/{cfg.teacher_backbone}" if teacher else cfg.student_backbone
@@ -216,7 +218,7 @@ def make_plan(space: SearchSpace, workers: int | None, epoch_seconds: float | No
             raise UserError(f"--epoch-seconds must be > 0, got {epoch_seconds:g}")
         source = "given (--epoch-seconds)"
     confirm_runs = confirmation_runs(space)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for worker in shape.workers:
         per_node = worker.trials_per_node(r.cpu, r.gpu)
         if per_node < 1:
@@ -252,7 +254,8 @@ def format_plan(plan: Plan, shape: ClusterShape | None = None) -> str:
     lines = [f"plan for sweep {space.name} ({space.source}): nothing is run on a cluster",
              f"  epoch: {plan.epoch_seconds:.1f} s per trial epoch, {plan.epoch_source}"]
     if "measured" in plan.epoch_source:
-        lines.append("         (a GPU is far faster than this machine's CPU: pass --epoch-seconds S for the target GPU)")
+        lines.append("         (a GPU is far faster than this machine's CPU: "
+                     "pass --epoch-seconds S for the target GPU)")
     control = (f"; {space.arm_trials()['baseline']} of them the no-teacher control arm, searched on its own"
                if space.has_control else "")
     lines.append(f"  search: {s.num_samples} trials, ASHA milestones at epochs {', '.join(map(str, a.rungs()))}"

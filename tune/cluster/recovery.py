@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 from ray.tune import ExperimentAnalysis
 
 from tune.records import CHECKPOINT_FILE, EPOCH_FILE
+from tune.sweep.ray_compat.conventions import is_checkpoint_dir
 
 
 def checkpoint_epoch(fs: pafs.FileSystem, folder: str) -> int | None:
@@ -33,7 +34,7 @@ def newest_checkpoint_beside(fs: pafs.FileSystem, folder: str) -> str | None:
     folder = folder.rstrip("/")
     best = None
     for info in fs.get_file_info(pafs.FileSelector(posixpath.dirname(folder), allow_not_found=True)):
-        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+        if info.type != pafs.FileType.Directory or not is_checkpoint_dir(info.base_name):
             continue
         epoch = checkpoint_epoch(fs, info.path)
         if info.path.rstrip("/") != folder and epoch is not None and (best is None or epoch > best[0]):
@@ -49,6 +50,7 @@ def restore_recorded_checkpoints(experiment: str) -> list[str]:
         if trial.status == "TERMINATED" or checkpoint is None:
             continue
         fs, recorded = checkpoint.filesystem, checkpoint.path
+        assert fs is not None  # Ray's Checkpoint resolves one from its path; the attribute is typed Optional
         if checkpoint_epoch(fs, recorded) is not None:
             continue
         newer = newest_checkpoint_beside(fs, recorded)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from core.cache import build_once
-from core.files import default_cache_dir
 from core.errors import UserError, cli_errors
+from core.files import default_cache_dir
 
 
 def is_uri(location: str | Path) -> bool:

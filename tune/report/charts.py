@@ -14,16 +14,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from core.files import write_file_atomic  # noqa: E402
-from tune.objective import Objective  # noqa: E402
-from tune.records import TrialRow  # noqa: E402
-from tune.report.format import fmt  # noqa: E402
-from tune.space import Parameter  # noqa: E402
+from core.files import write_file_atomic
+from tune.objective import Objective
+from tune.records import TrialRow
+from tune.report.format import fmt
+from tune.space import Parameter
 
 DPI = 100
 MAX_SMALL_MULTIPLES = 60      # per-trial curve panels; a bigger sweep shows its best-ranked trials
@@ -44,10 +45,10 @@ def curves_figure(rows: list[TrialRow], curves: dict[str, list[tuple[int, float]
                   max_t: int) -> plt.Figure:
     """Every search trial's validation Dice per epoch on one chart, with ASHA's rungs marked."""
     fig, ax = plt.subplots(figsize=(10, 4.2))
-    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20").colors
+    colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")  # a qualitative map: N distinct colours
     for i, row in enumerate(r for r in rows if curves.get(r.trial_id)):
         epochs, dice = zip(*curves[row.trial_id])
-        ax.plot(epochs, dice, marker="o", ms=3, lw=1.4, color=colours[i % len(colours)],
+        ax.plot(epochs, dice, marker="o", ms=3, lw=1.4, color=colours(i % colours.N),
                 ls="--" if row.arm == "baseline" else "-", label=f"#{row.rank} {row.trial_id} ({row.arm}, {row.end})")
     for m in milestones:
         ax.axvline(m, color="grey", lw=0.8, ls=":")
@@ -179,7 +180,7 @@ def parallel_coordinates_figure(rows: list[TrialRow], axes: list[Axis], maximize
 Y_NOT_SAMPLED = -0.13   # where a trial crosses an axis it did not sample, in the host's 0..1 units
 
 
-def _draw_axis(host, i: int, n: int, axis: Axis, bottom: float, top: float) -> None:
+def _draw_axis(host: Axes, i: int, n: int, axis: Axis, bottom: float, top: float) -> None:
     """Axis i of n: a twin of the host, its range on the host's 0..1, ticks in real values, its label."""
     twin = host.twinx()
     for side in ("left", "top", "bottom"):
@@ -227,15 +228,15 @@ def _numeric_ticks(low: float, high: float, log: bool) -> list[float]:
     return ticks
 
 
-def _draw_trials(host, rows: list[TrialRow], axes: list[Axis], maximize: bool) -> None:
+def _draw_trials(host: Axes, rows: list[TrialRow], axes: list[Axis], maximize: bool) -> None:
     """One line per trial, coloured by its objective, the best drawn last (on top)."""
     scores = [r.objective for r in rows]
     lo, hi = min(scores), max(scores)
     cmap = plt.get_cmap("viridis" if maximize else "viridis_r")
     for i in sorted(range(len(rows)), key=lambda i: scores[i] if maximize else -scores[i]):
         row = rows[i]
-        ys = [a.position(a.values[i]) for a in axes]
-        ys = [Y_NOT_SAMPLED if y is None else y for y in ys]
+        positions = [a.position(a.values[i]) for a in axes]
+        ys = [Y_NOT_SAMPLED if y is None else y for y in positions]
         finished = row.end == "finished"
         host.plot(range(len(axes)), ys, color=cmap((scores[i] - lo) / (hi - lo) if hi > lo else 1.0),
                   lw=2.2 if finished else 1.2, alpha=0.95 if finished else 0.6,
@@ -247,7 +248,7 @@ def importance_figure(importance: dict[str, float]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.0))
     bars = ax.barh(names, [importance[k] for k in names], color="#1f77b4")
     ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=3)
-    ax.set_xlim(0, max(1e-9, max(importance.values())) * 1.15)
+    ax.set_xlim(0, max(1e-9, *importance.values()) * 1.15)
     ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
     ax.tick_params(labelsize=8)
     fig.tight_layout()
@@ -312,16 +313,16 @@ def latency_figure(rows: list[TrialRow], front: list[dict[str, Any]], budget_ms:
     scored = [r for r in timed if not math.isnan(r.objective)]
     for arm in sorted({r.arm for r in scored}, key=lambda a: (a not in ARM_COLOURS, a)):
         mine = [r for r in scored if r.arm == arm]
-        ax.scatter([r.latency_ms for r in mine], [r.objective for r in mine], s=26, alpha=0.6, zorder=2,
+        ax.scatter(_latencies(mine), [r.objective for r in mine], s=26, alpha=0.6, zorder=2,
                    color=ARM_COLOURS.get(arm, "grey"), label=f"search trial ({arm})")
     confirmed = [e for e in front if e["mean"] is not None]
     _draw_front(ax, confirmed, objective)
     infeasible = [r for r in timed if r.end == "infeasible"]
     if infeasible:
         # No score to plot: on the axis' bottom edge, at their latency (x in data units, y in axes units).
-        ax.scatter([r.latency_ms for r in infeasible], [0.02] * len(infeasible), marker="x", s=40, color="grey",
+        ax.scatter(_latencies(infeasible), [0.02] * len(infeasible), marker="x", s=40, color="grey",
                    transform=ax.get_xaxis_transform(), clip_on=False, zorder=3, label="infeasible (not trained)")
-    _latency_axis(ax, [r.latency_ms for r in timed] + [e["latency_ms"] for e in front], budget_ms)
+    _latency_axis(ax, _latencies(timed) + [e["latency_ms"] for e in front], budget_ms)
     ax.set_xlabel("latency at the deploy target (ms per call)")
     ax.set_ylabel(f"{objective.label} ({objective.mode})")
     ax.grid(alpha=0.3, which="both")
@@ -330,7 +331,12 @@ def latency_figure(rows: list[TrialRow], front: list[dict[str, Any]], budget_ms:
     return fig
 
 
-def _latency_axis(ax, latencies: list[float], budget_ms: float | None) -> None:
+def _latencies(rows: list[TrialRow]) -> list[float]:
+    """Each timed row's latency, in order (callers pass timed rows only)."""
+    return [r.latency_ms for r in rows if r.latency_ms is not None]
+
+
+def _latency_axis(ax: Axes, latencies: list[float], budget_ms: float | None) -> None:
     """An x axis spanning every latency and the budget (the infeasible crosses are not autoscaled: they sit in
     axes units), on a log scale when they span more than 5x, with the budget dashed and beyond it shaded."""
     xs = latencies + ([budget_ms] if budget_ms is not None else [])
@@ -352,7 +358,7 @@ def _latency_axis(ax, latencies: list[float], budget_ms: float | None) -> None:
         ax.axvspan(budget_ms, ax.get_xlim()[1], color="#b42318", alpha=0.05, lw=0)
 
 
-def _draw_front(ax, confirmed: list[dict[str, Any]], objective: Objective) -> None:
+def _draw_front(ax: Axes, confirmed: list[dict[str, Any]], objective: Objective) -> None:
     """Each confirmed backbone's mean and 95% CI, named; the Pareto-optimal ones joined fastest first by a
     step line (a slower student is worth it only where the line steps up)."""
     for i, e in enumerate(confirmed):

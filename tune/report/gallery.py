@@ -9,9 +9,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from core.config import config_from_dict
-from core.data import EvalSet, SamplePair, discover, eval_loader, read_image
+from core.data import EvalBatch, EvalSet, SamplePair, discover, eval_loader, read_image
 from core.evaluate import overlay_panel, score_loader
 from core.metrics import binarize, dice_iou
 from core.models import load_model, resolve_device
@@ -73,9 +74,10 @@ def validation_gallery(checkpoint: Path, per_kind: int = CASES_PER_KIND, device:
     model.to(torch_device)
     scores: dict[str, tuple[float, float]] = {}
 
-    def keep_score(batch, logits) -> None:
+    def keep_score(batch: EvalBatch, logits: torch.Tensor) -> None:
         for stem, mask, one in zip(batch.stems, batch.masks, logits):
-            scores[stem] = dice_iou(binarize(one, tuple(mask.shape)), mask)
+            height, width = mask.shape
+            scores[stem] = dice_iou(binarize(one, (height, width)), mask)
 
     amp = torch_device.type == "cuda"
     score_loader(model, eval_loader(EvalSet(val, cfg.img_size), cfg.batch_size, 0), torch_device, amp, keep_score)
@@ -84,16 +86,21 @@ def validation_gallery(checkpoint: Path, per_kind: int = CASES_PER_KIND, device:
     chosen: list[SamplePair] = [val[i] for _, i in picks]
     pictures: dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def draw(batch, logits) -> None:
+    def draw(batch: EvalBatch, logits: torch.Tensor) -> None:
         for stem, mask, one in zip(batch.stems, batch.masks, logits):
             pair = next(p for p in chosen if p.stem == stem)
             image, truth = read_image(pair.image), mask.numpy().astype(np.uint8)
-            pred = binarize(one, tuple(mask.shape)).numpy().astype(np.uint8)
+            height, width = mask.shape
+            pred = binarize(one, (height, width)).numpy().astype(np.uint8)
             _, encoded = cv2.imencode(".png", overlay_panel(image, truth, pred, height=180))
             uri = "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode()
             pictures[stem] = (uri, image, truth, pred)
 
     # Only the few drawn images are run again: keeping every prediction would hold the whole split in memory.
     score_loader(model, eval_loader(EvalSet(chosen, cfg.img_size), cfg.batch_size, 0), torch_device, amp, draw)
-    cases = [Case(kind, val[i].stem, *scores[val[i].stem], *pictures[val[i].stem]) for kind, i in picks]
+    cases = []
+    for kind, i in picks:
+        stem = val[i].stem
+        (dice_score, iou), picture = scores[stem], pictures[stem]
+        cases.append(Case(kind, stem, dice_score, iou, *picture))
     return Gallery(cases, len(val), float(np.mean(dice)), note)

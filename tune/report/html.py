@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from core.errors import UserError
 from core.files import write_file_atomic
 from tune.records import (
@@ -60,7 +62,7 @@ def write_report(folder: str | Path) -> Path:
 CHART_NAMES = ("curves", "trial_curves", "parallel_coordinates", "importance", "rungs", "confirmation", "latency")
 
 
-def chart(s: FinishedSweep, fig, name: str) -> str:
+def chart(s: FinishedSweep, fig: Figure, name: str) -> str:
     """The figure as report.html embeds it, also saved as charts/<name>.png."""
     return png(fig, also_save=s.folder / CHARTS_DIRNAME / f"{name}.png")
 
@@ -129,7 +131,7 @@ def section_settings(s: FinishedSweep) -> str:
             f"{sp.asha.reduction_factor}; rungs at epochs {', '.join(map(str, sp.asha.milestones()))}")
     control = (f"{sp.control.fraction:.0%} of the trials without a teacher, searched on their own (own study and "
                f"ASHA): " + " + ".join(f"{n} {arm}" for arm, n in sp.arm_trials().items()) + " trials"
-               if sp.has_control else "none")
+               if sp.control is not None and sp.has_control else "none")
     confirm = "none (confirm: null)"
     if sp.confirm:
         confirm = (f"top {sp.confirm.top_k} configurations of each arm over {sp.confirm.seeds} selection seeds, then "
@@ -266,7 +268,7 @@ def section_rungs(s: FinishedSweep, milestones: list[int]) -> str:
             + img(chart(s, rungs_figure(reached, arms), "rungs"), "trials per rung") + "</div></section>")
 
 
-def runs_table(records: list[dict[str, Any]], winner: str) -> str:
+def runs_table(records: list[dict[str, Any]], winner: str | None) -> str:
     """One row per configuration of best.json's `confirmation` or `verdict_runs`."""
     lines = []
     for c in records:
@@ -357,7 +359,7 @@ def section_test(s: FinishedSweep) -> str:
     if base:
         head += "<th>baseline Dice (the verdict's)</th><th>baseline IoU</th><th>Δ Dice</th>"
     lines = []
-    for name, m in list(test["test_sets"].items()) + [("mean", test["mean"])]:
+    for name, m in [*test["test_sets"].items(), ("mean", test["mean"])]:
         line = text_cell(esc(name)) + cell(m["n"]) + cell(m["dice"]) + cell(m["iou"])
         if base:
             other = base["mean"] if name == "mean" else base["test_sets"].get(name)

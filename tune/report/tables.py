@@ -21,11 +21,11 @@ def format_leaderboard(rows: list[dict[str, Any]] | list[TrialRow], limit: int =
     header = (["#", "trial", "arm", "end", "ep", "objective", "val dice"] + (["ms"] if latency else [])
               + [p[6:] for p in params])
     lines = [header]
-    for row in dicts[:limit]:
-        lines.append([str(row["rank"]), str(row["trial_id"]), str(row["arm"]), str(row["end"]), str(row["epochs"]),
-                      fmt(row["objective"]), fmt(row["best_val_dice"])]
-                     + ([fmt(_number(row.get("latency_ms")), 1)] if latency else [])
-                     + [fmt(row.get(p, "")) for p in params])
+    lines.extend([str(row["rank"]), str(row["trial_id"]), str(row["arm"]), str(row["end"]), str(row["epochs"]),
+                  fmt(row["objective"]), fmt(row["best_val_dice"])]
+                 + ([fmt(_number(row.get("latency_ms")), 1)] if latency else [])
+                 + [fmt(row.get(p, "")) for p in params]
+                 for row in dicts[:limit])
     return _aligned(lines) + (f"\n... {len(dicts) - limit} more in leaderboard.csv" if len(dicts) > limit else "")
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 import wandb
@@ -22,6 +23,9 @@ from tune.space import SearchSpace, parameter_specs
 from tune.tracking.artifacts import artifact_name
 from tune.tracking.mode import resolve_mode
 from tune.tracking.run_metrics import objective_summary_key
+
+if TYPE_CHECKING:
+    from wandb_workspaces.reports.v2.interface import BlockTypes
 
 DEFAULT_APP_URL = "https://wandb.ai"
 SEARCH_JOB_TYPES = ("trial",)               # the search: one run per Optuna trial
@@ -106,7 +110,7 @@ def verdict_markdown(sweep: FinishedSweep) -> str:
     estimate = b.get("estimate")
     winner += (f"; estimated {label} {estimate_text(estimate)} (the number to quote)" if estimate
                else f"; {label} {fmt(b.get('best_val_dice'))} (the run that selected it)")
-    return "\n\n".join(lines + [winner])
+    return "\n\n".join([*lines, winner])
 
 
 def artifact_url(place: ReportPlace, name: str) -> str:
@@ -119,7 +123,7 @@ def build_report(sweep: FinishedSweep, place: ReportPlace) -> wr.Report:
     name = sweep_name(sweep)
     link = (f"The sweep's self-contained page (charts, leaderboard, the winner's validation images): "
             f"[{REPORT_FILE}]({artifact_url(place, name)}), artifact `{name}-report` of the summary run.")
-    blocks = [
+    blocks: list[BlockTypes] = [
         wr.MarkdownBlock(text=verdict_markdown(sweep)),
         wr.MarkdownBlock(text=link),
         wr.H2(text="Search"),

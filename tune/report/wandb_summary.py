@@ -13,6 +13,7 @@ import wandb
 from tune.records import CHARTS_DIRNAME, TrialRow, read_sweep_record, resolve
 from tune.report.gallery import validation_gallery
 from tune.tracking.artifacts import gallery_images, report_artifact
+from tune.tracking.mode import RunMode
 
 
 def summary_run_id(sweep_dir: Path, sweep: str) -> str:
@@ -20,7 +21,7 @@ def summary_run_id(sweep_dir: Path, sweep: str) -> str:
     return f"{sweep}-summary-{read_sweep_record(sweep_dir).get('uid', 'x')}"
 
 
-def log_sweep_summary(project: str, entity: str | None, group: str, mode: str, sweep_dir: Path,
+def log_sweep_summary(project: str, entity: str | None, group: str, mode: RunMode, sweep_dir: Path,
                       space: dict[str, Any], best: dict[str, Any], rows: list[TrialRow]) -> str:
     """Write (or update) the summary run; returns the run's folder."""
     run = wandb.init(project=project, entity=entity, group=group, job_type="summary", name=f"{best['sweep']}-summary",
@@ -48,7 +49,7 @@ def leaderboard_table(rows: list[TrialRow]) -> wandb.Table:
     `wandb_run` is the trial's W&B run id (its Ray trial id)."""
     params = sorted({k for r in rows for k in r.params})
     table = wandb.Table(columns=["rank", "trial_id", "wandb_run", "arm", "end", "epochs", "objective",
-                                 "best_val_dice", "best_val_iou"] + params)
+                                 "best_val_dice", "best_val_iou", *params])
     for r in rows:
         table.add_data(r.rank, r.trial_id, r.trial_id, r.arm, r.end, r.epochs, _num(r.objective),
                        _num(r.best_val_dice), _num(r.best_val_iou), *[_value(r.params.get(p)) for p in params])
@@ -60,7 +61,7 @@ def confirmation_table(selection: list[dict[str, Any]], verdict: list[dict[str, 
     staged = [("selection", c) for c in selection] + [("verdict", c) for c in verdict]
     seeds = max((len(c["values"]) for _, c in staged), default=0)
     table = wandb.Table(columns=["stage", "config", "arm", "search_trial", "n_seeds", "mean", "ci95_lo",
-                                 "ci95_hi"] + [f"seed_{i + 1}" for i in range(seeds)])
+                                 "ci95_hi", *(f"seed_{i + 1}" for i in range(seeds))])
     for stage, c in staged:
         values = [_num(v) for v in c["values"]] + [None] * (seeds - len(c["values"]))
         table.add_data(stage, c["name"], c["arm"], c["trial"], len(c["seeds"]), _num(c["mean"]),

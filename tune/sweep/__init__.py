@@ -1,7 +1,7 @@
 """A sweep's stages, in the order they run: prepare → search → select → verdict → finish, driven by
-`pipeline.run_sweep`; `runtime` builds the Ray Tune pieces they share, `ray_compat` holds every workaround
-that reaches into Ray's, Optuna's or W&B's internals, `trainable` is the trial function, `study` the
-Optuna study.
+`pipeline.run_sweep`; `runtime` builds the Ray Tune pieces they share, `ray_compat` holds everything that
+relies on Ray's internals, undocumented files or timings, `trainable` is the trial function, `study` the
+Optuna study and `searcher` what it is told.
 
 Importing this package sets Ray's and W&B's environment defaults first: Ray reads some at import time, and
 the processes it starts inherit them.

@@ -86,9 +86,10 @@ def finish(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None
 def deployment(run: SweepRun, selected: list[Confirmed]) -> dict[str, Any]:
     """best.json's `deploy` (the target, its budget, where latency was measured) and `front` (per student
     backbone: latency and its best configuration's selection mean; tune/front.py), printed as well."""
-    target = run.space.deploy
-    front = build_front(run.students, selected, run.space.objective, run.space.base_config().student_backbone)
-    measured_at = next(iter(run.students.values()))["measured_at"]
+    target, students = run.space.deploy, run.students
+    assert target is not None and students is not None, "finish writes a front only with a deploy target"
+    front = build_front(students, selected, run.space.objective, run.space.base_config().student_backbone)
+    measured_at = next(iter(students.values()))["measured_at"]
     print(f"\nDice–latency front at {target.describe()}, measured on {measured_at} (selection-seed means)")
     print(format_front(front, target.batch, target.latency_budget_ms, run.space.objective.label))
     return {"deploy": {"target": target.to_dict(), "described": target.describe(), "measured_at": measured_at},
@@ -127,9 +128,9 @@ def choose_winner(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed]
             raise UserError(f"{run.paths.sweep_dir}: no trial reached asha.max_t={run.space.asha.max_t} epochs; "
                             f"see leaderboard.csv (with confirm: null only a full-budget trial can win)")
         row = done[0]
-        record = dict(winner=row.trial_id, arm=row.arm, student=backbone(row.sampled, base_cfg),
-                      trial_id=row.trial_id, search_trial=row.trial_id, params=row.params,
-                      sampled=row.sampled.values, confirmation=None, estimate=None)
+        record: dict[str, Any] = dict(winner=row.trial_id, arm=row.arm, student=backbone(row.sampled, base_cfg),
+                                      trial_id=row.trial_id, search_trial=row.trial_id, params=row.params,
+                                      sampled=row.sampled.values, confirmation=None, estimate=None)
         return Winner(record, row.checkpoint, row.trial_id, None)
     ranked = rank_confirmed(selected, objective)
     print("\n" + format_confirmation(selected, objective, "selection"))
@@ -170,6 +171,8 @@ def score_checkpoint(folder: str, data_root: str | None = None) -> dict[str, Any
     data = discover(data_root or cfg.data_root)
     report = evaluate_test_sets(model, data, cfg.img_size, cfg.batch_size, resolve_device("auto"))
     best = best_epoch(state["history"])
+    if best is None:
+        raise UserError(f"{path}: checkpoint has no training history (a trial's records every epoch it trained)")
     return {"folder": folder, "config": cfg.to_dict(), "architecture": state["architecture"], "test": report,
             "synthetic_data": data.synthetic, "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"],
             "best_epoch": best["epoch"], "epochs_trained": state["epoch"]}

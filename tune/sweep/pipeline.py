@@ -3,21 +3,26 @@ prepare → search → select → verdict → finish, each resumable; Ctrl-C or 
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ray
 import yaml
 
 from core.errors import UserError
 from core.files import write_file_atomic
+from core.latency import LatencyRecord
 from tune.cluster import storage
 from tune.records import (
     BEST_FILE,
     CONFIRM_DIRNAME,
+    RAY_LOG_FILE,
     SEARCH_FILE,
     SPACE_FILE,
     SWEEP_FILE,
@@ -33,15 +38,16 @@ from tune.records import (
     write_sweep_record,
 )
 from tune.space import SearchSpace, check_resumable, fingerprint
+from tune.sweep.console import ray_output
 from tune.sweep.finish import finish
 from tune.sweep.latency import check_budget, measure_students, write_latencies
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.runtime import SweepInterrupted, SweepRun
 from tune.sweep.search import completed_search, search
-from tune.sweep.state_files import repair_journal
-from tune.sweep.study import stored_sweep_name
 from tune.sweep.select import select
 from tune.sweep.signals import StopSignals
+from tune.sweep.state_files import repair_journal
+from tune.sweep.study import stored_sweep_name
 from tune.sweep.verdict import verdict_stage
 from tune.tracking import mode as wandb_mode
 from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
@@ -49,10 +55,11 @@ from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
 def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
               num_cpus: int | None, local_results: Path = Path("results"), extend: bool = False,
-              signals: StopSignals | None = None) -> dict:
+              signals: StopSignals | None = None, verbose: bool = False) -> dict:
     """`storage_root` is a local folder or a URI shared by every node; with a URI the sweep's own files
     are also kept in <local_results>/<sweep>/ on this machine and copied to the storage at the end.
-    `extend`: with `resume`, the space may raise search.num_samples and the extra trials run."""
+    `extend`: with `resume`, the space may raise search.num_samples and the extra trials run. Ray's output
+    goes to <sweep>/ray.log; `verbose`: to the console as well."""
     remote = storage.is_uri(storage_root)
     shared = storage.join(storage_root, space.name)        # every node reaches this
     paths = SweepPaths((local_results / space.name).resolve() if remote else Path(shared), shared, remote)
@@ -61,7 +68,7 @@ def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str 
         check_teacher_setting(space)
         students = student_latencies(space, paths, resume)  # a CPU target's budget is checked before Ray starts
         bind_to_space(paths, space, resume, extend)
-        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students)
+        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, verbose)
 
 
 def student_latencies(space: SearchSpace, paths: SweepPaths, resume: bool) -> dict[str, dict] | None:
@@ -81,7 +88,7 @@ def student_latencies(space: SearchSpace, paths: SweepPaths, resume: bool) -> di
 
 def gpu_latencies(space: SearchSpace) -> dict[str, dict]:
     """A CUDA target's latencies, measured by a Ray task on a GPU (the driver may have none)."""
-    def on_gpu_worker(fn, *args):
+    def on_gpu_worker(fn: Callable[..., LatencyRecord], *args: Any) -> LatencyRecord:
         return ray.get(ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args))
     students = measure_students(space, on_gpu_worker)
     check_budget(space, students)
@@ -163,16 +170,24 @@ def set_aside_later_stages(paths: SweepPaths) -> None:
 
 
 def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
-               signals: StopSignals, students: dict[str, dict] | None = None) -> dict:
+               signals: StopSignals, students: dict[str, dict] | None = None, verbose: bool = False) -> dict:
     started = time.perf_counter()
     target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
     wandb_mode.apply(target)
     print(target.line())
     address = address or os.environ.get("RAY_ADDRESS")
+    with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose):  # Ray's tables and logs: there, not here
+        return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
+
+
+def run_in_ray(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
+               signals: StopSignals, students: dict[str, dict] | None, target: wandb_mode.WandbTarget,
+               started: float) -> dict:
+    """Start Ray (a new local one, or the cluster at `address`), run the stages in it, shut it down."""
     # Without --address/RAY_ADDRESS: always a new local Ray ("local"), never a cluster that happens to run
     # on this machine (ray.init(None) would join one started by `ray start`, and refuse num_cpus).
     ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
-             configure_logging=True, logging_level="WARNING")
+             configure_logging=True, logging_level=logging.WARNING)
     signals.install()  # again: ray.init installs a SIGTERM handler of its own that aborts the driver
     try:
         signals.check()  # a signal during ray.init

@@ -19,11 +19,11 @@ import ray
 import torch
 
 from core.cache import training_caches
-from core.files import default_cache_dir
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from core.data import CheckReport, PolypData, discover, mask_foreground
 from core.errors import UserError
+from core.files import default_cache_dir
 from core.models import require_teacher_path, resolve_device, teacher_split
 from core.split import check_teacher_split, training_split
 from core.synthetic import write_demo_dataset
@@ -200,6 +200,6 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     cpus = min(share * space.search.max_concurrent_trials, largest) if largest >= share else share
     gpus = space.resources.gpu if use_gpu else 0
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train_teacher)
-    path, placement = ray.get(task.remote(cfg, resume_from, shared))
+    trained, placement = ray.get(task.remote(cfg, resume_from, shared))
     print(f"teacher: trained on {_describe(placement)}")
-    return path
+    return trained

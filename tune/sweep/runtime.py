@@ -3,7 +3,9 @@ the trainable with its resources, ASHA, the run config, W&B's callback and mode,
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -11,10 +13,12 @@ from ray.tune.schedulers import ASHAScheduler
 from core.config import TrainConfig
 from tune.records import SweepPaths
 from tune.space import SearchSpace, checkpoint_epochs
-from tune.sweep.ray_compat import SweepWandbLoggerCallback
+from tune.sweep.ray_compat.wandb_actor import SweepWandbLoggerCallback
 from tune.sweep.signals import StopSignals
 from tune.sweep.study import study_name
 from tune.sweep.trainable import train_trial
+from tune.tracking.mode import RunMode
+from tune.tracking.run_settings import TrialRunSettings
 
 
 class SweepInterrupted(Exception):
@@ -29,7 +33,7 @@ class SweepRun:
     space: SearchSpace
     paths: SweepPaths
     use_gpu: bool
-    wandb_mode: str
+    wandb_mode: RunMode
     signals: StopSignals = field(default_factory=StopSignals)
     stored_name: str = ""   # the name the journal's studies carry (a renamed copy keeps it); default: the space's
     wandb_entity: str | None = None
@@ -53,16 +57,16 @@ def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
     return [SweepWandbLoggerCallback(
         project=w.project, entity=run.wandb_entity, group=w.group or run.space.name, mode=run.wandb_mode,
         dir=str(run.paths.sweep_dir), job_type=job_type, excludes=["is_best", "node_id", "run_started_at"],
-        log_config=False, sweep=run.space.name, base=base, objective=run.space.objective,
-        wandb_sweep_id=run.wandb_sweep_id)]
+        log_config=False, settings=TrialRunSettings(run.space.name, base, run.space.objective, run.wandb_sweep_id))]
 
 
-def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: list[int] = ()):
+def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: Sequence[int] = ()) -> Callable[..., Any]:
     """The trial function with the sweep's base config, checkpoint epochs and resources bound."""
     space = run.space
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu if run.use_gpu else 0}
     epochs = checkpoint_epochs(space.search.checkpoint_every, space.asha.max_t, rung_epochs)
-    trainable = tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs, latency_ms=run.latency_ms())
+    trainable = tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs, latency_ms=run.latency_ms(),
+                                     trainer_kind=space.search.trainer)
     return tune.with_resources(trainable, resources)
 
 

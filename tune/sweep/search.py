@@ -26,15 +26,11 @@ from tune.records import (
     write_search,
 )
 from tune.sampling import DefineByRun, Sampled
-from tune.sweep.ray_compat import TruthfulOptunaSearch, recorded_trials, restore_tuner
-from tune.sweep.runtime import (
-    SweepInterrupted,
-    SweepRun,
-    asha_scheduler,
-    run_config,
-    trainable_for,
-    wandb_callbacks,
-)
+from tune.sweep.console import stage_callbacks
+from tune.sweep.ray_compat.experiment_state import recorded_trials
+from tune.sweep.ray_compat.tuner_restore import restore_tuner
+from tune.sweep.runtime import SweepInterrupted, SweepRun, asha_scheduler, run_config, trainable_for, wandb_callbacks
+from tune.sweep.searcher import TruthfulOptunaSearch
 from tune.sweep.state_files import (
     KeepGoodStateCopies,
     journal_disagreements,
@@ -75,7 +71,8 @@ def infeasible_rows(run: SweepRun, ranked: int) -> list[TrialRow]:
     space = run.space
     if space.deploy is None or space.deploy.latency_budget_ms is None:
         return []
-    rows, nan = [], math.nan
+    rows: list[TrialRow] = []
+    nan = math.nan
     for arm in space.arm_trials():
         for t in load_study(run.paths.sweep_dir, run.study_name(arm)).get_trials(deepcopy=False):
             if not t.user_attrs.get(INFEASIBLE_ATTR):
@@ -118,7 +115,8 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
     """One arm's Tuner, new or restored; returns when its trials have ended (or Ctrl-C stopped it)."""
     # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
     trainable = trainable_for(run, base, run.space.asha.rungs())
-    callbacks = [*wandb_callbacks(run, "trial", base), KeepGoodStateCopies()]
+    callbacks = [*wandb_callbacks(run, "trial", base), KeepGoodStateCopies(),
+                 *stage_callbacks(f"search {arm}", run.space.objective.metric, run.space.asha.max_t)]
     if tune.Tuner.can_restore(experiment):
         for note in prepare_restore(run.paths.sweep_dir, experiment, run.study_name(arm),
                                     run.space.objective.metric, run.space.asha.max_t):

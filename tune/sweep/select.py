@@ -16,7 +16,9 @@ from core.errors import UserError
 from tune.objective import Objective
 from tune.records import Candidate, Confirmed, TrialRow, TrialState, relative
 from tune.sampling import candidate_config, run_candidate
-from tune.sweep.ray_compat import recorded_trials, restore_tuner
+from tune.sweep.console import stage_callbacks
+from tune.sweep.ray_compat.experiment_state import recorded_trials
+from tune.sweep.ray_compat.tuner_restore import restore_tuner
 from tune.sweep.runtime import SweepInterrupted, SweepRun, run_config, trainable_for, wandb_callbacks
 from tune.sweep.state_files import KeepGoodStateCopies, prepare_restore
 
@@ -36,6 +38,12 @@ def common_budget(rows: list[TrialRow], top_k: int, milestones: list[int]) -> in
     return reached[-1] if reached else min(milestones)
 
 
+def ranked_at(rows: list[TrialRow], budget: int, objective: Objective) -> list[TrialRow]:
+    """The trials of `rows` with a value at epoch `budget`, best first (ties in trial-id order)."""
+    return objective.ranked([r for r in rows if not math.isnan(r.value_at(budget))], lambda r: r.value_at(budget),
+                            tie=lambda r: r.trial_id)
+
+
 def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], objective: Objective,
                       arms: tuple[str, ...] = ("kd", "baseline"), front_of: str | None = None) -> list[Candidate]:
     """The `top_k` best configurations of each arm, ranked by the objective at the highest budget they all
@@ -48,8 +56,7 @@ def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], o
         if not mine:
             continue
         budget = common_budget(mine, top_k, milestones)
-        ranked = objective.ranked([r for r in mine if not math.isnan(r.value_at(budget))],
-                                  lambda r: r.value_at(budget), tie=lambda r: r.trial_id)
+        ranked = ranked_at(mine, budget, objective)
         picked = [(row, budget) for row in ranked[:top_k]]
         if front_of is not None:
             picked += best_of_other_backbones(mine, [row for row, _ in picked], milestones, objective, front_of)
@@ -68,8 +75,7 @@ def best_of_other_backbones(rows: list[TrialRow], picked: list[TrialRow], milest
     for name in sorted({backbone(r) for r in rows} - {backbone(r) for r in picked}):
         theirs = [r for r in rows if backbone(r) == name]
         budget = common_budget(theirs, 1, milestones)
-        ranked = objective.ranked([r for r in theirs if not math.isnan(r.value_at(budget))],
-                                  lambda r: r.value_at(budget), tie=lambda r: r.trial_id)
+        ranked = ranked_at(theirs, budget, objective)
         if ranked:
             out.append((ranked[0], budget))
     return out
@@ -77,13 +83,14 @@ def best_of_other_backbones(rows: list[TrialRow], picked: list[TrialRow], milest
 
 def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow]) -> list[Confirmed]:
     """Retrain each arm's candidates over the selection seeds; returns one `Confirmed` per candidate."""
-    space = run.space
+    space, confirm = run.space, run.space.confirm
+    assert confirm is not None, "the pipeline runs selection only with confirm settings"
     milestones = sorted(set(space.asha.milestones()) | {space.asha.max_t})
     front_of = space.base_config().student_backbone if space.deploy else None
-    candidates = choose_candidates(rows, space.confirm.top_k, milestones, space.objective, front_of=front_of)
+    candidates = choose_candidates(rows, confirm.top_k, milestones, space.objective, front_of=front_of)
     if not any(c.arm == "kd" for c in candidates):
         raise UserError(f"{run.paths.sweep_dir}: no trial of the search ended usable; see leaderboard.csv")
-    seeds, _ = seed_plan(base.seed, space.confirm.seeds, space.confirm.verdict_seeds)
+    seeds, _ = seed_plan(base.seed, confirm.seeds, confirm.verdict_seeds)
     print(f"\nselection: {len(candidates)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) "
           f"at {space.asha.max_t} epochs: " + ", ".join(f"{c.name} (trial {c.trial_id}, {c.search_value:.3f} at "
                                                       f"epoch {c.search_epochs})" for c in candidates))
@@ -95,7 +102,8 @@ def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds
     """Every candidate trained from scratch with every seed, as one resumable Ray experiment."""
     space = run.space
     trainable = trainable_for(run, base)
-    callbacks = [*wandb_callbacks(run, job_type, base), KeepGoodStateCopies()]
+    callbacks = [*wandb_callbacks(run, job_type, base), KeepGoodStateCopies(),
+                 *stage_callbacks("selection" if job_type == "confirm" else job_type, space.objective.metric)]
     if tune.Tuner.can_restore(experiment):
         for note in prepare_restore(run.paths.sweep_dir, experiment, None, space.objective.metric, space.asha.max_t):
             print(note)
@@ -119,7 +127,7 @@ def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds
 def seed_runs(candidate: Candidate, seeds: list[int], trials: list[TrialState], objective: Objective,
               run: SweepRun) -> Confirmed:
     """A candidate's seed runs read back from Ray's records; a failed or diverged seed counts as NaN."""
-    runs = {seed: t for t in trials for name, seed in [run_candidate(t.config)] if name == candidate.name}
+    runs = {key[1]: t for t in trials if (key := run_candidate(t.config)) is not None and key[0] == candidate.name}
     values, dice, checkpoints, ids = [], [], [], []
     for s in seeds:
         t = runs[s]

@@ -12,9 +12,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from tune.sweep.ray_compat.conventions import TUNE_STOP_SIGNAL
 
 GRACE_S = 4.0   # how long Tune may take to stop gracefully after a signal
+# What signal.getsignal returns and signal.signal takes (typeshed's own alias, signal._HANDLER, is private).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class StopSignals:
@@ -24,8 +30,8 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._in_fit = False
-        self._usr1_before = None   # SIGUSR1's handler before the current run: not Tune's
-        self._original: dict[int, object] = {}
+        self._usr1_before: Handler = None   # TUNE_STOP_SIGNAL's handler before the current run: not Tune's
+        self._original: dict[int, Handler] = {}
         self._deadline: threading.Timer | None = None   # cuts Tune's graceful stop short
 
     @property
@@ -50,17 +56,17 @@ class StopSignals:
                 signal.signal(sig, handler)
             self._original.clear()
 
-    def _handle(self, signum: int, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.received is None
         self.received = self.received or signum
-        # Tune's own stop handler: it registers one for SIGUSR1 when its run loop starts (its SIGINT one is
-        # switched off in tune/sweep/__init__.py, so this handler stays in place and sees every signal).
-        tune_stop = signal.getsignal(signal.SIGUSR1)
+        # Tune's own stop handler: it registers one for TUNE_STOP_SIGNAL (SIGUSR1) when its run loop starts (its
+        # SIGINT one is switched off in tune/sweep/__init__.py, so this handler stays in place and sees every signal).
+        tune_stop = signal.getsignal(TUNE_STOP_SIGNAL)
         if first and self._in_fit and callable(tune_stop) and tune_stop is not self._usr1_before:
             tune_stop(signum, frame)
-            # Tune saves its state first, then waits up to 5 s for trial processes still starting to stop
-            # (measured: up to 9.5 s from signal to exit on 2 idle cores); past GRACE_S it is cut short
-            # like a second Ctrl-C, and ray.shutdown ends those processes.
+            # Tune saves its state first, then waits up to 5 s (conventions.TUNE_STOP_WAIT_S) for trial
+            # processes still starting to stop (measured: up to 9.5 s from signal to exit on 2 idle cores); past
+            # GRACE_S it is cut short like a second Ctrl-C, and ray.shutdown ends those processes.
             self._deadline = threading.Timer(GRACE_S, signal.pthread_kill, (threading.main_thread().ident,
                                                                             signal.SIGINT))
             self._deadline.daemon = True
@@ -73,7 +79,7 @@ class StopSignals:
         """Around `Tuner.fit()`: a signal stops Tune gracefully; afterwards a signal received at any moment
         of the run (even as its last trial ended) raises KeyboardInterrupt."""
         main = threading.current_thread() is threading.main_thread()
-        self._usr1_before = signal.getsignal(signal.SIGUSR1)
+        self._usr1_before = signal.getsignal(TUNE_STOP_SIGNAL)
         self._in_fit = True
         try:
             yield
@@ -82,7 +88,7 @@ class StopSignals:
             if self._deadline is not None:
                 self._deadline.cancel()
             if main:  # Tune leaves its handler in place: a later signal must never reach a finished run
-                signal.signal(signal.SIGUSR1, self._usr1_before)
+                signal.signal(TUNE_STOP_SIGNAL, self._usr1_before)
         self.check()
 
     def check(self) -> None:

@@ -8,13 +8,12 @@ without a word. Each repair here prints one line; what cannot be repaired is one
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import pickletools
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pyarrow.fs as pafs
@@ -26,24 +25,22 @@ from tune.cluster import storage
 from tune.cluster.recovery import restore_recorded_checkpoints
 from tune.records import JOURNAL_FILE, TrialRow, TrialState, resolve
 from tune.sampling import Sampled
-from tune.sweep.ray_compat import (
-    RAY_TRIAL_ATTR,
-    experiment_folders,
-    optuna_end,
-    optuna_trial,
-    recorded_trials,
-    rerun_from_scratch,
-    searcher_trials,
-    storage_id,
+from tune.sweep.ray_compat.conventions import (
+    EXPERIMENT_STATE,
+    SEARCHER_STATE,
+    STATE_FILES,
+    TUNER_FILE,
+    is_json_state,
+    newest_state_file,
 )
+from tune.sweep.ray_compat.experiment_state import experiment_folders, recorded_trials, rerun_from_scratch
+from tune.sweep.ray_compat.optuna_search import optuna_trial, searcher_trials, storage_id
+from tune.sweep.searcher import RAY_TRIAL_ATTR, optuna_end
 from tune.sweep.study import journal_storage
 
-# What Tuner.restore reads from an experiment folder: of each pattern the newest file by name (Ray's rule).
-# Ray writes each in its driver's staging folder and copies it into the experiment folder in place (pyarrow's
-# copy_files: truncate, then write); only tuner.pkl is written there directly, once, when the Tuner starts.
-EXPERIMENT_STATE = "experiment_state-*.json"
-STATE_FILES = (EXPERIMENT_STATE, "search_gen_state-*.json", "searcher-state-*.pkl", "basic-variant-state-*.json",
-               "callback-states-*.pkl", "tuner.pkl")
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
 GOOD_COPY_SUFFIX = ".good"   # not .json/.pkl: Ray's restore neither reads nor downloads it
 ENDED = ("TERMINATED", "ERROR")
 
@@ -104,7 +101,7 @@ def reconcile_journal(sweep_dir: Path, study_name: str, trials: list[TrialState]
     as recorded_trials reads them) before its Tuner is restored; one line per trial changed.
 
     A trial Ray has ended that the study still holds RUNNING (its tell was lost) is told what Ray's record
-    implies, by the searcher's own rule (ray_compat.optuna_end), with the intermediate values it lacks. A
+    implies, by the searcher's own rule (searcher.optuna_end), with the intermediate values it lacks. A
     trial the journal lost entirely is added back, marked with its Ray trial id: ended, as it ended; not
     ended, RUNNING, and TruthfulOptunaSearch.restore links it again. A RUNNING Optuna trial that Ray never
     recorded (asked after Ray's last snapshot) will never report: it is told FAIL."""
@@ -175,7 +172,7 @@ def _searcher_trials(experiment: str | None) -> dict[str, optuna.trial.Trial]:
     if experiment is None:
         return {}
     fs, root = _filesystem(experiment)
-    name = _newest(fs, root, "searcher-state-*.pkl")
+    name = _newest(fs, root, SEARCHER_STATE)
     return searcher_trials(_read(fs, posixpath.join(root, name))) if name else {}
 
 
@@ -252,15 +249,15 @@ class KeepGoodStateCopies(Callback):
     before it copies that into the experiment folder in place: the staged files are complete (checked) and
     as new as any. A copy that fails (a full disk) keeps the previous good copy and says so once."""
 
-    def __init__(self):
-        self._trials: list = []
+    def __init__(self) -> None:
+        self._trials: list[Trial] = []
         self._kept: dict[str, tuple[int, int]] = {}   # file name: (size, mtime) of the staged file copied
         self._warned = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_trials": [], "_kept": {}}   # Ray pickles its callbacks in tuner.pkl
 
-    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self._trials = trials
 
     def get_state(self) -> None:
@@ -271,8 +268,8 @@ class KeepGoodStateCopies(Callback):
 
     def keep_copies(self, staging: str, fs: pafs.FileSystem, experiment: str) -> None:
         local = pafs.LocalFileSystem()
-        sources = [(local, staging, pattern) for pattern in STATE_FILES if pattern != "tuner.pkl"]
-        sources.append((fs, experiment, "tuner.pkl"))   # written once, in the experiment folder itself
+        sources = [(local, staging, pattern) for pattern in STATE_FILES if pattern != TUNER_FILE]
+        sources.append((fs, experiment, TUNER_FILE))   # written once, in the experiment folder itself
         for source_fs, folder, pattern in sources:
             name = _newest(source_fs, folder, pattern)
             if name is None:
@@ -321,7 +318,7 @@ def check_experiment(experiment: str) -> list[str]:
 def _reads_whole(name: str, data: bytes) -> bool:
     """Whether a state file is complete: experiment_state is JSON; the others are pickles (Ray's
     *_state-*.json included), checked to their STOP opcode without unpickling anything."""
-    if fnmatch.fnmatch(name, EXPERIMENT_STATE):
+    if is_json_state(name):
         try:
             return isinstance(json.loads(data), dict)
         except ValueError:
@@ -362,6 +359,7 @@ def rerun_missing(experiment: str, missing: list[TrialState]) -> list[str]:
         return []
     fs, root = _filesystem(experiment)
     name = _newest(fs, root, EXPERIMENT_STATE)
+    assert name is not None, "the missing trials were read from this experiment state"
     path = posixpath.join(root, name)
     state = rerun_from_scratch(json.loads(_read(fs, path)), {t.trial_id for t in missing})
     _write_atomic(fs, path, json.dumps(state).encode())
@@ -382,11 +380,10 @@ def _folder_name(location: str) -> str:
 
 
 def _newest(fs: pafs.FileSystem, folder: str, pattern: str) -> str | None:
-    """The file Ray reads of `pattern` in `folder`: the greatest name (names carry the session's time)."""
+    """The file Ray reads of `pattern` in `folder`."""
     names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
              if info.type == pafs.FileType.File]
-    matching = fnmatch.filter(names, pattern)
-    return max(matching) if matching else None
+    return newest_state_file(names, pattern)
 
 
 def _read(fs: pafs.FileSystem, path: str) -> bytes:

@@ -19,6 +19,10 @@ from optuna.trial import TrialState
 
 from tune.records import JOURNAL_FILE
 
+# Optuna logs each study it creates at INFO ("A new study created in Journal with name: demo", "... in memory"
+# for param_importance's proxy): the sweep names its studies itself (finish.study_summary). Warnings stay.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 
 def journal_storage(sweep_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))

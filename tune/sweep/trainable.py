@@ -20,6 +20,7 @@ from ray import tune
 
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
+from core.simulated_training import TRAINERS
 from core.train import DivergedError, Trainer
 from tune.cluster.storage import local_copy
 from tune.records import CHECKPOINT_FILE, EPOCH_FILE
@@ -33,10 +34,11 @@ _PROCESS_HELD: dict[str, Trainer] = {}
 
 
 def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: list[int] | None = None,
-                latency_ms: dict[str, float] | None = None) -> None:
+                latency_ms: dict[str, float] | None = None, trainer_kind: str = "torch") -> None:
     """`config` is what Ray holds for this trial (tune/sampling.py: a search trial's sample or a confirmation
     run); `base` the sweep's TrainConfig; `checkpoint_epochs` the epochs whose report carries a checkpoint
-    (None: every epoch); `latency_ms` each student backbone's measured latency at the deploy target."""
+    (None: every epoch); `latency_ms` each student backbone's measured latency at the deploy target;
+    `trainer_kind` the space's `search.trainer` (core/simulated_training.py)."""
     started_at = time.time()
     # Ray logs every persisted checkpoint at INFO; one line per epoch per trial buries the progress table.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -45,7 +47,7 @@ def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: li
         base = base.replace(teacher_checkpoint=local_copy(base.teacher_checkpoint, base.cache_dir))
     cfg = trial_config(config, base)
     _PROCESS_HELD.clear()  # the previous trial in this process has ended: its thread is gone
-    trainer = _PROCESS_HELD["trainer"] = Trainer(cfg)
+    trainer = _PROCESS_HELD["trainer"] = TRAINERS[trainer_kind](cfg)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

@@ -79,21 +79,23 @@ def partner_for(kd: Confirmed, confirmed: list[Confirmed], objective: Objective,
 
 def verdict_stage(run: SweepRun, base: TrainConfig, confirmed: list[Confirmed]) -> VerdictRuns:
     """Retrain the winner, the best KD configuration and its baseline partner on the verdict seeds."""
-    objective = run.space.objective
+    objective, confirm = run.space.objective, run.space.confirm
+    assert confirm is not None, "the pipeline runs the verdict only after a selection"
     ranked = rank_confirmed(confirmed, objective)
     winner = ranked[0]
     if math.isnan(winner.mean):
         raise UserError(f"{run.paths.sweep_dir}: every selection run failed; see {run.paths.confirm}")
     kd = next((c for c in ranked if c.candidate.arm == "kd" and not math.isnan(c.mean)), None)
     partner = partner_for(kd, confirmed, objective, base) if kd is not None else None
-    chosen = {c.name: c for c in [winner.candidate] + ([kd.candidate, partner] if partner else [])}
-    _, seeds = seed_plan(base.seed, run.space.confirm.seeds, run.space.confirm.verdict_seeds)
+    compared = [kd.candidate, partner] if kd is not None and partner is not None else []
+    chosen = {c.name: c for c in [winner.candidate, *compared]}
+    _, seeds = seed_plan(base.seed, confirm.seeds, confirm.verdict_seeds)
     print(f"\nverdict: {len(chosen)} configurations x {len(seeds)} fresh seeds ({', '.join(map(str, seeds))}): "
           + ", ".join(chosen))
     runs = retrain(run, base, list(chosen.values()), seeds, run.paths.verdict, "verdict")
     by_name = {r.candidate.name: r for r in runs}
     result = None
-    if partner is not None:
+    if kd is not None and partner is not None:
         student = backbone(kd.candidate.sampled, base)
         result = paired_verdict(by_name[kd.candidate.name], by_name[partner.name], objective, student)
     return VerdictRuns(runs, by_name[winner.candidate.name], result)

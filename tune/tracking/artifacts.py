@@ -17,6 +17,7 @@ from core.errors import UserError
 from core.export import CARD_FILENAME, CONFIG_FILENAME, METRICS_FILENAME, ONNX_FILENAME
 from core.quantize import INT8_ONNX_FILENAME
 from tune.records import CHARTS_DIRNAME, REPORT_FILE
+from tune.tracking.mode import RunMode
 
 if TYPE_CHECKING:
     from tune.report.gallery import Gallery
@@ -53,7 +54,7 @@ def model_artifact(export_dir: Path, sweep: str) -> wandb.Artifact:
     return artifact
 
 
-def log_model_artifact(export_dir: Path, sweep: str, project: str, entity: str | None, mode: str, group: str,
+def log_model_artifact(export_dir: Path, sweep: str, project: str, entity: str | None, mode: RunMode, group: str,
                        sweep_dir: Path) -> str:
     """Log the export as the sweep's model artifact, aliases `best` and the sweep's name, from a short run
     (job_type export) beside the sweep's other runs in <sweep_dir>/wandb/. Returns the run's URL online, its
@@ -70,7 +71,9 @@ def log_model_artifact(export_dir: Path, sweep: str, project: str, entity: str |
                      settings=wandb.Settings(silent=True, console="off"))
     try:
         run.log_artifact(artifact, aliases=["best", artifact_name(sweep)])
-        return str(Path(run.settings.sync_dir)) if mode == "offline" else run.url
+        if mode == "offline" or run.url is None:  # no URL: nothing went to the server
+            return str(Path(run.settings.sync_dir))
+        return run.url
     finally:
         run.finish()
 

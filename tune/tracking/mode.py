@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 MODES = ("auto", "online", "offline", "disabled")
+RunMode = Literal["online", "offline", "disabled"]  # what `wandb.init(mode=...)` is given
+RUN_MODES: tuple[RunMode, ...] = ("online", "offline", "disabled")
 
 
 @dataclass(frozen=True)
 class WandbTarget:
     """The resolved W&B mode, why it was chosen, and the entity (team or user) runs are logged under."""
 
-    mode: str            # online | offline | disabled
+    mode: RunMode
     reason: str
     entity: str | None = None
 
@@ -40,11 +43,12 @@ def has_credentials() -> bool:
 def resolve_mode(configured: str, entity: str | None = None) -> WandbTarget:
     """The mode for a space's `wandb.mode` (auto, online, offline, disabled) in this environment."""
     entity = os.environ.get("WANDB_ENTITY") or entity
-    env = os.environ.get("WANDB_MODE")
-    if env in ("online", "offline", "disabled"):
+    env = _run_mode(os.environ.get("WANDB_MODE"))
+    if env is not None:
         return WandbTarget(env, "WANDB_MODE is set", entity)
-    if configured in ("offline", "disabled"):
-        return WandbTarget(configured, f"wandb.mode: {configured} in the space", entity)
+    chosen = _run_mode(configured)
+    if chosen in ("offline", "disabled"):
+        return WandbTarget(chosen, f"wandb.mode: {configured} in the space", entity)
     found = has_credentials()
     if configured == "online" and not found:
         return WandbTarget("offline", "wandb.mode: online, but no API key: run `wandb login` or set "
@@ -52,6 +56,10 @@ def resolve_mode(configured: str, entity: str | None = None) -> WandbTarget:
     if found:
         return WandbTarget("online", "an API key was found (WANDB_API_KEY or `wandb login`)", entity)
     return WandbTarget("offline", "no API key found; `wandb login` to log online", entity)
+
+
+def _run_mode(value: str | None) -> RunMode | None:
+    return next((mode for mode in RUN_MODES if mode == value), None)
 
 
 def apply(target: WandbTarget) -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from core.config import teacher_only_keys
 from core.files import write_file_atomic
+from tune.sampling import bounds
 from tune.space import Parameter, SearchSpace, all_parameters, parameter_specs
 
 SWEEP_YAML = "wandb-sweep.yaml"   # in the sweep folder: what `wandb sweep` registers later, offline sweeps included
@@ -46,17 +47,19 @@ def parameter_spec(p: Parameter) -> dict[str, Any]:
     """W&B's spec for one distribution of tune/space.py, with the bounds Optuna samples within."""
     if p.type == "choice":
         return {"values": list(p.values)}
+    low, high = bounds(p)
     if p.type == "uniform":
-        return {"distribution": "uniform", "min": float(p.low), "max": float(p.high)}
+        return {"distribution": "uniform", "min": float(low), "max": float(high)}
     if p.type == "loguniform":
         # `log_uniform_values` takes the bounds themselves; W&B's `log_uniform` takes their natural logs.
-        return {"distribution": "log_uniform_values", "min": float(p.low), "max": float(p.high)}
+        return {"distribution": "log_uniform_values", "min": float(low), "max": float(high)}
     if p.type == "int":
-        if (p.step or 1) == 1:
-            return {"distribution": "int_uniform", "min": int(p.low), "max": int(p.high)}
+        step = p.step or 1
+        if step == 1:
+            return {"distribution": "int_uniform", "min": int(low), "max": int(high)}
         # Optuna's grid is low, low+step, ... <= high; W&B's q_uniform rounds to multiples of q from 0 and
         # returns floats, so a stepped int is its exact list of values.
-        return {"values": list(range(int(p.low), int(p.high) + 1, int(p.step)))}
+        return {"values": list(range(int(low), int(high) + 1, step))}
     raise ValueError(f"parameter {p.name}: no W&B distribution for type {p.type!r}")
 
 

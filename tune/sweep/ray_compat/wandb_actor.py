@@ -1,0 +1,130 @@
+"""Ray's W&B callback and its logging actor, hooked: each run's settings come from the sweep (a
+tune.tracking.run_settings.TrialRunSettings), logging processes are reused, no API key leaks into Ray's logs,
+and an interrupted sweep's runs end without the driver hanging.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+if TYPE_CHECKING:
+    from tune.tracking.run_settings import TrialRunSettings
+
+
+class _WandbWithStartHook:
+    """The wandb module as Ray's logging actor calls it, with `init` also calling `run_started(run)` (Ray's
+    actor offers no hook between `wandb.init` and the first `log`)."""
+
+    def __init__(self, run_started: Callable[[Any], None] | None):
+        self.run_started = run_started
+
+    def __getattr__(self, name: str):
+        import wandb
+        return getattr(wandb, name)
+
+    def init(self, *args, **kwargs):
+        import wandb
+        run = wandb.init(*args, **kwargs)
+        if self.run_started is not None:
+            self.run_started(run)
+        return run
+
+
+class ReusableWandbLoggingActor(_WandbLoggingActor):
+    """Ray's W&B logging actor that calls `run_started` on its run, and can log another trial's run after its
+    last one finished."""
+
+    def __init__(self, logdir: str, queue, exclude: list[str], to_config: list[str], *args,
+                 run_started: Callable[[Any], None] | None = None, **kwargs):
+        super().__init__(logdir, queue, exclude, to_config, *args, **kwargs)
+        self._wandb = _WandbWithStartHook(run_started)  # type: ignore[assignment]  # the hook: wandb, wrapped
+
+    def reset(self, logdir: str, queue, exclude: list[str], to_config: list[str], **kwargs) -> None:
+        ReusableWandbLoggingActor.__init__(self, logdir, queue, exclude, to_config, **kwargs)
+
+
+class SweepWandbLoggerCallback(WandbLoggerCallback):
+    """Ray's W&B callback, with each run's settings from `settings`, logging processes reused, and no leaked
+    API key.
+
+    Ray starts two processes per trial (a logging actor and its queue actor, ~3 s of CPU on this project's
+    2-core machine, where they compete with training); here a logging actor whose run finished cleanly logs
+    the next trial's run (bench/sweep_overhead.py --wandb). Ray also hands WANDB_API_KEY to its logging actor
+    through runtime_env, which Ray writes in plain text to its session logs; the actor runs on this node and
+    inherits this process's environment anyway, so the key is hidden from runtime_env while it starts."""
+
+    _logger_actor_cls = ReusableWandbLoggingActor
+
+    def __init__(self, *args, settings: TrialRunSettings, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+        self._idle: list[tuple[Any, Any]] = []   # (logging actor, its queue) whose run has finished
+        self._failed: set = set()                # trials that errored: Ray may restart them, never reuse
+        self._ending = False
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        if trial in self._trial_logging_futures:  # a restarted trial goes on logging to its run
+            return None
+        wandb_init_kwargs = self.settings.init_kwargs(trial.config, wandb_init_kwargs)
+        wandb_init_kwargs["reinit"] = "finish_previous"  # Ray's `reinit=True` is deprecated by wandb
+        wandb_init_kwargs["run_started"] = self.settings.run_started  # for the actor, not for wandb.init
+        self._cleanup_logging_actors()  # collect runs that have finished since: their actors are free
+        if self._idle:
+            actor, queue = self._idle.pop()
+            actor.reset.remote(logdir=trial.local_path, queue=queue, exclude=exclude_results,
+                               to_config=self.AUTO_CONFIG_KEYS, **wandb_init_kwargs)
+            self._trial_queues[trial], self._trial_logging_actors[trial] = queue, actor
+            future = actor.run.remote()  # an actor runs its calls in order: after reset
+            self._trial_logging_futures[trial] = future
+            self._logging_future_to_trial[future] = trial
+            return None
+        key = os.environ.pop("WANDB_API_KEY", None)
+        try:
+            return super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+        finally:
+            if key is not None:
+                os.environ["WANDB_API_KEY"] = key
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        """A trial's run starts with its first result (`log_trial_result` starts it), an epoch later: by
+        then the run of the trial whose process it reuses has finished and its logging actor is free."""
+
+    def log_trial_end(self, trial, failed: bool = False):
+        if trial not in self._trial_queues:
+            # A restored trial that ends before it logged anything in this run (a seed that had finished
+            # when the driver was killed): Ray's callback would raise KeyError and fail the resume.
+            return
+        if failed:
+            self._failed.add(trial)
+        super().log_trial_end(trial, failed=failed)
+
+    def _cleanup_logging_actor(self, trial):
+        """Called for a run that finished (or, at the end, timed out): keep a cleanly finished actor."""
+        future = self._trial_logging_futures[trial]
+        if self._ending or trial in self._failed or not ray.wait([future], timeout=0)[0]:
+            return super()._cleanup_logging_actor(trial)
+        queue = self._trial_queues.pop(trial)
+        while not queue.empty():  # nothing of an earlier trial may land in the next run
+            queue.get_nowait()
+        self._idle.append((self._trial_logging_actors.pop(trial), queue))
+        del self._trial_logging_futures[trial]
+        return None
+
+    def on_experiment_end(self, trials, **info):
+        """End every trial's run, then wait a bounded time for them to finish writing.
+
+        Ray signals the end of a run only for trials that ended; the run of a trial still running when the
+        sweep is interrupted never got it (seen with `reuse_actors`), and Ray then waited its whole
+        `upload_timeout` (30 min) for that run: a Ctrl-C that hung the driver. Signalling every open run
+        first makes each finish (and stay syncable) with what it logged."""
+        self._ending = True
+        for trial in list(self._trial_queues):
+            self._signal_logging_actor_stop(trial)
+        self._cleanup_logging_actors(timeout=self._upload_timeout, kill_on_timeout=True)
+        for actor, _ in self._idle:
+            ray.kill(actor)
+        self._idle.clear()
