@@ -10,6 +10,7 @@ order, and a trial's epochs are identical in both (checked: same seed, same data
     python bench/asha_vs_fifo.py --space demo.yaml --configs 12 --train-images 160
     python bench/asha_vs_fifo.py --max-t 16 --grace-period 2 --reduction-factor 3   # kd.yaml's proportions
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,12 +54,19 @@ def run(space, base, configs: list[dict], scheduler, storage: Path, name: str) -
     run = SweepRun(space, SweepPaths.local(storage), use_gpu=False, wandb_mode="disabled")
     trainable = trainable_for(run, base, rung_epochs=space.asha.rungs())
     tuner = tune.Tuner(
-        trainable, param_space={"candidate": tune.grid_search(configs), "seed": base.seed},
-        tune_config=tune.TuneConfig(scheduler=scheduler, metric=space.objective.metric, mode=space.objective.mode,
-                                    max_concurrent_trials=space.search.max_concurrent_trials,
-                                    reuse_actors=space.search.reuse_actors),
-        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        trainable,
+        param_space={"candidate": tune.grid_search(configs), "seed": base.seed},
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler,
+            metric=space.objective.metric,
+            mode=space.objective.mode,
+            max_concurrent_trials=space.search.max_concurrent_trials,
+            reuse_actors=space.search.reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(storage), name=name, verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)
+        ),
+    )
     start = time.perf_counter()
     results = tuner.fit()
     seconds = time.perf_counter() - start
@@ -82,18 +90,29 @@ def main() -> None:
     parser.add_argument("--reduction-factor", type=int, help="override the space's asha.reduction_factor")
     args = parser.parse_args()
     space = load_space(args.space)
-    space.asha = dataclasses.replace(space.asha, **{k: v for k, v in (
-        ("max_t", args.max_t), ("grace_period", args.grace_period), ("reduction_factor", args.reduction_factor))
-        if v is not None})
+    space.asha = dataclasses.replace(
+        space.asha,
+        **{
+            k: v
+            for k, v in (
+                ("max_t", args.max_t),
+                ("grace_period", args.grace_period),
+                ("reduction_factor", args.reduction_factor),
+            )
+            if v is not None
+        },
+    )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, space.base_config().img_size)
         overrides = dict(data_root=str(data.root), cache_dir=str(tmp / "cache"), save_dir=str(tmp / "runs"))
         base = space.base_config().replace(**overrides)
         a = space.asha
-        print(f"{label}; {len(data.train)} images, {base.img_size}px; {args.configs} configurations of "
-              f"{space.source}; ASHA max_t {a.max_t}, grace {a.grace_period}, reduction {a.reduction_factor}; "
-              f"{space.search.max_concurrent_trials} trials at a time")
+        print(
+            f"{label}; {len(data.train)} images, {base.img_size}px; {args.configs} configurations of "
+            f"{space.source}; ASHA max_t {a.max_t}, grace {a.grace_period}, reduction {a.reduction_factor}; "
+            f"{space.search.max_concurrent_trials} trials at a time"
+        )
         if space.distillation:
             teacher_cfg = space.teacher_config().replace(**overrides)
             if args.teacher_epochs:
@@ -103,8 +122,10 @@ def main() -> None:
             for _ in teacher.epochs():
                 pass
             base = base.replace(teacher_checkpoint=str(teacher.save_best(tmp / "teacher.pt")))
-            print(f"teacher: {teacher_cfg.epochs} epochs in {time.perf_counter() - start:.0f}s, "
-                  f"val Dice {teacher.best_val_dice:.4f}")
+            print(
+                f"teacher: {teacher_cfg.epochs} epochs in {time.perf_counter() - start:.0f}s, "
+                f"val Dice {teacher.best_val_dice:.4f}"
+            )
             del teacher
         configs = draw_configs(space, args.configs, args.seed)
 
@@ -128,24 +149,33 @@ def main() -> None:
     for c in configs:
         n = c["name"]
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in c["params"].items())
-        print(f"  {n:>3}  {params:<80}  ASHA {len(asha[n]):>2} epochs best {asha[n][-1][2]:.4f}   "
-              f"FIFO best {fifo[n][-1][2]:.4f}")
-    print(f"ASHA: {epochs['asha']} trial-epochs in {asha_s:.0f}s, best {best['asha']:.4f} ({winner['asha']}); "
-          f"FIFO: {epochs['fifo']} trial-epochs in {fifo_s:.0f}s, best {best['fifo']:.4f} ({winner['fifo']}); "
-          f"largest val Dice difference on shared epochs {gap:.1e}")
+        print(
+            f"  {n:>3}  {params:<80}  ASHA {len(asha[n]):>2} epochs best {asha[n][-1][2]:.4f}   "
+            f"FIFO best {fifo[n][-1][2]:.4f}"
+        )
+    print(
+        f"ASHA: {epochs['asha']} trial-epochs in {asha_s:.0f}s, best {best['asha']:.4f} ({winner['asha']}); "
+        f"FIFO: {epochs['fifo']} trial-epochs in {fifo_s:.0f}s, best {best['fifo']:.4f} ({winner['fifo']}); "
+        f"largest val Dice difference on shared epochs {gap:.1e}"
+    )
     # How well a rung predicts the end: rank correlation, over FIFO's trials, of the objective at each rung
     # with the objective at max_t (ASHA can keep the best configuration only where this is high).
     from scipy.stats import spearmanr
+
     final = [fifo[c["name"]][-1][2] for c in configs]
     for rung in a.rungs():
         rho = spearmanr([fifo[c["name"]][rung - 1][2] for c in configs], final).statistic
-        print(f"rung at epoch {rung}: Spearman rho {rho:+.2f} between FIFO trials' {space.objective.metric} there "
-              f"and at epoch {a.max_t}")
-    print(f"RESULT asha_epochs_over_fifo={epochs['asha'] / epochs['fifo']:.3f} "
-          f"asha_best_over_fifo_best={best['asha'] / best['fifo']:.3f} asha_seconds_over_fifo={asha_s / fifo_s:.3f} "
-          f"asha_epochs={epochs['asha']} fifo_epochs={epochs['fifo']} asha_best={best['asha']:.4f} "
-          f"fifo_best={best['fifo']:.4f} same_winner={winner['asha'] == winner['fifo']} configs={args.configs} "
-          f"max_shared_epoch_gap={gap:.1e}")
+        print(
+            f"rung at epoch {rung}: Spearman rho {rho:+.2f} between FIFO trials' {space.objective.metric} there "
+            f"and at epoch {a.max_t}"
+        )
+    print(
+        f"RESULT asha_epochs_over_fifo={epochs['asha'] / epochs['fifo']:.3f} "
+        f"asha_best_over_fifo_best={best['asha'] / best['fifo']:.3f} asha_seconds_over_fifo={asha_s / fifo_s:.3f} "
+        f"asha_epochs={epochs['asha']} fifo_epochs={epochs['fifo']} asha_best={best['asha']:.4f} "
+        f"fifo_best={best['fifo']:.4f} same_winner={winner['asha'] == winner['fifo']} configs={args.configs} "
+        f"max_shared_epoch_gap={gap:.1e}"
+    )
 
 
 if __name__ == "__main__":

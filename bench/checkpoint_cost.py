@@ -9,6 +9,7 @@ validation) on the same data.
 
     python bench/checkpoint_cost.py --img-size 64 --train-images 160 [--space kd.yaml]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,10 +58,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, args.img_size)
-        cfg = config_from_dict(dict(mode="baseline", data_root=str(data.root), img_size=args.img_size, batch_size=8,
-                                    epochs=args.epochs + 1, encoder_weights=None, num_workers=0,
-                                    cache_dir=str(tmp / "cache"), save_dir=str(tmp / "runs"),
-                                    student_backbone=space.base_config().student_backbone))
+        cfg = config_from_dict(
+            dict(
+                mode="baseline",
+                data_root=str(data.root),
+                img_size=args.img_size,
+                batch_size=8,
+                epochs=args.epochs + 1,
+                encoder_weights=None,
+                num_workers=0,
+                cache_dir=str(tmp / "cache"),
+                save_dir=str(tmp / "runs"),
+                student_backbone=space.base_config().student_backbone,
+            )
+        )
         trainer = Trainer(cfg, data=data)
         print(f"{label}; {len(data.train)} images, {args.img_size}px, student {cfg.student_backbone}")
         trainer.run_epoch()  # warm-up; fills the optimizer state a checkpoint carries
@@ -70,15 +81,21 @@ def main() -> None:
         a = space.asha
         kept = checkpoint_epochs(space.search.checkpoint_every, a.max_t, a.rungs())
         every_epoch = per_checkpoint / epoch
-        print(f"epoch {epoch:.2f}s; checkpoint {size / 2**20:.0f} MiB: write {save:.3f}s + copy to storage "
-              f"{copy:.3f}s = {per_checkpoint:.3f}s per checkpoint")
-        print(f"{space.source}: checkpoints at epochs {kept} of {a.max_t} (checkpoint_every "
-              f"{space.search.checkpoint_every}, rungs {a.rungs()}): a trial that runs to max_t pays "
-              f"{every_epoch * len(kept) / a.max_t:.3f} of an epoch per epoch instead of {every_epoch:.3f}")
-        print(f"RESULT checkpoint_seconds_over_epoch={every_epoch:.3f} checkpoint_s={per_checkpoint:.3f} "
-              f"write_s={save:.3f} copy_s={copy:.3f} epoch_s={epoch:.2f} checkpoint_mib={size / 2**20:.0f} "
-              f"policy_over_epoch={every_epoch * len(kept) / a.max_t:.3f} policy_checkpoints={len(kept)} "
-              f"max_t={a.max_t} img_size={args.img_size}")
+        print(
+            f"epoch {epoch:.2f}s; checkpoint {size / 2**20:.0f} MiB: write {save:.3f}s + copy to storage "
+            f"{copy:.3f}s = {per_checkpoint:.3f}s per checkpoint"
+        )
+        print(
+            f"{space.source}: checkpoints at epochs {kept} of {a.max_t} (checkpoint_every "
+            f"{space.search.checkpoint_every}, rungs {a.rungs()}): a trial that runs to max_t pays "
+            f"{every_epoch * len(kept) / a.max_t:.3f} of an epoch per epoch instead of {every_epoch:.3f}"
+        )
+        print(
+            f"RESULT checkpoint_seconds_over_epoch={every_epoch:.3f} checkpoint_s={per_checkpoint:.3f} "
+            f"write_s={save:.3f} copy_s={copy:.3f} epoch_s={epoch:.2f} checkpoint_mib={size / 2**20:.0f} "
+            f"policy_over_epoch={every_epoch * len(kept) / a.max_t:.3f} policy_checkpoints={len(kept)} "
+            f"max_t={a.max_t} img_size={args.img_size}"
+        )
 
 
 if __name__ == "__main__":

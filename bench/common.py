@@ -1,6 +1,7 @@
 """Shared setup for the benchmarks: which data (real polyp data when present, else synthetic) and
 a subset of it as a data folder of symbolic links, so that every run in a bench, Ray trials
 included, reads the same images."""
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ processes (both are printed; on a quiet machine they agree).
 
     python bench/data.py --img-size 320 --images 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,18 +80,27 @@ def main() -> None:
         data, label = bench_data(args.images, Path(tmp), size)
         pairs = sorted(data.train, key=lambda p: p.stem)
         n = len(pairs)
-        print(f"{label}; {n} images -> {size}px, one process, one thread, img/s of CPU time, median of "
-              f"{args.repeats} passes; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"{label}; {n} images -> {size}px, one process, one thread, img/s of CPU time, median of "
+            f"{args.repeats} passes; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
         start = time.perf_counter()
         samples = decoded_samples(pairs, size, Path(tmp) / "cache")
         build = time.perf_counter() - start
         print(f"cache build (decode + resize + write, once per node): {build:.2f}s = {n / build:.0f} img/s")
 
-        raw_naive = rate("raw_naive", lambda i: (cv2.resize(read_image(pairs[i].image), (size, size)),
-                                    cv2.resize(read_mask(pairs[i].mask), (size, size),
-                                               interpolation=cv2.INTER_NEAREST)), n, args.repeats)
-        raw_cached = rate("raw_cached", lambda i: (np.array(samples.images[i]), np.array(samples.masks[i])), n,
-                          args.repeats)
+        raw_naive = rate(
+            "raw_naive",
+            lambda i: (
+                cv2.resize(read_image(pairs[i].image), (size, size)),
+                cv2.resize(read_mask(pairs[i].mask), (size, size), interpolation=cv2.INTER_NEAREST),
+            ),
+            n,
+            args.repeats,
+        )
+        raw_cached = rate(
+            "raw_cached", lambda i: (np.array(samples.images[i]), np.array(samples.masks[i])), n, args.repeats
+        )
         dataset = TrainSet(samples.images, samples.masks, range(n), seed=0)
         full_naive = rate("naive", lambda i: naive_sample(dataset, pairs[i], size, i), n, args.repeats)
         full_cached = rate("cached", lambda i: dataset[(0, i)], n, args.repeats)
@@ -99,23 +109,35 @@ def main() -> None:
         kd = TrainSet(samples.images, samples.masks, range(n), seed=0, teacher_logits=logits)
         kd_cached = rate("cached_kd", lambda i: kd[(0, i)], n, args.repeats)
         geometric, photometric = augment.albumentations_reference()
-        albumentations = rate("albumentations", lambda i: albumentations_sample(samples, geometric, photometric, i), n,
-                              args.repeats)
-        print(f"raw read      naive {raw_naive:8.0f} img/s   cached {raw_cached:8.0f} img/s   "
-              f"x{raw_cached / raw_naive:.1f}")
-        print(f"full pipeline naive {full_naive:8.0f} img/s   cached {full_cached:8.0f} img/s   "
-              f"x{full_cached / full_naive:.2f}  (core.augment in both)")
-        print(f"cached pipeline with the albumentations augmentation it replaced: {albumentations:.0f} img/s "
-              f"(core.augment x{full_cached / albumentations:.2f})")
+        albumentations = rate(
+            "albumentations", lambda i: albumentations_sample(samples, geometric, photometric, i), n, args.repeats
+        )
+        print(
+            f"raw read      naive {raw_naive:8.0f} img/s   cached {raw_cached:8.0f} img/s   "
+            f"x{raw_cached / raw_naive:.1f}"
+        )
+        print(
+            f"full pipeline naive {full_naive:8.0f} img/s   cached {full_cached:8.0f} img/s   "
+            f"x{full_cached / full_naive:.2f}  (core.augment in both)"
+        )
+        print(
+            f"cached pipeline with the albumentations augmentation it replaced: {albumentations:.0f} img/s "
+            f"(core.augment x{full_cached / albumentations:.2f})"
+        )
         print(f"cached pipeline with teacher logits (cached distillation): {kd_cached:.0f} img/s")
-        print("wall-clock img/s: " + "  ".join(f"{k} {v:.0f}" for k, v in WALL.items())
-              + f"  (cached over naive x{WALL['cached'] / WALL['naive']:.2f})")
-        print(f"RESULT raw_cached_over_naive={raw_cached / raw_naive:.1f} "
-              f"pipeline_cached_over_naive={full_cached / full_naive:.2f} naive_img_per_s={full_naive:.0f} "
-              f"cached_img_per_s={full_cached:.0f} albumentations_cached_img_per_s={albumentations:.0f} "
-              f"augment_speedup={full_cached / albumentations:.2f} cached_kd_img_per_s={kd_cached:.0f} "
-              f"img_size={size} "
-              f"load_average={os.getloadavg()[0]:.1f}")
+        print(
+            "wall-clock img/s: "
+            + "  ".join(f"{k} {v:.0f}" for k, v in WALL.items())
+            + f"  (cached over naive x{WALL['cached'] / WALL['naive']:.2f})"
+        )
+        print(
+            f"RESULT raw_cached_over_naive={raw_cached / raw_naive:.1f} "
+            f"pipeline_cached_over_naive={full_cached / full_naive:.2f} naive_img_per_s={full_naive:.0f} "
+            f"cached_img_per_s={full_cached:.0f} albumentations_cached_img_per_s={albumentations:.0f} "
+            f"augment_speedup={full_cached / albumentations:.2f} cached_kd_img_per_s={kd_cached:.0f} "
+            f"img_size={size} "
+            f"load_average={os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

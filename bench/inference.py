@@ -9,6 +9,7 @@ on random inputs, and no Dice is reported. Runtimes take turns call by call, so 
 
     python bench/inference.py [--export DIR] [--img-size 320] [--compare-formats]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,10 +94,12 @@ def main() -> None:
     parser.add_argument("--export", help="an exported model folder (model.pt + model.onnx)")
     parser.add_argument("--img-size", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="ONNX Runtime intra-op threads (0: its default, one per physical core)")
-    parser.add_argument("--compare-formats", action="store_true",
-                        help="also time int8 in QOperator format (QDQ is what export writes)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default, one per physical core)"
+    )
+    parser.add_argument(
+        "--compare-formats", action="store_true", help="also time int8 in QOperator format (QDQ is what export writes)"
+    )
     args = parser.parse_args()
     size = args.img_size
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,37 +118,55 @@ def main() -> None:
             batches, source = calibration(args.export, size)
             int8_paths[quant_format] = folder / f"model.int8.{quant_format}.onnx"
             quantize.quantize(onnx_path, int8_paths[quant_format], batches, quant_format)
-        print(f"{label}; {size}px; int8 ({', '.join(formats)}) calibrated on {source}; threads: torch "
-              f"{torch.get_num_threads()}, ONNX Runtime {args.threads or 'default'}; median of {args.repeats} "
-              f"calls; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"{label}; {size}px; int8 ({', '.join(formats)}) calibrated on {source}; threads: torch "
+            f"{torch.get_num_threads()}, ONNX Runtime {args.threads or 'default'}; median of {args.repeats} "
+            f"calls; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
         fields, ratios = [], {}
         for batch in (1, 8):
-            speed = inference_speed(model, onnx_path, size, batch, args.repeats,
-                                    int8_path=int8_paths[quantize.QUANT_FORMAT], threads=args.threads)
+            speed = inference_speed(
+                model,
+                onnx_path,
+                size,
+                batch,
+                args.repeats,
+                int8_path=int8_paths[quantize.QUANT_FORMAT],
+                threads=args.threads,
+            )
             for quant_format in formats:
                 if quant_format != quantize.QUANT_FORMAT:
-                    other = inference_speed(None, onnx_path, size, batch, args.repeats, int8_paths[quant_format],
-                                            threads=args.threads)
+                    other = inference_speed(
+                        None, onnx_path, size, batch, args.repeats, int8_paths[quant_format], threads=args.threads
+                    )
                     speed[f"onnxruntime-int8-{quant_format}"] = other["onnxruntime-int8"]
                     speed[f"onnxruntime-fp32-beside-{quant_format}"] = other["onnxruntime"]
             if torch.cuda.is_available():
                 speed.update(cuda_speed(model, onnx_path, size, batch, args.repeats))
                 model = model.cpu()
             ratios[batch] = speed["onnxruntime-int8"] / speed["onnxruntime"]
-            print(f"batch {batch}: " + "  ".join(f"{k} {v:.1f}" for k, v in speed.items())
-                  + f" img/s  (onnxruntime/pytorch x{speed['onnxruntime'] / speed['pytorch']:.2f}, "
-                  f"int8/fp32 x{ratios[batch]:.2f})")
+            print(
+                f"batch {batch}: "
+                + "  ".join(f"{k} {v:.1f}" for k, v in speed.items())
+                + f" img/s  (onnxruntime/pytorch x{speed['onnxruntime'] / speed['pytorch']:.2f}, "
+                f"int8/fp32 x{ratios[batch]:.2f})"
+            )
             fields += [f"{k.replace('-', '_')}_b{batch}={v:.1f}" for k, v in speed.items()]
         dice = validation_dice(args.export, model.cpu(), folder) if args.export else None
         drop = dice["val_dice_drop"] if dice else math.nan
         if dice:
-            fields += [f"val_dice_fp32={dice['val_dice_fp32']:.4f}", f"val_dice_int8={dice['val_dice_int8']:.4f}",
-                       f"val_images={dice['val_images']}"]
+            fields += [
+                f"val_dice_fp32={dice['val_dice_fp32']:.4f}",
+                f"val_dice_int8={dice['val_dice_int8']:.4f}",
+                f"val_images={dice['val_images']}",
+            ]
         else:
             print("no validation Dice: pass --export with reachable data")
-        print(f"RESULT int8_over_fp32_b1={ratios[1]:.2f} int8_over_fp32_b8={ratios[8]:.2f} "
-              f"int8_val_dice_drop={drop:.4f} " + " ".join(fields) + f" img_size={size} "
-              f"ort_threads={args.threads} load_average={os.getloadavg()[0]:.1f}")
+        print(
+            f"RESULT int8_over_fp32_b1={ratios[1]:.2f} int8_over_fp32_b8={ratios[8]:.2f} "
+            f"int8_val_dice_drop={drop:.4f} " + " ".join(fields) + f" img_size={size} "
+            f"ort_threads={args.threads} load_average={os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

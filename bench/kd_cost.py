@@ -9,6 +9,7 @@ after the same epochs of KD with each.
 
     python bench/kd_cost.py --img-size 320 --train-images 40
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,25 +60,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, args.img_size)
-        base = dict(data_root=str(data.root), save_dir=str(tmp), img_size=args.img_size, batch_size=args.batch_size,
-                    epochs=args.epochs + 1, encoder_weights=None, num_workers=0, val_fraction=0.1,
-                    learning_rate=1e-3, cache_dir=str(tmp / "cache"), alpha=0.5, temperature=4.0)
-        print(f"{label}; {len(data.train)} images (90% train, 10% val), {args.img_size}px, batch {args.batch_size}, "
-              f"{torch.get_num_threads()} threads, {'cuda' if torch.cuda.is_available() else 'cpu'}; "
-              f"median of {args.epochs} epochs after 1 warm-up")
+        base = dict(
+            data_root=str(data.root),
+            save_dir=str(tmp),
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            epochs=args.epochs + 1,
+            encoder_weights=None,
+            num_workers=0,
+            val_fraction=0.1,
+            learning_rate=1e-3,
+            cache_dir=str(tmp / "cache"),
+            alpha=0.5,
+            temperature=4.0,
+        )
+        print(
+            f"{label}; {len(data.train)} images (90% train, 10% val), {args.img_size}px, batch {args.batch_size}, "
+            f"{torch.get_num_threads()} threads, {'cuda' if torch.cuda.is_available() else 'cpu'}; "
+            f"median of {args.epochs} epochs after 1 warm-up"
+        )
 
         started = time.perf_counter()
         teacher = Trainer(config_from_dict({**base, "mode": "teacher", "epochs": args.teacher_epochs}), data=data)
         for _ in teacher.epochs():
             pass
         teacher_path = teacher.save(tmp / "teacher.pt")
-        print(f"teacher trained for {args.teacher_epochs} epochs in {time.perf_counter() - started:.1f}s "
-              f"(val Dice {teacher.best_val_dice:.4f})")
+        print(
+            f"teacher trained for {args.teacher_epochs} epochs in {time.perf_counter() - started:.1f}s "
+            f"(val Dice {teacher.best_val_dice:.4f})"
+        )
         del teacher
 
-        runs = {"baseline": {"mode": "baseline"},
-                "kd_online": {"mode": "distillation", "teacher_logits": "online"},
-                "kd_cached": {"mode": "distillation", "teacher_logits": "cached"}}
+        runs = {
+            "baseline": {"mode": "baseline"},
+            "kd_online": {"mode": "distillation", "teacher_logits": "online"},
+            "kd_cached": {"mode": "distillation", "teacher_logits": "cached"},
+        }
         seconds, dice = {}, {}
         for name, changes in runs.items():
             cfg = config_from_dict({**base, **changes, "teacher_checkpoint": str(teacher_path)})
@@ -86,15 +104,21 @@ def main() -> None:
             setup = time.perf_counter() - started
             epochs = [r.seconds for r in trainer.epochs()]
             seconds[name], dice[name] = statistics.median(epochs[1:]), trainer.history[-1]["val_dice"]
-            print(f"{name:<10} {seconds[name]:7.2f} s/epoch  (epochs: {', '.join(f'{s:.2f}' for s in epochs)}; "
-                  f"setup incl. cache build {setup:.1f}s)  val Dice after {cfg.epochs} epochs {dice[name]:.4f}")
+            print(
+                f"{name:<10} {seconds[name]:7.2f} s/epoch  (epochs: {', '.join(f'{s:.2f}' for s in epochs)}; "
+                f"setup incl. cache build {setup:.1f}s)  val Dice after {cfg.epochs} epochs {dice[name]:.4f}"
+            )
         delta, scale = logit_fidelity(cfg, data, tmp / "cache")
-        print(f"cached vs online teacher logits on augmented batches: mean |Δlogit| {delta:.4f} "
-              f"(mean |logit| {scale:.3f}, {100 * delta / scale:.1f}%)")
-        print(f"RESULT kd_cached_over_baseline={seconds['kd_cached'] / seconds['baseline']:.2f} "
-              f"kd_online_over_baseline={seconds['kd_online'] / seconds['baseline']:.2f} "
-              f"mean_abs_dlogit={delta:.4f} val_dice_cached={dice['kd_cached']:.4f} "
-              f"val_dice_online={dice['kd_online']:.4f} img_size={args.img_size}")
+        print(
+            f"cached vs online teacher logits on augmented batches: mean |Δlogit| {delta:.4f} "
+            f"(mean |logit| {scale:.3f}, {100 * delta / scale:.1f}%)"
+        )
+        print(
+            f"RESULT kd_cached_over_baseline={seconds['kd_cached'] / seconds['baseline']:.2f} "
+            f"kd_online_over_baseline={seconds['kd_online'] / seconds['baseline']:.2f} "
+            f"mean_abs_dlogit={delta:.4f} val_dice_cached={dice['kd_cached']:.4f} "
+            f"val_dice_online={dice['kd_online']:.4f} img_size={args.img_size}"
+        )
 
 
 if __name__ == "__main__":

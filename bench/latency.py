@@ -8,6 +8,7 @@ Target: a latency budget can tell the backbones apart (the slowest fp32 / the fa
 
     python bench/latency.py [--img-size 352] [--repeats 20] [--threads 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,14 @@ from core.latency import DeployTarget, cached_latency, cpu_model, student_arch
 from core.quantize import spread
 from core.synthetic import write_demo_dataset
 
-BACKBONES = ("mobilenet_v2", "tu-mobilenetv3_small_100", "tu-mobilenetv3_large_100", "efficientnet-b0",
-             "resnet18", "resnet34")
+BACKBONES = (
+    "mobilenet_v2",
+    "tu-mobilenetv3_small_100",
+    "tu-mobilenetv3_large_100",
+    "efficientnet-b0",
+    "resnet18",
+    "resnet34",
+)
 RUNTIMES = ("onnxruntime", "onnxruntime-int8")
 
 
@@ -47,9 +54,11 @@ def main() -> None:
     fields, latencies = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         calibration, source = calibration_pairs(Path(tmp), args.img_size)
-        print(f"U-Net students, random weights; {args.img_size} px, batch 1, CPU ({cpu_model()}), ONNX Runtime "
-              f"threads {args.threads or 'default'}; int8 calibrated on {source}; median of {args.repeats} calls; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"U-Net students, random weights; {args.img_size} px, batch 1, CPU ({cpu_model()}), ONNX Runtime "
+            f"threads {args.threads or 'default'}; int8 calibrated on {source}; median of {args.repeats} calls; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
         cache = Path(tmp) / "cache"  # fresh: every number below is measured now
         for backbone in args.backbones:
             for runtime in RUNTIMES:
@@ -62,16 +71,23 @@ def main() -> None:
                 name = backbone.replace("-", "_")
                 fields += [f"{name}_{'int8' if runtime.endswith('int8') else 'fp32'}_ms={record.ms:.1f}"]
         started = time.perf_counter()
-        again = cached_latency(student_arch(args.backbones[0]), DeployTarget(img_size=args.img_size,
-                                                                             threads=args.threads), cache_dir=cache)
+        again = cached_latency(
+            student_arch(args.backbones[0]), DeployTarget(img_size=args.img_size, threads=args.threads), cache_dir=cache
+        )
         lookup_ms = 1000 * (time.perf_counter() - started)
-        print(f"asked again: cached={again.cached}, {again.ms:.1f} ms, read in {lookup_ms:.1f} ms; measured at "
-              f"{again.measured_at}")
+        print(
+            f"asked again: cached={again.cached}, {again.ms:.1f} ms, read in {lookup_ms:.1f} ms; measured at "
+            f"{again.measured_at}"
+        )
     spread_ratio = max(latencies[b, "onnxruntime"] for b in args.backbones) / min(
-        latencies[b, "onnxruntime-int8"] for b in args.backbones)
-    print(f"RESULT slowest_fp32_over_fastest_int8={spread_ratio:.2f} " + " ".join(fields)
-          + f" second_ask_cached={again.cached} img_size={args.img_size} ort_threads={args.threads} "
-          f"repeats={args.repeats} load_average={os.getloadavg()[0]:.1f}")
+        latencies[b, "onnxruntime-int8"] for b in args.backbones
+    )
+    print(
+        f"RESULT slowest_fp32_over_fastest_int8={spread_ratio:.2f} "
+        + " ".join(fields)
+        + f" second_ask_cached={again.cached} img_size={args.img_size} ort_threads={args.threads} "
+        f"repeats={args.repeats} load_average={os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

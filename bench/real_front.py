@@ -10,6 +10,7 @@ best.json's front, ending with `RESULT <backbone>_fp32_ms=... <backbone>_int8_ms
     python bench/real_front.py [--train-images 300 --img-size 128 --deploy-size 352 --threads 2
                                 --budget-ms 70 --max-t 6 --num-samples 8 --out results]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,17 @@ BACKBONES = ["tu-mobilenetv3_small_100", "mobilenet_v2", "resnet18"]
 def space_for(data_root: Path, args: argparse.Namespace) -> dict:
     return {
         "name": "bench-real-front",
-        "base": {"mode": "baseline", "data_root": str(data_root), "encoder_weights": None,
-                 "img_size": args.img_size, "batch_size": 8, "num_workers": 0, "val_fraction": 0.2,
-                 "val_split": "grouped", "seed": 42},
+        "base": {
+            "mode": "baseline",
+            "data_root": str(data_root),
+            "encoder_weights": None,
+            "img_size": args.img_size,
+            "batch_size": 8,
+            "num_workers": 0,
+            "val_fraction": 0.2,
+            "val_split": "grouped",
+            "seed": 42,
+        },
         "parameters": {
             "learning_rate": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-2},
             "student_backbone": {"type": "choice", "values": BACKBONES},
@@ -41,8 +50,14 @@ def space_for(data_root: Path, args: argparse.Namespace) -> dict:
         "asha": {"max_t": args.max_t, "grace_period": 2, "reduction_factor": 2},
         "resources": {"cpu": 1},
         "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
-        "deploy": {"runtime": "onnxruntime-int8", "device": "cpu", "img_size": args.deploy_size, "batch": 1,
-                   "threads": args.threads, "latency_budget_ms": args.budget_ms},
+        "deploy": {
+            "runtime": "onnxruntime-int8",
+            "device": "cpu",
+            "img_size": args.deploy_size,
+            "batch": 1,
+            "threads": args.threads,
+            "latency_budget_ms": args.budget_ms,
+        },
         "wandb": {"mode": "disabled"},
     }
 
@@ -75,8 +90,13 @@ def main() -> None:
         name = e["backbone"].replace("-", "_")
         ci = "none" if e["ci95"] is None else f"{e['ci95'][0]:.4f},{e['ci95'][1]:.4f}"
         dice = "none" if e["mean"] is None else f"{e['mean']:.4f}"
-        fields += [f"{name}_fp32_ms={e['fp32_ms']}", f"{name}_int8_ms={e['int8_ms']}", f"{name}_dice={dice}",
-                   f"{name}_ci95={ci}", f"{name}_pareto={e['pareto']}"]
+        fields += [
+            f"{name}_fp32_ms={e['fp32_ms']}",
+            f"{name}_int8_ms={e['int8_ms']}",
+            f"{name}_dice={dice}",
+            f"{name}_ci95={ci}",
+            f"{name}_pareto={e['pareto']}",
+        ]
     print(f"front at {best['deploy']['described']} (measured on {best['deploy']['measured_at']})")
     print("RESULT " + " ".join(fields) + f" infeasible_trials={infeasible} budget_ms={args.budget_ms:g}")
 

@@ -13,6 +13,7 @@ paired by verdict seed).
     python bench/real_kd_sweep.py [--train-images 360 --img-size 64 --max-t 10 --num-samples 8
                                    --top-k 1 --seeds 2 --verdict-seeds 6 --out results]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,18 @@ def main() -> None:
         print(f"{label}: {len(data.train)} training images")
         space = {
             "name": "bench-real-kd",
-            "base": {"mode": "distillation", "data_root": str(data.root), "encoder_weights": None,
-                     "img_size": args.img_size, "batch_size": 8, "num_workers": 0, "val_fraction": 0.2,
-                     "val_split": "grouped", "kd_loss": "bce", "seed": 42},
+            "base": {
+                "mode": "distillation",
+                "data_root": str(data.root),
+                "encoder_weights": None,
+                "img_size": args.img_size,
+                "batch_size": 8,
+                "num_workers": 0,
+                "val_fraction": 0.2,
+                "val_split": "grouped",
+                "kd_loss": "bce",
+                "seed": 42,
+            },
             "parameters": {
                 "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
                 "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
@@ -59,8 +69,10 @@ def main() -> None:
             "resources": {"cpu": 1},
             "control": {"baseline": True, "fraction": 0.5},
             "confirm": {"top_k": args.top_k, "seeds": args.seeds, "verdict_seeds": args.verdict_seeds},
-            "teacher": {"checkpoint": None, "train": {"epochs": 15, "learning_rate": 3.0e-3,
-                                                      "teacher_backbone": "resnet18"}},
+            "teacher": {
+                "checkpoint": None,
+                "train": {"epochs": 15, "learning_rate": 3.0e-3, "teacher_backbone": "resnet18"},
+            },
             "wandb": {"mode": "disabled"},
         }
         space_file = Path(tmp) / "space.yaml"
@@ -72,13 +84,21 @@ def main() -> None:
         best = json.loads((sweep_dir / "best.json").read_text())
     nan = float("nan")
     estimate = best["estimate"] or {"mean": nan, "ci95": [nan, nan]}
-    v = best["kd_vs_baseline"] or {"outcome": "none", "diff_mean": nan, "ci95": [nan, nan], "mde80": nan,
-                                   "n_valid": 0, "sentence": "no verdict (no control arm or no selection)"}
+    v = best["kd_vs_baseline"] or {
+        "outcome": "none",
+        "diff_mean": nan,
+        "ci95": [nan, nan],
+        "mde80": nan,
+        "n_valid": 0,
+        "sentence": "no verdict (no control arm or no selection)",
+    }
     print(f"verdict: {v['sentence']}")
-    print(f"RESULT winner={best['winner']} student={best['student']} estimate_mean={estimate['mean']:.4f} "
-          f"estimate_ci95={estimate['ci95'][0]:.4f},{estimate['ci95'][1]:.4f} outcome={v['outcome']} "
-          f"kd_minus_baseline={v['diff_mean']:+.4f} kd_ci95={v['ci95'][0]:+.4f},{v['ci95'][1]:+.4f} "
-          f"mde80={v['mde80']:.4f} n_valid={v['n_valid']} test_mean_dice={best['test']['mean']['dice']:.4f}")
+    print(
+        f"RESULT winner={best['winner']} student={best['student']} estimate_mean={estimate['mean']:.4f} "
+        f"estimate_ci95={estimate['ci95'][0]:.4f},{estimate['ci95'][1]:.4f} outcome={v['outcome']} "
+        f"kd_minus_baseline={v['diff_mean']:+.4f} kd_ci95={v['ci95'][0]:+.4f},{v['ci95'][1]:+.4f} "
+        f"mde80={v['mde80']:.4f} n_valid={v['n_valid']} test_mean_dice={best['test']['mean']['dice']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ by default (`search.reuse_actors`); --no-reuse-actors starts one per trial.
 
     python bench/sweep_overhead.py --trials 4 --epochs 5 --img-size 64 --train-images 160 [--wandb]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,28 +31,48 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--train-images", type=int, default=160)
-    parser.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
-                        default=SearchSettings().reuse_actors, help="a new trial process per trial")
+    parser.add_argument(
+        "--no-reuse-actors",
+        dest="reuse_actors",
+        action="store_false",
+        default=SearchSettings().reuse_actors,
+        help="a new trial process per trial",
+    )
     parser.add_argument("--wandb", action="store_true", help="log every trial to an offline W&B run, as a sweep does")
-    parser.add_argument("--checkpoint-every", type=int, default=load_space("demo.yaml").search.checkpoint_every,
-                        help="both sides keep a checkpoint every N epochs and at the last (default: demo.yaml's)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=load_space("demo.yaml").search.checkpoint_every,
+        help="both sides keep a checkpoint every N epochs and at the last (default: demo.yaml's)",
+    )
     args = parser.parse_args()
     kept = checkpoint_epochs(args.checkpoint_every, args.epochs)
-    learning_rates = [1e-3 * (1.5 ** i) for i in range(args.trials)]
+    learning_rates = [1e-3 * (1.5**i) for i in range(args.trials)]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data, label = bench_data(args.train_images, tmp, args.img_size)
-        base = dict(mode="baseline", data_root=str(data.root), img_size=args.img_size, batch_size=8,
-                    epochs=args.epochs, encoder_weights=None, num_workers=0, cache_dir=str(tmp / "cache"))
-        print(f"{label}; {len(data.train)} images, {args.img_size}px, {args.trials} baseline trials x "
-              f"{args.epochs} epochs, checkpoints at epochs {kept}")
+        base = dict(
+            mode="baseline",
+            data_root=str(data.root),
+            img_size=args.img_size,
+            batch_size=8,
+            epochs=args.epochs,
+            encoder_weights=None,
+            num_workers=0,
+            cache_dir=str(tmp / "cache"),
+        )
+        print(
+            f"{label}; {len(data.train)} images, {args.img_size}px, {args.trials} baseline trials x "
+            f"{args.epochs} epochs, checkpoints at epochs {kept}"
+        )
         Trainer(config_from_dict({**base, "save_dir": str(tmp / "warm")}), data=data)  # build the cache once
 
         direct, direct_dice, direct_epochs = 0.0, {}, 0.0
         for i, lr in enumerate(learning_rates):
             start = time.perf_counter()
-            cfg = config_from_dict({**base, "learning_rate": lr, "save_dir": str(tmp / "direct"),
-                                    "experiment_name": f"t{i}"})
+            cfg = config_from_dict(
+                {**base, "learning_rate": lr, "save_dir": str(tmp / "direct"), "experiment_name": f"t{i}"}
+            )
             trainer = Trainer(cfg, data=data)
             for _ in trainer.epochs():  # what a trial does: train, validate, keep a checkpoint at `kept`
                 if trainer.epoch in kept:
@@ -70,21 +91,38 @@ def main() -> None:
         init = start_local_ray("offline" if args.wandb else "disabled")
         try:
             trial_base = config_from_dict({**base, "save_dir": str(tmp / "sweep")})
-            trainable = tune.with_resources(tune.with_parameters(train_trial, base=trial_base, checkpoint_epochs=kept),
-                                            {"cpu": os.cpu_count()})
+            trainable = tune.with_resources(
+                tune.with_parameters(train_trial, base=trial_base, checkpoint_epochs=kept), {"cpu": os.cpu_count()}
+            )
             callbacks = []
             if args.wandb:
                 from tune.sweep.ray_compat.wandb_actor import SweepWandbLoggerCallback
                 from tune.tracking.run_settings import TrialRunSettings
-                callbacks = [SweepWandbLoggerCallback(project="bench", mode="offline", dir=str(tmp), job_type="trial",
-                                                      log_config=False,
-                                                      settings=TrialRunSettings("overhead", trial_base))]
+
+                callbacks = [
+                    SweepWandbLoggerCallback(
+                        project="bench",
+                        mode="offline",
+                        dir=str(tmp),
+                        job_type="trial",
+                        log_config=False,
+                        settings=TrialRunSettings("overhead", trial_base),
+                    )
+                ]
             tuner = tune.Tuner(
-                trainable, param_space={"learning_rate": tune.grid_search(learning_rates)},
-                tune_config=tune.TuneConfig(scheduler=FIFOScheduler(), max_concurrent_trials=1,
-                                            reuse_actors=args.reuse_actors),
-                run_config=tune.RunConfig(storage_path=str(tmp / "ray"), name="overhead", verbose=0,
-                                          callbacks=callbacks, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                trainable,
+                param_space={"learning_rate": tune.grid_search(learning_rates)},
+                tune_config=tune.TuneConfig(
+                    scheduler=FIFOScheduler(), max_concurrent_trials=1, reuse_actors=args.reuse_actors
+                ),
+                run_config=tune.RunConfig(
+                    storage_path=str(tmp / "ray"),
+                    name="overhead",
+                    verbose=0,
+                    callbacks=callbacks,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
+            )
             start = time.perf_counter()
             results = tuner.fit()
             sweep = time.perf_counter() - start
@@ -92,24 +130,35 @@ def main() -> None:
             ray.shutdown()
         assert not results.errors, results.errors
         # Same configurations and seeds: the sweep must have trained what the direct runs trained.
-        dice_gap = max(max(abs(a - b) for a, b in zip(r.metrics_dataframe["val_dice"],
-                                                         direct_dice[r.config["learning_rate"]], strict=True))
-                       for r in results)
+        dice_gap = max(
+            max(
+                abs(a - b)
+                for a, b in zip(r.metrics_dataframe["val_dice"], direct_dice[r.config["learning_rate"]], strict=True)
+            )
+            for r in results
+        )
         # Where the sweep's extra time goes: inside the trial function (start-up, reports, checkpoints) or
         # between trials (process start, Tune's own work).
         epochs_s = sum(r.metrics_dataframe["seconds"].sum() for r in results)
         in_trials = sum(r.metrics_dataframe["time_total_s"].iloc[-1] for r in results)
-        first = [r.metrics_dataframe["time_this_iter_s"].iloc[0] - r.metrics_dataframe["seconds"].iloc[0]
-                 for r in results]
-        print(f"sweep: epochs {epochs_s:.1f}s, inside trial functions {in_trials:.1f}s (start-up before the "
-              f"first epoch {', '.join(f'{x:.1f}' for x in first)}s), outside them {sweep - in_trials:.1f}s; "
-              f"direct epochs {direct_epochs:.1f}s")
-        print(f"Ray Tune sweep:      {sweep:.1f}s for {len(results)} trials (+ ray.init {init:.1f}s once); "
-              f"largest val Dice difference to the direct runs {dice_gap:.2e}")
-        print(f"RESULT sweep_over_direct={sweep / direct:.3f} sweep_s={sweep:.1f} direct_s={direct:.1f} "
-              f"ray_init_s={init:.1f} trials={args.trials} epochs={args.epochs} img_size={args.img_size} "
-              f"reuse_actors={args.reuse_actors} wandb={args.wandb} checkpoint_every={args.checkpoint_every} "
-              f"max_val_dice_gap={dice_gap:.2e}")
+        first = [
+            r.metrics_dataframe["time_this_iter_s"].iloc[0] - r.metrics_dataframe["seconds"].iloc[0] for r in results
+        ]
+        print(
+            f"sweep: epochs {epochs_s:.1f}s, inside trial functions {in_trials:.1f}s (start-up before the "
+            f"first epoch {', '.join(f'{x:.1f}' for x in first)}s), outside them {sweep - in_trials:.1f}s; "
+            f"direct epochs {direct_epochs:.1f}s"
+        )
+        print(
+            f"Ray Tune sweep:      {sweep:.1f}s for {len(results)} trials (+ ray.init {init:.1f}s once); "
+            f"largest val Dice difference to the direct runs {dice_gap:.2e}"
+        )
+        print(
+            f"RESULT sweep_over_direct={sweep / direct:.3f} sweep_s={sweep:.1f} direct_s={direct:.1f} "
+            f"ray_init_s={init:.1f} trials={args.trials} epochs={args.epochs} img_size={args.img_size} "
+            f"reuse_actors={args.reuse_actors} wandb={args.wandb} checkpoint_every={args.checkpoint_every} "
+            f"max_val_dice_gap={dice_gap:.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ n_val_random=... n_val_name=... n_val_grouped=... leak_random=... leak_name=... 
 
     python bench/val_split.py [--img-size 64 --epochs 12] [--splits random,name,grouped]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--near", type=float, default=0.95, help="correlation that counts as near-identical")
-    parser.add_argument("--splits", default=",".join(SPLITS), help="which to train, of random, name (old "
-                        "name-only groups), grouped (content groups); the RESULT line needs all three")
+    parser.add_argument(
+        "--splits",
+        default=",".join(SPLITS),
+        help="which to train, of random, name (old "
+        "name-only groups), grouped (content groups); the RESULT line needs all three",
+    )
     args = parser.parse_args()
     splits = args.splits.split(",")
     if not set(splits) <= set(SPLITS):
@@ -70,18 +75,34 @@ def main() -> None:
         configs = {}
         for how in splits:
             grouped = how != "random"
-            configs[how] = config_from_dict(dict(
-                data_root=str(REAL_DATA), save_dir=tmp, experiment_name=how, mode="baseline",
-                encoder_weights=None, img_size=args.img_size, batch_size=args.batch_size, epochs=args.epochs,
-                learning_rate=args.learning_rate, val_fraction=args.val_fraction,
-                val_split="grouped" if grouped else "random", val_groups=str(name_csv) if how == "name" else None,
-                num_workers=1, device="cpu", cache_dir=cache), source="bench")
+            configs[how] = config_from_dict(
+                dict(
+                    data_root=str(REAL_DATA),
+                    save_dir=tmp,
+                    experiment_name=how,
+                    mode="baseline",
+                    encoder_weights=None,
+                    img_size=args.img_size,
+                    batch_size=args.batch_size,
+                    epochs=args.epochs,
+                    learning_rate=args.learning_rate,
+                    val_fraction=args.val_fraction,
+                    val_split="grouped" if grouped else "random",
+                    val_groups=str(name_csv) if how == "name" else None,
+                    num_workers=1,
+                    device="cpu",
+                    cache_dir=cache,
+                ),
+                source="bench",
+            )
             split = training_split(configs[how], data.train)
             train, val = [p.stem for p in split.train], [p.stem for p in split.val]
             leak, clinic = leaked(signatures, row, train, val, args.near)
             groups = f", {len(split.groups)} groups" if grouped else ""
-            print(f"{how:<8} split{groups}: {len(val)} validation images ({clinic} ClinicDB); {leak} of its "
-                  f"{clinic} ClinicDB validation frames have a training frame correlating > {args.near}")
+            print(
+                f"{how:<8} split{groups}: {len(val)} validation images ({clinic} ClinicDB); {leak} of its "
+                f"{clinic} ClinicDB validation frames have a training frame correlating > {args.near}"
+            )
             results[how] = {"n_val": len(val), "leak": leak, "clinic": clinic, "sha": split.record["val_sha256"]}
         print(f"{len(stems)} training images; name-only groups (frame_groups): {n_name_groups}")
         for how in splits:
@@ -89,21 +110,27 @@ def main() -> None:
             trainer = Trainer(configs[how], data=data)
             assert trainer.split["val_sha256"] == results[how]["sha"], "Trainer drew a different split"
             for r in trainer.epochs():
-                print(f"  {how:<8} epoch {r.epoch:2d}  loss {r.train_loss:.4f}  val Dice {r.val_dice:.4f}",
-                      flush=True)
+                print(f"  {how:<8} epoch {r.epoch:2d}  loss {r.train_loss:.4f}  val Dice {r.val_dice:.4f}", flush=True)
             best = trainer.best_epoch
             results[how]["dice"] = best["val_dice"]
-            print(f"{how}: best val Dice {best['val_dice']:.4f} (epoch {best['epoch']}), "
-                  f"{trainer.split['n_val']} validation images, {time.perf_counter() - start:.0f}s", flush=True)
+            print(
+                f"{how}: best val Dice {best['val_dice']:.4f} (epoch {best['epoch']}), "
+                f"{trainer.split['n_val']} validation images, {time.perf_counter() - start:.0f}s",
+                flush=True,
+            )
     if set(results) != set(SPLITS):
         return
     r = results
-    print(f"RESULT random_val_dice={r['random']['dice']:.4f} name_grouped_val_dice={r['name']['dice']:.4f} "
-          f"grouped_val_dice={r['grouped']['dice']:.4f} "
-          f"grouped_minus_random={r['grouped']['dice'] - r['random']['dice']:+.4f} "
-          + " ".join(f"n_val_{h}={r[h]['n_val']}" for h in SPLITS) + " "
-          + " ".join(f"leak_{h}={r[h]['leak']}" for h in SPLITS) + " "
-          + " ".join(f"clinic_val_{h}={r[h]['clinic']}" for h in SPLITS))
+    print(
+        f"RESULT random_val_dice={r['random']['dice']:.4f} name_grouped_val_dice={r['name']['dice']:.4f} "
+        f"grouped_val_dice={r['grouped']['dice']:.4f} "
+        f"grouped_minus_random={r['grouped']['dice'] - r['random']['dice']:+.4f} "
+        + " ".join(f"n_val_{h}={r[h]['n_val']}" for h in SPLITS)
+        + " "
+        + " ".join(f"leak_{h}={r[h]['leak']}" for h in SPLITS)
+        + " "
+        + " ".join(f"clinic_val_{h}={r[h]['clinic']}" for h in SPLITS)
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ ClinicDB near its ~29 videos. Ends with `RESULT clinicdb_groups=... leak_content
 
     python bench/val_split_groups.py [--val-fraction 0.1 --split-seed 42 --seeds 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,15 @@ def describe(name: str, groups: list[list[str]]) -> str:
     clinic = sum(g[0].startswith("clinicdb") for g in groups)
     kvasir = sum(g[0].startswith("kvasir") for g in groups)
     largest = max(groups, key=len)
-    return (f"{name}: {len(groups)} groups ({clinic} ClinicDB, {kvasir} Kvasir), largest {len(largest)} "
-            f"(first {largest[0]})")
+    return (
+        f"{name}: {len(groups)} groups ({clinic} ClinicDB, {kvasir} Kvasir), largest {len(largest)} "
+        f"(first {largest[0]})"
+    )
 
 
-def leaked(signatures: np.ndarray, row: dict[str, int], train: list[str], val: list[str],
-           near: float) -> tuple[int, int]:
+def leaked(
+    signatures: np.ndarray, row: dict[str, int], train: list[str], val: list[str], near: float
+) -> tuple[int, int]:
     """(ClinicDB validation frames with a training frame correlating above `near`, ClinicDB validation frames)."""
     clinic = [row[s] for s in val if s.startswith("clinicdb")]
     if not clinic:
@@ -61,31 +65,37 @@ def main() -> None:
         cached = time.perf_counter() - start
         print(f"signatures of {len(pairs)} images: {first:.2f}s first, {cached:.3f}s cached")
         row = {s: i for i, s in enumerate(stems)}
-        base = dict(data_root=str(REAL_DATA), val_fraction=args.val_fraction, cache_dir=cache,
-                    encoder_weights=None)
+        base = dict(data_root=str(REAL_DATA), val_fraction=args.val_fraction, cache_dir=cache, encoder_weights=None)
         names = frame_groups(stems)
         content = training_split(config_from_dict({**base, "val_split": "grouped"}, source="bench"), pairs).groups
         print(describe("name-only runs", names))
         print(describe("names + content", content))
 
         def content_split(seed: int) -> tuple[list[str], list[str]]:
-            split = training_split(config_from_dict({**base, "val_split": "grouped", "split_seed": seed},
-                                                    source="bench"), pairs)
+            split = training_split(
+                config_from_dict({**base, "val_split": "grouped", "split_seed": seed}, source="bench"), pairs
+            )
             return [p.stem for p in split.train], [p.stem for p in split.val]
 
-        splits = {"names": lambda seed: split_stems(stems, args.val_fraction, seed, "grouped", names),
-                  "content": content_split,
-                  "random": lambda seed: split_stems(stems, args.val_fraction, seed, "random")}
+        splits = {
+            "names": lambda seed: split_stems(stems, args.val_fraction, seed, "grouped", names),
+            "content": content_split,
+            "random": lambda seed: split_stems(stems, args.val_fraction, seed, "random"),
+        }
         results = {}
         for name, split in splits.items():
             leak, n_val = leaked(signatures, row, *split(args.split_seed), args.near)
             total = np.sum([leaked(signatures, row, *split(seed), args.near) for seed in range(args.seeds)], axis=0)
             results[name] = leak
-            print(f"{name:8s}: split_seed {args.split_seed}: {leak} of {n_val} ClinicDB validation frames have a "
-                  f"training frame above {args.near}; seeds 0-{args.seeds - 1}: {total[0]} of {total[1]}")
+            print(
+                f"{name:8s}: split_seed {args.split_seed}: {leak} of {n_val} ClinicDB validation frames have a "
+                f"training frame above {args.near}; seeds 0-{args.seeds - 1}: {total[0]} of {total[1]}"
+            )
     clinic = sum(g[0].startswith("clinicdb") for g in content)
-    print(f"RESULT clinicdb_groups={clinic} leak_content={results['content']} leak_names={results['names']} "
-          f"leak_random={results['random']}")
+    print(
+        f"RESULT clinicdb_groups={clinic} leak_content={results['content']} leak_names={results['names']} "
+        f"leak_random={results['random']}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ at +0.02 (paired SD 0.015, 8 verdict seeds) is reported.
     python bench/verdict_null.py [--runs 5000]
 Prints `RESULT false_helped_rate=... false_hurt_rate=... power_at_0.02=... runs=...`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,19 @@ BASE = config_from_dict({"encoder_weights": None, "mode": "distillation"}, sourc
 class SimulatedTrainer:
     """Validation Dice of (configuration, seed), with config-level and seed-level noise."""
 
-    def __init__(self, rng: np.random.Generator, effect: float, config_sd: float, seed_sd: float, run_sd: float,
-                 curvature: float):
+    def __init__(
+        self, rng: np.random.Generator, effect: float, config_sd: float, seed_sd: float, run_sd: float, curvature: float
+    ):
         self.rng, self.effect, self.curvature = rng, effect, curvature
         self.config_sd, self.seed_sd, self.run_sd = config_sd, seed_sd, run_sd
         self.quality: dict[str, float] = {}
         self.seed_effect: dict[int, float] = {}
 
     def sample(self, arm: str) -> Sampled:
-        values = {"learning_rate": 10 ** self.rng.uniform(-4, -2),
-                  "student_backbone": str(self.rng.choice(list(BACKBONES)))}
+        values = {
+            "learning_rate": 10 ** self.rng.uniform(-4, -2),
+            "student_backbone": str(self.rng.choice(list(BACKBONES))),
+        }
         if arm == "kd":
             values.update(alpha=self.rng.uniform(0.1, 0.9), temperature=self.rng.uniform(1, 10))
         return Sampled(arm, values)
@@ -64,9 +68,13 @@ class SimulatedTrainer:
         key = repr((sampled.arm, sorted(sampled.values.items())))
         if key not in self.quality:
             p = sampled.params
-            self.quality[key] = (0.70 - self.curvature * (math.log10(p["learning_rate"]) + 2.5) ** 2
-                                 + BACKBONES[p["student_backbone"]] + self.rng.normal(0, self.config_sd)
-                                 + (self.effect if sampled.arm == "kd" else 0.0))
+            self.quality[key] = (
+                0.70
+                - self.curvature * (math.log10(p["learning_rate"]) + 2.5) ** 2
+                + BACKBONES[p["student_backbone"]]
+                + self.rng.normal(0, self.config_sd)
+                + (self.effect if sampled.arm == "kd" else 0.0)
+            )
         return self.quality[key]
 
     def train(self, sampled: Sampled, seed: int) -> float:
@@ -88,15 +96,20 @@ def one_sweep(trainer: SimulatedTrainer, per_arm: int, top_k: int, selection: in
         for i in range(per_arm):
             sampled = trainer.sample(arm)
             value = trainer.train(sampled, search_seed)
-            rows.append(TrialRow(f"{arm}{i}", sampled, "finished", 12, value, value, value, 12, value,
-                                 curve={12: value}))
+            rows.append(
+                TrialRow(f"{arm}{i}", sampled, "finished", 12, value, value, value, 12, value, curve={12: value})
+            )
     candidates = choose_candidates(rows, top_k, [12], OBJECTIVE)
     selection_seeds, verdict_seeds = seed_plan(search_seed, selection, verdict)
     selected = [seed_runs(trainer, c, selection_seeds) for c in candidates]
     kd = next(c for c in rank_confirmed(selected, OBJECTIVE) if c.candidate.arm == "kd")
     partner = partner_for(kd, selected, OBJECTIVE, BASE)
-    result = paired_verdict(seed_runs(trainer, kd.candidate, verdict_seeds),
-                            seed_runs(trainer, partner, verdict_seeds), OBJECTIVE, "student")
+    result = paired_verdict(
+        seed_runs(trainer, kd.candidate, verdict_seeds),
+        seed_runs(trainer, partner, verdict_seeds),
+        OBJECTIVE,
+        "student",
+    )
     return result.outcome
 
 
@@ -104,8 +117,9 @@ def rates(effect: float, args: argparse.Namespace, seed: int) -> dict[str, float
     rng = np.random.default_rng(seed)
     outcomes = []
     for _ in range(args.runs):
-        trainer = SimulatedTrainer(rng, effect, args.config_sd, args.seed_sd, args.paired_sd / math.sqrt(2),
-                                   args.curvature)
+        trainer = SimulatedTrainer(
+            rng, effect, args.config_sd, args.seed_sd, args.paired_sd / math.sqrt(2), args.curvature
+        )
         outcomes.append(one_sweep(trainer, args.per_arm, args.top_k, args.selection_seeds, args.verdict_seeds))
     return {o: outcomes.count(o) / len(outcomes) for o in ("helped", "hurt", "inconclusive", "none")}
 
@@ -120,8 +134,12 @@ def main() -> None:
     parser.add_argument("--paired-sd", type=float, default=0.015, help="SD of a paired KD-baseline difference")
     parser.add_argument("--seed-sd", type=float, default=0.01, help="seed effect shared by configurations")
     parser.add_argument("--config-sd", type=float, default=0.0, help="a configuration's own deviation")
-    parser.add_argument("--curvature", type=float, default=0.0,
-                        help="Dice lost per squared decade of learning rate away from the best (3e-3)")
+    parser.add_argument(
+        "--curvature",
+        type=float,
+        default=0.0,
+        help="Dice lost per squared decade of learning rate away from the best (3e-3)",
+    )
     parser.add_argument("--effect", type=float, default=0.02)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -132,13 +150,18 @@ def main() -> None:
     # The verdict compares two selected configurations: where the arms' best configurations differ for
     # reasons other than the teacher (a learning rate one arm found and the other did not), it finds that too.
     for curvature, config_sd in ((0.04, 0.0), (0.0, 0.002), (0.04, 0.005)):
-        other = argparse.Namespace(**{**vars(args), "curvature": curvature, "config_sd": config_sd,
-                                      "runs": max(200, args.runs // 4)})
+        other = argparse.Namespace(
+            **{**vars(args), "curvature": curvature, "config_sd": config_sd, "runs": max(200, args.runs // 4)}
+        )
         r = rates(0.0, other, seed=2)
-        print(f"sensitivity, no effect, curvature {curvature}, config SD {config_sd}: helped {r['helped']:.4f} "
-              f"hurt {r['hurt']:.4f} ({other.runs} runs)")
-    print(f"RESULT false_helped_rate={null['helped']:.4f} false_hurt_rate={null['hurt']:.4f} "
-          f"power_at_{args.effect:g}={alt['helped']:.4f} runs={args.runs}")
+        print(
+            f"sensitivity, no effect, curvature {curvature}, config SD {config_sd}: helped {r['helped']:.4f} "
+            f"hurt {r['hurt']:.4f} ({other.runs} runs)"
+        )
+    print(
+        f"RESULT false_helped_rate={null['helped']:.4f} false_hurt_rate={null['hurt']:.4f} "
+        f"power_at_{args.effect:g}={alt['helped']:.4f} runs={args.runs}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ rounding (<= 1 level, rare pixels) and the hue shift (see `hue_matrix`), 1.6-1.7
 (bench/data.py). Parameters are drawn first, in one call
 (`sample_params`), so a sample's augmentation is a function of its generator's seed alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     import albumentations as A
 
 HFLIP_P = VFLIP_P = 0.5
-ROTATE_P, ROTATE_LIMIT = 0.5, 30.0                 # degrees, uniform in [-limit, limit]
+ROTATE_P, ROTATE_LIMIT = 0.5, 30.0  # degrees, uniform in [-limit, limit]
 GAMMA_P, GAMMA_LIMIT = 0.3, (0.8, 1.2)
 JITTER_P = 0.5
 BRIGHTNESS, CONTRAST, SATURATION, HUE = (0.8, 1.2), (0.8, 1.2), (0.85, 1.15), (-0.02, 0.02)
@@ -47,7 +48,7 @@ class AugmentParams:
 
     hflip: bool
     vflip: bool
-    angle: float | None      # degrees, counter-clockwise on screen (albumentations' Rotate convention)
+    angle: float | None  # degrees, counter-clockwise on screen (albumentations' Rotate convention)
     gamma: float | None
     jitter: Jitter | None
 
@@ -61,12 +62,20 @@ def sample_params(rng: np.random.Generator) -> AugmentParams:
     def between(limits: tuple[float, float], x: float) -> float:
         return float(limits[0] + (limits[1] - limits[0]) * x)
 
-    jitter = Jitter(between(BRIGHTNESS, u[7]), between(CONTRAST, u[8]), between(SATURATION, u[9]),
-                    between(HUE, u[10]), tuple(int(i) for i in np.argsort(u[11:15])))  # a uniform permutation
-    return AugmentParams(hflip=bool(u[0] < HFLIP_P), vflip=bool(u[1] < VFLIP_P),
-                         angle=between((-ROTATE_LIMIT, ROTATE_LIMIT), u[5]) if u[2] < ROTATE_P else None,
-                         gamma=between(GAMMA_LIMIT, u[6]) if u[3] < GAMMA_P else None,
-                         jitter=jitter if u[4] < JITTER_P else None)
+    jitter = Jitter(
+        between(BRIGHTNESS, u[7]),
+        between(CONTRAST, u[8]),
+        between(SATURATION, u[9]),
+        between(HUE, u[10]),
+        tuple(int(i) for i in np.argsort(u[11:15])),
+    )  # a uniform permutation
+    return AugmentParams(
+        hflip=bool(u[0] < HFLIP_P),
+        vflip=bool(u[1] < VFLIP_P),
+        angle=between((-ROTATE_LIMIT, ROTATE_LIMIT), u[5]) if u[2] < ROTATE_P else None,
+        gamma=between(GAMMA_LIMIT, u[6]) if u[3] < GAMMA_P else None,
+        jitter=jitter if u[4] < JITTER_P else None,
+    )
 
 
 def affine_matrix(params: AugmentParams, height: int, width: int) -> np.ndarray:
@@ -81,12 +90,14 @@ def affine_matrix(params: AugmentParams, height: int, width: int) -> np.ndarray:
         c, s = math.cos(a), math.sin(a)
     # Rotation about (cx, cy): x' = R (x - c) + c with R = [[c, s], [-s, c]], after the flips x -> s x + t.
     cx, cy = width / 2 - 0.5, height / 2 - 0.5
-    return np.array([[c * sx, s * sy, c * (tx - cx) + s * (ty - cy) + cx],
-                     [-s * sx, c * sy, -s * (tx - cx) + c * (ty - cy) + cy]])
+    return np.array(
+        [[c * sx, s * sy, c * (tx - cx) + s * (ty - cy) + cx], [-s * sx, c * sy, -s * (tx - cx) + c * (ty - cy) + cy]]
+    )
 
 
-def geometric(params: AugmentParams, image: np.ndarray, mask: np.ndarray, logits: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def geometric(
+    params: AugmentParams, image: np.ndarray, mask: np.ndarray, logits: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Move image (bilinear), mask (nearest) and logits (bilinear) by one transform. Inputs are never
     written to (they may be a read-only memory map); image and mask come back as the inputs themselves
     when nothing moves, logits always as a new float32 array."""
@@ -97,8 +108,7 @@ def geometric(params: AugmentParams, image: np.ndarray, mask: np.ndarray, logits
         code = {(True, False): 1, (False, True): 0, (True, True): -1}.get((params.hflip, params.vflip))
         if code is None:
             return image, mask, logits
-        return (cv2.flip(image, code), cv2.flip(mask, code),
-                None if logits is None else cv2.flip(logits, code))
+        return (cv2.flip(image, code), cv2.flip(mask, code), None if logits is None else cv2.flip(logits, code))
     height, width = mask.shape
     matrix = affine_matrix(params, height, width)
 
@@ -138,8 +148,11 @@ def photometric(params: AugmentParams, image: np.ndarray) -> np.ndarray:
             elif op == 1 and jitter.contrast != 1:
                 image = flush(image)  # contrast pivots on the mean grey level of the image as it is now
                 mean = cv2.mean(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))[0]
-                then(_clip_u8(np.arange(256, dtype=np.float32) * jitter.contrast
-                                + np.float64(mean * (1 - jitter.contrast))))
+                then(
+                    _clip_u8(
+                        np.arange(256, dtype=np.float32) * jitter.contrast + np.float64(mean * (1 - jitter.contrast))
+                    )
+                )
             elif op == 2 and jitter.saturation != 1:
                 image = saturate(flush(image), jitter.saturation)
             elif op == 3 and (rotation := hue_matrix(jitter.hue)) is not None:
@@ -204,15 +217,16 @@ def albumentations_reference(seed: int = 0) -> tuple[A.Compose, A.Compose]:
     value followed the brightness factor."""
     import albumentations as A
 
-    geometric = A.Compose([
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
-        A.Rotate(limit=30, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
-    ], additional_targets={"teacher_logits": "image"})
-    photometric = A.Compose([
-        A.RandomGamma(gamma_limit=(80, 120), p=0.3),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02, p=0.5),
-    ])
+    geometric = A.Compose(
+        [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Rotate(limit=30, border_mode=cv2.BORDER_REFLECT_101, p=0.5)],
+        additional_targets={"teacher_logits": "image"},
+    )
+    photometric = A.Compose(
+        [
+            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02, p=0.5),
+        ]
+    )
     seed_reference(geometric, photometric, seed)
     return geometric, photometric
 

@@ -7,6 +7,7 @@ Builders take a file lock, so concurrent trials build a cache once and the rest 
 Each folder records its files' sizes and checksums when built; one that no longer matches (a truncated
 file) is rebuilt, never mapped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,7 @@ from core.files import atomic_folder, default_cache_dir
 # 3: a mask drawn only in the alpha channel is read from it (was all background).
 CACHE_VERSION = "3"
 BUILD_RECORD = "complete.json"  # written last: {file: {size, ends_sha256}} of a finished build
-BUILD_LOG = "builds.jsonl"    # one line per finished build, beside the cache folders of its kind
+BUILD_LOG = "builds.jsonl"  # one line per finished build, beside the cache folders of its kind
 
 
 @dataclass
@@ -70,8 +71,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def decoded_samples(pairs: Sequence[SamplePair], img_size: int, cache_dir: str | Path,
-                    progress: bool = False) -> DecodedSamples:
+def decoded_samples(
+    pairs: Sequence[SamplePair], img_size: int, cache_dir: str | Path, progress: bool = False
+) -> DecodedSamples:
     """Decode and resize every pair once per node; later calls (any process) only map the files."""
     pairs = sorted(pairs, key=lambda p: p.stem)
     key = samples_key(pairs, img_size)
@@ -81,8 +83,9 @@ def decoded_samples(pairs: Sequence[SamplePair], img_size: int, cache_dir: str |
         n = len(pairs)
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, img_size, img_size, 3))
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, img_size, img_size))
-        for i, pair in enumerate(tqdm(pairs, desc=f"decoding {n} images at {img_size}px", disable=not progress,
-                                      unit="img")):
+        for i, pair in enumerate(
+            tqdm(pairs, desc=f"decoding {n} images at {img_size}px", disable=not progress, unit="img")
+        ):
             images[i] = cv2.resize(read_image(pair.image), (img_size, img_size), interpolation=cv2.INTER_LINEAR)
             masks[i] = cv2.resize(read_mask(pair.mask), (img_size, img_size), interpolation=cv2.INTER_NEAREST)
         images.flush()
@@ -91,13 +94,18 @@ def decoded_samples(pairs: Sequence[SamplePair], img_size: int, cache_dir: str |
         (tmp / "stems.json").write_text(json.dumps([p.stem for p in pairs]))
 
     build_once(folder, build)
-    return DecodedSamples(np.load(folder / "images.npy", mmap_mode="r"),
-                          np.load(folder / "masks.npy", mmap_mode="r"),
-                          json.loads((folder / "stems.json").read_text()), key, folder)
+    return DecodedSamples(
+        np.load(folder / "images.npy", mmap_mode="r"),
+        np.load(folder / "masks.npy", mmap_mode="r"),
+        json.loads((folder / "stems.json").read_text()),
+        key,
+        folder,
+    )
 
 
-def training_caches(cfg: TrainConfig, train_pairs: Sequence[SamplePair], device: torch.device,
-                    progress: bool = False) -> tuple[DecodedSamples, np.ndarray | None]:
+def training_caches(
+    cfg: TrainConfig, train_pairs: Sequence[SamplePair], device: torch.device, progress: bool = False
+) -> tuple[DecodedSamples, np.ndarray | None]:
     """What a run of `cfg` maps from this node's cache: the decoded training pool, and the teacher's
     logits when it distils from cached logits. A sweep calls it once before its trials, which then only map."""
     cache_dir = cfg.cache_dir or default_cache_dir()
@@ -110,8 +118,14 @@ def training_caches(cfg: TrainConfig, train_pairs: Sequence[SamplePair], device:
     return samples, teacher_logits(teacher, samples, cache_dir, device, cfg.batch_size, progress)
 
 
-def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cache_dir: str | Path,
-                   device: torch.device, batch_size: int = 8, progress: bool = False) -> np.ndarray:
+def teacher_logits(
+    teacher_checkpoint: str | Path,
+    samples: DecodedSamples,
+    cache_dir: str | Path,
+    device: torch.device,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> np.ndarray:
     """The teacher's logits (N×S×S fp16) on the un-augmented cached images, computed once per node."""
     from core.models import load_frozen_teacher
 
@@ -126,15 +140,16 @@ def teacher_logits(teacher_checkpoint: str | Path, samples: DecodedSamples, cach
         amp = device.type == "cuda"
         with torch.no_grad():
             for start in tqdm(range(0, n, batch_size), desc="teacher logits", disable=not progress, unit="batch"):
-                images = samples.images[start:start + batch_size]
+                images = samples.images[start : start + batch_size]
                 batch = normalize(torch.stack([to_tensor(np.array(image)) for image in images]))
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                     logits = teacher(batch.to(device))
-                out[start:start + len(batch)] = logits[:, 0].float().cpu().numpy().astype(np.float16)
+                out[start : start + len(batch)] = logits[:, 0].float().cpu().numpy().astype(np.float16)
         out.flush()
         del out
-        (tmp / "source.json").write_text(json.dumps({"teacher_checkpoint": str(teacher_checkpoint),
-                                                     "decoded": samples.key}))
+        (tmp / "source.json").write_text(
+            json.dumps({"teacher_checkpoint": str(teacher_checkpoint), "decoded": samples.key})
+        )
 
     build_once(folder, build)
     return np.load(folder / "logits.npy", mmap_mode="r")
@@ -160,8 +175,18 @@ def build_once(folder: Path, build: Callable[[Path], None]) -> None:
             (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1))
         # Who built what, when: how a cluster's nodes show that each built its caches once.
         with open(folder.parent / BUILD_LOG, "a") as log:
-            log.write(json.dumps({"cache": folder.name, "host": socket.gethostname(), "pid": os.getpid(),
-                                  "started": started, "seconds": round(time.time() - started, 3)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "cache": folder.name,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "started": started,
+                        "seconds": round(time.time() - started, 3),
+                    }
+                )
+                + "\n"
+            )
 
 
 def _fingerprint(path: Path) -> dict[str, int | str]:

@@ -4,6 +4,7 @@ loading, and which keys only distillation uses (marked on the fields).
 The same `TrainConfig` is what the CLI builds, what a Ray trial receives, what a checkpoint embeds and
 what an export writes; every invalid value is reported as one `UserError` naming the key (core/validation.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,12 +60,21 @@ def _compiles(pattern: str) -> bool:
 
 
 # The rules a value must meet beyond its type; each text completes "<key>: must be ..., got <value>".
-ImgSize = Annotated[Integer, must(lambda v: v >= 32 and v % 32 == 0,
-                                  "a multiple of 32 (U-Net encoders downsample 5 times), at least 32")]
-Backbone = Annotated[str, must(_is_encoder, f"a segmentation-models-pytorch encoder, e.g. {_ENCODER_EXAMPLES} "
-                                            f"(all: smp.encoders.get_encoder_names(), or 'tu-' + a timm model)")]
-FolderName = Annotated[str, must(lambda v: re.fullmatch(r"[\w.\-]+", v),
-                                 "letters, digits, '.', '_' or '-' (it names a folder)")]
+ImgSize = Annotated[
+    Integer,
+    must(lambda v: v >= 32 and v % 32 == 0, "a multiple of 32 (U-Net encoders downsample 5 times), at least 32"),
+]
+Backbone = Annotated[
+    str,
+    must(
+        _is_encoder,
+        f"a segmentation-models-pytorch encoder, e.g. {_ENCODER_EXAMPLES} "
+        f"(all: smp.encoders.get_encoder_names(), or 'tu-' + a timm model)",
+    ),
+]
+FolderName = Annotated[
+    str, must(lambda v: re.fullmatch(r"[\w.\-]+", v), "letters, digits, '.', '_' or '-' (it names a folder)")
+]
 Device = Annotated[str, must(_DEVICE_PATTERN.match, "one of auto, cpu, cuda, cuda:N, mps")]
 Pattern = Annotated[str, must(_compiles, "a valid regular expression")]
 
@@ -89,13 +99,13 @@ class TrainConfig:
     # A name in core/kd_losses.py's registry, read when checked: a term registered later is allowed.
     kd_loss: Annotated[str, one_of(lambda: tuple(KD_LOSSES))] = field(default="bce", metadata={"teacher_only": True})
     teacher_logits: Annotated[str, one_of(TEACHER_LOGITS)] = field(default="cached", metadata={"teacher_only": True})
-    seed: Integer = 42          # initialisation and augmentation order
+    seed: Integer = 42  # initialisation and augmentation order
     val_fraction: Annotated[Number, between(0, 1, open_ends=True)] = 0.1
     # random | grouped (frames of one video stay on one side; core/split.py)
     val_split: Annotated[str, one_of(VAL_SPLITS)] = "random"
     val_group_pattern: Pattern = DEFAULT_GROUP_PATTERN
     val_groups: OptionalText = None  # grouped only: a CSV of stem,group rows that replaces the found groups
-    split_seed: Integer = 42    # the validation split; fixed while `seed` varies across repeated runs
+    split_seed: Integer = 42  # the validation split; fixed while `seed` varies across repeated runs
     num_workers: Annotated[Integer, at_least(0)] = 2
     device: Device = "auto"
     cache_dir: OptionalText = None
@@ -129,8 +139,13 @@ def config_from_dict(values: Mapping[str, Any], source: str = "config", at: str 
     cfg = build(TrainConfig, values, source, at)
     # At img_size 32 the encoders' deepest feature map is 1x1: a batch of one leaves BatchNorm a single
     # value per channel and training fails (from 64 px on, batch 1 trains).
-    require(cfg.batch_size >= 2 or cfg.img_size > 32, source, dotted(at, "batch_size"),
-            "at least 2 at img_size 32 (BatchNorm needs more than one value per channel there)", cfg.batch_size)
+    require(
+        cfg.batch_size >= 2 or cfg.img_size > 32,
+        source,
+        dotted(at, "batch_size"),
+        "at least 2 at img_size 32 (BatchNorm needs more than one value per channel there)",
+        cfg.batch_size,
+    )
     return cfg
 
 
@@ -166,8 +181,9 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
-                extra: Mapping[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
+) -> TrainConfig:
     """Defaults, then the YAML file, then `extra` values, then `--set key=value` overrides."""
     values: dict[str, Any] = {}
     source = "config"
@@ -180,5 +196,3 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     if set_values:
         source = f"{source} + --set" if path else "--set"
     return config_from_dict(values, source=source)
-
-

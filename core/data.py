@@ -5,6 +5,7 @@
 `python -m core.data split --data-root D --out FILE` writes the validation stems training will use.
 Hyperparameters are chosen on a validation split carved out of TrainDataset; test sets only report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,10 @@ def discover_test_sets(data_root: str | Path) -> PolypData:
     root = _data_root(data_root)
     test_sets, missing = _find_test_sets(root)
     if not test_sets:
-        raise UserError(f"{root / 'TestDataset'}: no test sets found; expected {root}/TestDataset/<name>/"
-                        f"{{images,masks}}, or pass one folder with --test-dir")
+        raise UserError(
+            f"{root / 'TestDataset'}: no test sets found; expected {root}/TestDataset/<name>/"
+            f"{{images,masks}}, or pass one folder with --test-dir"
+        )
     return PolypData(root, [], test_sets, missing, synthetic=(root / SYNTHETIC_MARKER).exists())
 
 
@@ -114,8 +117,10 @@ def single_test_set(folder: str | Path) -> PolypData:
 def _data_root(data_root: str | Path) -> Path:
     root = Path(data_root).expanduser()
     if not root.is_dir():
-        raise UserError(f"{root}: data folder not found; set data_root, or create demo data with "
-                        f"`python -m core.data demo --out {root}`")
+        raise UserError(
+            f"{root}: data folder not found; set data_root, or create demo data with "
+            f"`python -m core.data demo --out {root}`"
+        )
     return root
 
 
@@ -123,8 +128,7 @@ def _find_test_sets(root: Path) -> tuple[dict[str, list[SamplePair]], list[str]]
     """The standard test sets present in benchmark order, then any other folder under TestDataset by
     name (scored too, under its folder name); and the standard ones missing."""
     base = root / "TestDataset"
-    found = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")) \
-        if base.is_dir() else []
+    found = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith(".")) if base.is_dir() else []
     names = [n for n in TEST_SET_NAMES if n in found] + [n for n in found if n not in TEST_SET_NAMES]
     return {name: find_pairs(base / name) for name in names}, [n for n in TEST_SET_NAMES if n not in found]
 
@@ -199,8 +203,14 @@ class TrainSet(Dataset):
 
     Augmentation (core/augment.py) is drawn from a generator seeded by (seed, epoch, index) alone."""
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, indices: Sequence[int], seed: int,
-                 teacher_logits: np.ndarray | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        indices: Sequence[int],
+        seed: int,
+        teacher_logits: np.ndarray | None = None,
+    ):
         self.images, self.masks, self.indices, self.seed = images, masks, list(indices), seed
         self.teacher_logits = teacher_logits
 
@@ -236,14 +246,13 @@ class CachedEvalSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         row = self.indices[index]
-        return (to_tensor(np.array(self.images[row])), torch.from_numpy(np.array(self.masks[row])),
-                self.stems[row])
+        return (to_tensor(np.array(self.images[row])), torch.from_numpy(np.array(self.masks[row])), self.stems[row])
 
 
 @dataclass
 class EvalBatch:
-    images: torch.Tensor          # B x 3 x S x S uint8, resized to img_size (see `normalize`)
-    masks: list[torch.Tensor]     # each H x W at the image's original resolution
+    images: torch.Tensor  # B x 3 x S x S uint8, resized to img_size (see `normalize`)
+    masks: list[torch.Tensor]  # each H x W at the image's original resolution
     stems: list[str]
 
 
@@ -272,19 +281,25 @@ def train_loader(dataset: TrainSet, batch_size: int, seed: int, num_workers: int
     """Every batch holds at least 2 samples (with batch_size >= 2): BatchNorm in training mode fails on a
     batch of one whose deepest feature map is 1x1 (img_size 32), and one image is no batch statistic."""
     if len(dataset) < 2:
-        raise UserError(f"TrainDataset: {len(dataset)} image left for training after the validation split; "
-                        f"add training images (at least 3)")
+        raise UserError(
+            f"TrainDataset: {len(dataset)} image left for training after the validation split; "
+            f"add training images (at least 3)"
+        )
     # With more samples than one batch, every incomplete final batch is dropped (a remainder of 1
     # included); otherwise the one batch holds them all, which is at least 2.
     drop_last = len(dataset) > batch_size
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed),
-                      num_workers=num_workers, drop_last=drop_last,
-                      persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed),
+        num_workers=num_workers,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate_eval)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_eval)
 
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:
@@ -309,16 +324,18 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _check_pair_readable(pair: SamplePair) -> None:
     image_size, mask_size = _image_size(pair.image), _image_size(pair.mask)
     if image_size != mask_size:
-        raise UserError(f"{pair.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {pair.image.name} is "
-                        f"{image_size[0]}x{image_size[1]}; masks must have their image's size")
+        raise UserError(
+            f"{pair.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {pair.image.name} is "
+            f"{image_size[0]}x{image_size[1]}; masks must have their image's size"
+        )
 
 
 @dataclass
 class CheckReport:
     """What `core.data check` found after decoding every file."""
 
-    files: int                   # images and masks decoded, each completely
-    train_foreground: float      # fraction of training mask pixels that are polyp
+    files: int  # images and masks decoded, each completely
+    train_foreground: float  # fraction of training mask pixels that are polyp
     empty_train_masks: int
 
     # Polyp masks cover 5-20 % of a frame on average (14 % on the Kvasir-SEG + CVC-ClinicDB training pool);
@@ -329,8 +346,10 @@ class CheckReport:
         low, high = self.PLAUSIBLE_FOREGROUND
         if low <= self.train_foreground <= high:
             return None
-        return (f"warning: training masks are {100 * self.train_foreground:.1f} % polyp, outside the plausible "
-                f"{100 * low:g}-{100 * high:g} %; check that masks are polyp white (255 or 1) on black background")
+        return (
+            f"warning: training masks are {100 * self.train_foreground:.1f} % polyp, outside the plausible "
+            f"{100 * low:g}-{100 * high:g} %; check that masks are polyp white (255 or 1) on black background"
+        )
 
 
 def check_files(data: PolypData, progress: bool = False) -> CheckReport:
@@ -342,9 +361,11 @@ def check_files(data: PolypData, progress: bool = False) -> CheckReport:
     for pair in tqdm(pairs, desc="decoding", unit="pair", disable=not progress):
         image, mask = read_image(pair.image), read_mask(pair.mask)
         if image.shape[:2] != mask.shape:
-            raise UserError(f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                            f"{pair.image.name} is {image.shape[1]}x{image.shape[0]}; masks must have their "
-                            f"image's size")
+            raise UserError(
+                f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                f"{pair.image.name} is {image.shape[1]}x{image.shape[0]}; masks must have their "
+                f"image's size"
+            )
         if pair in train:
             polyp, pixels, empty = polyp + int(mask.sum()), pixels + mask.size, empty + int(not mask.any())
     return CheckReport(2 * len(pairs), polyp / max(pixels, 1), empty)
@@ -371,9 +392,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             data = discover(args.data_root)
             print(data.describe())
             report = check_files(data, progress=sys.stderr.isatty())
-            print(f"decoded all {report.files} files completely; training masks: "
-                  f"{100 * report.train_foreground:.1f} % polyp pixels, {report.empty_train_masks} of "
-                  f"{len(data.train)} empty")
+            print(
+                f"decoded all {report.files} files completely; training masks: "
+                f"{100 * report.train_foreground:.1f} % polyp pixels, {report.empty_train_masks} of "
+                f"{len(data.train)} empty"
+            )
             if report.warning():
                 print(report.warning(), file=sys.stderr)
 
@@ -404,13 +427,20 @@ def _demo_command(args: argparse.Namespace) -> None:
     if args.size < 32 or args.train < 2 or args.test < 1:
         raise UserError("demo: need --size >= 32, --train >= 2, --test >= 1")
     out = write_demo_dataset(args.out, size=args.size, n_train=args.train, n_test=args.test, seed=args.seed)
-    print(f"wrote SYNTHETIC demo data (not real polyps) to {out}: {args.train} train, "
-          f"{args.test} per test set, {args.size}px, seed {args.seed}")
+    print(
+        f"wrote SYNTHETIC demo data (not real polyps) to {out}: {args.train} train, "
+        f"{args.test} per test set, {args.size}px, seed {args.seed}"
+    )
 
 
 def _split_command(args: argparse.Namespace) -> None:
-    given = {"data_root": args.data_root, "val_split": args.val_split, "val_fraction": args.val_fraction,
-             "split_seed": args.split_seed, "val_groups": args.val_groups}
+    given = {
+        "data_root": args.data_root,
+        "val_split": args.val_split,
+        "val_fraction": args.val_fraction,
+        "split_seed": args.split_seed,
+        "val_groups": args.val_groups,
+    }
     cfg = config_from_dict({k: v for k, v in given.items() if v is not None}, source="core.data split")
     train = discover(cfg.data_root).train
     inputs = [("--val-groups file", cfg.val_groups)] if cfg.val_groups else []
@@ -420,12 +450,16 @@ def _split_command(args: argparse.Namespace) -> None:
     try:
         write_file_atomic(out, "".join(f"{stem}\n" for stem in val))
     except OSError as err:
-        raise (write_failure(err, Path(args.out))
-               or UserError(f"{args.out}: cannot write it ({err.strerror}); choose another --out")) from None
+        raise (
+            write_failure(err, Path(args.out))
+            or UserError(f"{args.out}: cannot write it ({err.strerror}); choose another --out")
+        ) from None
     largest = max(split.groups, key=len)
-    print(f"{cfg.val_split} split of {cfg.data_root}: {len(split.groups)} groups (largest: {len(largest)} of "
-          f"{len(split.train) + len(val)}, first {largest[0]}); {len(split.train)} train, {len(val)} validation "
-          f"(val_fraction {cfg.val_fraction}, split_seed {cfg.split_seed}); validation stems written to {args.out}")
+    print(
+        f"{cfg.val_split} split of {cfg.data_root}: {len(split.groups)} groups (largest: {len(largest)} of "
+        f"{len(split.train) + len(val)}, first {largest[0]}); {len(split.train)} train, {len(val)} validation "
+        f"(val_fraction {cfg.val_fraction}, split_seed {cfg.split_seed}); validation stems written to {args.out}"
+    )
 
 
 def split_file_kind(train: Sequence[SamplePair]) -> OutputKind:

@@ -4,6 +4,7 @@ area and the inference time. Served by `python -m tune.best demo --model DIR`; u
 Offline by construction: analytics and Gradio's version check are off, no share link or share buttons, no
 server-side rendering (which would start Node), and the theme uses system fonts (no font download).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,37 +35,61 @@ def segment(predictor: Predictor, image: np.ndarray | None) -> tuple[np.ndarray 
     image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)  # drop an alpha channel
     prediction = predictor.predict([image])[0]
     height, width = image.shape[:2]
-    text = (f"**Polyp area: {prediction.area_percent:.1f}%** of the image ({width}x{height} px) · "
-            f"inference {prediction.seconds * 1000:.0f} ms ({predictor.runtime})")
+    text = (
+        f"**Polyp area: {prediction.area_percent:.1f}%** of the image ({width}x{height} px) · "
+        f"inference {prediction.seconds * 1000:.0f} ms ({predictor.runtime})"
+    )
     return overlay(image, prediction.mask), prediction.mask.astype(np.uint8) * 255, text
 
 
 def build_demo(predictor: Predictor) -> gr.Blocks:
     title = "Polyp segmentation demo"
-    warning = ("\n\n**This model was trained on SYNTHETIC demo data**: its masks say nothing about real "
-               "polyps." if predictor.synthetic else "")
+    warning = (
+        "\n\n**This model was trained on SYNTHETIC demo data**: its masks say nothing about real polyps."
+        if predictor.synthetic
+        else ""
+    )
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\nModel `{predictor.describe()}`. Upload a colonoscopy image; the predicted "
-                    f"polyp region is tinted red and outlined.{warning}")
+        gr.Markdown(
+            f"# {title}\nModel `{predictor.describe()}`. Upload a colonoscopy image; the predicted "
+            f"polyp region is tinted red and outlined.{warning}"
+        )
         with gr.Row():
             image = gr.Image(label="image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"])
             # PNG, not Gradio's default WebP: a downloaded mask must stay exactly 0/255. No "share" button:
             # it posts to Hugging Face.
-            shown = gr.Image(label="overlay", type="numpy", format="png", interactive=False,
-                             buttons=list(LOCAL_BUTTONS))
-            mask = gr.Image(label="mask", type="numpy", image_mode="L", format="png", interactive=False,
-                            buttons=list(LOCAL_BUTTONS))
+            shown = gr.Image(
+                label="overlay", type="numpy", format="png", interactive=False, buttons=list(LOCAL_BUTTONS)
+            )
+            mask = gr.Image(
+                label="mask", type="numpy", image_mode="L", format="png", interactive=False, buttons=list(LOCAL_BUTTONS)
+            )
         summary = gr.Markdown()
         run = gr.Button("Segment", variant="primary")
-        gr.on(triggers=[image.upload, run.click], fn=lambda img: segment(predictor, img), inputs=image,
-              outputs=[shown, mask, summary], api_name="segment")
+        gr.on(
+            triggers=[image.upload, run.click],
+            fn=lambda img: segment(predictor, img),
+            inputs=image,
+            outputs=[shown, mask, summary],
+            api_name="segment",
+        )
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None,
-           block: bool = True) -> tuple[Any, str, str]:
+def launch(
+    demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True
+) -> tuple[Any, str, str]:
     """Serve on host:port (a free port from 7860 up when None); never a public share link. Returns what
     `gr.Blocks.launch` does: (app, local URL, share URL)."""
     theme = gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(SYSTEM_MONO_FONTS))
-    return demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False,
-                       prevent_thread_lock=not block, quiet=not block, show_error=True, theme=theme)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        ssr_mode=False,
+        prevent_thread_lock=not block,
+        quiet=not block,
+        show_error=True,
+        theme=theme,
+    )

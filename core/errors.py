@@ -3,6 +3,7 @@
 Command-line entry points catch it with `cli_errors()` and print its message as one line, exit code 2;
 the machine refusing a write (no permission, read-only, disk full, file too large) is reported the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,11 @@ def cli_errors() -> Iterator[None]:
     except OSError as err:
         if err.errno not in NOT_WRITABLE + NO_ROOM:
             raise
-        fix = ("choose a location you can write (--out, --storage)" if err.errno in NOT_WRITABLE
-               else "free some space, then run the command again (a sweep: with --resume)")
+        fix = (
+            "choose a location you can write (--out, --storage)"
+            if err.errno in NOT_WRITABLE
+            else "free some space, then run the command again (a sweep: with --resume)"
+        )
         reason = (err.strerror or os.strerror(err.errno)).lower()
         print(f"error: {err.filename or 'a file'}: {reason}; {fix}", file=sys.stderr)
         raise SystemExit(2) from None

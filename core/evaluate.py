@@ -5,6 +5,7 @@ CLI: python -m core.evaluate --checkpoint P [--data-root D | --test-dir F] [--sa
 holding images/ and masks/, under the folder's name. DIR holds metrics.json, EVALUATION.txt (what was
 scored; how a later run knows it may replace DIR) and visuals/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,13 @@ EVALUATION_KIND = OutputKind("an evaluation folder", (EVALUATION_MARKER,))
 
 
 @torch.no_grad()
-def score_loader(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = False,
-                 on_batch: Callable[[EvalBatch, torch.Tensor], None] | None = None) -> SegmentationScores:
+def score_loader(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp: bool = False,
+    on_batch: Callable[[EvalBatch, torch.Tensor], None] | None = None,
+) -> SegmentationScores:
     """Per-image Dice/IoU of `model` over an eval loader; `on_batch(batch, logits)` sees each batch."""
     model.eval()
     scores = SegmentationScores()
@@ -56,9 +62,15 @@ def score_loader(model: nn.Module, loader: DataLoader, device: torch.device, amp
     return scores
 
 
-def evaluate_test_sets(model: nn.Module, data: PolypData, img_size: int, batch_size: int,
-                       device: torch.device, num_workers: int = 0,
-                       on_batch: Callable[[str, EvalBatch, torch.Tensor], None] | None = None) -> dict[str, Any]:
+def evaluate_test_sets(
+    model: nn.Module,
+    data: PolypData,
+    img_size: int,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    on_batch: Callable[[str, EvalBatch, torch.Tensor], None] | None = None,
+) -> dict[str, Any]:
     """{'test_sets': {name: {dice, iou, n}}, 'mean': {...}, 'missing': [...], 'synthetic': bool}."""
     model.to(device)
     per_set = {}
@@ -66,14 +78,20 @@ def evaluate_test_sets(model: nn.Module, data: PolypData, img_size: int, batch_s
         loader = eval_loader(EvalSet(pairs, img_size), batch_size, num_workers)
         hook = (lambda batch, logits, name=name: on_batch(name, batch, logits)) if on_batch else None
         per_set[name] = score_loader(model, loader, device, device.type == "cuda", hook).summary()
-    return {"test_sets": per_set, "mean": mean_over_sets(per_set),
-            "missing": list(data.missing_test_sets), "synthetic": data.synthetic}
+    return {
+        "test_sets": per_set,
+        "mean": mean_over_sets(per_set),
+        "missing": list(data.missing_test_sets),
+        "synthetic": data.synthetic,
+    }
 
 
 def format_table(report: dict[str, Any], title: str = "test sets") -> str:
     width = max([20] + [len(name) + 2 for name in report["test_sets"]])  # any folder can be a test set
-    lines = [title + (" [SYNTHETIC data]" if report.get("synthetic") else ""),
-             f"{'test set':<{width}}{'images':>7}{'Dice':>9}{'IoU':>9}"]
+    lines = [
+        title + (" [SYNTHETIC data]" if report.get("synthetic") else ""),
+        f"{'test set':<{width}}{'images':>7}{'Dice':>9}{'IoU':>9}",
+    ]
     for name, s in report["test_sets"].items():
         lines.append(f"{name:<{width}}{s['n']:>7}{s['dice']:>9.4f}{s['iou']:>9.4f}")
     m = report["mean"]
@@ -126,12 +144,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     with cli_errors():
         model, state = load_model(args.checkpoint, which=args.which)
         cfg = state["config"]
-        data = (single_test_set(args.test_dir) if args.test_dir
-                else discover_test_sets(args.data_root or cfg["data_root"]))
+        data = (
+            single_test_set(args.test_dir) if args.test_dir else discover_test_sets(args.data_root or cfg["data_root"])
+        )
         device = resolve_device(args.device)
         out = Path(args.out or Path("results") / "evaluate" / cfg["experiment_name"])
-        inputs = [("checkpoint folder", Path(state["path"]).parent),
-                  ("--test-dir folder" if args.test_dir else "data root", data.root)]
+        inputs = [
+            ("checkpoint folder", Path(state["path"]).parent),
+            ("--test-dir folder" if args.test_dir else "data root", data.root),
+        ]
         # Written beside `out` and renamed when complete: never a half-written folder.
         with output_folder(out, EVALUATION_KIND, inputs) as tmp:
             hook = visual_writer(data, tmp / "visuals", args.max_visuals) if args.save_visuals else None
@@ -141,28 +162,39 @@ def main(argv: Sequence[str] | None = None) -> None:
             with writing(tmp / "metrics.json"):
                 (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
             with writing(tmp / EVALUATION_MARKER):
-                (tmp / EVALUATION_MARKER).write_text(f"Written by `python -m core.evaluate`: {state['path']} "
-                                                     f"({args.which} weights) on {data.root}.\n")
+                (tmp / EVALUATION_MARKER).write_text(
+                    f"Written by `python -m core.evaluate`: {state['path']} ({args.which} weights) on {data.root}.\n"
+                )
         print(format_table(report, title=f"{state['path']} ({args.which} weights)"))
         print(f"wrote {out / 'metrics.json'}" + (f" and overlays in {out / 'visuals'}" if args.save_visuals else ""))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
-                        help="best.pt/last.pt, a run folder, or an exported model folder")
+    parser = argparse.ArgumentParser(
+        prog="python -m core.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="best.pt/last.pt, a run folder, or an exported model folder"
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data-root", help="score every test set under DATA_ROOT/TestDataset "
-                                            "(default: the data_root the checkpoint was trained on)")
+    source.add_argument(
+        "--data-root",
+        help="score every test set under DATA_ROOT/TestDataset (default: the data_root the checkpoint was trained on)",
+    )
     source.add_argument("--test-dir", help="score one folder holding images/ and masks/, named after the folder")
-    parser.add_argument("--which", choices=("best", "last"), default="best",
-                        help="weights of the best validation epoch (default) or of the last epoch")
-    parser.add_argument("--save-visuals", action="store_true",
-                        help="write image | ground truth | prediction overlays")
+    parser.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="weights of the best validation epoch (default) or of the last epoch",
+    )
+    parser.add_argument("--save-visuals", action="store_true", help="write image | ground truth | prediction overlays")
     parser.add_argument("--max-visuals", type=int, default=16, help="overlays per test set")
-    parser.add_argument("--out", help="output folder (default results/evaluate/<experiment_name>); replaced "
-                                      f"only if an earlier evaluation wrote it ({EVALUATION_MARKER})")
+    parser.add_argument(
+        "--out",
+        help="output folder (default results/evaluate/<experiment_name>); replaced "
+        f"only if an earlier evaluation wrote it ({EVALUATION_MARKER})",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     return parser

@@ -3,6 +3,7 @@ PyTorch with ONNX Runtime (and both timed), an int8 ONNX model where it holds va
 (core/quantize.py), and a model card. No Ray: `tune.best export` calls it for a sweep's winner, and
 `python -m core.export --checkpoint RUN --out DIR` for any single training run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,15 @@ class ExportMetrics:
         return json.loads(json.dumps(record))
 
 
-def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics, out: str | Path,
-                 report: Callable[[str], None] = print, protected: Sequence[tuple[str, str | Path]] = (),
-                 allowed: Sequence[str | Path] = ()) -> dict[str, Any]:
+def export_model(
+    model: nn.Module,
+    state: dict[str, Any],
+    metrics: ExportMetrics,
+    out: str | Path,
+    report: Callable[[str], None] = print,
+    protected: Sequence[tuple[str, str | Path]] = (),
+    allowed: Sequence[str | Path] = (),
+) -> dict[str, Any]:
     """Write model.pt, config.yaml, metrics.json, model.onnx, model.int8.onnx (where it holds validation
     Dice) and MODEL_CARD.md to `out` (built in a temporary sibling and renamed, so a failure leaves no
     half-written folder) and return metrics.json. `report` gets one line saying what became of int8.
@@ -88,18 +95,26 @@ def export_model(model: nn.Module, state: dict[str, Any], metrics: ExportMetrics
     inputs = [*protected, ("checkpoint folder", Path(state["path"]).parent)]
     with output_folder(out, EXPORT_KIND, inputs, allowed, needed_bytes=export_size(model)) as tmp:
         with writing(tmp / WEIGHTS_FILENAME):
-            save_checkpoint({"config": cfg, "architecture": state["architecture"], "model": model.state_dict(),
-                             "weights_only": True, "epoch": metrics.best_epoch, "metrics": record,
-                             "synthetic_data": metrics.synthetic_data,
-                             # An exported teacher is checked against the students' split (core/split.py).
-                             "split": state.get("split")}, tmp / WEIGHTS_FILENAME)
+            save_checkpoint(
+                {
+                    "config": cfg,
+                    "architecture": state["architecture"],
+                    "model": model.state_dict(),
+                    "weights_only": True,
+                    "epoch": metrics.best_epoch,
+                    "metrics": record,
+                    "synthetic_data": metrics.synthetic_data,
+                    # An exported teacher is checked against the students' split (core/split.py).
+                    "split": state.get("split"),
+                },
+                tmp / WEIGHTS_FILENAME,
+            )
         _write_text(tmp / CONFIG_FILENAME, yaml.safe_dump(cfg, sort_keys=False))
         with writing(tmp / ONNX_FILENAME):
             record["onnx"] = export_onnx(model, cfg, tmp / ONNX_FILENAME)
         train_cfg = config_from_dict(cfg, source=f"{state.get('path', 'checkpoint')} config")
         with writing(tmp / INT8_ONNX_FILENAME):
-            record["int8"] = export_int8(tmp / ONNX_FILENAME, train_cfg, state.get("split"),
-                                         tmp / INT8_ONNX_FILENAME)
+            record["int8"] = export_int8(tmp / ONNX_FILENAME, train_cfg, state.get("split"), tmp / INT8_ONNX_FILENAME)
         add_cpu_speed(record["onnx"], record["int8"], model, tmp / ONNX_FILENAME, cfg["img_size"])
         report(record["int8"]["summary"])
         _write_text(tmp / METRICS_FILENAME, json.dumps(record, indent=2))
@@ -122,13 +137,29 @@ def _write_text(path: Path, text: str) -> None:
 def write_onnx(model: nn.Module, img_size: int, path: Path) -> None:
     """ONNX (one file) with a dynamic batch axis; input `image` (normalised NCHW), output `logits`."""
     example = torch.zeros(2, 3, img_size, img_size)
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), dynamo=True,
-                      external_data=False, verbose=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
 
 
-def inference_speed(model: nn.Module | None, onnx_path: Path | None, img_size: int, batch: int, repeats: int = 10,
-                    int8_path: Path | None = None, threads: int = 0, device: str = "cpu") -> dict[str, float]:
+def inference_speed(
+    model: nn.Module | None,
+    onnx_path: Path | None,
+    img_size: int,
+    batch: int,
+    repeats: int = 10,
+    int8_path: Path | None = None,
+    threads: int = 0,
+    device: str = "cpu",
+) -> dict[str, float]:
     """Images/s of PyTorch eager (unless `model` is None), ONNX Runtime (unless `onnx_path` is None) and, given
     `int8_path`, ONNX Runtime on the int8 model: the median of `repeats` calls each, the runtimes taking turns
     so that a change in the machine's load weighs on all of them alike. `threads` > 0 sets ONNX Runtime's
@@ -138,8 +169,9 @@ def inference_speed(model: nn.Module | None, onnx_path: Path | None, img_size: i
 
     x = torch.randn(batch, 3, img_size, img_size)
     runners: dict[str, Callable[[], Any]] = {} if model is None else {"pytorch": _torch_runner(model, x, device)}
-    paths = {name: path for name, path in (("onnxruntime", onnx_path), ("onnxruntime-int8", int8_path))
-             if path is not None}
+    paths = {
+        name: path for name, path in (("onnxruntime", onnx_path), ("onnxruntime-int8", int8_path)) if path is not None
+    }
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # ONNX Runtime's threads spin-wait after each call; with sessions taking turns, the one that just ran
@@ -181,8 +213,9 @@ def _torch_runner(model: nn.Module, x: torch.Tensor, device: str) -> Callable[[]
     return run
 
 
-def add_cpu_speed(onnx_check: dict[str, Any], int8: dict[str, Any], model: nn.Module, onnx_path: Path,
-                  img_size: int) -> None:
+def add_cpu_speed(
+    onnx_check: dict[str, Any], int8: dict[str, Any], model: nn.Module, onnx_path: Path, img_size: int
+) -> None:
     """Time PyTorch, ONNX Runtime and (where it was kept) the int8 model once, together, at batch 1, and
     record what the model card recommends and how int8 compares."""
     int8_path = onnx_path.with_name(INT8_ONNX_FILENAME) if int8["written"] else None
@@ -211,8 +244,9 @@ def export_onnx(model: nn.Module, cfg: dict[str, Any], path: Path) -> dict[str, 
     return {"max_abs_diff": diff, "checked_on": source, "opset": _opset(path)}
 
 
-def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
-               onnx_check: dict[str, Any], int8: dict[str, Any]) -> str:
+def model_card(
+    metrics: ExportMetrics, state: dict[str, Any], model: nn.Module, onnx_check: dict[str, Any], int8: dict[str, Any]
+) -> str:
     """MODEL_CARD.md: where the weights came from, their test scores, the searched values, the model and its
     runtimes (from `onnx_check` and `int8`, as export_model records them) and how to use it."""
     cfg, arch = state["config"], state["architecture"]
@@ -222,16 +256,20 @@ def model_card(metrics: ExportMetrics, state: dict[str, Any], model: nn.Module,
     n_params = f"{count_parameters(model) / 1e6:.2f}M"
     verdict = f"\n\n**Verdict:** {metrics.verdict}." if metrics.verdict else ""
     latency = f"\n\n{card_latency_line(metrics.deployment)}" if metrics.deployment else ""
-    warning = ("\n> **Trained and scored on SYNTHETIC demo data** (generated by `python -m core.data demo`). "
-               "These numbers say nothing about real polyp segmentation.\n" if metrics.synthetic_data else "")
-    return f"""# Polyp segmentation student: {arch['arch']} / {arch['encoder']}
+    warning = (
+        "\n> **Trained and scored on SYNTHETIC demo data** (generated by `python -m core.data demo`). "
+        "These numbers say nothing about real polyp segmentation.\n"
+        if metrics.synthetic_data
+        else ""
+    )
+    return f"""# Polyp segmentation student: {arch["arch"]} / {arch["encoder"]}
 {warning}
 {origin} on validation Dice ({metrics.best_val_dice:.4f} at epoch {metrics.best_epoch}) of a split carved
 from TrainDataset; the test sets below were only scored, never used for selection.{verdict}{latency}
 
 ## Data
-- data root: `{cfg['data_root']}`; mode `{cfg['mode']}`{teacher}
-- validation fraction {cfg['val_fraction']} of TrainDataset
+- data root: `{cfg["data_root"]}`; mode `{cfg["mode"]}`{teacher}
+- validation fraction {cfg["val_fraction"]} of TrainDataset
 
 ## Test Dice / IoU (per-image mean, threshold 0.5, at each mask's original size)
 {_card_test_table(metrics.test)}
@@ -240,8 +278,8 @@ from TrainDataset; the test sets below were only scored, never used for selectio
 {params}
 
 ## Model
-- architecture: smp.{arch['arch']}(encoder_name="{arch['encoder']}", classes=1), {n_params} parameters
-- input: RGB, resized to {cfg['img_size']}x{cfg['img_size']} (bilinear), scaled to [0, 1] then normalised
+- architecture: smp.{arch["arch"]}(encoder_name="{arch["encoder"]}", classes=1), {n_params} parameters
+- input: RGB, resized to {cfg["img_size"]}x{cfg["img_size"]} (bilinear), scaled to [0, 1] then normalised
   with ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); output: one logit map, resized
   back to the image's size (bilinear), polyp where sigmoid > 0.5
 - ONNX: {_card_onnx_line(onnx_check)}
@@ -272,8 +310,12 @@ def _card_origin(metrics: ExportMetrics, state: dict[str, Any]) -> str:
     if metrics.sweep is not None:
         chosen = f", {metrics.selection}" if metrics.selection else ""
         instead = (metrics.deployment or {}).get("instead_of")
-        title = (f"Best confirmed student of sweep `{metrics.sweep}` within the latency budget, exported instead "
-                 f"of its winner `{instead}`" if instead else f"Winner of sweep `{metrics.sweep}`")
+        title = (
+            f"Best confirmed student of sweep `{metrics.sweep}` within the latency budget, exported instead "
+            f"of its winner `{instead}`"
+            if instead
+            else f"Winner of sweep `{metrics.sweep}`"
+        )
         return f"{title} (trial `{metrics.trial_id}`{chosen}); these weights were selected"
     return f"Best-validation weights of run `{state['path']}`, chosen"
 
@@ -282,63 +324,78 @@ def card_latency_line(deployment: dict[str, Any]) -> str:
     """The model card's latency at the deploy target: per call, frames/s, the target, where it was measured,
     the budget it was chosen under, and the fastest confirmed student faster than it (so a reader needing
     more speed knows what it costs)."""
-    line = (f"**Latency:** {deployment['latency_ms']:.1f} ms per call ({deployment['fps']:.1f} frames/s) with "
-            f"{deployment['described']}, measured on {deployment['measured_at']}")
+    line = (
+        f"**Latency:** {deployment['latency_ms']:.1f} ms per call ({deployment['fps']:.1f} frames/s) with "
+        f"{deployment['described']}, measured on {deployment['measured_at']}"
+    )
     if deployment.get("budget_ms") is not None:
         line += f"; chosen under a {deployment['budget_ms']:g} ms budget"
     alternative = deployment.get("fastest_alternative")
     if alternative:
-        line += (f" (fastest confirmed alternative: {alternative['backbone']}, {alternative['config']}, "
-                 f"{alternative['latency_ms']:.1f} ms, mean {alternative['metric']} {alternative['mean']:.4f})")
+        line += (
+            f" (fastest confirmed alternative: {alternative['backbone']}, {alternative['config']}, "
+            f"{alternative['latency_ms']:.1f} ms, mean {alternative['metric']} {alternative['mean']:.4f})"
+        )
     return line + "."
 
 
 def _card_test_table(test: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {name} | {s['n']} | {s['dice']:.4f} | {s['iou']:.4f} |"
-                     for name, s in test["test_sets"].items())
+    rows = "\n".join(
+        f"| {name} | {s['n']} | {s['dice']:.4f} | {s['iou']:.4f} |" for name, s in test["test_sets"].items()
+    )
     mean = test["mean"]
     missing = test.get("missing") or []
     return f"""| test set | images | Dice | IoU |
 |---|---|---|---|
 {rows}
-| **mean** | {mean['n']} | **{mean['dice']:.4f}** | **{mean['iou']:.4f}** |
-{('Not evaluated (absent): ' + ', '.join(missing)) if missing else ''}"""
+| **mean** | {mean["n"]} | **{mean["dice"]:.4f}** | **{mean["iou"]:.4f}** |
+{("Not evaluated (absent): " + ", ".join(missing)) if missing else ""}"""
 
 
 def _card_onnx_line(onnx_check: dict[str, Any]) -> str:
-    return (f"`{ONNX_FILENAME}` (dynamic batch, opset {onnx_check['opset']}), max |ONNX − PyTorch| = "
-            f"{onnx_check['max_abs_diff']:.2e} on {onnx_check['checked_on']}")
+    return (
+        f"`{ONNX_FILENAME}` (dynamic batch, opset {onnx_check['opset']}), max |ONNX − PyTorch| = "
+        f"{onnx_check['max_abs_diff']:.2e} on {onnx_check['checked_on']}"
+    )
 
 
 def _card_runtime_line(onnx_check: dict[str, Any]) -> str:
     speed = onnx_check["cpu_images_per_s_batch1"]
-    return (f"**Recommended runtime: {onnx_check['recommended_runtime']}** — measured at export on "
-            f"this machine's CPU, batch 1: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items())
-            + " (bench/inference.py measures batch 1 and 8, and CUDA where present)")
+    return (
+        f"**Recommended runtime: {onnx_check['recommended_runtime']}** — measured at export on "
+        f"this machine's CPU, batch 1: "
+        + ", ".join(f"{k} {v:.1f} img/s" for k, v in speed.items())
+        + " (bench/inference.py measures batch 1 and 8, and CUDA where present)"
+    )
 
 
 def _card_int8_line(int8: dict[str, Any]) -> str:
     if not int8["written"]:
         return f"int8: none; {int8['summary'].removeprefix('int8: ')}"
     int8_speed = int8["cpu_images_per_s_batch1"]
-    return (f"int8: `{INT8_ONNX_FILENAME}` (ONNX Runtime static quantization, {int8['format']}, "
-            f"{int8['weights']} weights, {int8['activations']} from {int8['calibration_images']} "
-            f"training images): validation Dice {int8['val_dice_int8']:.4f} vs fp32 "
-            f"{int8['val_dice_fp32']:.4f} on {int8['val_images']} images (kept: it may lose at most "
-            f"{INT8_MAX_DICE_DROP}); CPU batch 1: int8 {int8_speed['onnxruntime-int8']:.1f} img/s, fp32 "
-            f"{int8_speed['onnxruntime']:.1f} img/s ({int8['int8_over_fp32_batch1']:.2f}x); use it with "
-            f"`--runtime onnxruntime-int8`")
+    return (
+        f"int8: `{INT8_ONNX_FILENAME}` (ONNX Runtime static quantization, {int8['format']}, "
+        f"{int8['weights']} weights, {int8['activations']} from {int8['calibration_images']} "
+        f"training images): validation Dice {int8['val_dice_int8']:.4f} vs fp32 "
+        f"{int8['val_dice_fp32']:.4f} on {int8['val_images']} images (kept: it may lose at most "
+        f"{INT8_MAX_DICE_DROP}); CPU batch 1: int8 {int8_speed['onnxruntime-int8']:.1f} img/s, fp32 "
+        f"{int8_speed['onnxruntime']:.1f} img/s ({int8['int8_over_fp32_batch1']:.2f}x); use it with "
+        f"`--runtime onnxruntime-int8`"
+    )
 
 
 def run_metrics(state: dict[str, Any], test: dict[str, Any]) -> ExportMetrics:
     """Metrics of a single training run's best.pt (no sweep): its best epoch and the given test report."""
     best = best_epoch(state.get("history") or [])
     if best is None:
-        raise UserError(f"{state['path']}: checkpoint has no training history; export a best.pt written by "
-                        f"core.train")
-    return ExportMetrics(best_val_dice=float(best["val_dice"]), best_val_iou=float(best["val_iou"]),
-                         best_epoch=int(best["epoch"]), test=test,
-                         synthetic_data=bool(state.get("synthetic_data")))
+        raise UserError(f"{state['path']}: checkpoint has no training history; export a best.pt written by core.train")
+    return ExportMetrics(
+        best_val_dice=float(best["val_dice"]),
+        best_val_iou=float(best["val_iou"]),
+        best_epoch=int(best["epoch"]),
+        test=test,
+        synthetic_data=bool(state.get("synthetic_data")),
+    )
 
 
 def export_run(checkpoint: str | Path, out: str | Path, device: str = "auto") -> dict[str, Any]:
@@ -354,8 +411,9 @@ def export_run(checkpoint: str | Path, out: str | Path, device: str = "auto") ->
     if saved.is_file():
         test = json.loads(saved.read_text())
     else:
-        test = evaluate_test_sets(model, discover(cfg["data_root"]), cfg["img_size"], cfg["batch_size"],
-                                  resolve_device(device))
+        test = evaluate_test_sets(
+            model, discover(cfg["data_root"]), cfg["img_size"], cfg["batch_size"], resolve_device(device)
+        )
     return export_model(model, state, run_metrics(state, test), out)
 
 
@@ -382,16 +440,21 @@ def _opset(path: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.export", description=__doc__)
     parser.add_argument("--checkpoint", required=True, help="a run folder or its best.pt (core.train)")
-    parser.add_argument("--out", required=True,
-                        help="export folder to write (an earlier export there is replaced, anything else refused)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="export folder to write (an earlier export there is replaced, anything else refused)",
+    )
     parser.add_argument("--device", default="auto", help="for scoring test sets when the run has no scores")
     args = parser.parse_args(argv)
     with cli_errors():
         record = export_run(args.checkpoint, args.out, args.device)
         files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if record["int8"]["written"] else ())
-        print(f"exported {args.checkpoint} to {args.out}: {', '.join(files)} "
-              f"(max |ONNX - PyTorch| {record['onnx']['max_abs_diff']:.2e}); "
-              f"test mean Dice {record['test']['mean']['dice']:.4f}")
+        print(
+            f"exported {args.checkpoint} to {args.out}: {', '.join(files)} "
+            f"(max |ONNX - PyTorch| {record['onnx']['max_abs_diff']:.2e}); "
+            f"test mean Dice {record['test']['mean']['dice']:.4f}"
+        )
 
 
 if __name__ == "__main__":

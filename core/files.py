@@ -11,6 +11,7 @@ command's inputs or the sweep folder it reads. Paths are compared resolved (syml
 the machine while writing (no permission, read-only, disk full, file too large) is one UserError naming
 the file, and the earlier output is left as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,7 +80,7 @@ class OutputKind:
     """A kind of output this project writes, and how to tell one it wrote: a folder by the marker files
     every such folder holds; a file by `recognise` (None when it is one, else why it is not)."""
 
-    name: str                                               # with its article: "an export folder"
+    name: str  # with its article: "an export folder"
     markers: tuple[str, ...] = ()
     recognise: Callable[[Path], str | None] | None = None
 
@@ -95,8 +96,12 @@ class OutputKind:
         return f"no {missing[0]}" if missing and any(path.iterdir()) else None
 
 
-def check_output(out: str | Path, kind: OutputKind, protected: Sequence[tuple[str, str | Path]] = (),
-                 allowed: Sequence[str | Path] = ()) -> Path:
+def check_output(
+    out: str | Path,
+    kind: OutputKind,
+    protected: Sequence[tuple[str, str | Path]] = (),
+    allowed: Sequence[str | Path] = (),
+) -> Path:
     """The one rule every command's --out obeys; returns `out` resolved (write there, not through a link).
 
     `protected` are (label, path) of the command's inputs and the sweep folder: `out` may not be one, contain
@@ -127,8 +132,13 @@ def _relation(out: Path, guarded: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def output_folder(out: str | Path, kind: OutputKind, protected: Sequence[tuple[str, str | Path]] = (),
-                  allowed: Sequence[str | Path] = (), needed_bytes: int | None = None) -> Iterator[Path]:
+def output_folder(
+    out: str | Path,
+    kind: OutputKind,
+    protected: Sequence[tuple[str, str | Path]] = (),
+    allowed: Sequence[str | Path] = (),
+    needed_bytes: int | None = None,
+) -> Iterator[Path]:
     """`check_output`, then `atomic_folder` at the resolved path. A failure of the machine while writing
     becomes one UserError naming the file (and `needed_bytes`, the expected size, where known)."""
     target = check_output(out, kind, protected, allowed)
@@ -143,7 +153,7 @@ def output_folder(out: str | Path, kind: OutputKind, protected: Sequence[tuple[s
 
 
 _NOT_WRITABLE = NOT_WRITABLE
-_NO_ROOM = (*NO_ROOM, errno.EIO)   # EIO: how `writing` reports torch.save's failure below
+_NO_ROOM = (*NO_ROOM, errno.EIO)  # EIO: how `writing` reports torch.save's failure below
 # torch.save(obj, path) writes through its own C++ writer: a full disk or a file size limit arrives as
 # RuntimeError("[enforce fail at inline_container.cc:...] . unexpected pos 704 vs 598"), without errno or file
 # (measured with torch 2.14 writing to /dev/full and under RLIMIT_FSIZE).
@@ -174,8 +184,10 @@ def write_failure(err: OSError, out: Path, needed_bytes: int | None = None) -> U
     reason = reason.lower() if reason == os.strerror(err.errno) else reason  # the system's words, mid-sentence
     if err.errno in _NOT_WRITABLE:
         return UserError(f"{where}: cannot write there ({reason}); choose another --out or make it writable")
-    return UserError(f"{where}: {reason} while writing it ({_room(out, needed_bytes)}); {out} is as it was "
-                     f"before; free some space or choose another --out")
+    return UserError(
+        f"{where}: {reason} while writing it ({_room(out, needed_bytes)}); {out} is as it was "
+        f"before; free some space or choose another --out"
+    )
 
 
 def _shown(filename: str | bytes | None, out: Path) -> Path:

@@ -9,6 +9,7 @@ A mask drawn on a transparent layer (RGB all zero, the drawing only in its alpha
 annotation tools save it) is read from its alpha channel: whenever the colour channels are all zero and the
 alpha channel is not constant. Any other mask is read from its grey or RGB values, alpha ignored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,8 +91,10 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
         colour = array[..., :3] if array.shape[2] >= 3 else array[..., :1]
         # JPEG moves grey pixels' channels apart by a few levels only; a colour-coded mask by far more.
         if colour.shape[2] == 3 and int(np.ptp(colour, axis=2).max()) > full_scale // 4:
-            raise ImageFileError("its red, green and blue channels differ (a colour-coded mask?); save it "
-                                 "as a grey mask, polyp 255 (or 1) on background 0")
+            raise ImageFileError(
+                "its red, green and blue channels differ (a colour-coded mask?); save it "
+                "as a grey mask, polyp 255 (or 1) on background 0"
+            )
         grey = colour[..., 0]
     else:
         grey = array
@@ -99,9 +102,11 @@ def to_binary_mask(array: np.ndarray) -> np.ndarray:
     mask = grey if peak <= 1 else grey > full_scale // 2
     mask = mask.astype(np.uint8)
     if peak > 0 and not mask.any():
-        raise ImageFileError(f"no pixel is above half intensity (the brightest is {peak} of {full_scale}), so "
-                             f"it would read as all background; save polyp pixels as {full_scale} (or 1 with "
-                             f"background 0)")
+        raise ImageFileError(
+            f"no pixel is above half intensity (the brightest is {peak} of {full_scale}), so "
+            f"it would read as all background; save polyp pixels as {full_scale} (or 1 with "
+            f"background 0)"
+        )
     return mask
 
 
@@ -136,8 +141,7 @@ def _decode_pil(path: Path) -> np.ndarray:
                 raise ImageFileError("32-bit pixel values out of 16-bit range; save it with 8-bit channels")
             return values.astype(np.uint16)
         if image.mode in ("P", "PA"):  # a palette picture: its colours, not its palette indices
-            return np.asarray(image.convert("RGBA" if "transparency" in image.info or image.mode == "PA"
-                                            else "RGB"))
+            return np.asarray(image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB"))
         if image.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "I;16B", "I;16L"):
             return np.asarray(image.convert("RGB" if image.mode not in ("I;16B", "I;16L") else "I;16"))
         raise ImageFileError(f"Pillow mode {image.mode} is not supported; save it as 8-bit grey or RGB")
@@ -159,8 +163,7 @@ def _decode_tiff(path: Path) -> np.ndarray:
             return (page.colormap.T[array] >> 8).astype(np.uint8)
         if photometric == tifffile.PHOTOMETRIC.MINISWHITE and array.ndim == 2:
             return np.iinfo(array.dtype).max - array if array.dtype != bool else ~array
-        if photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB,
-                               tifffile.PHOTOMETRIC.YCBCR):
+        if photometric not in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR):
             # tifffile keeps a value it has no PHOTOMETRIC member for as a plain int
             name = getattr(photometric, "name", photometric)
             raise ImageFileError(f"TIFF photometric {name} is not supported; save it as RGB")

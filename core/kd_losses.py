@@ -2,6 +2,7 @@
 
 `core.config` takes its allowed `kd_loss` values from this registry, so a new term is one decorated function.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,11 +17,13 @@ KD_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 def register_kd_loss(name: str) -> Callable[[Callable], Callable]:
     """Register `fn(student_logits, teacher_logits, temperature) -> loss` under `name`."""
+
     def register(fn: Callable) -> Callable:
         if name in KD_LOSSES:
             raise ValueError(f"kd loss {name!r} is already registered")
         KD_LOSSES[name] = fn
         return fn
+
     return register
 
 
@@ -39,8 +42,9 @@ def mse_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
     return F.mse_loss(s, t)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-            kind: str = "bce") -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, kind: str = "bce"
+) -> torch.Tensor:
     """Per-pixel distillation of the teacher's soft map into the student, by the registered term `kind`.
 
     The teacher's logits are detached here, once, so no registered term can send gradient into the teacher.

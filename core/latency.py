@@ -3,6 +3,7 @@ with random weights, exported and timed here, and cached per architecture, targe
 
 No Ray: a sweep's driver measures CPU targets before trials start, a GPU worker measures CUDA ones.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,7 @@ from core.validation import Integer, Number, above, at_least, build, one_of
 
 RUNTIMES = ("onnxruntime", "onnxruntime-int8", "torch")
 DEVICES = ("cpu", "cuda")
-RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime fp32", "onnxruntime-int8": "ONNX Runtime int8",
-                 "torch": "PyTorch eager"}
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime fp32", "onnxruntime-int8": "ONNX Runtime int8", "torch": "PyTorch eager"}
 # Part of every cache key: bump it when how latency is measured changes, so older numbers are not reused.
 LATENCY_METHOD_VERSION = "1"
 LATENCY_FOLDER = "latency"
@@ -84,8 +84,9 @@ def student_arch(backbone: str) -> dict[str, str]:
     return {"arch": STUDENT_ARCH, "encoder": backbone}
 
 
-def measure_latency(arch: dict[str, str], target: DeployTarget, calibration: Sequence[SamplePair] | None = None,
-                    repeats: int = 20) -> float:
+def measure_latency(
+    arch: dict[str, str], target: DeployTarget, calibration: Sequence[SamplePair] | None = None, repeats: int = 20
+) -> float:
     """Median milliseconds per call of `arch` (random weights: latency does not depend on them) at `target`,
     timed here. int8 needs `calibration` (a few training images): its activation ranges come from them."""
     if target.img_size is None:
@@ -105,13 +106,26 @@ def measure_latency(arch: dict[str, str], target: DeployTarget, calibration: Seq
         if not int8.exists():
             assert calibration, "checked on entry"
             quantize(fp32, int8, calibration_batches(calibration, target.img_size))
-    speed = inference_speed(None, None if int8 else fp32, target.img_size, target.batch, repeats,
-                            int8_path=int8, threads=target.threads, device=target.device)
+    speed = inference_speed(
+        None,
+        None if int8 else fp32,
+        target.img_size,
+        target.batch,
+        repeats,
+        int8_path=int8,
+        threads=target.threads,
+        device=target.device,
+    )
     return 1000.0 * target.batch / speed[target.runtime]
 
 
-def cached_latency(arch: dict[str, str], target: DeployTarget, calibration: Sequence[SamplePair] | None = None,
-                   cache_dir: str | Path | None = None, repeats: int = 20) -> LatencyRecord:
+def cached_latency(
+    arch: dict[str, str],
+    target: DeployTarget,
+    calibration: Sequence[SamplePair] | None = None,
+    cache_dir: str | Path | None = None,
+    repeats: int = 20,
+) -> LatencyRecord:
     """`measure_latency`, once per (architecture, target, machine): later calls read
     <cache root>/latency/<key>.json (cache root: `cache_dir`, else $POLYP_KD_TUNE_CACHE or ~/.cache/polyp-kd-tune)."""
     key = latency_key(arch, target)
@@ -123,10 +137,19 @@ def cached_latency(arch: dict[str, str], target: DeployTarget, calibration: Sequ
     # sweep asks before its trials start (CPU targets on the driver), so it does not happen in practice.
     ms = measure_latency(arch, target, calibration, repeats)
     measured_at = where_measured(target.device)
-    record = {"ms": ms, "measured_at": measured_at, "key": key, "arch": arch, "target": target.to_dict(),
-              "machine": machine_fingerprint(target.device), "repeats": repeats, "host": socket.gethostname(),
-              # A busy machine reads slower; the load at the time says how far to trust the number.
-              "load_average": round(os.getloadavg()[0], 2), "measured_unix": round(time.time(), 1)}
+    record = {
+        "ms": ms,
+        "measured_at": measured_at,
+        "key": key,
+        "arch": arch,
+        "target": target.to_dict(),
+        "machine": machine_fingerprint(target.device),
+        "repeats": repeats,
+        "host": socket.gethostname(),
+        # A busy machine reads slower; the load at the time says how far to trust the number.
+        "load_average": round(os.getloadavg()[0], 2),
+        "measured_unix": round(time.time(), 1),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file_atomic(path, json.dumps(record, indent=2))
     return LatencyRecord(ms=ms, measured_at=measured_at, cached=False, key=key)
@@ -135,9 +158,16 @@ def cached_latency(arch: dict[str, str], target: DeployTarget, calibration: Sequ
 def latency_key(arch: dict[str, str], target: DeployTarget) -> str:
     """Hash of what a latency depends on: architecture, img_size, runtime, device, threads, batch and the
     machine (CPU model, cores, GPU, library versions). The budget is not among them: it judges, not measures."""
-    fields = {"method": LATENCY_METHOD_VERSION, "arch": dict(sorted(arch.items())), "img_size": target.img_size,
-              "runtime": target.runtime, "device": target.device, "threads": target.threads,
-              "batch": target.batch, "machine": machine_fingerprint(target.device)}
+    fields = {
+        "method": LATENCY_METHOD_VERSION,
+        "arch": dict(sorted(arch.items())),
+        "img_size": target.img_size,
+        "runtime": target.runtime,
+        "device": target.device,
+        "threads": target.threads,
+        "batch": target.batch,
+        "machine": machine_fingerprint(target.device),
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -147,10 +177,16 @@ def machine_fingerprint(device: str) -> dict[str, Any]:
     import segmentation_models_pytorch
     import timm
 
-    return {"platform": f"{platform.system()} {platform.machine()}", "cpu": cpu_model(), "cores": _cores(),
-            "gpu": torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else None,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "segmentation_models_pytorch": segmentation_models_pytorch.__version__, "timm": timm.__version__}
+    return {
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu_model(),
+        "cores": _cores(),
+        "gpu": torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
+        "timm": timm.__version__,
+    }
 
 
 def where_measured(device: str) -> str:
@@ -204,14 +240,18 @@ def _require_device(target: DeployTarget) -> None:
     if target.device != "cuda":
         return
     if not torch.cuda.is_available():
-        raise UserError(f"deploy target '{target.describe()}': CUDA target but no GPU here; measure it on a "
-                        f"GPU worker or set device: cpu")
+        raise UserError(
+            f"deploy target '{target.describe()}': CUDA target but no GPU here; measure it on a "
+            f"GPU worker or set device: cpu"
+        )
     if target.runtime != "torch":
         import onnxruntime
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            raise UserError(f"deploy target '{target.describe()}': CUDA target but this ONNX Runtime has no "
-                            f"CUDA provider (install onnxruntime-gpu), or use runtime: torch")
+            raise UserError(
+                f"deploy target '{target.describe()}': CUDA target but this ONNX Runtime has no "
+                f"CUDA provider (install onnxruntime-gpu), or use runtime: torch"
+            )
 
 
 @contextlib.contextmanager

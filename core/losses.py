@@ -3,6 +3,7 @@
 total = α·(Dice + BCE vs. ground truth) + (1 − α)·KD(student, teacher; T), where KD is a term registered by
 name in core/kd_losses.py (its `kd_loss` is re-exported here).
 """
+
 from __future__ import annotations
 
 import segmentation_models_pytorch as smp
@@ -30,8 +31,7 @@ class DistillationLoss(nn.Module):
         self.alpha, self.temperature, self.kind = alpha, temperature, kind
         self.supervised = SupervisedLoss()
 
-    def forward(self, student_logits: torch.Tensor, mask: torch.Tensor,
-                teacher_logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, student_logits: torch.Tensor, mask: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         supervised = self.supervised(student_logits, mask)
         distill = kd_loss(student_logits, teacher_logits, self.temperature, self.kind)
         return self.alpha * supervised + (1.0 - self.alpha) * distill

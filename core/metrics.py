@@ -3,6 +3,7 @@
 An image where both prediction and mask are empty scores 1; predictions are scored at each mask's
 original resolution.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,14 +48,19 @@ class SegmentationScores:
 
     def summary(self) -> dict[str, float]:
         n = len(self.dice)
-        return {"dice": sum(self.dice) / n if n else float("nan"),
-                "iou": sum(self.iou) / n if n else float("nan"), "n": n}
+        return {
+            "dice": sum(self.dice) / n if n else float("nan"),
+            "iou": sum(self.iou) / n if n else float("nan"),
+            "n": n,
+        }
 
 
 def mean_over_sets(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
     """Unweighted mean over the test sets present (each set counts once, whatever its size)."""
     if not per_set:
         return {"dice": float("nan"), "iou": float("nan"), "n": 0}
-    return {"dice": sum(s["dice"] for s in per_set.values()) / len(per_set),
-            "iou": sum(s["iou"] for s in per_set.values()) / len(per_set),
-            "n": sum(int(s["n"]) for s in per_set.values())}
+    return {
+        "dice": sum(s["dice"] for s in per_set.values()) / len(per_set),
+        "iou": sum(s["iou"] for s in per_set.values()) / len(per_set),
+        "n": sum(int(s["n"]) for s in per_set.values()),
+    }

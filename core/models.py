@@ -2,6 +2,7 @@
 
 Student: smp U-Net on a selectable encoder. Teacher: smp U-Net++ (ResNet50 by default). One logit channel each.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,13 +31,14 @@ def build_model(arch: dict[str, str], encoder_weights: str | None) -> nn.Module:
     if model_class is None:
         raise UserError(f"unknown architecture {arch['arch']!r}; expected {STUDENT_ARCH} or {TEACHER_ARCH}")
     try:
-        return model_class(encoder_name=arch["encoder"], encoder_weights=encoder_weights,
-                           in_channels=3, classes=1)
+        return model_class(encoder_name=arch["encoder"], encoder_weights=encoder_weights, in_channels=3, classes=1)
     except OSError as err:
         # Pretrained weights come from the Hugging Face hub; offline this surfaces as an OSError.
-        raise UserError(f"could not download '{encoder_weights}' weights for encoder "
-                        f"{arch['encoder']!r} ({err.__class__.__name__}); without network access set "
-                        f"`encoder_weights: null` (random init)") from None
+        raise UserError(
+            f"could not download '{encoder_weights}' weights for encoder "
+            f"{arch['encoder']!r} ({err.__class__.__name__}); without network access set "
+            f"`encoder_weights: null` (random init)"
+        ) from None
 
 
 def build_for_training(cfg: TrainConfig) -> nn.Module:
@@ -71,8 +73,10 @@ def teacher_split(path: str) -> dict[str, Any] | None:
 def named_teacher(path: str | None) -> str:
     """`path`, or the error saying distillation needs a teacher checkpoint (nothing is read)."""
     if not path:
-        raise UserError("mode distillation needs 'teacher_checkpoint'; train one with "
-                        "`python -m core.train --mode teacher` and set teacher_checkpoint=<run>/best.pt")
+        raise UserError(
+            "mode distillation needs 'teacher_checkpoint'; train one with "
+            "`python -m core.train --mode teacher` and set teacher_checkpoint=<run>/best.pt"
+        )
     return path
 
 
@@ -80,8 +84,10 @@ def _teacher_state(path: str | None, mmap: bool = False) -> dict[str, Any]:
     state = load_checkpoint(named_teacher(path), mmap=mmap)
     arch = state.get("architecture", {})
     if arch.get("arch") != TEACHER_ARCH:
-        raise UserError(f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not a "
-                        f"teacher ({TEACHER_ARCH}); pass a checkpoint from --mode teacher")
+        raise UserError(
+            f"{state['path']}: holds a {arch.get('arch')}/{arch.get('encoder')} model, not a "
+            f"teacher ({TEACHER_ARCH}); pass a checkpoint from --mode teacher"
+        )
     return state
 
 

@@ -4,6 +4,7 @@
 Preprocessing is `core.data.preprocess` + `normalize`, the very functions evaluation uses, and masks are
 thresholded like `core.metrics.binarize`, so a prediction here is what the reported scores measured.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,9 +45,9 @@ PREDICTION_COLOUR = (255, 0, 0)  # red, as core.evaluate draws predictions
 class Prediction:
     """One image's result at the image's original size."""
 
-    probability: np.ndarray   # H x W float32 in [0, 1]
-    mask: np.ndarray          # H x W bool, probability > 0.5
-    seconds: float            # this image's share of its batch's model time (preprocessing excluded)
+    probability: np.ndarray  # H x W float32 in [0, 1]
+    mask: np.ndarray  # H x W bool, probability > 0.5
+    seconds: float  # this image's share of its batch's model time (preprocessing excluded)
 
     @property
     def area_percent(self) -> float:
@@ -67,8 +68,10 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise UserError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if not path.exists():
-            raise UserError(f"{path}: model folder not found; export one with `python -m tune.best export` "
-                            f"(a sweep) or `python -m core.export --checkpoint RUN --out DIR` (one run)")
+            raise UserError(
+                f"{path}: model folder not found; export one with `python -m tune.best export` "
+                f"(a sweep) or `python -m core.export --checkpoint RUN --out DIR` (one run)"
+            )
         self.path = path
         self.device = resolve_device(device)
         onnx_path = path / (INT8_ONNX_FILENAME if runtime == "onnxruntime-int8" else ONNX_FILENAME)
@@ -77,9 +80,11 @@ class Predictor:
         self.runtime = runtime
         if runtime.startswith("onnxruntime"):
             if not onnx_path.is_file():
-                raise UserError(f"{onnx_path}: not found; pass an export folder with {onnx_path.name} "
-                                f"(an export writes {INT8_ONNX_FILENAME} only where it holds validation Dice: "
-                                f"see its metrics.json) or use --runtime pytorch")
+                raise UserError(
+                    f"{onnx_path}: not found; pass an export folder with {onnx_path.name} "
+                    f"(an export writes {INT8_ONNX_FILENAME} only where it holds validation Dice: "
+                    f"see its metrics.json) or use --runtime pytorch"
+                )
             # Memory-mapped: the config and provenance without reading the weights ONNX Runtime does not need.
             state = load_checkpoint(path, mmap=True)
             self._session = _onnx_session(onnx_path)
@@ -110,7 +115,7 @@ class Predictor:
         """RGB uint8 H x W x 3 images of any sizes -> one Prediction each, in order."""
         results = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             batch = normalize(torch.stack([preprocess(image, self.img_size) for image in chunk]))
             began = time.perf_counter()
             logits = self.logits(batch)
@@ -132,7 +137,7 @@ class PredictionRun:
 
     out: Path
     runtime: str
-    written: list[tuple[Path, float]] = field(default_factory=list)   # (source image, polyp area %)
+    written: list[tuple[Path, float]] = field(default_factory=list)  # (source image, polyp area %)
     problems: list[str] = field(default_factory=list)
     model_seconds: float = 0.0
     total_seconds: float = 0.0
@@ -142,10 +147,12 @@ class PredictionRun:
         if not n:
             return f"no image predicted; {len(self.problems)} input(s) could not be used"
         areas = [area for _, area in self.written]
-        text = (f"predicted {n} image(s) into {self.out} (masks/, overlays/, {PREDICTIONS_CSV}); polyp area "
-                f"mean {np.mean(areas):.1f}% (min {min(areas):.1f}%, max {max(areas):.1f}%); "
-                f"{n / self.total_seconds:.1f} img/s end to end, model {n / self.model_seconds:.1f} img/s "
-                f"({self.runtime})")
+        text = (
+            f"predicted {n} image(s) into {self.out} (masks/, overlays/, {PREDICTIONS_CSV}); polyp area "
+            f"mean {np.mean(areas):.1f}% (min {min(areas):.1f}%, max {max(areas):.1f}%); "
+            f"{n / self.total_seconds:.1f} img/s end to end, model {n / self.model_seconds:.1f} img/s "
+            f"({self.runtime})"
+        )
         if self.problems:
             text += f"; {len(self.problems)} input(s) skipped (listed above)"
         return text
@@ -160,8 +167,9 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                                f"pass a folder of images")
+                problems.append(
+                    f"{item}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of images"
+                )
             files += found
         elif not item.exists():
             problems.append(f"{item}: not found; check the path")
@@ -174,17 +182,25 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
     unique = []
     for path in files:
         if path.stem in seen:
-            problems.append(f"{path}: same name as {seen[path.stem]} (outputs are named by stem); "
-                            f"rename one or predict them separately")
+            problems.append(
+                f"{path}: same name as {seen[path.stem]} (outputs are named by stem); "
+                f"rename one or predict them separately"
+            )
         else:
             seen[path.stem] = path
             unique.append(path)
     return unique, problems
 
 
-def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 8,
-                  progress: bool = True, report: Callable[[str], None] | None = None,
-                  protected: Sequence[tuple[str, str | Path]] = ()) -> PredictionRun:
+def predict_files(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    batch_size: int = 8,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+    protected: Sequence[tuple[str, str | Path]] = (),
+) -> PredictionRun:
     """Predict every image in `inputs` and write OUT/masks/<stem>.png (0/255, original size),
     OUT/overlays/<stem>.png and OUT/predictions.csv. An input that cannot be used (not an image, unreadable
     or truncated, an empty folder) is skipped and named in `problems`; the others are still written.
@@ -222,8 +238,15 @@ def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str |
     return run
 
 
-def _write_predictions(predictor: Predictor, files: Sequence[Path], tmp: Path, batch_size: int, progress: bool,
-                       add_problem: Callable[[str], None], run: PredictionRun) -> list[dict[str, Any]]:
+def _write_predictions(
+    predictor: Predictor,
+    files: Sequence[Path],
+    tmp: Path,
+    batch_size: int,
+    progress: bool,
+    add_problem: Callable[[str], None],
+    run: PredictionRun,
+) -> list[dict[str, Any]]:
     """Masks and overlays of every readable file into `tmp`; the rows of predictions.csv."""
     (tmp / "masks").mkdir()
     (tmp / "overlays").mkdir()
@@ -233,13 +256,21 @@ def _write_predictions(predictor: Predictor, files: Sequence[Path], tmp: Path, b
             paths, images = zip(*batch)
             for path, image, prediction in zip(paths, images, predictor.predict(images, batch_size)):
                 write_png(tmp / "masks" / f"{path.stem}.png", prediction.mask.astype(np.uint8) * 255)
-                write_png(tmp / "overlays" / f"{path.stem}.png",
-                          cv2.cvtColor(overlay(image, prediction.mask), cv2.COLOR_RGB2BGR))
+                write_png(
+                    tmp / "overlays" / f"{path.stem}.png",
+                    cv2.cvtColor(overlay(image, prediction.mask), cv2.COLOR_RGB2BGR),
+                )
                 run.model_seconds += prediction.seconds
                 run.written.append((path, prediction.area_percent))
-                rows.append({"image": str(path), "mask": f"masks/{path.stem}.png",
-                             "height": image.shape[0], "width": image.shape[1],
-                             "polyp_area_percent": f"{prediction.area_percent:.3f}"})
+                rows.append(
+                    {
+                        "image": str(path),
+                        "mask": f"masks/{path.stem}.png",
+                        "height": image.shape[0],
+                        "width": image.shape[1],
+                        "polyp_area_percent": f"{prediction.area_percent:.3f}",
+                    }
+                )
                 bar.update(1)
     return rows
 
@@ -248,8 +279,9 @@ class _NothingPredicted(Exception):
     """No input image could be read: the output folder is not created (or not replaced)."""
 
 
-def _readable_batches(files: Sequence[Path], batch_size: int, add_problem: Callable[[str], None], bar: tqdm
-                      ) -> Iterator[list[tuple[Path, np.ndarray]]]:
+def _readable_batches(
+    files: Sequence[Path], batch_size: int, add_problem: Callable[[str], None], bar: tqdm
+) -> Iterator[list[tuple[Path, np.ndarray]]]:
     batch: list[tuple[Path, np.ndarray]] = []
     for path in files:
         try:
@@ -278,8 +310,10 @@ def _check_onnx_size(session: ort.InferenceSession, path: Path, img_size: int, c
     height, width = session.get_inputs()[0].shape[-2:]
     fixed = [side for side in (height, width) if isinstance(side, int)]  # a named axis takes any size
     if any(side != img_size for side in fixed):
-        raise UserError(f"{path}: takes {height}x{width} images but {checkpoint} was trained at img_size "
-                        f"{img_size}; re-export the model (python -m core.export / python -m tune.best export)")
+        raise UserError(
+            f"{path}: takes {height}x{width} images but {checkpoint} was trained at img_size "
+            f"{img_size}; re-export the model (python -m core.export / python -m tune.best export)"
+        )
 
 
 def _onnx_session(path: Path) -> ort.InferenceSession:
@@ -291,5 +325,7 @@ def _onnx_session(path: Path) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except bad_file as err:
-        raise UserError(f"{path}: not a readable ONNX model ({err.__class__.__name__}); re-export the model "
-                        f"or pass --runtime pytorch") from None
+        raise UserError(
+            f"{path}: not a readable ONNX model ({err.__class__.__name__}); re-export the model "
+            f"or pass --runtime pytorch"
+        ) from None

@@ -6,6 +6,7 @@ Format QDQ, weights int8 per output channel, activations uint8 (MinMax ranges): 
 Runtime runs with AVX-512 VNNI / AVX2 on x86. QDQ and QOperator ran at the same speed on this CPU
 (bench/inference.py); QDQ is ONNX Runtime's recommended format and also runs on its GPU providers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,9 @@ CALIBRATION_IMAGES = 64
 QUANT_FORMAT = "QDQ"
 
 
-def quantize(fp32_path: Path, int8_path: Path, calibration: Iterator[np.ndarray],
-             quant_format: str = QUANT_FORMAT) -> None:
+def quantize(
+    fp32_path: Path, int8_path: Path, calibration: Iterator[np.ndarray], quant_format: str = QUANT_FORMAT
+) -> None:
     """Static int8 quantization of `fp32_path` (input `image`) with activation ranges from `calibration`
     (normalised NCHW float32 batches)."""
     from onnxruntime.quantization import (
@@ -53,16 +55,22 @@ def quantize(fp32_path: Path, int8_path: Path, calibration: Iterator[np.ndarray]
             return None if batch is None else {"image": batch}
 
     with _quiet_quantizer():
-        quantize_static(str(fp32_path), str(int8_path), Batches(), quant_format=QuantFormat[quant_format],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(
+            str(fp32_path),
+            str(int8_path),
+            Batches(),
+            quant_format=QuantFormat[quant_format],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
 
 
-def calibration_batches(pairs: Sequence[SamplePair], img_size: int, batch_size: int = 8
-                        ) -> Iterator[np.ndarray]:
+def calibration_batches(pairs: Sequence[SamplePair], img_size: int, batch_size: int = 8) -> Iterator[np.ndarray]:
     """Images read and preprocessed as `core.predict` feeds the model (resize, then `normalize`)."""
     for start in range(0, len(pairs), batch_size):
-        images = [preprocess(read_image(pair.image), img_size) for pair in pairs[start:start + batch_size]]
+        images = [preprocess(read_image(pair.image), img_size) for pair in pairs[start : start + batch_size]]
         yield normalize(torch.stack(images)).numpy()
 
 
@@ -74,8 +82,9 @@ def spread(pairs: Sequence[SamplePair], n: int) -> list[SamplePair]:
     return [ordered[i] for i in np.linspace(0, len(ordered) - 1, n).round().astype(int)]
 
 
-def onnx_scores(model_paths: dict[str, Path], pairs: Sequence[SamplePair], img_size: int,
-                batch_size: int = 8) -> dict[str, dict[str, float]]:
+def onnx_scores(
+    model_paths: dict[str, Path], pairs: Sequence[SamplePair], img_size: int, batch_size: int = 8
+) -> dict[str, dict[str, float]]:
     """Per-image Dice/IoU of each ONNX model on `pairs`, scored as core.evaluate scores (threshold 0.5 at
     each mask's original size); every image is read once for all models."""
     sessions = {name: _session(path) for name, path in model_paths.items()}
@@ -87,8 +96,13 @@ def onnx_scores(model_paths: dict[str, Path], pairs: Sequence[SamplePair], img_s
     return {name: s.summary() for name, s in scores.items()}
 
 
-def export_int8(fp32_path: Path, cfg: TrainConfig, trained_split: dict[str, Any] | None, int8_path: Path,
-                calibration_images: int = CALIBRATION_IMAGES) -> dict[str, Any]:
+def export_int8(
+    fp32_path: Path,
+    cfg: TrainConfig,
+    trained_split: dict[str, Any] | None,
+    int8_path: Path,
+    calibration_images: int = CALIBRATION_IMAGES,
+) -> dict[str, Any]:
     """Write `int8_path` next to the fp32 model when it holds validation Dice, else leave it absent.
     Returns what metrics.json records under 'int8'; its 'summary' is one line saying what happened."""
     try:
@@ -100,8 +114,10 @@ def export_int8(fp32_path: Path, cfg: TrainConfig, trained_split: dict[str, Any]
     if trained_split is not None and rebuilt["val_sha256"] != trained_split["val_sha256"]:
         # The files under data_root changed since training: this "validation" split could hold images the
         # model was trained on, and calibration images it was validated on.
-        return _skipped(f"the validation split rebuilt from {cfg.data_root} is not the one the model was "
-                        f"trained with (files added or removed since)")
+        return _skipped(
+            f"the validation split rebuilt from {cfg.data_root} is not the one the model was "
+            f"trained with (files added or removed since)"
+        )
     calibration = spread(train, calibration_images)
     started = time.perf_counter()
     quantize(fp32_path, int8_path, calibration_batches(calibration, cfg.img_size))
@@ -109,18 +125,26 @@ def export_int8(fp32_path: Path, cfg: TrainConfig, trained_split: dict[str, Any]
     scores = onnx_scores({"fp32": fp32_path, "int8": int8_path}, val, cfg.img_size)
     fp32, int8 = scores["fp32"]["dice"], scores["int8"]["dice"]
     drop = fp32 - int8
-    record = {"written": drop <= INT8_MAX_DICE_DROP, "format": QUANT_FORMAT, "weights": "int8 per channel",
-              "activations": "uint8, MinMax ranges", "calibration_images": len(calibration),
-              "calibration_split": "training", "val_images": scores["fp32"]["n"],
-              "val_dice_fp32": round(fp32, 5), "val_dice_int8": round(int8, 5), "val_dice_drop": round(drop, 5),
-              "max_val_dice_drop": INT8_MAX_DICE_DROP, "quantize_seconds": round(quantize_seconds, 1)}
+    record = {
+        "written": drop <= INT8_MAX_DICE_DROP,
+        "format": QUANT_FORMAT,
+        "weights": "int8 per channel",
+        "activations": "uint8, MinMax ranges",
+        "calibration_images": len(calibration),
+        "calibration_split": "training",
+        "val_images": scores["fp32"]["n"],
+        "val_dice_fp32": round(fp32, 5),
+        "val_dice_int8": round(int8, 5),
+        "val_dice_drop": round(drop, 5),
+        "max_val_dice_drop": INT8_MAX_DICE_DROP,
+        "quantize_seconds": round(quantize_seconds, 1),
+    }
     dice = f"val Dice {int8:.4f} vs fp32 {fp32:.4f} ({-drop:+.4f}) on {scores['fp32']['n']} validation images"
     if record["written"]:
         record["summary"] = f"int8: wrote {INT8_ONNX_FILENAME}: {dice}"
     else:
         int8_path.unlink()
-        record["summary"] = (f"int8: not kept, it loses {drop:.4f} val Dice (> {INT8_MAX_DICE_DROP}): {dice}; "
-                             f"fp32 only")
+        record["summary"] = f"int8: not kept, it loses {drop:.4f} val Dice (> {INT8_MAX_DICE_DROP}): {dice}; fp32 only"
     return record
 
 

@@ -65,8 +65,15 @@ class SimulatedTrainer(Trainer):
         if is_best:
             self.best_val_dice = dice
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        result = EpochResult(self.epoch, 1.0 - dice, dice, dice / (2.0 - dice), time.perf_counter() - start,
-                             self.optimizer.param_groups[0]["lr"], is_best)
+        result = EpochResult(
+            self.epoch,
+            1.0 - dice,
+            dice,
+            dice / (2.0 - dice),
+            time.perf_counter() - start,
+            self.optimizer.param_groups[0]["lr"],
+            is_best,
+        )
         self.history.append(result.to_dict())
         return result
 

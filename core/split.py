@@ -12,6 +12,7 @@ signatures correlate above DUPLICATE_CORRELATION join one group too (Kvasir-SEG 
 Signatures are computed once per node and cached. A `val_groups` CSV of `stem,group` rows replaces all of
 this with the groups it names (a stem it does not list is a group of its own).
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,8 +62,9 @@ def frame_groups(stems: Sequence[str], pattern: str = DEFAULT_GROUP_PATTERN) -> 
     return sorted(groups, key=lambda g: g[0])
 
 
-def content_groups(pairs: Sequence, pattern: str = DEFAULT_GROUP_PATTERN,
-                   cache_dir: str | Path | None = None) -> list[list[str]]:
+def content_groups(
+    pairs: Sequence, pattern: str = DEFAULT_GROUP_PATTERN, cache_dir: str | Path | None = None
+) -> list[list[str]]:
     """SamplePairs (anything with `.stem` and `.image`) grouped by name order and image signature (see the
     module docstring); each group sorted, the groups sorted by their first stem."""
     ordered = sorted(pairs, key=lambda p: p.stem)
@@ -97,7 +99,7 @@ def image_signature(image: np.ndarray) -> np.ndarray:
 def image_signatures(pairs: Sequence, cache_dir: str | Path | None = None) -> np.ndarray:
     """N x SIGNATURE_SIDE² signatures of the pairs' images, in their order: read from this node's cache,
     which is named by the files' paths, sizes and mtimes, or computed once and written there."""
-    shape = (len(pairs), SIGNATURE_SIDE ** 2)
+    shape = (len(pairs), SIGNATURE_SIDE**2)
     if not pairs:
         return np.zeros(shape, np.float32)
     ordered = sorted(range(len(pairs)), key=lambda i: pairs[i].stem)
@@ -146,8 +148,10 @@ def read_val_groups(path: str | Path) -> dict[str, str]:
                     raise UserError(f"{path}, line {reader.line_num}: {row!r} is not a stem,group row; {fix}")
                 stem, label = cells
                 if label_of.setdefault(stem, label) != label:
-                    raise UserError(f"{path}, line {reader.line_num}: stem {stem!r} is already in group "
-                                    f"{label_of[stem]!r}; list each stem once")
+                    raise UserError(
+                        f"{path}, line {reader.line_num}: stem {stem!r} is already in group "
+                        f"{label_of[stem]!r}; list each stem once"
+                    )
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise UserError(f"{path}: val_groups file not readable ({err}); {fix}") from None
     if not label_of:
@@ -155,8 +159,13 @@ def read_val_groups(path: str | Path) -> dict[str, str]:
     return label_of
 
 
-def split_stems(stems: Sequence[str], val_fraction: float, seed: int, how: str = "random",
-                groups: Sequence[Sequence[str]] | None = None) -> tuple[list[str], list[str]]:
+def split_stems(
+    stems: Sequence[str],
+    val_fraction: float,
+    seed: int,
+    how: str = "random",
+    groups: Sequence[Sequence[str]] | None = None,
+) -> tuple[list[str], list[str]]:
     """(train stems, validation stems), deterministic for the same stems, fraction, seed, method and
     groups. `grouped` draws whole `groups` (a stem in none is a group of its own) until the fraction is met."""
     ordered = sorted(stems)
@@ -171,9 +180,11 @@ def split_stems(stems: Sequence[str], val_fraction: float, seed: int, how: str =
             raise ValueError("split_stems(how='grouped') needs the groups (see content_groups, csv_groups)")
         groups = _cover(groups, ordered)
         if len(groups) < 2:
-            raise UserError("val_split grouped: every training image falls into one group (by val_group_pattern "
-                            "and near-duplicate images, or by val_groups); use val_split=random, or a "
-                            "val_groups file or val_group_pattern that tells videos apart")
+            raise UserError(
+                "val_split grouped: every training image falls into one group (by val_group_pattern "
+                "and near-duplicate images, or by val_groups); use val_split=random, or a "
+                "val_groups file or val_group_pattern that tells videos apart"
+            )
         val = set()
         for index in rng.permutation(len(groups)).tolist():
             if len(val) >= n_val:
@@ -186,9 +197,15 @@ def split_stems(stems: Sequence[str], val_fraction: float, seed: int, how: str =
     return [s for s in ordered if s not in val], [s for s in ordered if s in val]
 
 
-def split_pairs(pairs: Sequence, val_fraction: float, seed: int, how: str = "random",
-                pattern: str = DEFAULT_GROUP_PATTERN, val_groups: str | Path | None = None,
-                cache_dir: str | Path | None = None) -> tuple[list, list]:
+def split_pairs(
+    pairs: Sequence,
+    val_fraction: float,
+    seed: int,
+    how: str = "random",
+    pattern: str = DEFAULT_GROUP_PATTERN,
+    val_groups: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[list, list]:
     """`split_stems` over SamplePairs (anything with `.stem` and `.image`); `grouped` groups them by
     `val_groups` when given, else by `content_groups`."""
     train, val, _ = _split(pairs, val_fraction, seed, how, pattern, val_groups, cache_dir)
@@ -229,44 +246,69 @@ def training_split(cfg: SplitSettings, pairs: Sequence) -> TrainingSplit:
     """The split `cfg` (a TrainConfig: val_fraction, split_seed, val_split, val_group_pattern, val_groups,
     cache_dir, data_root) carves from `pairs`; training, the teacher check, int8 calibration, the report and
     `core.data split` all rebuild it here."""
-    train, val, groups = _split(pairs, cfg.val_fraction, cfg.split_seed, cfg.val_split, cfg.val_group_pattern,
-                                cfg.val_groups, cfg.cache_dir)
-    record = split_record(cfg.data_root, [p.stem for p in val], cfg.val_fraction, cfg.split_seed, cfg.val_split,
-                          len(train))
+    train, val, groups = _split(
+        pairs, cfg.val_fraction, cfg.split_seed, cfg.val_split, cfg.val_group_pattern, cfg.val_groups, cfg.cache_dir
+    )
+    record = split_record(
+        cfg.data_root, [p.stem for p in val], cfg.val_fraction, cfg.split_seed, cfg.val_split, len(train)
+    )
     return TrainingSplit(train, val, record, groups)
 
 
-def split_record(data_root: str | Path, val_stems: Sequence[str], val_fraction: float, seed: int,
-                 how: str, n_train: int) -> dict[str, Any]:
+def split_record(
+    data_root: str | Path, val_stems: Sequence[str], val_fraction: float, seed: int, how: str, n_train: int
+) -> dict[str, Any]:
     """What a checkpoint stores about the split it was trained on; `val_sha256` identifies the
     validation files, so another run can tell whether it saw them in training."""
     digest = hashlib.sha256("\n".join(sorted(val_stems)).encode()).hexdigest()
-    return {"data_root": str(Path(data_root).expanduser().resolve()), "val_split": how,
-            "val_fraction": val_fraction, "split_seed": seed, "n_train": n_train, "n_val": len(val_stems),
-            "val_sha256": digest}
+    return {
+        "data_root": str(Path(data_root).expanduser().resolve()),
+        "val_split": how,
+        "val_fraction": val_fraction,
+        "split_seed": seed,
+        "n_train": n_train,
+        "n_val": len(val_stems),
+        "val_sha256": digest,
+    }
 
 
 def check_teacher_split(teacher: dict[str, Any] | None, student: dict[str, Any], teacher_path: str) -> None:
     """Refuse a teacher that was trained on the students' validation images: its soft targets would carry
     them into training and the validation Dice the sweep selects on would be inflated."""
-    fix = ("train the teacher with the students' data_root, val_fraction, val_split and split_seed "
-           "(e.g. `python -m tune.search --space teacher.yaml` on the same data), then export it")
+    fix = (
+        "train the teacher with the students' data_root, val_fraction, val_split and split_seed "
+        "(e.g. `python -m tune.search --space teacher.yaml` on the same data), then export it"
+    )
     if teacher is None:
-        raise UserError(f"{teacher_path}: records no training split (written by an older version), so it may "
-                        f"have been trained on the students' validation images; {fix}")
+        raise UserError(
+            f"{teacher_path}: records no training split (written by an older version), so it may "
+            f"have been trained on the students' validation images; {fix}"
+        )
     if teacher["val_sha256"] != student["val_sha256"]:
-        raise UserError(f"{teacher_path}: this teacher was trained on a different split "
-                        f"({teacher['val_split']}, val_fraction {teacher['val_fraction']}, split_seed "
-                        f"{teacher['split_seed']}, {teacher['data_root']}) that includes some of the students' "
-                        f"validation images; {fix}")
+        raise UserError(
+            f"{teacher_path}: this teacher was trained on a different split "
+            f"({teacher['val_split']}, val_fraction {teacher['val_fraction']}, split_seed "
+            f"{teacher['split_seed']}, {teacher['data_root']}) that includes some of the students' "
+            f"validation images; {fix}"
+        )
 
 
-def _split(pairs: Sequence, val_fraction: float, seed: int, how: str, pattern: str,
-           val_groups: str | Path | None, cache_dir: str | Path | None) -> tuple[list, list, list[list[str]]]:
+def _split(
+    pairs: Sequence,
+    val_fraction: float,
+    seed: int,
+    how: str,
+    pattern: str,
+    val_groups: str | Path | None,
+    cache_dir: str | Path | None,
+) -> tuple[list, list, list[list[str]]]:
     by_stem = {p.stem: p for p in pairs}
     if how == "grouped":
-        groups = (csv_groups(val_groups, list(by_stem)) if val_groups is not None
-                  else content_groups(list(by_stem.values()), pattern, cache_dir))
+        groups = (
+            csv_groups(val_groups, list(by_stem))
+            if val_groups is not None
+            else content_groups(list(by_stem.values()), pattern, cache_dir)
+        )
     else:
         groups = [[stem] for stem in sorted(by_stem)]
     train, val = split_stems(list(by_stem), val_fraction, seed, how, groups)
@@ -290,7 +332,7 @@ def _frames_by_video(stems: Sequence[str], pattern: str) -> tuple[dict[str, list
 def _similar_pairs(signatures: np.ndarray, threshold: float) -> Iterator[tuple[int, int]]:
     """Every (i, j), i < j, whose signatures correlate above `threshold`: one matrix product per block."""
     for start in range(0, len(signatures), _PAIR_BLOCK):
-        block = signatures[start:start + _PAIR_BLOCK] @ signatures.T
+        block = signatures[start : start + _PAIR_BLOCK] @ signatures.T
         rows, cols = np.nonzero(block > threshold)
         for i, j in zip((rows + start).tolist(), cols.tolist()):
             if i < j:

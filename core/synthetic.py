@@ -160,8 +160,9 @@ def _lumen(rng: np.random.Generator, S: int, lumen_p: float) -> tuple[float, flo
     return lcx, lcy, lumen_dark
 
 
-def _folds(rng: np.random.Generator, S: int, count: tuple[int, int], lcx: float,
-           lcy: float) -> tuple[np.ndarray, np.ndarray]:
+def _folds(
+    rng: np.random.Generator, S: int, count: tuple[int, int], lcx: float, lcy: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Dark arcs roughly concentric with the lumen, each with a lit ridge on its outer side: (dark, lit) in [0, 1]."""
     u = rng.uniform
     fold_dark = np.zeros((S, S), np.uint8)
@@ -172,11 +173,22 @@ def _folds(rng: np.random.Generator, S: int, count: tuple[int, int], lcx: float,
         ang, start, span = u(0, 180), u(0, 360), u(40, 150)
         th = max(1, round(S * u(0.012, 0.035)))
         c = (_fx(lcx + u(-0.1, 0.1) * S), _fx(lcy + u(-0.1, 0.1) * S))
-        cv2.ellipse(fold_dark, c, (_fx(ax[0]), _fx(ax[1])), ang, start, start + span, int(u(110, 220)), th,
-                    cv2.LINE_AA, _SHIFT)
+        cv2.ellipse(
+            fold_dark, c, (_fx(ax[0]), _fx(ax[1])), ang, start, start + span, int(u(110, 220)), th, cv2.LINE_AA, _SHIFT
+        )
         off = 1.3 * th + 1
-        cv2.ellipse(fold_lit, c, (_fx(ax[0] + off), _fx(ax[1] + off)), ang, start, start + span, int(u(80, 200)),
-                    th, cv2.LINE_AA, _SHIFT)
+        cv2.ellipse(
+            fold_lit,
+            c,
+            (_fx(ax[0] + off), _fx(ax[1] + off)),
+            ang,
+            start,
+            start + span,
+            int(u(80, 200)),
+            th,
+            cv2.LINE_AA,
+            _SHIFT,
+        )
     # Blur comparable to the band width turns drawn strokes into rounded ridges instead of string-like lines.
     fold_sigma = max(0.6, S * 0.01)
     fd = cv2.GaussianBlur(fold_dark, (0, 0), fold_sigma).astype(np.float32) * (1 / 255)
@@ -196,8 +208,7 @@ def _vessels(rng: np.random.Generator, S: int, count: tuple[int, int]) -> np.nda
         pts = np.empty((n + 1, 2), np.float64)
         pts[0] = u(0, S), u(0, S)
         pts[1:] = pts[0] + np.cumsum(step * np.stack([np.cos(heading), np.sin(heading)], 1), 0)
-        cv2.polylines(vessel, [np.round(pts * _ONE).astype(np.int32)], False, int(u(70, 200)), vth,
-                      cv2.LINE_AA, _SHIFT)
+        cv2.polylines(vessel, [np.round(pts * _ONE).astype(np.int32)], False, int(u(70, 200)), vth, cv2.LINE_AA, _SHIFT)
     return vessel.astype(np.float32) * (1 / 255)
 
 
@@ -250,9 +261,16 @@ def _polyp_shape(rng: np.random.Generator, S: int, p: Mapping[str, Any]) -> _Pol
     return _Polyp(a, b, theta, cx, cy, flat, edge_w, sh_off)
 
 
-def _draw_polyp(rng: np.random.Generator, S: int, p: Mapping[str, Any], light: _Light, img: np.ndarray,
-                mask: np.ndarray, mucosa: np.ndarray,
-                lumen_dark: np.ndarray) -> list[tuple[float, float, float]]:
+def _draw_polyp(
+    rng: np.random.Generator,
+    S: int,
+    p: Mapping[str, Any],
+    light: _Light,
+    img: np.ndarray,
+    mask: np.ndarray,
+    mucosa: np.ndarray,
+    lumen_dark: np.ndarray,
+) -> list[tuple[float, float, float]]:
     """Draw one polyp into `img` (with its shadow) and `mask`, in place; return its highlights (x, y, radius)."""
     pol = _polyp_shape(rng, S, p)
     a, b, cx, cy = pol.a, pol.b, pol.cx, pol.cy
@@ -277,8 +295,9 @@ def _draw_polyp(rng: np.random.Generator, S: int, p: Mapping[str, Any], light: _
     roi *= (1.0 - _cast_shadow(rng, pol, light, dx, dy))[..., None]
     shade, sheen = _dome_shading(rng, pol, light, nu, nv, rho2)
     pbase = _polyp_colour(rng, p, mucosa[y0:y1, x0:x1] * np.sqrt(lumen_dark[y0:y1, x0:x1])[..., None])
-    tex = 1.0 + 0.05 * cv2.resize(rng.standard_normal((6, 6), dtype=np.float32), (x1 - x0, y1 - y0),
-                                  interpolation=cv2.INTER_CUBIC)
+    tex = 1.0 + 0.05 * cv2.resize(
+        rng.standard_normal((6, 6), dtype=np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC
+    )
     pcol = pbase * (shade * tex)[..., None] + sheen[..., None]
     a3 = alpha[..., None]
     roi *= 1.0 - a3
@@ -286,8 +305,7 @@ def _draw_polyp(rng: np.random.Generator, S: int, p: Mapping[str, Any], light: _
     return _polyp_highlights(rng, S, pol, light)
 
 
-def _cast_shadow(rng: np.random.Generator, pol: _Polyp, light: _Light, dx: np.ndarray,
-                 dy: np.ndarray) -> np.ndarray:
+def _cast_shadow(rng: np.random.Generator, pol: _Polyp, light: _Light, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """How much the polyp's shadow darkens each pixel of its box (0: not at all)."""
     # Cast shadow: the same ellipse, slightly enlarged and pushed away from the light, darkening the mucosa.
     ct, st = math.cos(pol.theta), math.sin(pol.theta)
@@ -298,8 +316,9 @@ def _cast_shadow(rng: np.random.Generator, pol: _Polyp, light: _Light, dx: np.nd
     return np.clip((1.05 - srho) * 4.0, 0.0, 1.0) * rng.uniform(0.15, 0.35)
 
 
-def _dome_shading(rng: np.random.Generator, pol: _Polyp, light: _Light, nu: np.ndarray, nv: np.ndarray,
-                  rho2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _dome_shading(
+    rng: np.random.Generator, pol: _Polyp, light: _Light, nu: np.ndarray, nv: np.ndarray, rho2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(shade factor, additive sheen) over the polyp's box, from its ellipse coordinates (nu, nv)."""
     u = rng.uniform
     flat, L, H = pol.flat, light.L, light.H
@@ -314,7 +333,7 @@ def _dome_shading(rng: np.random.Generator, pol: _Polyp, light: _Light, nu: np.n
     amb = u(0.35, 0.55)
     # Normalised so the flat top matches the surrounding mucosa's brightness: shape, not level, gives it away.
     shade = (amb + (1 - amb) * ndl) * (1.0 / (amb + (1 - amb) * L[2]))
-    sheen = u(0.0, 0.12) * ndh ** 30
+    sheen = u(0.0, 0.12) * ndh**30
     return shade, sheen
 
 
@@ -327,8 +346,7 @@ def _polyp_colour(rng: np.random.Generator, p: Mapping[str, Any], pbase: np.ndar
     return pbase + (1.0 - pbase) * delta  # paler
 
 
-def _polyp_highlights(rng: np.random.Generator, S: int, pol: _Polyp,
-                      light: _Light) -> list[tuple[float, float, float]]:
+def _polyp_highlights(rng: np.random.Generator, S: int, pol: _Polyp, light: _Light) -> list[tuple[float, float, float]]:
     """Specular spots (x, y, radius) on the polyp, or none (one polyp in five)."""
     u = rng.uniform
     if not u() < 0.8:
@@ -350,15 +368,30 @@ def _polyp_highlights(rng: np.random.Generator, S: int, pol: _Polyp,
     return spots
 
 
-def _optics(rng: np.random.Generator, S: int, p: Mapping[str, Any], img: np.ndarray,
-            highlights: list[tuple[float, float, float]]) -> np.ndarray:
+def _optics(
+    rng: np.random.Generator,
+    S: int,
+    p: Mapping[str, Any],
+    img: np.ndarray,
+    highlights: list[tuple[float, float, float]],
+) -> np.ndarray:
     """Specular spots, vignetting, exposure, blur and sensor noise on `img` (modified); returns uint8 BGR."""
     u = rng.uniform
     if highlights:
         spec = np.zeros((S, S), np.uint8)
         for hx, hy, rad in highlights:
-            cv2.ellipse(spec, (_fx(hx), _fx(hy)), (_fx(rad), _fx(rad * u(0.4, 1.0))), u(0, 180), 0, 360, 255, -1,
-                        cv2.LINE_AA, _SHIFT)
+            cv2.ellipse(
+                spec,
+                (_fx(hx), _fx(hy)),
+                (_fx(rad), _fx(rad * u(0.4, 1.0))),
+                u(0, 180),
+                0,
+                360,
+                255,
+                -1,
+                cv2.LINE_AA,
+                _SHIFT,
+            )
         spec_sigma = max(0.35, S * 0.002)
         core = cv2.GaussianBlur(spec, (0, 0), spec_sigma).astype(np.float32) * (1 / 255)
         halo = cv2.GaussianBlur(core, (0, 0), spec_sigma * 4)
@@ -402,9 +435,7 @@ def _write_split(root: Path, split: str, n: int, size: int, seed: int) -> None:
         (mask_dir / f"{stem}.png").write_bytes(png.tobytes())
 
 
-def write_demo_dataset(
-    out: str | Path, size: int = 64, n_train: int = 48, n_test: int = 8, seed: int = 0
-) -> Path:
+def write_demo_dataset(out: str | Path, size: int = 64, n_train: int = 48, n_test: int = 8, seed: int = 0) -> Path:
     """Write the synthetic dataset in the PraNet layout under ``out`` and return ``out``.
 
     Layout: out/TrainDataset/{images,masks} and out/TestDataset/<name>/{images,masks} for each of TEST_SET_NAMES,

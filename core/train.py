@@ -4,6 +4,7 @@ state can be saved and restored, so `core.train`'s CLI and the Ray trainable sha
 CLI: python -m core.train --mode {baseline,distillation,teacher} [--config F.yaml] [--set k=v ...]
      python -m core.train --resume <run>/last.pt [--set epochs=N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ class DivergedError(UserError):
 
 @dataclass
 class EpochResult:
-    epoch: int               # epochs completed so far, 1-based
+    epoch: int  # epochs completed so far, 1-based
     train_loss: float
     val_dice: float
     val_iou: float
@@ -76,21 +77,27 @@ class Trainer:
         # Cached distillation: the teacher's logits on the un-augmented images, moved with each
         # augmentation; the teacher never runs in the loop. Online: it runs on every augmented batch.
         samples, cached_logits = training_caches(cfg, self.data.train, self.device, progress)
-        self.teacher = (load_frozen_teacher(cfg.teacher_checkpoint, self.device)
-                        if distill and cached_logits is None else None)
+        self.teacher = (
+            load_frozen_teacher(cfg.teacher_checkpoint, self.device) if distill and cached_logits is None else None
+        )
         self.train_loader = train_loader(
             TrainSet(samples.images, samples.masks, samples.index_of(train_pairs), cfg.seed, cached_logits),
-            cfg.batch_size, cfg.seed, cfg.num_workers)
+            cfg.batch_size,
+            cfg.seed,
+            cfg.num_workers,
+        )
         self.val_loader = eval_loader(
             CachedEvalSet(samples.images, samples.masks, samples.index_of(val_pairs), samples.stems),
-            cfg.batch_size, cfg.num_workers)
+            cfg.batch_size,
+            cfg.num_workers,
+        )
 
         torch.manual_seed(cfg.seed)
         self.model = build_for_training(cfg).to(self.device)
-        self.criterion: nn.Module = (DistillationLoss(cfg.alpha, cfg.temperature, cfg.kd_loss)
-                                     if distill else SupervisedLoss())
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate,
-                                           weight_decay=cfg.weight_decay)
+        self.criterion: nn.Module = (
+            DistillationLoss(cfg.alpha, cfg.temperature, cfg.kd_loss) if distill else SupervisedLoss()
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
         # Mixed precision only where it pays and is well supported: CUDA.
         self.amp = self.device.type == "cuda"
@@ -121,8 +128,15 @@ class Trainer:
         if is_best:
             self.best_val_dice = val["dice"]
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        result = EpochResult(self.epoch, train_loss, val["dice"], val["iou"],
-                             time.perf_counter() - start, self.optimizer.param_groups[0]["lr"], is_best)
+        result = EpochResult(
+            self.epoch,
+            train_loss,
+            val["dice"],
+            val["iou"],
+            time.perf_counter() - start,
+            self.optimizer.param_groups[0]["lr"],
+            is_best,
+        )
         self.history.append(result.to_dict())
         return result
 
@@ -132,8 +146,13 @@ class Trainer:
         assert isinstance(sampler, EpochSampler)  # what train_loader() builds; mypy sees DataLoader's Sampler
         sampler.set_epoch(self.epoch)
         total, batches = 0.0, 0
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-                   leave=False, disable=not self.progress, unit="batch")
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+            leave=False,
+            disable=not self.progress,
+            unit="batch",
+        )
         for batch in bar:
             images = normalize(batch[0].to(self.device, non_blocking=True))
             masks = batch[1].to(self.device, non_blocking=True)
@@ -153,7 +172,8 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise DivergedError(
                     f"training loss became {loss.item()} at epoch {self.epoch + 1}, batch {batches + 1} "
-                    f"(learning_rate={self.cfg.learning_rate:g}); lower learning_rate")
+                    f"(learning_rate={self.cfg.learning_rate:g}); lower learning_rate"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -183,8 +203,7 @@ class Trainer:
         best = self.best_epoch
         if self.best_model is None or best is None:
             raise RuntimeError("no epoch has finished yet: there are no best weights to save")
-        return {**self._summary(), "epoch": best["epoch"], "model": self.best_model,
-                "weights_only": True}
+        return {**self._summary(), "epoch": best["epoch"], "model": self.best_model, "weights_only": True}
 
     def _summary(self) -> dict[str, Any]:
         return {
@@ -198,11 +217,15 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("architecture") != architecture(self.cfg):
-            raise UserError(f"{state.get('path', 'checkpoint')}: holds a {state.get('architecture')} model, "
-                            f"this run trains {architecture(self.cfg)}; resume with the matching mode")
+            raise UserError(
+                f"{state.get('path', 'checkpoint')}: holds a {state.get('architecture')} model, "
+                f"this run trains {architecture(self.cfg)}; resume with the matching mode"
+            )
         if "optimizer" not in state:
-            raise UserError(f"{state.get('path', 'checkpoint')}: holds the best weights only, not a "
-                            f"training state; resume from last.pt in the same folder")
+            raise UserError(
+                f"{state.get('path', 'checkpoint')}: holds the best weights only, not a "
+                f"training state; resume from last.pt in the same folder"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -220,8 +243,9 @@ class Trainer:
             raise RuntimeError("no epoch has finished yet: there are no best weights to evaluate")
         model = copy.deepcopy(self.model)
         model.load_state_dict(self.best_model)
-        return evaluate_test_sets(model, self.data, self.cfg.img_size, self.cfg.batch_size, self.device,
-                                  self.cfg.num_workers)
+        return evaluate_test_sets(
+            model, self.data, self.cfg.img_size, self.cfg.batch_size, self.device, self.cfg.num_workers
+        )
 
     def save(self, path: str | Path) -> Path:
         """The full training state (last.pt, trial checkpoints): what `resume` continues from."""
@@ -232,8 +256,13 @@ class Trainer:
         return save_checkpoint(self.weights_state(), path)
 
     @classmethod
-    def resume(cls, path: str | Path, overrides: dict[str, Any] | None = None,
-               data: PolypData | None = None, progress: bool = False) -> Trainer:
+    def resume(
+        cls,
+        path: str | Path,
+        overrides: dict[str, Any] | None = None,
+        data: PolypData | None = None,
+        progress: bool = False,
+    ) -> Trainer:
         """Rebuild a trainer from a checkpoint's own config (plus overrides) and restore its state."""
         state = load_checkpoint(path)
         cfg = config_from_dict({**state["config"], **(overrides or {})}, source=f"{state['path']} config")
@@ -247,18 +276,22 @@ def run_training(trainer: Trainer, log: Callable[[str], None] = print) -> Path:
     cfg = trainer.cfg
     run_dir = cfg.run_dir
     log(trainer.data.describe())
-    log(f"{cfg.mode}: {architecture(cfg)['arch']}/{architecture(cfg)['encoder']} "
+    log(
+        f"{cfg.mode}: {architecture(cfg)['arch']}/{architecture(cfg)['encoder']} "
         f"({count_parameters(trainer.model) / 1e6:.1f}M params) on {trainer.device}, "
-        f"{cfg.img_size}px, batch {cfg.batch_size}, epochs {trainer.epoch + 1}..{cfg.epochs} -> {run_dir}")
+        f"{cfg.img_size}px, batch {cfg.batch_size}, epochs {trainer.epoch + 1}..{cfg.epochs} -> {run_dir}"
+    )
     for result in trainer.epochs():
         # The run folder appears with the first finished epoch, so a run that fails early leaves nothing.
         trainer.save(run_dir / "last.pt")
         if result.is_best:
             trainer.save_best(run_dir / "best.pt")
         (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=2))
-        log(f"epoch {result.epoch:3d}/{cfg.epochs}  loss {result.train_loss:.4f}  "
+        log(
+            f"epoch {result.epoch:3d}/{cfg.epochs}  loss {result.train_loss:.4f}  "
             f"val dice {result.val_dice:.4f}  iou {result.val_iou:.4f}  {result.seconds:5.1f}s"
-            + ("  *best" if result.is_best else ""))
+            + ("  *best" if result.is_best else "")
+        )
     if trainer.best_model is not None:
         report = trainer.evaluate_best()
         (run_dir / "test_metrics.json").write_text(json.dumps(report, indent=2))
@@ -267,12 +300,19 @@ def run_training(trainer: Trainer, log: Callable[[str], None] = print) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m core.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=MODES, help="what to train (overrides the config's mode)")
     parser.add_argument("--config", help="YAML file of TrainConfig keys")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key; repeatable")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key; repeatable",
+    )
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its last.pt")
     args = parser.parse_args(argv)
     with cli_errors():

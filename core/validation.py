@@ -4,6 +4,7 @@ pydantic checks a dataclass's field types and the rules annotated on them; every
 worded one way: `<file>: <dotted key>: unknown key; known keys: ...`, `...: expected an integer, got 'abc'`,
 `...: must be >= 1, got 0`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ def _refuse_bool(error_type: ErrorType) -> BeforeValidator:
         if isinstance(value, bool):
             raise PydanticKnownError(error_type)
         return value
+
     return BeforeValidator(refuse)
 
 
@@ -45,17 +47,21 @@ NumberAsWritten = Number | Integer
 def must(check: Callable[[Any], Any], rule: str | Callable[[], str]) -> AfterValidator:
     """A rule on a field (after its type is checked): when `check(value)` is false, the error reads
     "<key>: must be <rule>, got <value>". `rule` may be a function, for allowed values read when checked."""
+
     def apply(value: Any) -> Any:
         if not check(value):
             raise PydanticCustomError("rule", "must be {rule}", {"rule": rule() if callable(rule) else rule})
         return value
+
     return AfterValidator(apply)
 
 
 def one_of(allowed: Collection[Any] | Callable[[], Collection[Any]]) -> AfterValidator:
     """The value must be one of `allowed` (a function: a registry read at each check, e.g. the KD losses)."""
+
     def values() -> Collection[Any]:
         return allowed() if callable(allowed) else allowed
+
     return must(lambda value: value in values(), lambda: choices(values()))
 
 
@@ -120,10 +126,20 @@ def dotted(*keys: Any) -> str:
     return ".".join(str(k) for k in keys if k != "")
 
 
-_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-             "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
-             "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
-             "dict_type": "a mapping", "dataclass_type": "a mapping", "list_type": "a list"}
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "list_type": "a list",
+}
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}

@@ -1,5 +1,6 @@
 """Shared fixtures (tiny synthetic datasets made on the fly, a tiny trained teacher, one shared sweep) and the
 test tiers' guard: a test that starts Ray or a sweep driver must be marked `slow`."""
+
 from __future__ import annotations
 
 import ast
@@ -19,7 +20,8 @@ from core.config import TrainConfig, config_from_dict
 from core.synthetic import write_demo_dataset
 from tune import search as search_cli
 
-os.environ.setdefault("WANDB_MODE", "offline")
+# Sweeps log to W&B only where a test asks for it (offline): a W&B run is a process per trial.
+os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 # Caches go to a throwaway folder, never to the user's ~/.cache (Ray workers inherit this too).
 os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-cache-")
@@ -54,8 +56,9 @@ def _fail_if_ray_started(item, who: str):
             os.environ.pop("RAY_TMPDIR", None)
         else:
             os.environ["RAY_TMPDIR"] = saved
-        started = any(Path(probe).glob("ray/session_*")) or ("ray" in sys.modules
-                                                              and sys.modules["ray"].is_initialized())
+        started = any(Path(probe).glob("ray/session_*")) or (
+            "ray" in sys.modules and sys.modules["ray"].is_initialized()
+        )
         shutil.rmtree(probe, ignore_errors=True)
     if started:
         pytest.fail(f"{item.nodeid}: {who} started Ray; mark the test @pytest.mark.slow", pytrace=False)
@@ -80,8 +83,18 @@ def demo_root(tmp_path_factory) -> Path:
 
 def tiny_config(data_root: Path, save_dir: Path, **changes) -> TrainConfig:
     """64 px, random init, no loader workers: fast and deterministic on a CPU."""
-    values = dict(data_root=str(data_root), save_dir=str(save_dir), img_size=64, batch_size=4, epochs=2,
-                  learning_rate=1e-3, encoder_weights=None, num_workers=0, device="cpu", val_fraction=0.25)
+    values = dict(
+        data_root=str(data_root),
+        save_dir=str(save_dir),
+        img_size=64,
+        batch_size=4,
+        epochs=2,
+        learning_rate=1e-3,
+        encoder_weights=None,
+        num_workers=0,
+        device="cpu",
+        val_fraction=0.25,
+    )
     values.update(changes)
     return config_from_dict(values, source="test")
 
@@ -92,8 +105,16 @@ def teacher_checkpoint(demo_root, tmp_path_factory) -> Path:
 
     save_dir = tmp_path_factory.mktemp("teacher")
     # A small U-Net++ keeps the suite fast and its disk use low; the default ResNet50 is 7x the size.
-    trainer = Trainer(tiny_config(demo_root, save_dir, mode="teacher", epochs=1, experiment_name="teacher",
-                                  teacher_backbone=TEST_TEACHER_BACKBONE))
+    trainer = Trainer(
+        tiny_config(
+            demo_root,
+            save_dir,
+            mode="teacher",
+            epochs=1,
+            experiment_name="teacher",
+            teacher_backbone=TEST_TEACHER_BACKBONE,
+        )
+    )
     for _ in trainer.epochs():
         pass
     return trainer.save_best(save_dir / "teacher" / "best.pt")
@@ -120,25 +141,43 @@ def heavy_modules_imported(module: str, args: list[str]) -> tuple[list[str], str
     """Run `python -m module args` in a fresh interpreter; return which of Ray's and the sweep driver's
     modules it imported, and its output. Readers of a sweep and inference must import neither (the light
     part of tune.sweep.ray_compat aside)."""
-    probe = (f"import runpy, sys\nsys.argv = [{module!r}] + {args!r}\ncode = 0\n"
-             f"try:\n    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
-             f"except SystemExit as exit:\n    code = exit.code\n"
-             f"bad = sorted(m for m in sys.modules if (m == 'ray' or m.startswith(('ray.', 'tune.sweep')))\n"
-             f"             and m not in {LIGHT_SWEEP_MODULES!r})\n"
-             f"print('EXIT', code, 'IMPORTED', bad)")
-    run = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1],
-                         capture_output=True, text=True, timeout=300)
+    probe = (
+        f"import runpy, sys\nsys.argv = [{module!r}] + {args!r}\ncode = 0\n"
+        f"try:\n    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+        f"except SystemExit as exit:\n    code = exit.code\n"
+        f"bad = sorted(m for m in sys.modules if (m == 'ray' or m.startswith(('ray.', 'tune.sweep')))\n"
+        f"             and m not in {LIGHT_SWEEP_MODULES!r})\n"
+        f"print('EXIT', code, 'IMPORTED', bad)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith("EXIT ")), "")
     bad = ast.literal_eval(line.split("IMPORTED ", 1)[1]) if line else ["(probe failed)"]
     return bad, run.stdout + run.stderr
 
 
 def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, **changes) -> dict:
+    """A 64 px KD space with a control arm. Trials use the simulated trainer (core/simulated_training.py): what
+    these sweeps test is the sweep's machinery, whose decisions then are the same on every CPU; a test about
+    real training sets `search.trainer: torch` (the session's `finished_sweep` does)."""
     space = {
         "name": "tiny",
-        "base": {"mode": "distillation", "data_root": str(data_root), "encoder_weights": None,
-                 "cache_dir": str(cache_dir),
-                 "img_size": 64, "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
+        "base": {
+            "mode": "distillation",
+            "data_root": str(data_root),
+            "encoder_weights": None,
+            "cache_dir": str(cache_dir),
+            "img_size": 64,
+            "batch_size": 4,
+            "num_workers": 0,
+            "val_fraction": 0.25,
+            "device": "cpu",
+        },
         "parameters": {
             "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
             "temperature": {"type": "uniform", "low": 1.0, "high": 10.0},
@@ -146,11 +185,17 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
             "learning_rate": {"type": "loguniform", "low": 1.0e-6, "high": 3.0e-2},
             "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "tu-mobilenetv3_small_100"]},
         },
-        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 1},
+        "search": {
+            "num_samples": num_samples,
+            "max_concurrent_trials": 2,
+            "seed": 0,
+            "max_failures": 1,
+            "trainer": "simulated",
+        },
         "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 3},
         "resources": {"cpu": 1},
         "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
-        "wandb": {"project": "polyp-kd-tune-tests", "mode": "offline"},
+        "wandb": {"project": "polyp-kd-tune-tests", "mode": "disabled"},
         "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
     }
     space.update(changes)
@@ -165,6 +210,8 @@ def finished_sweep(demo_root, tmp_path_factory):
     space_file = tmp / "tiny.yaml"
     space = tiny_space(demo_root, num_samples=6, max_t=4, cache_dir=tmp / "cache")
     space["search"]["checkpoint_every"] = 3  # with ASHA's rungs (1, 3) and the end: epochs 1, 3, 4
+    space["search"]["trainer"] = "torch"  # the suite's one sweep of real training, end to end
+    space["wandb"]["mode"] = "offline"
     space_file.write_text(yaml.safe_dump(space))
     saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_MODE")}
     os.environ.update(WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline")

@@ -5,6 +5,7 @@ function of (seed, epoch, index) alone.
 The albumentations reference seeds each transform separately (see `albumentations_reference`: seeding a
 Compose, as TrainSet did per sample, made all its transforms decide on one number); the last test pins
 down that the new parameters are independent."""
+
 import dataclasses
 
 import cv2
@@ -44,8 +45,12 @@ def albumentations_photometric(params: augment.AugmentParams, image: np.ndarray)
     if params.gamma is not None:
         image = fpixel.gamma_transform(image, params.gamma)
     if params.jitter is not None:
-        ops = (fpixel.adjust_brightness_torchvision, fpixel.adjust_contrast_torchvision,
-               fpixel.adjust_saturation_torchvision, fpixel.adjust_hue_torchvision)
+        ops = (
+            fpixel.adjust_brightness_torchvision,
+            fpixel.adjust_contrast_torchvision,
+            fpixel.adjust_saturation_torchvision,
+            fpixel.adjust_hue_torchvision,
+        )
         j = params.jitter
         factors = (j.brightness, j.contrast, j.saturation, j.hue)
         for op in j.order:
@@ -60,8 +65,9 @@ def test_same_parameters_give_albumentations_images(polyp_image):
     rotated = photometric_changes = 0
     for _ in range(300):
         params = augment.sample_params(rng)
-        expected = albumentations_geometric(params)(image=polyp_image, mask=mask,
-                                                    teacher_logits=logits.astype(np.float32))
+        expected = albumentations_geometric(params)(
+            image=polyp_image, mask=mask, teacher_logits=logits.astype(np.float32)
+        )
         image, moved_mask, moved_logits = augment.geometric(params, polyp_image, mask, logits)
         # One warp instead of flip-then-rotate: source coordinates round to 1/32 pixel differently.
         assert np.abs(image.astype(int) - expected["image"]).max() <= 1
@@ -170,7 +176,7 @@ def test_flips_and_rotation_follow_the_albumentations_distribution():
         # Rotation away from a multiple of 90 degrees (the flips'), i.e. how far Rotate turned it.
         turn = (red + 45) % 90 - 45
         rotated = np.abs(turn) > 1
-        assert abs(mirrored.mean() - 0.5) < 0.04   # exactly one of the two flips: 2 x 0.25
+        assert abs(mirrored.mean() - 0.5) < 0.04  # exactly one of the two flips: 2 x 0.25
         assert abs(rotated.mean() - 0.5) < 0.04 and np.abs(turn).max() <= 30.5
         # A rotated sample's angle is uniform on [-30, 30].
         assert stats.kstest(np.abs(turn[rotated]), stats.uniform(1, 29).cdf).pvalue > KS_ALPHA
@@ -197,8 +203,10 @@ def test_parameter_values_follow_albumentations_draws():
             if name != "order":
                 theirs[name].append(value)
     drawn = [augment.sample_params(np.random.default_rng(seed)) for seed in range(3 * N_SAMPLES)]
-    ours = {"angle": [p.angle for p in drawn if p.angle is not None],
-            "gamma": [p.gamma for p in drawn if p.gamma is not None]}
+    ours = {
+        "angle": [p.angle for p in drawn if p.angle is not None],
+        "gamma": [p.gamma for p in drawn if p.gamma is not None],
+    }
     for name in ("brightness", "contrast", "saturation", "hue"):
         ours[name] = [getattr(p.jitter, name) for p in drawn if p.jitter is not None]
     for name, values in theirs.items():

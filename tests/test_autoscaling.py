@@ -15,6 +15,7 @@ which kills every Ray on the machine (other test runs included), and it reads an
 2.60 wheel does not ship. The head here is started on a free port with its own short temp dir, and only
 processes under that temp dir (and their children) are stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NODE_ID_VARIABLE = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
 # Kept small: fake nodes are processes on a small machine. Each is capped at a few workers of its type.
 MAX_WORKERS_PER_TYPE = 3
-OBJECT_STORE_BYTES = 100 * 1024 ** 2
+OBJECT_STORE_BYTES = 100 * 1024**2
 IDLE_TIMEOUT_MINUTES = 0.2
 GPU_PER_TRIAL = 0.5
 MAX_T = 3
@@ -61,10 +62,12 @@ def fake_node_types() -> dict:
     """cluster.yaml's worker types, with the resources it states, as fake_multinode node types."""
     types = {"ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}}
     for worker in cluster_shape().workers:
-        types[worker.name] = {"resources": {"CPU": worker.cpu, "GPU": worker.gpu,
-                                            "object_store_memory": OBJECT_STORE_BYTES},
-                              "node_config": {}, "min_workers": 0,
-                              "max_workers": min(worker.max_workers, MAX_WORKERS_PER_TYPE)}
+        types[worker.name] = {
+            "resources": {"CPU": worker.cpu, "GPU": worker.gpu, "object_store_memory": OBJECT_STORE_BYTES},
+            "node_config": {},
+            "min_workers": 0,
+            "max_workers": min(worker.max_workers, MAX_WORKERS_PER_TYPE),
+        }
     return types
 
 
@@ -81,27 +84,57 @@ class FakeAutoscalingCluster:
     def start(self) -> None:
         self.temp_dir.mkdir()
         config = {
-            "cluster_name": "fake-polyp-kd-tune", "max_workers": sum(t["max_workers"] for t in self.node_types.values()),
-            "upscaling_speed": 1.0, "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
-            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                         "disable_launch_config_check": True, "gcs_address": self.address},
-            "auth": {"ssh_user": "ubuntu"}, "available_node_types": self.node_types,
-            "head_node_type": "ray.head.default", "file_mounts": {}, "cluster_synced_files": [],
-            "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
-            "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
-            "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+            "cluster_name": "fake-polyp-kd-tune",
+            "max_workers": sum(t["max_workers"] for t in self.node_types.values()),
+            "upscaling_speed": 1.0,
+            "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
+            "provider": {
+                "type": "fake_multinode",
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "gcs_address": self.address,
+            },
+            "auth": {"ssh_user": "ubuntu"},
+            "available_node_types": self.node_types,
+            "head_node_type": "ray.head.default",
+            "file_mounts": {},
+            "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False,
+            "rsync_exclude": [],
+            "rsync_filter": [],
+            "initialization_commands": [],
+            "setup_commands": [],
+            "head_setup_commands": [],
+            "worker_setup_commands": [],
+            "head_start_ray_commands": [],
+            "worker_start_ray_commands": [],
         }
         config_file = self.temp_dir / "autoscaling.yaml"
         config_file.write_text(yaml.safe_dump(config))
         ray_cli = Path(sys.executable).with_name("ray")
-        command = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--num-cpus=0",
-                   f"--port={self.port}", f"--temp-dir={self.temp_dir}", f"--autoscaling-config={config_file}",
-                   "--include-dashboard=false", f"--dashboard-port={free_port()}",
-                   f"--dashboard-agent-listen-port={free_port()}", f"--object-store-memory={OBJECT_STORE_BYTES}",
-                   "--disable-usage-stats"]
-        env = {**os.environ, **self.env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-               # Nothing outside this machine reaches it; the driver joins by explicit address, without a token.
-               "RAY_AUTH_MODE": "disabled"}
+        command = [
+            str(ray_cli) if ray_cli.exists() else "ray",
+            "start",
+            "--head",
+            "--num-cpus=0",
+            f"--port={self.port}",
+            f"--temp-dir={self.temp_dir}",
+            f"--autoscaling-config={config_file}",
+            "--include-dashboard=false",
+            f"--dashboard-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
+            "--disable-usage-stats",
+        ]
+        env = {
+            **os.environ,
+            **self.env,
+            "RAY_FAKE_CLUSTER": "1",
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            # Nothing outside this machine reaches it; the driver joins by explicit address, without a token.
+            "RAY_AUTH_MODE": "disabled",
+        }
         env.pop("RAY_ADDRESS", None)
         started = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120)
         if started.returncode != 0:
@@ -155,8 +188,9 @@ def fake_cluster(tmp_path, monkeypatch):
     # actors are cancelled before they start on this cluster.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     caches = tmp_path / "node-caches"
-    cluster = FakeAutoscalingCluster(fake_node_types(), {
-        "POLYP_KD_TUNE_CACHE": f"{caches}/node-${NODE_ID_VARIABLE}", "WANDB_MODE": "disabled"})
+    cluster = FakeAutoscalingCluster(
+        fake_node_types(), {"POLYP_KD_TUNE_CACHE": f"{caches}/node-${NODE_ID_VARIABLE}", "WANDB_MODE": "disabled"}
+    )
     cluster.start()
     try:
         yield cluster, caches
@@ -181,8 +215,9 @@ class NodeWatch:
             if not node["Alive"] or not gpus:
                 continue
             alive_gpu += 1
-            seen = self.nodes.setdefault(node["NodeID"], {"gpu": gpus, "cpu": node["Resources"].get("CPU", 0),
-                                                          "first": now})
+            seen = self.nodes.setdefault(
+                node["NodeID"], {"gpu": gpus, "cpu": node["Resources"].get("CPU", 0), "first": now}
+            )
             seen["last"] = now
         return alive_gpu
 
@@ -195,9 +230,16 @@ def trial_runs(trials_dir: Path) -> list[dict]:
     for progress in trials_dir.glob("*/result.json"):
         rows = trial_reports(progress)
         assert rows and len({r["node_id"] for r in rows}) == 1, f"{progress}: a trial moved between nodes"
-        runs.append({"trial": rows[0]["trial_id"], "node": rows[0]["node_id"],
-                     "gpus": {r["gpus_assigned"] for r in rows}, "device": {r["device"] for r in rows},
-                     "start": rows[0]["run_started_at"], "end": rows[-1]["timestamp"]})
+        runs.append(
+            {
+                "trial": rows[0]["trial_id"],
+                "node": rows[0]["node_id"],
+                "gpus": {r["gpus_assigned"] for r in rows},
+                "device": {r["device"] for r in rows},
+                "start": rows[0]["run_started_at"],
+                "end": rows[-1]["timestamp"],
+            }
+        )
     return runs
 
 
@@ -215,7 +257,8 @@ def cache_builds(caches: Path) -> dict[str, Counter]:
     out = {}
     for node_dir in caches.glob("node-*"):
         out[node_dir.name.removeprefix("node-")] = Counter(
-            {log.parent.name: len(log.read_text().splitlines()) for log in node_dir.glob(f"*/{BUILD_LOG}")})
+            {log.parent.name: len(log.read_text().splitlines()) for log in node_dir.glob(f"*/{BUILD_LOG}")}
+        )
     return out
 
 
@@ -223,22 +266,35 @@ def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fa
     cluster, caches = fake_cluster
     space = {
         "name": "autoscaled",
-        "base": {"mode": "distillation", "data_root": str(demo_root), "encoder_weights": None, "img_size": 64,
-                 "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
-        "parameters": {"learning_rate": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-2},
-                       "alpha": {"type": "uniform", "low": 0.2, "high": 0.8}},
+        "base": {
+            "mode": "distillation",
+            "data_root": str(demo_root),
+            "encoder_weights": None,
+            "img_size": 64,
+            "batch_size": 4,
+            "num_workers": 0,
+            "val_fraction": 0.25,
+            "device": "cpu",
+        },
+        "parameters": {
+            "learning_rate": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-2},
+            "alpha": {"type": "uniform", "low": 0.2, "high": 0.8},
+        },
         # One retry: the autoscaler may remove a worker that went idle just as a trial was placed on it.
         # A new trial process per trial, as a second worker's first trials need: with processes reused,
         # trials 3-4 (a second each at this size) may follow 1-2 on the first worker before the second is up,
         # and nothing would show that a worker added later gets trials and builds its own caches.
-        "search": {"num_samples": 4, "max_concurrent_trials": 4, "seed": 0, "max_failures": 1,
-                   "reuse_actors": False},
+        "search": {"num_samples": 4, "max_concurrent_trials": 4, "seed": 0, "max_failures": 1, "reuse_actors": False},
         "asha": {"max_t": MAX_T, "grace_period": 1, "reduction_factor": 2},
         # One CPU per trial: a 4-CPU worker could hold 4 trials by CPU, so only GPU accounting keeps it to 2.
         "resources": {"cpu": 1, "gpu": GPU_PER_TRIAL},
-        "teacher": {"checkpoint": None, "train": {"epochs": 1, "learning_rate": 3.0e-3,
-                                                  "teacher_backbone": TEST_TEACHER_BACKBONE}},
-        "control": None, "confirm": None, "wandb": {"mode": "disabled"},
+        "teacher": {
+            "checkpoint": None,
+            "train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE},
+        },
+        "control": None,
+        "confirm": None,
+        "wandb": {"mode": "disabled"},
     }
     space_file = tmp_path / "autoscaled.yaml"
     space_file.write_text(yaml.safe_dump(space))
@@ -250,10 +306,25 @@ def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fa
         # The sweep as a user runs it against a cluster; this process only watches the nodes.
         started = time.time()
         sweep = subprocess.Popen(
-            [sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage", f"file://{shared}",
-             "--local-results", str(tmp_path / "results"), "--address", cluster.address],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"})
+            [
+                sys.executable,
+                "-m",
+                "tune.search",
+                "--space",
+                str(space_file),
+                "--storage",
+                f"file://{shared}",
+                "--local-results",
+                str(tmp_path / "results"),
+                "--address",
+                cluster.address,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"},
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
         reader.start()
@@ -288,8 +359,10 @@ def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fa
     launched = watch.nodes
     assert launched, "the autoscaler launched no GPU worker"
     assert {r["node"] for r in runs} <= set(launched)
-    peaks = {node: most_at_once([(r["start"], r["end"]) for r in runs if r["node"] == node])
-             for node in {r["node"] for r in runs}}
+    peaks = {
+        node: most_at_once([(r["start"], r["end"]) for r in runs if r["node"] == node])
+        for node in {r["node"] for r in runs}
+    }
     for node, peak in peaks.items():
         assert peak <= launched[node]["gpu"] / GPU_PER_TRIAL, f"node {node} ran {peak} trials at once"
     # 4 concurrent trials at 0.5 GPU need 2 GPUs: more than the first worker has.
@@ -304,10 +377,14 @@ def test_sweep_on_an_autoscaling_cluster_gets_gpu_workers_packed_by_the_space(fa
     last_trial = max(r["end"] for r in runs)
     first_worker = min(n["first"] for n in launched.values())
     short = {n[-5:]: f"{v['cpu']:g} CPU {v['gpu']:g} GPU" for n, v in sorted(launched.items())}
-    print(f"\nfake autoscaler: {len(launched)} GPU workers launched {short}, the first "
-          f"{first_worker - started:.0f}s after the sweep started; trials per node "
-          f"{dict(Counter(r['node'][-5:] for r in runs))}, most at once per node "
-          f"{({n[-5:]: p for n, p in peaks.items()})}; gpus_assigned seen {sorted({g for r in runs for g in r['gpus']})}; "
-          f"caches built per node {({n[-5:]: dict(c) for n, c in builds.items()})}; sweep {sweep_ended - started:.0f}s; "
-          f"no GPU worker left {gone - last_trial:.0f}s after the last trial ended ({gone - sweep_ended:.0f}s after "
-          f"the sweep's driver exited; idle timeout {IDLE_TIMEOUT_MINUTES * 60:.0f}s)")
+    print(
+        f"\nfake autoscaler: {len(launched)} GPU workers launched {short}, the first "
+        f"{first_worker - started:.0f}s after the sweep started; trials per node "
+        f"{dict(Counter(r['node'][-5:] for r in runs))}, most at once per node "
+        f"{ ({n[-5:]: p for n, p in peaks.items()}) }; "
+        f"gpus_assigned seen {sorted({g for r in runs for g in r['gpus']})}; "
+        f"caches built per node { ({n[-5:]: dict(c) for n, c in builds.items()}) }; "
+        f"sweep {sweep_ended - started:.0f}s; "
+        f"no GPU worker left {gone - last_trial:.0f}s after the last trial ended ({gone - sweep_ended:.0f}s after "
+        f"the sweep's driver exited; idle timeout {IDLE_TIMEOUT_MINUTES * 60:.0f}s)"
+    )

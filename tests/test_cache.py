@@ -96,7 +96,7 @@ def test_concurrent_builders_decode_each_file_once(pairs, tmp_path, monkeypatch)
 
 def cut_in_half(path):
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
 
 
 def test_truncated_decoded_cache_is_rebuilt_with_one_line(pairs, tmp_path, capsys):
@@ -108,8 +108,10 @@ def test_truncated_decoded_cache_is_rebuilt_with_one_line(pairs, tmp_path, capsy
     capsys.readouterr()
     again = decoded_samples(pairs, 64, tmp_path)  # used to raise "mmap length is greater than file size"
     err = capsys.readouterr().err.strip()
-    assert err == (f"cache {folder}: images.npy is {images.nbytes // 2 + 64} bytes but was "
-                   f"{images.nbytes + 128} when built; rebuilding it")
+    assert err == (
+        f"cache {folder}: images.npy is {images.nbytes // 2 + 64} bytes but was "
+        f"{images.nbytes + 128} when built; rebuilding it"
+    )
     assert np.array_equal(again.images, images) and np.array_equal(again.masks, masks)
     decoded_samples(pairs, 64, tmp_path)
     assert capsys.readouterr().err == ""  # intact again: mapped, not rebuilt

@@ -1,4 +1,5 @@
 """The command-line edge: bad input is one line on stderr, exit code 2, and no output folder."""
+
 import json
 import subprocess
 import sys
@@ -23,9 +24,22 @@ def call(main, argv, capsys):
 
 
 def base_args(demo_root, save_dir):
-    return ["--set", f"data_root={demo_root}", "--set", f"save_dir={save_dir}", "--set", "img_size=64",
-            "--set", "epochs=1", "--set", "encoder_weights=null", "--set", "num_workers=0",
-            "--set", "device=cpu"]
+    return [
+        "--set",
+        f"data_root={demo_root}",
+        "--set",
+        f"save_dir={save_dir}",
+        "--set",
+        "img_size=64",
+        "--set",
+        "epochs=1",
+        "--set",
+        "encoder_weights=null",
+        "--set",
+        "num_workers=0",
+        "--set",
+        "device=cpu",
+    ]
 
 
 def assert_one_line_error(code, err, *needles):
@@ -47,12 +61,14 @@ def test_yaml_not_a_mapping_and_unknown_key(tmp_path, capsys, demo_root):
     assert_one_line_error(*call(train_cli.main, ["--config", str(bad)], capsys), "list.yaml", "mapping")
     typo = tmp_path / "typo.yaml"
     typo.write_text("tempreature: 3\n")
-    assert_one_line_error(*call(train_cli.main, ["--config", str(typo)], capsys),
-                          "typo.yaml: tempreature: unknown key; known keys: ")
+    assert_one_line_error(
+        *call(train_cli.main, ["--config", str(typo)], capsys), "typo.yaml: tempreature: unknown key; known keys: "
+    )
 
 
-@pytest.mark.parametrize("override, key", [("alpha=1.2", "alpha"), ("temperature=-1", "temperature"),
-                                           ("learning_rate=0", "learning_rate")])
+@pytest.mark.parametrize(
+    "override, key", [("alpha=1.2", "alpha"), ("temperature=-1", "temperature"), ("learning_rate=0", "learning_rate")]
+)
 def test_out_of_range_values(demo_root, tmp_path, capsys, override, key):
     code, err = call(train_cli.main, [*base_args(demo_root, tmp_path / "runs"), "--set", override], capsys)
     assert_one_line_error(code, err, f"--set: {key}: must be ")
@@ -79,6 +95,7 @@ def test_teacher_checkpoint_missing_wrong_or_not_a_checkpoint(demo_root, tmp_pat
 
 def test_bad_data_files_reach_the_cli_as_one_line(demo_root, tmp_path, capsys):
     import shutil
+
     root = tmp_path / "data"
     shutil.copytree(demo_root, root)
     victim = sorted((root / "TrainDataset" / "masks").iterdir())[0]
@@ -103,23 +120,42 @@ def test_evaluate_writes_table_json_and_overlays(demo_root, tmp_path, capsys):
     panels = sorted((out / "visuals" / "Kvasir").glob("*.png"))
     assert len(panels) == 2
     import cv2
+
     panel = cv2.imread(str(panels[0]))
     assert panel.shape[0] == 256 and panel.shape[1] == 3 * 256
 
 
 def test_real_process_exits_2_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "core.train", "--set", "alpha=7"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.train", "--set", "alpha=7"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --set: alpha: must be in [0, 1], got 7"
 
 
 def test_failed_weight_download_says_to_set_encoder_weights_null(demo_root, tmp_path):
     # HF_HUB_OFFLINE makes the hub fail at once, as a machine without network does after its retries.
-    args = [sys.executable, "-m", "core.train", "--set", f"data_root={demo_root}", "--set", "img_size=64",
-            "--set", f"save_dir={tmp_path}", "--set", "encoder_weights=imagenet"]
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    args = [
+        sys.executable,
+        "-m",
+        "core.train",
+        "--set",
+        f"data_root={demo_root}",
+        "--set",
+        "img_size=64",
+        "--set",
+        f"save_dir={tmp_path}",
+        "--set",
+        "encoder_weights=imagenet",
+    ]
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: could not download 'imagenet' weights")
     assert "encoder_weights: null" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,5 +1,6 @@
 """cluster.yaml against Ray's own cluster schema, the shipped spaces' packing on its worker types, and
 launch.sh's commands (dry run, no cloud)."""
+
 import copy
 import os
 import re
@@ -78,8 +79,9 @@ def test_packing_check_can_fail():
 
 
 def launch(*args, env=None):
-    return subprocess.run([str(ROOT / "launch.sh"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, env=env, check=False)
+    return subprocess.run(
+        [str(ROOT / "launch.sh"), *args], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env, check=False
+    )
 
 
 def test_help_lists_every_command():
@@ -89,13 +91,19 @@ def test_help_lists_every_command():
         assert command in out.stdout
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["up"], "ray up -y cluster.yaml"),
-    (["down"], "ray down -y cluster.yaml"),
-    (["status"], "ray exec cluster.yaml"),
-    (["--storage", "s3://bucket/sweeps", "fetch", "kd"], "aws s3 sync s3://bucket/sweeps/kd results/kd"),
-    (["--storage", "gs://bucket/sweeps", "fetch", "kd", "/tmp/kd"], "gsutil -m rsync -r gs://bucket/sweeps/kd /tmp/kd"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["up"], "ray up -y cluster.yaml"),
+        (["down"], "ray down -y cluster.yaml"),
+        (["status"], "ray exec cluster.yaml"),
+        (["--storage", "s3://bucket/sweeps", "fetch", "kd"], "aws s3 sync s3://bucket/sweeps/kd results/kd"),
+        (
+            ["--storage", "gs://bucket/sweeps", "fetch", "kd", "/tmp/kd"],
+            "gsutil -m rsync -r gs://bucket/sweeps/kd /tmp/kd",
+        ),
+    ],
+)
 def test_dry_run_prints_the_commands(args, expected):
     out = launch("--dry-run", *args)
     assert out.returncode == 0, out.stderr
@@ -103,8 +111,18 @@ def test_dry_run_prints_the_commands(args, expected):
 
 
 def test_dry_run_sweep_submits_tune_search_with_the_storage():
-    out = launch("--dry-run", "--storage", "s3://bucket/sweeps", "sweep", "--space", "kd.yaml", "--num-samples", "8",
-                 "--teacher", "s3://bucket/teachers/best.pt")
+    out = launch(
+        "--dry-run",
+        "--storage",
+        "s3://bucket/sweeps",
+        "sweep",
+        "--space",
+        "kd.yaml",
+        "--num-samples",
+        "8",
+        "--teacher",
+        "s3://bucket/teachers/best.pt",
+    )
     assert out.returncode == 0, out.stderr
     submit = next(line for line in out.stdout.splitlines() if line.startswith("ray job submit"))
     assert "python -m tune.search --address auto --storage s3://bucket/sweeps" in submit
@@ -126,8 +144,10 @@ def test_dry_run_sweep_uploads_a_local_teacher_and_the_job_reads_it_from_the_sto
     out = launch("--dry-run", "--storage", "s3://bucket/sweeps", "sweep", "--space", str(space))
     assert out.returncode == 0, out.stderr
     upload = next(line for line in out.stdout.splitlines() if "-m tune.cluster.storage upload" in line)
-    match = re.search(rf"upload {re.escape(str(teacher_checkpoint))} (s3://bucket/sweeps/teachers/[0-9a-f]{{16}}/best.pt)$",
-                      upload.strip())
+    match = re.search(
+        rf"upload {re.escape(str(teacher_checkpoint))} (s3://bucket/sweeps/teachers/[0-9a-f]{{16}}/best.pt)$",
+        upload.strip(),
+    )
     assert match, upload
     submit = next(line for line in out.stdout.splitlines() if line.startswith("ray job submit"))
     assert submit.strip().endswith(f"--teacher {match.group(1)}")
@@ -140,8 +160,11 @@ def test_uploaded_teacher_is_what_the_sweep_checks_and_trials_fetch(teacher_chec
     from tune.sweep.prepare import check_teacher_setting
 
     # The students' split is the one conftest's teacher was trained on.
-    space = load_space(local_teacher_space(tmp_path, teacher_checkpoint, data_root=str(demo_root), val_fraction=0.25,
-                                           val_split="random"))
+    space = load_space(
+        local_teacher_space(
+            tmp_path, teacher_checkpoint, data_root=str(demo_root), val_fraction=0.25, val_split="random"
+        )
+    )
     local, uri = teacher_upload(space, f"file://{tmp_path}/bucket")
     upload = [sys.executable, "-m", "tune.cluster.storage", "upload", str(local), uri]
     done = subprocess.run(upload, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
@@ -159,16 +182,21 @@ def test_dry_run_data_syncs_to_every_node(demo_root):
     assert f"ray rsync-up --all-nodes cluster.yaml {demo_root}/ " in out.stdout and "polyp-kd-data/" in out.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["sweep", "--space", "kd.yaml"], "no shared storage"),
-    (["--storage", "s3://b", "sweep", "--space", "nope.yaml"], "nope.yaml: search-space file not found"),
-    (["--storage", "s3://b", "sweep"], "sweep needs --space"),
-    (["--cluster", "missing.yaml", "up"], "missing.yaml: cluster config not found"),
-    (["--storage", "s3://b", "sweep", "--space", "kd.yaml", "--teacher", "/nonexistent/teacher.pt"],
-     "teacher.checkpoint /nonexistent/teacher.pt is not on this machine"),
-    (["data", "/nonexistent"], "no TrainDataset"),
-    (["bogus"], "unknown command 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sweep", "--space", "kd.yaml"], "no shared storage"),
+        (["--storage", "s3://b", "sweep", "--space", "nope.yaml"], "nope.yaml: search-space file not found"),
+        (["--storage", "s3://b", "sweep"], "sweep needs --space"),
+        (["--cluster", "missing.yaml", "up"], "missing.yaml: cluster config not found"),
+        (
+            ["--storage", "s3://b", "sweep", "--space", "kd.yaml", "--teacher", "/nonexistent/teacher.pt"],
+            "teacher.checkpoint /nonexistent/teacher.pt is not on this machine",
+        ),
+        (["data", "/nonexistent"], "no TrainDataset"),
+        (["bogus"], "unknown command 'bogus'"),
+    ],
+)
 def test_errors_are_one_clear_line(args, message):
     env = {k: v for k, v in os.environ.items() if k != "POLYP_KD_STORAGE"}
     out = launch("--dry-run", *args, env=env)

@@ -1,5 +1,6 @@
 """The project's shape holds: no import circle among its modules, no Ray in core/ nor on the paths that only
 read a finished sweep or run an exported model, and no function over 60 lines in core/ or tune/."""
+
 import ast
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()

@@ -9,10 +9,21 @@ from core.errors import UserError
 
 def test_defaults_match_the_documented_ones():
     cfg = TrainConfig()
-    assert (cfg.mode, cfg.student_backbone, cfg.img_size, cfg.batch_size, cfg.epochs) == \
-        ("baseline", "mobilenet_v2", 320, 8, 50)
-    assert (cfg.learning_rate, cfg.alpha, cfg.temperature, cfg.kd_loss, cfg.seed, cfg.val_fraction) == \
-        (1e-4, 0.6, 4.0, "bce", 42, 0.1)
+    assert (cfg.mode, cfg.student_backbone, cfg.img_size, cfg.batch_size, cfg.epochs) == (
+        "baseline",
+        "mobilenet_v2",
+        320,
+        8,
+        50,
+    )
+    assert (cfg.learning_rate, cfg.alpha, cfg.temperature, cfg.kd_loss, cfg.seed, cfg.val_fraction) == (
+        1e-4,
+        0.6,
+        4.0,
+        "bce",
+        42,
+        0.1,
+    )
     assert cfg.data_root == "dataset" and cfg.device == "auto" and cfg.encoder_weights == "imagenet"
     assert cfg.teacher_backbone == "resnet50"
 
@@ -26,13 +37,23 @@ def test_yaml_then_set_overrides_in_that_order(tmp_path):
     assert cfg.alpha == 0.9 and cfg.mode == "distillation" and cfg.encoder_weights is None
 
 
-@pytest.mark.parametrize("override, key", [
-    ("alpha=1.5", "alpha"), ("alpha=-0.1", "alpha"), ("temperature=0", "temperature"),
-    ("learning_rate=0", "learning_rate"), ("learning_rate=-1", "learning_rate"), ("mode=student", "mode"),
-    ("kd_loss=kl", "kd_loss"), ("img_size=100", "img_size"), ("batch_size=abc", "batch_size"),
-    ("student_backbone=not_a_net", "student_backbone"), ("teacher_backbone=resnet5", "teacher_backbone"),
-    ("encoder_weights=ssl", "encoder_weights"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("alpha=1.5", "alpha"),
+        ("alpha=-0.1", "alpha"),
+        ("temperature=0", "temperature"),
+        ("learning_rate=0", "learning_rate"),
+        ("learning_rate=-1", "learning_rate"),
+        ("mode=student", "mode"),
+        ("kd_loss=kl", "kd_loss"),
+        ("img_size=100", "img_size"),
+        ("batch_size=abc", "batch_size"),
+        ("student_backbone=not_a_net", "student_backbone"),
+        ("teacher_backbone=resnet5", "teacher_backbone"),
+        ("encoder_weights=ssl", "encoder_weights"),
+    ],
+)
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(UserError, match=f"^--set: {key}: "):
         load_config(overrides=[override])
@@ -52,29 +73,35 @@ def test_unknown_key_is_named_with_the_known_ones(tmp_path):
 
 # The same three errors read the same in a search space (tests/test_space.py) and a deploy target
 # (tests/test_latency.py): one validator, core/validation.py.
-@pytest.mark.parametrize("values, message", [
-    ({"learning_rte": 0.1}, "c.yaml: learning_rte: unknown key; known keys: experiment_name, data_root, "),
-    ({"batch_size": "abc"}, "c.yaml: batch_size: expected an integer, got 'abc'"),
-    ({"epochs": 0}, "c.yaml: epochs: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"learning_rte": 0.1}, "c.yaml: learning_rte: unknown key; known keys: experiment_name, data_root, "),
+        ({"batch_size": "abc"}, "c.yaml: batch_size: expected an integer, got 'abc'"),
+        ({"epochs": 0}, "c.yaml: epochs: must be >= 1, got 0"),
+    ],
+)
 def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(values, message):
     with pytest.raises(UserError) as info:
         config_from_dict(values, source="c.yaml")
     assert str(info.value).startswith(message) and len(str(info.value).splitlines()) == 1
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"batch_size": True}, "batch_size: expected an integer, got True"),
-    ({"learning_rate": "nan"}, "learning_rate: expected a finite number, got 'nan'"),
-    ({"alpha": 1.5}, "alpha: must be in [0, 1], got 1.5"),
-    ({"val_fraction": 1.0}, "val_fraction: must be in (0, 1), got 1.0"),
-    ({"img_size": 100}, "img_size: must be a multiple of 32"),
-    ({"kd_loss": "kl"}, "kd_loss: must be one of bce, mse, got 'kl'"),
-    ({"encoder_weights": "ssl"}, "encoder_weights: must be one of imagenet, null, got 'ssl'"),
-    ({"experiment_name": "a b"}, "experiment_name: must be letters, digits"),
-    ({"val_group_pattern": "("}, "val_group_pattern: must be a valid regular expression, got '('"),
-    ({"img_size": 32, "batch_size": 1}, "batch_size: must be at least 2 at img_size 32"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"batch_size": True}, "batch_size: expected an integer, got True"),
+        ({"learning_rate": "nan"}, "learning_rate: expected a finite number, got 'nan'"),
+        ({"alpha": 1.5}, "alpha: must be in [0, 1], got 1.5"),
+        ({"val_fraction": 1.0}, "val_fraction: must be in (0, 1), got 1.0"),
+        ({"img_size": 100}, "img_size: must be a multiple of 32"),
+        ({"kd_loss": "kl"}, "kd_loss: must be one of bce, mse, got 'kl'"),
+        ({"encoder_weights": "ssl"}, "encoder_weights: must be one of imagenet, null, got 'ssl'"),
+        ({"experiment_name": "a b"}, "experiment_name: must be letters, digits"),
+        ({"val_group_pattern": "("}, "val_group_pattern: must be a valid regular expression, got '('"),
+        ({"img_size": 32, "batch_size": 1}, "batch_size: must be at least 2 at img_size 32"),
+    ],
+)
 def test_types_and_rules_of_config_values(values, message):
     with pytest.raises(UserError) as info:
         config_from_dict(values, source="c.yaml")
@@ -107,8 +134,10 @@ def test_set_needs_key_equals_value():
 
 
 def test_timm_universal_backbones_are_accepted():
-    assert load_config(overrides=["student_backbone=tu-mobilenetv3_large_100"]).student_backbone \
+    assert (
+        load_config(overrides=["student_backbone=tu-mobilenetv3_large_100"]).student_backbone
         == "tu-mobilenetv3_large_100"
+    )
 
 
 def test_teacher_only_keys_are_the_distillation_fields():

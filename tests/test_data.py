@@ -38,8 +38,7 @@ def make_folder(root, stems_images, stems_masks, size=(16, 16), mask_size=None):
 def test_pairs_match_by_stem_across_extensions(tmp_path):
     folder = make_folder(tmp_path / "d", ["a.jpg", "b.PNG", "c.bmp"], ["a.png", "b.tif", "c.png"])
     pairs = find_pairs(folder)
-    assert [(p.image.name, p.mask.name) for p in pairs] == [("a.jpg", "a.png"), ("b.PNG", "b.tif"),
-                                                            ("c.bmp", "c.png")]
+    assert [(p.image.name, p.mask.name) for p in pairs] == [("a.jpg", "a.png"), ("b.PNG", "b.tif"), ("c.bmp", "c.png")]
 
 
 def test_image_without_mask_is_named(tmp_path):
@@ -139,6 +138,7 @@ def test_real_polyp_data_pairs_and_binary_masks():
 
 # --- every file read completely and as meant (issue "Nothing silently wrong") ---
 
+
 def disc_mask(size=32, value=255, dtype=np.uint8):
     mask = np.zeros((size, size), dtype)
     cv2.circle(mask, (size // 2, size // 2), size // 4, value, -1)
@@ -177,8 +177,11 @@ def test_mask_file_encodings_read_alike(tmp_path, encoding):
     elif encoding == "bilevel":
         Image.fromarray(mask).save(path)
     else:
-        tifffile.imwrite(path, mask.astype(np.uint8) * (1 if encoding == "tiff_0_1" else 255),
-                         compression="lzw" if encoding == "tiff_lzw" else None)
+        tifffile.imwrite(
+            path,
+            mask.astype(np.uint8) * (1 if encoding == "tiff_0_1" else 255),
+            compression="lzw" if encoding == "tiff_lzw" else None,
+        )
     assert np.array_equal(read_mask(path), mask)
 
 
@@ -246,7 +249,7 @@ def test_grey_mask_saved_as_colour_jpeg_is_read(tmp_path):
 
 def truncate(path, keep=0.5):
     data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep)])
+    path.write_bytes(data[: int(len(data) * keep)])
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
@@ -335,8 +338,9 @@ def test_mislabelled_rgb_tiff_is_read_in_colour(tmp_path):
 @pytest.mark.parametrize("n_train", [2, 3, 5, 9, 10])
 def test_training_batches_never_hold_one_sample(demo_root, tmp_path, n_train):
     samples = decoded_samples(discover(demo_root).train, 64, tmp_path)
-    loader = train_loader(TrainSet(samples.images, samples.masks, range(n_train), seed=0), batch_size=4,
-                          seed=0, num_workers=0)
+    loader = train_loader(
+        TrainSet(samples.images, samples.masks, range(n_train), seed=0), batch_size=4, seed=0, num_workers=0
+    )
     sizes = [len(batch[0]) for batch in loader]
     assert sizes and min(sizes) >= 2
     assert sum(sizes) == (n_train if n_train <= 4 else n_train - n_train % 4)

@@ -8,6 +8,7 @@ Real training is not pinned here: torch's CPU kernels take other floating-point 
 `RECORD_GOLDEN=1 pytest tests/test_demo_golden.py` rewrites tests/data/demo_golden.json; do that only for an
 intended change of results.
 """
+
 import csv
 import json
 import os
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TEST_TEACHER_BACKBONE
+
+from tune.cluster.plan import expected_search
+from tune.space import load_space
 
 pytestmark = pytest.mark.slow
 
@@ -45,29 +49,66 @@ def sweep_values(sweep_dir: Path) -> dict:
     (in no particular order: ties are ordered by Ray's random trial ids), the confirmation and the winner."""
     with (sweep_dir / "leaderboard.csv").open() as f:
         rows = list(csv.DictReader(f))
-    trials = sorted(({"arm": r["arm"], "end": r["end"], "epochs": int(r["epochs"]),
-                      "objective": round(float(r["objective"]), 9),
-                      "params": {k[6:]: v for k, v in r.items() if k.startswith("param:") and v != ""}}
-                     for r in rows), key=json.dumps)
+    trials = sorted(
+        (
+            {
+                "arm": r["arm"],
+                "end": r["end"],
+                "epochs": int(r["epochs"]),
+                "objective": round(float(r["objective"]), 9),
+                "params": {k[6:]: v for k, v in r.items() if k.startswith("param:") and v != ""},
+            }
+            for r in rows
+        ),
+        key=json.dumps,
+    )
     best = json.loads((sweep_dir / "best.json").read_text())
-    confirmation = sorted(({"name": c["name"], "arm": c["arm"], "seeds": c["seeds"],
-                            "values": [round(v, 9) for v in c["values"]]} for c in best["confirmation"]),
-                          key=lambda c: c["name"])
-    return {"trials": trials, "confirmation": confirmation, "winner": best["winner"],
-            "best_val_dice": round(best["best_val_dice"], 9), "estimate": round(best["estimate"]["mean"], 9),
-            "verdict_diff": round(best["kd_vs_baseline"]["diff_mean"], 9),
-            "verdict_outcome": best["kd_vs_baseline"]["outcome"]}
+    confirmation = sorted(
+        (
+            {"name": c["name"], "arm": c["arm"], "seeds": c["seeds"], "values": [round(v, 9) for v in c["values"]]}
+            for c in best["confirmation"]
+        ),
+        key=lambda c: c["name"],
+    )
+    return {
+        "trials": trials,
+        "confirmation": confirmation,
+        "winner": best["winner"],
+        "best_val_dice": round(best["best_val_dice"], 9),
+        "estimate": round(best["estimate"]["mean"], 9),
+        "verdict_diff": round(best["kd_vs_baseline"]["diff_mean"], 9),
+        "verdict_outcome": best["kd_vs_baseline"]["outcome"],
+    }
 
 
 def test_demo_sweep_gives_the_recorded_leaderboard_and_winner(demo_root, tmp_path):
     space_file = tmp_path / "demo.yaml"
     space_file.write_text(yaml.safe_dump(demo_space(demo_root, tmp_path / "cache")))
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    run = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space_file), "--storage",
-                          str(tmp_path / "results"), "--num-cpus", "2"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tune.search",
+            "--space",
+            str(space_file),
+            "--storage",
+            str(tmp_path / "results"),
+            "--num-cpus",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     values = sweep_values(tmp_path / "results" / "demo")
     if os.environ.get("RECORD_GOLDEN"):
         GOLDEN.write_text(json.dumps(values, indent=1) + "\n")
     assert values == json.loads(GOLDEN.read_text())
+    # `--plan`'s simulation of this schedule (one trial at a time) expects the trial-epochs ASHA let run.
+    expected = expected_search(load_space(space_file), 1, epoch_seconds=1.0)
+    real = sum(trial["epochs"] for trial in values["trials"])
+    assert expected.low <= real <= expected.high, (real, expected)

@@ -1,5 +1,6 @@
 """core/export.py: the exported folder is complete, readable by others, consistent with evaluation, and
 written whole or not at all; tune.best reads best.json in one place."""
+
 import json
 import os
 import re
@@ -93,13 +94,26 @@ def test_export_cli_on_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, cap
 
 
 def test_read_winner_turns_best_json_into_export_metrics(tmp_path):
-    test = {"test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}}, "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
-            "missing": [], "synthetic": True}
+    test = {
+        "test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}},
+        "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
+        "missing": [],
+        "synthetic": True,
+    }
     sentence = "no evidence that distillation helped: +0.01 val Dice over the same student without a teacher"
-    best = {"checkpoint": "confirm/trial/checkpoint_000003/trainer.pt", "sweep": "kd", "trial_id": "t1",
-            "objective": {"metric": "best_val_dice", "mode": "max"}, "best_val_dice": 0.6, "best_val_iou": 0.5,
-            "best_epoch": 3, "params": {"alpha": 0.3}, "test": test, "synthetic_data": True,
-            "kd_vs_baseline": {"sentence": sentence}}
+    best = {
+        "checkpoint": "confirm/trial/checkpoint_000003/trainer.pt",
+        "sweep": "kd",
+        "trial_id": "t1",
+        "objective": {"metric": "best_val_dice", "mode": "max"},
+        "best_val_dice": 0.6,
+        "best_val_iou": 0.5,
+        "best_epoch": 3,
+        "params": {"alpha": 0.3},
+        "test": test,
+        "synthetic_data": True,
+        "kd_vs_baseline": {"sentence": sentence},
+    }
     (tmp_path / "best.json").write_text(json.dumps(best))
     winner = best_cli.read_winner(tmp_path)
     assert winner.checkpoint == tmp_path / "confirm" / "trial" / "checkpoint_000003" / "trainer.pt"

@@ -1,5 +1,6 @@
 """`python -m tune.best export --latency-budget-ms` (tune/best.py) and the model card's latency line
 (core/export.py): a fake finished sweep whose front names copies of a tiny trained student."""
+
 import json
 import shutil
 
@@ -9,7 +10,7 @@ from test_front_report import DESCRIBED, MEASURED_AT, best_record
 from core.export import ExportMetrics, card_latency_line
 from tune import best as best_cli
 
-ALTERNATIVE = "confirm/kd-2-1/checkpoint_000004"   # kd-2's best seed (mobilenet_v2, 20 ms)
+ALTERNATIVE = "confirm/kd-2-1/checkpoint_000004"  # kd-2's best seed (mobilenet_v2, 20 ms)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,10 @@ def test_export_under_a_budget_writes_the_best_confirmed_student_within_it(sweep
     out = tmp_path / "export"
     best_cli.main(["export", "--sweep", str(sweep), "--out", str(out), "--latency-budget-ms", "30", "--no-wandb"])
     printed = capsys.readouterr().out
-    assert ("exporting kd-2 (mobilenet_v2, 20.0 ms at the target), not the sweep's winner kd-1 (resnet18, 45.0 ms): "
-            "the winner takes 45.0 ms, over the 30 ms budget") in printed
+    assert (
+        "exporting kd-2 (mobilenet_v2, 20.0 ms at the target), not the sweep's winner kd-1 (resnet18, 45.0 ms): "
+        "the winner takes 45.0 ms, over the 30 ms budget"
+    ) in printed
     metrics = json.loads((out / "metrics.json").read_text())
     # kd-2's run (its best selection seed), its parameters, and test scores measured here, not the winner's.
     assert metrics["trial_id"] == "r-kd-2-1" and metrics["params"]["student_backbone"] == "mobilenet_v2"
@@ -41,8 +44,10 @@ def test_export_under_a_budget_writes_the_best_confirmed_student_within_it(sweep
     assert deployment["target"]["runtime"] == "onnxruntime-int8" and deployment["measured_at"] == MEASURED_AT
     assert deployment["fastest_alternative"] is None and deployment["instead_of"] == "kd-1"
     card = (out / "MODEL_CARD.md").read_text()
-    assert ("**Latency:** 20.0 ms per call (100.0 frames/s) with ONNX Runtime int8, CPU, 2 threads, 64 px, batch 2, "
-            f"measured on {MEASURED_AT}; chosen under a 30 ms budget.") in card  # no confirmed student is faster
+    assert (
+        "**Latency:** 20.0 ms per call (100.0 frames/s) with ONNX Runtime int8, CPU, 2 threads, 64 px, batch 2, "
+        f"measured on {MEASURED_AT}; chosen under a 30 ms budget."
+    ) in card  # no confirmed student is faster
     assert "exported instead of its winner `kd-1`" in card
 
 
@@ -72,8 +77,10 @@ def test_without_a_budget_flag_the_targets_own_budget_keeps_the_winner_with_its_
     assert deployment["fps"] == pytest.approx(2000 / 45, abs=0.05) and deployment["instead_of"] is None
     # The fastest confirmed student faster than it is named (what more speed would cost).
     assert deployment["fastest_alternative"]["backbone"] == "mobilenet_v2"
-    assert "chosen under a 50 ms budget (fastest confirmed alternative: mobilenet_v2, kd-2, 20.0 ms, mean val " \
-           "Dice 0.7900)." in card_latency_line(deployment)
+    assert (
+        "chosen under a 50 ms budget (fastest confirmed alternative: mobilenet_v2, kd-2, 20.0 ms, mean val "
+        "Dice 0.7900)." in card_latency_line(deployment)
+    )
     assert DESCRIBED.removesuffix(", budget 50 ms") in card_latency_line(deployment)
 
 

@@ -1,5 +1,6 @@
 """Multi-node sweeps on one machine (`ray.cluster_utils.Cluster`: a head with no CPUs for trials and
 two 1-CPU worker nodes): trials spread over nodes, survive a lost worker node, and a killed driver."""
+
 import csv
 import os
 import signal
@@ -39,11 +40,24 @@ def cluster(monkeypatch):
 def space_file(tmp_path: Path, demo_root: Path, name: str, num_samples: int = 4, checkpoint_every: int = 1) -> Path:
     space = {
         "name": name,
-        "base": {"mode": "baseline", "data_root": str(demo_root), "encoder_weights": None, "img_size": 64,
-                 "batch_size": 4, "num_workers": 0, "val_fraction": 0.25, "device": "cpu"},
+        "base": {
+            "mode": "baseline",
+            "data_root": str(demo_root),
+            "encoder_weights": None,
+            "img_size": 64,
+            "batch_size": 4,
+            "num_workers": 0,
+            "val_fraction": 0.25,
+            "device": "cpu",
+        },
         "parameters": {"learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2}},
-        "search": {"num_samples": num_samples, "max_concurrent_trials": 2, "seed": 0, "max_failures": 3,
-                   "checkpoint_every": checkpoint_every},
+        "search": {
+            "num_samples": num_samples,
+            "max_concurrent_trials": 2,
+            "seed": 0,
+            "max_failures": 3,
+            "checkpoint_every": checkpoint_every,
+        },
         # grace_period = max_t: ASHA stops nothing, so every trial must reach max_t.
         "asha": {"max_t": MAX_T, "grace_period": MAX_T, "reduction_factor": 2},
         "resources": {"cpu": 1},
@@ -74,11 +88,12 @@ def recovery_report(trials_dir: Path) -> dict:
             before = df[df.index < restarts[restarts["restored_from_epoch"] == start].index[0]]
             epochs_lost += int(before["epoch"].max()) - int(start)
         # Never back to epoch 1 once a checkpoint existed: the first report of every run follows its restore.
-        assert (df.groupby("restored_from_epoch")["epoch"].min() == df.groupby("restored_from_epoch")
-                ["restored_from_epoch"].min() + 1).all()
+        assert (
+            df.groupby("restored_from_epoch")["epoch"].min()
+            == df.groupby("restored_from_epoch")["restored_from_epoch"].min() + 1
+        ).all()
     nodes = {n for df in results.values() for n in df["node_id"]}
-    return {"trials": len(results), "resumed_from_checkpoint": resumed, "epochs_lost": epochs_lost,
-            "nodes": len(nodes)}
+    return {"trials": len(results), "resumed_from_checkpoint": resumed, "epochs_lost": epochs_lost, "nodes": len(nodes)}
 
 
 def read_rows(sweep_dir: Path) -> list[dict]:
@@ -129,8 +144,16 @@ def test_trials_spread_over_nodes_and_survive_a_lost_worker(cluster, demo_root, 
     killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
     started = time.time()
     killer.start()
-    search_cli.main(["--space", str(space_file(tmp_path, demo_root, "lost-node")), "--storage", str(storage),
-                     "--address", cluster.address])
+    search_cli.main(
+        [
+            "--space",
+            str(space_file(tmp_path, demo_root, "lost-node")),
+            "--storage",
+            str(storage),
+            "--address",
+            cluster.address,
+        ]
+    )
     killer.join(timeout=5)
     wall = time.time() - started
     assert killed, "no worker was killed mid-trial"
@@ -148,11 +171,21 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
     trials_dir = storage / "lost-driver" / "trials"
     every = 2  # checkpoints at epochs 2, 4, 6, 8: a resumed trial may retrain at most one epoch
     space = space_file(tmp_path, demo_root, "lost-driver", num_samples=5, checkpoint_every=every)
-    cmd = [sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage),
-           "--address", cluster.address]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune.search",
+        "--space",
+        str(space),
+        "--storage",
+        str(storage),
+        "--address",
+        cluster.address,
+    ]
     started = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -183,5 +216,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(cluster, demo_r
     # the epochs since its last checkpoint.
     assert report["resumed_from_checkpoint"] >= len(moved)
     assert report["epochs_lost"] <= (every - 1) * report["resumed_from_checkpoint"]
-    print(f"\nkilled driver: {report}, finished before the kill {len(finished_before)}, "
-          f"recorded checkpoint gone for {len(moved)}, wall {wall:.0f}s")
+    print(
+        f"\nkilled driver: {report}, finished before the kill {len(finished_before)}, "
+        f"recorded checkpoint gone for {len(moved)}, wall {wall:.0f}s"
+    )

@@ -1,4 +1,5 @@
 """tune/front.py: the Dice–latency front on known numbers, and the choice of a student by latency budget."""
+
 import math
 
 import pytest
@@ -13,33 +14,56 @@ MAX = Objective("best_val_dice", "max")
 
 def confirmed(name: str, backbone: str, values: list[float], arm: str = "kd") -> Confirmed:
     sampled = Sampled(arm, {"student_backbone": backbone, "learning_rate": 1e-3})
-    return Confirmed(Candidate(name, f"t-{name}", sampled, max(values), 8), [1, 2, 3], values, values,
-                     [f"confirm/{name}-{i}/checkpoint" for i in range(3)], [f"{name}{i}" for i in range(3)])
+    return Confirmed(
+        Candidate(name, f"t-{name}", sampled, max(values), 8),
+        [1, 2, 3],
+        values,
+        values,
+        [f"confirm/{name}-{i}/checkpoint" for i in range(3)],
+        [f"{name}{i}" for i in range(3)],
+    )
 
 
 def student(ms: float, budget: float | None = 50.0) -> dict:
-    return {"latency_ms": ms, "fp32_ms": ms * 2, "int8_ms": ms, "measured_at": "here",
-            "feasible": budget is None or ms <= budget}
+    return {
+        "latency_ms": ms,
+        "fp32_ms": ms * 2,
+        "int8_ms": ms,
+        "measured_at": "here",
+        "feasible": budget is None or ms <= budget,
+    }
 
 
-STUDENTS = {"resnet34": student(90.0), "resnet18": student(45.0), "mobilenet_v2": student(20.0),
-            "efficientnet-b0": student(30.0), "tu-mobilenetv3_small_100": student(10.0)}
-CONFIRMED = [confirmed("kd-1", "resnet18", [0.80, 0.82, 0.81]),
-             confirmed("kd-2", "mobilenet_v2", [0.78, 0.80, 0.79]),
-             confirmed("baseline-1", "mobilenet_v2", [0.70, 0.72, 0.71], arm="baseline"),
-             confirmed("kd-3", "efficientnet-b0", [0.74, 0.76, 0.75]),     # slower and worse than mobilenet_v2
-             confirmed("kd-4", "tu-mobilenetv3_small_100", [math.nan, math.nan, math.nan])]  # every seed failed
+STUDENTS = {
+    "resnet34": student(90.0),
+    "resnet18": student(45.0),
+    "mobilenet_v2": student(20.0),
+    "efficientnet-b0": student(30.0),
+    "tu-mobilenetv3_small_100": student(10.0),
+}
+CONFIRMED = [
+    confirmed("kd-1", "resnet18", [0.80, 0.82, 0.81]),
+    confirmed("kd-2", "mobilenet_v2", [0.78, 0.80, 0.79]),
+    confirmed("baseline-1", "mobilenet_v2", [0.70, 0.72, 0.71], arm="baseline"),
+    confirmed("kd-3", "efficientnet-b0", [0.74, 0.76, 0.75]),  # slower and worse than mobilenet_v2
+    confirmed("kd-4", "tu-mobilenetv3_small_100", [math.nan, math.nan, math.nan]),
+]  # every seed failed
 
 
 def test_front_lists_every_backbone_fastest_first_and_marks_the_pareto_optimal():
     front = build_front(STUDENTS, CONFIRMED, MAX, "mobilenet_v2")
-    assert [e["backbone"] for e in front] == ["tu-mobilenetv3_small_100", "mobilenet_v2", "efficientnet-b0",
-                                              "resnet18", "resnet34"]
+    assert [e["backbone"] for e in front] == [
+        "tu-mobilenetv3_small_100",
+        "mobilenet_v2",
+        "efficientnet-b0",
+        "resnet18",
+        "resnet34",
+    ]
     by = {e["backbone"]: e for e in front}
     # The best confirmed configuration of each backbone (mobilenet_v2: the KD one, not the baseline's).
     assert by["mobilenet_v2"]["config"] == "kd-2" and by["mobilenet_v2"]["mean"] == pytest.approx(0.79)
     assert by["mobilenet_v2"]["ci95"][0] < 0.79 < by["mobilenet_v2"]["ci95"][1]
-    assert by["resnet18"]["checkpoint"] == "confirm/kd-1-1/checkpoint"   # its best seed
+    assert by["resnet18"]["checkpoint"] == "confirm/kd-1-1/checkpoint"  # its best seed
     # Unconfirmed (failed seeds, over budget) are listed with their latency and no score.
     assert by["tu-mobilenetv3_small_100"]["mean"] is None and by["resnet34"]["mean"] is None
     assert by["resnet34"]["feasible"] is False and by["resnet34"]["latency_ms"] == 90.0
@@ -60,12 +84,25 @@ def test_selection_confirms_the_best_of_every_backbone_even_one_asha_stopped_ear
 
     def row(trial_id: str, backbone: str, curve: dict[int, float]) -> TrialRow:
         last = max(curve)
-        return TrialRow(trial_id=trial_id, sampled=Sampled("kd", {"student_backbone": backbone}),
-                        end="finished" if last == 6 else "stopped by ASHA", epochs=last, objective=curve[last],
-                        best_val_dice=curve[last], best_val_iou=0.0, best_epoch=last, last_val_dice=curve[last],
-                        curve=curve)
-    rows = [row("a", "resnet18", {2: 0.5, 4: 0.6, 6: 0.7}), row("b", "resnet18", {2: 0.4, 4: 0.5}),
-            row("c", "mobilenet_v2", {2: 0.45}), row("d", "mobilenet_v2", {2: 0.3})]
+        return TrialRow(
+            trial_id=trial_id,
+            sampled=Sampled("kd", {"student_backbone": backbone}),
+            end="finished" if last == 6 else "stopped by ASHA",
+            epochs=last,
+            objective=curve[last],
+            best_val_dice=curve[last],
+            best_val_iou=0.0,
+            best_epoch=last,
+            last_val_dice=curve[last],
+            curve=curve,
+        )
+
+    rows = [
+        row("a", "resnet18", {2: 0.5, 4: 0.6, 6: 0.7}),
+        row("b", "resnet18", {2: 0.4, 4: 0.5}),
+        row("c", "mobilenet_v2", {2: 0.45}),
+        row("d", "mobilenet_v2", {2: 0.3}),
+    ]
     plain = choose_candidates(rows, 1, [2, 4, 6], MAX, arms=("kd",))
     assert [(c.trial_id, c.search_epochs) for c in plain] == [("a", 6)]
     front = choose_candidates(rows, 1, [2, 4, 6], MAX, arms=("kd",), front_of="mobilenet_v2")

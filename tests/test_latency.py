@@ -1,5 +1,6 @@
 """core/latency.py: a student's latency at a deployment target is measured (fp32, int8, PyTorch), cached per
 architecture, target and machine so a second ask does not measure, and a bad `deploy:` value is one line."""
+
 import json
 
 import pytest
@@ -25,8 +26,9 @@ def test_onnxruntime_fp32_and_int8_latencies_are_measured_from_one_export(demo_r
 
 
 def test_torch_latency_is_measured_at_the_target_batch():
-    ms = measure_latency(student_arch("resnet18"), DeployTarget(runtime="torch", img_size=64, batch=2, threads=1),
-                         repeats=3)
+    ms = measure_latency(
+        student_arch("resnet18"), DeployTarget(runtime="torch", img_size=64, batch=2, threads=1), repeats=3
+    )
     assert ms > 0
 
 
@@ -60,7 +62,7 @@ def test_an_unreadable_cache_file_is_measured_again(tmp_path, monkeypatch):
     arch, target = student_arch("resnet18"), DeployTarget(runtime="torch", img_size=64)
     path = tmp_path / "latency" / f"{latency_key(arch, target)}.json"
     path.parent.mkdir()
-    path.write_text("{\"ms\": ")  # a truncated file
+    path.write_text('{"ms": ')  # a truncated file
     monkeypatch.setattr(latency, "measure_latency", lambda *args, **kwargs: 3.0)
     record = cached_latency(arch, target, cache_dir=tmp_path)
     assert (record.ms, record.cached) == (3.0, False) and json.loads(path.read_text())["ms"] == 3.0
@@ -77,18 +79,33 @@ def test_what_latency_depends_on_changes_the_key_and_the_budget_does_not():
 
 
 def test_deploy_target_reads_a_yaml_mapping_and_describes_itself():
-    target = DeployTarget.from_dict({"runtime": "onnxruntime-int8", "threads": 4, "img_size": 352,
-                                     "latency_budget_ms": 25}, source="kd.yaml deploy")
-    assert target.to_dict() == {"runtime": "onnxruntime-int8", "device": "cpu", "img_size": 352, "batch": 1,
-                                "threads": 4, "latency_budget_ms": 25.0}
+    target = DeployTarget.from_dict(
+        {"runtime": "onnxruntime-int8", "threads": 4, "img_size": 352, "latency_budget_ms": 25}, source="kd.yaml deploy"
+    )
+    assert target.to_dict() == {
+        "runtime": "onnxruntime-int8",
+        "device": "cpu",
+        "img_size": 352,
+        "batch": 1,
+        "threads": 4,
+        "latency_budget_ms": 25.0,
+    }
     assert target.describe() == "ONNX Runtime int8, CPU, 4 threads, 352 px, batch 1, budget 25 ms"
     assert DeployTarget.from_dict(None, source="kd.yaml deploy") == DeployTarget()
 
 
-@pytest.mark.parametrize("raw, key", [({"runtime": "tensorrt"}, "runtime"), ({"device": "tpu"}, "device"),
-                                      ({"img_size": 100}, "img_size"), ({"threads": -1}, "threads"),
-                                      ({"batch": 0}, "batch"), ({"latency_budget_ms": "fast"}, "latency_budget_ms"),
-                                      ({"runtimes": "torch"}, "runtimes")])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"runtime": "tensorrt"}, "runtime"),
+        ({"device": "tpu"}, "device"),
+        ({"img_size": 100}, "img_size"),
+        ({"threads": -1}, "threads"),
+        ({"batch": 0}, "batch"),
+        ({"latency_budget_ms": "fast"}, "latency_budget_ms"),
+        ({"runtimes": "torch"}, "runtimes"),
+    ],
+)
 def test_a_bad_deploy_value_is_one_line_naming_the_file_and_key(raw, key):
     with pytest.raises(UserError) as info:
         DeployTarget.from_dict(raw, source="search_spaces/kd.yaml deploy")
@@ -100,12 +117,18 @@ def test_a_bad_deploy_value_is_one_line_naming_the_file_and_key(raw, key):
 
 # The same three errors read the same in a training config (tests/test_config.py) and a search space
 # (tests/test_space.py): one validator, core/validation.py.
-@pytest.mark.parametrize("raw, message", [
-    ({"thread": 2}, "kd.yaml: deploy.thread: unknown key; known keys: runtime, device, img_size, batch, threads, "
-                    "latency_budget_ms"),
-    ({"batch": "abc"}, "kd.yaml: deploy.batch: expected an integer, got 'abc'"),
-    ({"batch": 0}, "kd.yaml: deploy.batch: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"thread": 2},
+            "kd.yaml: deploy.thread: unknown key; known keys: runtime, device, img_size, batch, threads, "
+            "latency_budget_ms",
+        ),
+        ({"batch": "abc"}, "kd.yaml: deploy.batch: expected an integer, got 'abc'"),
+        ({"batch": 0}, "kd.yaml: deploy.batch: must be >= 1, got 0"),
+    ],
+)
 def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(raw, message):
     with pytest.raises(UserError) as info:
         DeployTarget.from_dict(raw, "kd.yaml", at="deploy")

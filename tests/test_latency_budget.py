@@ -1,6 +1,7 @@
 """A sweep with a deploy target: each student's latency is read from the cache (a second sweep never measures
 again), a proposal over the budget is never trained and is infeasible in the Optuna study, best.json holds the
 front; a budget no student meets stops the sweep before Ray starts, naming the fastest."""
+
 import dataclasses
 import json
 from pathlib import Path
@@ -16,16 +17,24 @@ from tune import search as search_cli
 from tune.space import load_space
 from tune.sweep.study import journal_storage
 
-FAST, SLOW = "mobilenet_v2", "tu-mobilenetv3_small_100"   # tiny_space's two students
-KNOWN_MS = {FAST: 5.0, SLOW: 50.0}                      # seeded in the cache: the test does not time anything
+FAST, SLOW = "mobilenet_v2", "tu-mobilenetv3_small_100"  # tiny_space's two students
+KNOWN_MS = {FAST: 5.0, SLOW: 50.0}  # seeded in the cache: the test does not time anything
 DEPLOY = {"runtime": "onnxruntime", "device": "cpu", "threads": 1, "latency_budget_ms": 10.0}
 
 
 def budget_space(demo_root: Path, tmp_path: Path, **deploy) -> Path:
-    space = tiny_space(demo_root, num_samples=4, max_t=1, cache_dir=tmp_path / "cache", name="rt",
-                       control=None, confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2},
-                       deploy={**DEPLOY, **deploy}, wandb={"mode": "disabled"})
-    space["base"]["mode"] = "baseline"   # no teacher to train: the budget is what is tested
+    space = tiny_space(
+        demo_root,
+        num_samples=4,
+        max_t=1,
+        cache_dir=tmp_path / "cache",
+        name="rt",
+        control=None,
+        confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2},
+        deploy={**DEPLOY, **deploy},
+        wandb={"mode": "disabled"},
+    )
+    space["base"]["mode"] = "baseline"  # no teacher to train: the budget is what is tested
     path = tmp_path / "rt.yaml"
     path.write_text(yaml.safe_dump(space))
     return path
@@ -48,6 +57,7 @@ def seed_cache(space_file: Path) -> None:
 def no_measuring(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("latency measured again: the cache was not used")
+
     monkeypatch.setattr("core.latency.measure_latency", refuse)
 
 
@@ -67,8 +77,10 @@ def test_over_budget_students_are_never_trained_and_the_front_lists_both(demo_ro
     study = optuna.load_study(study_name="rt", storage=journal_storage(sweep))
     told = [t for t in study.trials if t.user_attrs.get("infeasible")]
     assert len(told) == len(infeasible) and all(t.params["student_backbone"] == SLOW for t in told)
-    assert all(t.state.name == "PRUNED" and t.user_attrs["latency_ms"] == KNOWN_MS[SLOW] and not t.intermediate_values
-               for t in told)
+    assert all(
+        t.state.name == "PRUNED" and t.user_attrs["latency_ms"] == KNOWN_MS[SLOW] and not t.intermediate_values
+        for t in told
+    )
     # TPE's constraint (latency minus budget): positive for the slow student, negative for every trained one.
     assert all(t.constraints == {"latency_over_budget_ms": 40.0} for t in told)
     assert all(t.constraints == {"latency_over_budget_ms": -5.0} for t in study.trials if t not in told)
@@ -90,11 +102,12 @@ def test_a_budget_no_student_meets_is_exit_2_before_ray_starts(demo_root, tmp_pa
         search_cli.main(["--space", str(space_file), "--storage", str(tmp_path / "results"), "--num-cpus", "2"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"the fastest is {FAST} at 5.0 ms" in err and "Traceback" not in err
-    assert not (tmp_path / "results" / "rt").exists()   # nothing written: the same command works once fixed
+    assert not (tmp_path / "results" / "rt").exists()  # nothing written: the same command works once fixed
 
 
 def test_deploy_target_mistakes_are_one_line_naming_the_key(tmp_path):
     from core.errors import UserError
+
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml").read_text())
     raw["deploy"]["runtime"] = "tensorrt"
     path = tmp_path / "bad.yaml"

@@ -59,6 +59,7 @@ def test_supervised_loss_prefers_the_right_answer():
 @pytest.fixture
 def l1_kd_loss():
     """A throwaway KD term registered as 'test-l1', removed again so that no other test sees it."""
+
     @register_kd_loss("test-l1")
     def l1(student_logits, teacher_logits, temperature):
         return (student_logits - teacher_logits).abs().mean() / temperature

@@ -6,8 +6,8 @@ from core.metrics import SegmentationScores, dice_iou, mean_over_sets
 def test_dice_and_iou_on_hand_made_masks():
     pred = torch.zeros(4, 4, dtype=torch.bool)
     target = torch.zeros(4, 4, dtype=torch.bool)
-    pred[0, :] = True       # 4 pixels
-    target[0, :2] = True    # 2 pixels, both inside pred
+    pred[0, :] = True  # 4 pixels
+    target[0, :2] = True  # 2 pixels, both inside pred
     dice, iou = dice_iou(pred, target)
     assert dice == 2 * 2 / (4 + 2)
     assert iou == 2 / 4
@@ -27,7 +27,7 @@ def test_empty_prediction_on_non_empty_mask_scores_zero():
 def test_scores_are_averaged_per_image_at_the_mask_resolution():
     scores = SegmentationScores()
     logits = torch.full((2, 1, 4, 4), -10.0)
-    logits[0] = 10.0                               # image 0: predicts everything
+    logits[0] = 10.0  # image 0: predicts everything
     masks = [torch.ones(8, 8), torch.zeros(6, 6)]  # different original sizes
     scores.add_batch(logits, masks)
     summary = scores.summary()

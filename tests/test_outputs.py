@@ -1,6 +1,7 @@
 """core/files.py's one rule for every --out (export, predict, evaluate, demo data, split): only an output of
 the same kind that this project wrote is replaced, never an input or a sweep folder, and a full disk or a
 read-only folder is one line with the earlier output left as it was."""
+
 import errno
 import json
 import os
@@ -53,8 +54,12 @@ def no_temporaries(folder: Path) -> bool:
     return not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
-TEST_REPORT = {"test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}}, "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
-               "missing": [], "synthetic": True}
+TEST_REPORT = {
+    "test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}},
+    "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
+    "missing": [],
+    "synthetic": True,
+}
 
 
 @pytest.fixture()
@@ -93,6 +98,7 @@ def image(demo_root, tmp_path):
 
 # --- the rule itself ---
 
+
 def test_absent_empty_and_own_folders_may_be_written(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "own").mkdir()
@@ -106,15 +112,26 @@ def test_a_folder_without_the_marker_or_a_file_is_refused_naming_it(tmp_path):
     user_folder(tmp_path / "mine")
     with pytest.raises(UserError) as info:
         check_output(tmp_path / "mine", KIND)
-    assert str(info.value) == f"{tmp_path / 'mine'}: not an export folder (no metrics.json); choose another --out " \
-                              f"or remove it"
+    assert (
+        str(info.value) == f"{tmp_path / 'mine'}: not an export folder (no metrics.json); choose another --out "
+        f"or remove it"
+    )
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match=r"file: not an export folder \(a file\)"):
         check_output(tmp_path / "file", KIND)
 
 
-@pytest.mark.parametrize("out, relation", [("inputs", "is"), ("inputs/a/b", "lies inside"), ("..", "contains"),
-                                           ("link", "is"), ("link/x/../y", "lies inside"), ("inputs/../inputs", "is")])
+@pytest.mark.parametrize(
+    "out, relation",
+    [
+        ("inputs", "is"),
+        ("inputs/a/b", "lies inside"),
+        ("..", "contains"),
+        ("link", "is"),
+        ("link/x/../y", "lies inside"),
+        ("inputs/../inputs", "is"),
+    ],
+)
 def test_an_out_that_is_holds_or_lies_inside_an_input_is_refused_after_resolving(tmp_path, out, relation):
     (tmp_path / "inputs").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "inputs")
@@ -132,18 +149,22 @@ def test_an_allowed_path_may_lie_inside_a_protected_folder_but_not_be_it(tmp_pat
 
 # --- export ---
 
+
 def test_export_cli_leaves_a_user_folder_byte_identical(student_checkpoint, tmp_path, capsys):
     mine = user_folder(tmp_path / "mine")
     before = snapshot(mine)
     with pytest.raises(SystemExit) as info:
         export_module.main(["--checkpoint", str(student_checkpoint), "--out", str(mine)])
-    assert one_line_exit_2(info, capsys) == f"{mine}: not an export folder (no metrics.json); choose another " \
-                                            f"--out or remove it"
+    assert (
+        one_line_exit_2(info, capsys) == f"{mine}: not an export folder (no metrics.json); choose another "
+        f"--out or remove it"
+    )
     assert snapshot(mine) == before
 
 
 def test_export_refuses_an_out_that_holds_the_checkpoint_run_even_when_it_looks_like_an_export(
-        student_checkpoint, tmp_path, capsys):
+    student_checkpoint, tmp_path, capsys
+):
     run = tmp_path / "work" / "runs" / "baseline"
     run.mkdir(parents=True)
     shutil.copy(student_checkpoint, run / "best.pt")  # no test scores beside it: refused before scoring
@@ -164,11 +185,25 @@ def fake_sweep(student_checkpoint, tmp_path):
     sweep = tmp_path / "results" / "kd"
     (sweep / "confirm" / "t1").mkdir(parents=True)
     shutil.copy(student_checkpoint, sweep / "confirm" / "t1" / "best.pt")
-    test = {"test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}}, "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
-            "missing": [], "synthetic": True}
-    best = {"checkpoint": "confirm/t1/best.pt", "sweep": "kd", "trial_id": "t1", "best_epoch": 1,
-            "objective": {"metric": "best_val_dice", "mode": "max"}, "best_val_dice": 0.6, "best_val_iou": 0.5,
-            "params": {}, "test": test, "synthetic_data": True, "kd_vs_baseline": None}
+    test = {
+        "test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}},
+        "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
+        "missing": [],
+        "synthetic": True,
+    }
+    best = {
+        "checkpoint": "confirm/t1/best.pt",
+        "sweep": "kd",
+        "trial_id": "t1",
+        "best_epoch": 1,
+        "objective": {"metric": "best_val_dice", "mode": "max"},
+        "best_val_dice": 0.6,
+        "best_val_iou": 0.5,
+        "params": {},
+        "test": test,
+        "synthetic_data": True,
+        "kd_vs_baseline": None,
+    }
     (sweep / "best.json").write_text(json.dumps(best))
     (sweep / "sweep.json").write_text("{}")
     return sweep
@@ -191,8 +226,9 @@ def test_sweep_export_writes_its_default_folder_inside_the_sweep(fake_sweep, cap
     assert (fake_sweep / "export" / "model.pt").is_file() and "exported trial t1" in capsys.readouterr().out
 
 
-def test_full_disk_during_export_is_one_line_and_the_old_export_stays(run_dir, old_export, tmp_path, capsys,
-                                                                     monkeypatch):
+def test_full_disk_during_export_is_one_line_and_the_old_export_stays(
+    run_dir, old_export, tmp_path, capsys, monkeypatch
+):
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full")
     before = snapshot(old_export)
@@ -223,6 +259,7 @@ def test_file_too_large_names_the_file_it_was_writing(run_dir, old_export, tmp_p
 
 # --- predict ---
 
+
 def test_predict_refuses_an_out_holding_its_inputs_and_deletes_nothing(model_dir, image, tmp_path, capsys):
     work = tmp_path / "work"
     best_cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(work)])  # an earlier run
@@ -236,8 +273,9 @@ def test_predict_refuses_an_out_holding_its_inputs_and_deletes_nothing(model_dir
     assert snapshot(work) == before
 
 
-@pytest.mark.parametrize("layout", ["out is the input folder through a link", "out holds the model folder",
-                                    "out inside a sweep folder"])
+@pytest.mark.parametrize(
+    "layout", ["out is the input folder through a link", "out holds the model folder", "out inside a sweep folder"]
+)
 def test_predict_refuses_inputs_the_model_and_sweeps_as_out(layout, model_dir, image, tmp_path, capsys):
     model, source = model_dir, image
     if layout == "out is the input folder through a link":
@@ -260,8 +298,9 @@ def test_predict_refuses_inputs_the_model_and_sweeps_as_out(layout, model_dir, i
     assert snapshot(tmp_path) == before
 
 
-def test_full_disk_during_predict_is_one_line_and_the_old_predictions_stay(model_dir, image, tmp_path, capsys,
-                                                                          monkeypatch):
+def test_full_disk_during_predict_is_one_line_and_the_old_predictions_stay(
+    model_dir, image, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out"
     best_cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(out)])
     before = snapshot(out)
@@ -303,11 +342,13 @@ def test_out_in_a_read_only_folder_is_one_line_naming_it(command, model_dir, ima
         locked.chmod(0o755)
     assert one_line_exit_2(info, capsys) in (
         f"{locked}: cannot write there ({reason}); choose another --out or make it writable"
-        for reason in ("read-only file system", "permission denied"))
+        for reason in ("read-only file system", "permission denied")
+    )
     assert list(locked.iterdir()) == []
 
 
 # --- evaluate ---
+
 
 @pytest.fixture()
 def test_dir(demo_root, tmp_path):
@@ -317,12 +358,14 @@ def test_dir(demo_root, tmp_path):
 
 
 def evaluate(checkpoint, test_dir, out, *more):
-    evaluate_cli(["--checkpoint", str(checkpoint), "--test-dir", str(test_dir), "--out", str(out),
-                  "--device", "cpu", *more])
+    evaluate_cli(
+        ["--checkpoint", str(checkpoint), "--test-dir", str(test_dir), "--out", str(out), "--device", "cpu", *more]
+    )
 
 
-def test_evaluate_replaces_its_own_output_but_not_a_user_or_export_folder(student_checkpoint, test_dir,
-                                                                         tmp_path, capsys):
+def test_evaluate_replaces_its_own_output_but_not_a_user_or_export_folder(
+    student_checkpoint, test_dir, tmp_path, capsys
+):
     out = tmp_path / "eval"
     for _ in range(2):
         evaluate(student_checkpoint, test_dir, out, "--save-visuals", "--max-visuals", "1")
@@ -335,19 +378,24 @@ def test_evaluate_replaces_its_own_output_but_not_a_user_or_export_folder(studen
         before = snapshot(folder)
         with pytest.raises(SystemExit) as info:
             evaluate(student_checkpoint, test_dir, folder, "--save-visuals")
-        assert one_line_exit_2(info, capsys) == f"{folder}: not an evaluation folder (no {marker}); choose " \
-                                                f"another --out or remove it"
+        assert (
+            one_line_exit_2(info, capsys) == f"{folder}: not an evaluation folder (no {marker}); choose "
+            f"another --out or remove it"
+        )
         assert snapshot(folder) == before
 
 
-def test_evaluate_refuses_an_out_inside_the_test_dir_or_holding_the_checkpoint(student_checkpoint, test_dir,
-                                                                              tmp_path, capsys):
+def test_evaluate_refuses_an_out_inside_the_test_dir_or_holding_the_checkpoint(
+    student_checkpoint, test_dir, tmp_path, capsys
+):
     run = tmp_path / "work" / "runs" / "teacher"
     run.mkdir(parents=True)
     shutil.copy(student_checkpoint, run / "best.pt")
     before = snapshot(tmp_path)
-    for out, needle in ((test_dir / "results" / "eval", f"the output lies inside the --test-dir folder {test_dir}"),
-                        (tmp_path / "work", f"the output contains the checkpoint folder {run}")):
+    for out, needle in (
+        (test_dir / "results" / "eval", f"the output lies inside the --test-dir folder {test_dir}"),
+        (tmp_path / "work", f"the output contains the checkpoint folder {run}"),
+    ):
         with pytest.raises(SystemExit) as info:
             evaluate(run, test_dir, out)
         assert needle in one_line_exit_2(info, capsys)
@@ -355,6 +403,7 @@ def test_evaluate_refuses_an_out_inside_the_test_dir_or_holding_the_checkpoint(s
 
 
 # --- demo data and split files ---
+
 
 def test_demo_data_replaces_earlier_demo_data_but_not_a_user_folder(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -365,8 +414,10 @@ def test_demo_data_replaces_earlier_demo_data_but_not_a_user_folder(tmp_path, ca
     before = snapshot(mine)
     with pytest.raises(SystemExit) as info:
         data_cli(["demo", "--out", str(mine), *DEMO_ARGS])
-    assert one_line_exit_2(info, capsys) == f"{mine}: not a demo data folder (no {SYNTHETIC_MARKER}); choose " \
-                                            f"another --out or remove it"
+    assert (
+        one_line_exit_2(info, capsys) == f"{mine}: not a demo data folder (no {SYNTHETIC_MARKER}); choose "
+        f"another --out or remove it"
+    )
     assert snapshot(mine) == before
 
 
@@ -380,9 +431,13 @@ def test_split_replaces_its_own_file_but_not_a_user_file_or_its_groups(demo_root
     notes.write_text("buy milk\n")
     groups = tmp_path / "groups.csv"
     groups.write_text("stem,group\n")
-    for args, needle in ((["--out", str(notes)], f"{notes}: not a split file (line 'buy milk' is no training"),
-                         (["--val-groups", str(groups), "--out", str(groups)],
-                          f"{groups}: the output is the --val-groups file {groups}")):
+    for args, needle in (
+        (["--out", str(notes)], f"{notes}: not a split file (line 'buy milk' is no training"),
+        (
+            ["--val-groups", str(groups), "--out", str(groups)],
+            f"{groups}: the output is the --val-groups file {groups}",
+        ),
+    ):
         with pytest.raises(SystemExit) as info:
             data_cli(["split", "--data-root", str(demo_root), *args])
         assert one_line_exit_2(info, capsys).startswith(needle)

@@ -1,5 +1,6 @@
 """core/predict.py, core/demo.py and `tune.best predict|demo`: predictions at each image's own size that
 match evaluation, both runtimes agree, bad inputs are named and skipped, the demo serves over HTTP."""
+
 import csv
 import shutil
 import socket
@@ -84,8 +85,12 @@ def test_predictor_scores_the_test_set_as_core_evaluate_does(export_dir, onnx_pr
 
     pairs = discover(demo_root).test_sets["Kvasir"]
     predictions = onnx_predictor.predict([read_image(p.image) for p in pairs])
-    dice = np.mean([dice_iou(torch.from_numpy(pred.mask), torch.from_numpy(read_mask(p.mask)))[0]
-                    for pred, p in zip(predictions, pairs)])
+    dice = np.mean(
+        [
+            dice_iou(torch.from_numpy(pred.mask), torch.from_numpy(read_mask(p.mask)))[0]
+            for pred, p in zip(predictions, pairs)
+        ]
+    )
     exported = json.loads((export_dir / "metrics.json").read_text())
     assert dice == pytest.approx(exported["test"]["test_sets"]["Kvasir"]["dice"], abs=1e-6)
 
@@ -104,8 +109,9 @@ def test_predict_cli_writes_masks_and_overlays_and_names_each_bad_file(export_di
     empty.mkdir()
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        best_cli.main(["predict", "--model", str(export_dir), str(images), str(empty), "--out", str(out),
-                       "--batch-size", "1"])
+        best_cli.main(
+            ["predict", "--model", str(export_dir), str(images), str(empty), "--out", str(out), "--batch-size", "1"]
+        )
     assert info.value.code == 2
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if "error:" in line]
@@ -161,9 +167,12 @@ def write_onnx_taking(path, size):
     from onnx import TensorProto, helper
 
     shape = ["batch", 3, size, size]
-    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["logits"])], "stand-in",
-                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["logits"])],
+        "stand-in",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # one every ONNX Runtime of the last years reads
     onnx.save(model, str(path))
@@ -263,7 +272,8 @@ def test_demo_app_serves_the_page_and_segments_an_upload_offline(onnx_predictor,
 
 def test_predict_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep(export_dir, demo_root, tmp_path):
     images = demo_root / "TestDataset" / "Kvasir" / "images"
-    bad, output = heavy_modules_imported("tune.best", ["predict", "--model", str(export_dir), str(images),
-                                                       "--out", str(tmp_path / "out")])
+    bad, output = heavy_modules_imported(
+        "tune.best", ["predict", "--model", str(export_dir), str(images), "--out", str(tmp_path / "out")]
+    )
     assert bad == [] and "EXIT 0" in output, output[-2000:]
     assert len(list((tmp_path / "out" / "masks").iterdir())) == len(list(images.iterdir()))

@@ -1,5 +1,6 @@
 """tune/sweep/prepare.py and tune/cluster/teacher_upload.py: what trials ask for (GPUs from the space on a
 cluster, none on a CPU-only machine), and which teacher a cluster sweep must upload first."""
+
 import pytest
 import yaml
 

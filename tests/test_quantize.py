@@ -2,6 +2,7 @@
 only, kept only where it holds validation Dice (else removed, saying why in one line), skipped when the data
 or the training split cannot be rebuilt, listed in metrics.json and the model card, and runnable by the
 Predictor when asked for."""
+
 import json
 import re
 
@@ -68,8 +69,10 @@ def test_int8_is_kept_only_when_it_holds_validation_dice(trained, fp32_onnx, tmp
     import onnxruntime as ort
 
     x = torch.randn(2, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0)).numpy()
-    fp32, int8 = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
-                  for p in (fp32_onnx, int8_path))
+    fp32, int8 = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+        for p in (fp32_onnx, int8_path)
+    )
     assert ((fp32 > 0) == (int8 > 0)).mean() > 0.9
     assert np.abs(fp32 - int8).mean() < 0.25 * np.abs(fp32).mean()
 

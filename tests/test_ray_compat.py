@@ -4,6 +4,7 @@ rather than as a wrong sweep result; VERIFIED_RAY_VERSION is raised once this wh
 
 The tests marked slow share one local Ray and one small experiment (two trials, one of them errored).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -72,7 +73,7 @@ from tune.sweep.study import journal_storage
 from tune.tracking.run_settings import TrialRunSettings
 
 SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True)}
-GOOD_LR, FAILING_LR = 0.001, 0.002   # the experiment's two trials: one ends, one raises after its first epoch
+GOOD_LR, FAILING_LR = 0.001, 0.002  # the experiment's two trials: one ends, one raises after its first epoch
 # The runs' objective: reported by no trial and no config key, so only its metric definition names it.
 OBJECTIVE = Objective("best_val_iou", "max")
 
@@ -82,8 +83,10 @@ def _trainable(config: dict) -> None:
     for epoch in (1, 2):
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / EPOCH_FILE).write_text(json.dumps({"epoch": epoch}))
-            tune.report({"epoch": epoch, "score": epoch * config["learning_rate"]},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(
+                {"epoch": epoch, "score": epoch * config["learning_rate"]},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
         if config["learning_rate"] == FAILING_LR:
             raise ValueError("boom")
 
@@ -94,10 +97,10 @@ class StagingProbe(tune.Callback):
 
     def __init__(self):
         self.trials: list = []
-        self.staged: list[tuple[list[str], bytes]] = []   # (staged file names, the staged experiment state)
+        self.staged: list[tuple[list[str], bytes]] = []  # (staged file names, the staged experiment state)
 
     def __getstate__(self) -> dict:
-        return {"trials": [], "staged": []}   # Ray pickles its callbacks in tuner.pkl
+        return {"trials": [], "staged": []}  # Ray pickles its callbacks in tuner.pkl
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         self.trials = trials
@@ -126,20 +129,34 @@ def experiment(ray_session, tmp_path_factory) -> SimpleNamespace:
     """One Tuner run: Ray's OptunaSearch, checkpoints kept one per trial, the sweep's W&B callback offline."""
     root = tmp_path_factory.mktemp("ray_compat")
     probe = StagingProbe()
-    wandb_callback = SweepWandbLoggerCallback(project="ray-compat", mode="offline", dir=str(root), log_config=False,
-                                              settings=TrialRunSettings("compat", TrainConfig(), OBJECTIVE))
-    searcher = OptunaSearch(space=SPACE, metric="score", mode="max",
-                            points_to_evaluate=[{"learning_rate": GOOD_LR}, {"learning_rate": FAILING_LR}])
-    tuner = tune.Tuner(_trainable, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=2,
-                                                               max_concurrent_trials=1),
-                       run_config=tune.RunConfig(name="exp", storage_path=str(root), verbose=0,
-                                                 callbacks=[probe, wandb_callback],
-                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                                 failure_config=tune.FailureConfig(max_failures=0)))
+    wandb_callback = SweepWandbLoggerCallback(
+        project="ray-compat",
+        mode="offline",
+        dir=str(root),
+        log_config=False,
+        settings=TrialRunSettings("compat", TrainConfig(), OBJECTIVE),
+    )
+    searcher = OptunaSearch(
+        space=SPACE,
+        metric="score",
+        mode="max",
+        points_to_evaluate=[{"learning_rate": GOOD_LR}, {"learning_rate": FAILING_LR}],
+    )
+    tuner = tune.Tuner(
+        _trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=2, max_concurrent_trials=1),
+        run_config=tune.RunConfig(
+            name="exp",
+            storage_path=str(root),
+            verbose=0,
+            callbacks=[probe, wandb_callback],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
     tuner.fit()
     trials = {t.config["learning_rate"]: t for t in recorded_trials(str(root / "exp"))}
-    return SimpleNamespace(root=root, path=root / "exp", probe=probe, good=trials[GOOD_LR],
-                           failed=trials[FAILING_LR])
+    return SimpleNamespace(root=root, path=root / "exp", probe=probe, good=trials[GOOD_LR], failed=trials[FAILING_LR])
 
 
 def newest(folder: Path, pattern: str) -> Path:
@@ -150,10 +167,12 @@ def newest(folder: Path, pattern: str) -> Path:
 
 # --- the version checked ---------------------------------------------------------------------------------
 
+
 def test_the_installed_ray_is_the_verified_one():
     assert ray.__version__ == ray_compat.VERIFIED_RAY_VERSION, (
         f"Ray {ray.__version__} is installed, tune/sweep/ray_compat was verified against "
-        f"{ray_compat.VERIFIED_RAY_VERSION}: once every test of this file passes, raise VERIFIED_RAY_VERSION")
+        f"{ray_compat.VERIFIED_RAY_VERSION}: once every test of this file passes, raise VERIFIED_RAY_VERSION"
+    )
 
 
 def test_another_ray_version_warns_on_import_without_importing_ray(monkeypatch):
@@ -169,9 +188,12 @@ def test_another_ray_version_warns_on_import_without_importing_ray(monkeypatch):
 
 # --- conventions: files, folder names, rules, timings ----------------------------------------------------
 
+
 def test_state_file_names_are_the_ones_ray_writes_and_restores():
-    rays = tuple(c.CKPT_FILE_TMPL.format("*") for c in (TuneController, SearchGenerator, Searcher,
-                                                         BasicVariantGenerator, CallbackList))
+    rays = tuple(
+        c.CKPT_FILE_TMPL.format("*")
+        for c in (TuneController, SearchGenerator, Searcher, BasicVariantGenerator, CallbackList)
+    )
     assert (*rays, _TUNER_PKL) == STATE_FILES and _TUNER_PKL == TUNER_FILE
     assert TuneController.CKPT_FILE_TMPL.format("*") == EXPERIMENT_STATE
     assert Searcher.CKPT_FILE_TMPL.format("*") == SEARCHER_STATE
@@ -179,7 +201,7 @@ def test_state_file_names_are_the_ones_ray_writes_and_restores():
 
 def test_ray_reads_the_state_file_with_the_greatest_name_not_the_newest_one(tmp_path):
     names = ["2026-01-02_10-00-00", "2026-03-01_09-00-00", "2026-02-01_23-59-59"]
-    for age, stamp in enumerate(names):   # the greatest name is the oldest file on disk
+    for age, stamp in enumerate(names):  # the greatest name is the oldest file on disk
         for pattern in (EXPERIMENT_STATE, SEARCHER_STATE):
             path = tmp_path / pattern.replace("*", stamp)
             path.write_bytes(cloudpickle.dumps({"stamp": stamp}))
@@ -200,7 +222,7 @@ def test_tune_stops_on_sigusr1_and_leaves_sigint_to_the_driver():
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, TUNE_STOP_SIGNAL)}
     try:
-        stopped = _setup_signal_catching()   # what Tune's run loop does when it starts
+        stopped = _setup_signal_catching()  # what Tune's run loop does when it starts
         handler = signal.getsignal(TUNE_STOP_SIGNAL)
         assert callable(handler) and handler is not before[TUNE_STOP_SIGNAL]
         # TUNE_DISABLE_SIGINT_HANDLER (tune/sweep/__init__.py): Ctrl-C stays with tune/sweep/signals.py
@@ -227,6 +249,7 @@ def test_rays_logging_actor_calls_wandb_init_through_its_wandb_attribute():
 
 # --- OptunaSearch's and Optuna's internals (no Ray run) --------------------------------------------------
 
+
 def test_optuna_search_internals_name_what_ray_keeps():
     search = OptunaSearchInternals(space=SPACE, metric="score", mode="max")
     config = search.suggest("t1")
@@ -236,7 +259,7 @@ def test_optuna_search_internals_name_what_ray_keeps():
     assert reported_steps(trial) == {1: 0.3}
     (frozen,) = search.study.get_trials(deepcopy=False)
     assert storage_id(trial) == storage_id(frozen) == storage_id(optuna_trial(search.study, frozen))
-    OptunaSearch.on_trial_complete(search, "t1", {"score": 0.3})   # Ray's own bookkeeping of a told trial
+    OptunaSearch.on_trial_complete(search, "t1", {"score": 0.3})  # Ray's own bookkeeping of a told trial
     assert search.open_trial("t1") is None and search.asked("t1") is trial
     search.forget("t1")
     assert search.asked("t1") is None
@@ -247,15 +270,17 @@ def test_optuna_search_internals_name_what_ray_keeps():
 def test_a_restored_optuna_search_writes_its_own_journal_not_the_pickled_one(tmp_path):
     for name in ("first", "copy"):
         (tmp_path / name).mkdir()
-    first = OptunaSearchInternals(space=SPACE, metric="score", mode="max", study_name="s",
-                                  storage=journal_storage(tmp_path / "first"))
+    first = OptunaSearchInternals(
+        space=SPACE, metric="score", mode="max", study_name="s", storage=journal_storage(tmp_path / "first")
+    )
     first.suggest("t1")
     state = tmp_path / "searcher-state-x.pkl"
-    first.save(str(state))   # what Ray writes as searcher-state-*.pkl: the searcher, storage included
+    first.save(str(state))  # what Ray writes as searcher-state-*.pkl: the searcher, storage included
     journal = (tmp_path / "first" / "optuna.journal").read_bytes()
     (tmp_path / "copy" / "optuna.journal").write_bytes(journal)
-    copy = OptunaSearchInternals(space=SPACE, metric="score", mode="max", study_name="s",
-                                 storage=journal_storage(tmp_path / "copy"))
+    copy = OptunaSearchInternals(
+        space=SPACE, metric="score", mode="max", study_name="s", storage=journal_storage(tmp_path / "copy")
+    )
     copy.restore(str(state))
     copy.asked("t1").report(0.5, 1)
     (reported,) = optuna.load_study(study_name="s", storage=journal_storage(tmp_path / "copy")).trials
@@ -265,6 +290,7 @@ def test_a_restored_optuna_search_writes_its_own_journal_not_the_pickled_one(tmp
 
 
 # --- a real run ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_run_leaves_the_state_files_restore_reads_json_or_pickled(experiment):
@@ -276,7 +302,7 @@ def test_a_run_leaves_the_state_files_restore_reads_json_or_pickled(experiment):
         if is_json_state(name):
             assert isinstance(json.loads(data), dict), name
         else:
-            pickle.loads(data)   # every other state file is a pickle, *.json ones included
+            pickle.loads(data)  # every other state file is a pickle, *.json ones included
     assert tune.Tuner.can_restore(str(experiment.path))
 
 
@@ -285,7 +311,7 @@ def test_callbacks_see_each_snapshot_staged_before_it_reaches_the_experiment_fol
     staged = experiment.probe.staged
     assert staged, "Ray never asked its callbacks for their state"
     for names, state in staged:
-        assert newest_state_file(names, SEARCHER_STATE) and TUNER_FILE not in names   # tuner.pkl is not staged
+        assert newest_state_file(names, SEARCHER_STATE) and TUNER_FILE not in names  # tuner.pkl is not staged
         assert isinstance(json.loads(state), dict)
     # The last snapshot the callbacks saw staged is the one Ray copied into the experiment folder.
     assert staged[-1][1] == newest(experiment.path, EXPERIMENT_STATE).read_bytes()
@@ -316,7 +342,8 @@ def test_the_experiment_state_layout_lets_trials_be_rerun_from_scratch(experimen
     for trial_json, meta_json in state["trial_data"]:
         assert {"trial_id", "status", "stopping_criterion"} <= set(json.loads(trial_json))
         assert {"checkpoint_manager", "last_result", "error_filename", "pickled_error_filename"} <= set(
-            json.loads(meta_json))
+            json.loads(meta_json)
+        )
     rerun = rerun_from_scratch(state, {experiment.good.trial_id, experiment.failed.trial_id})
     trials = {json.loads(t)["trial_id"]: (json.loads(t), json.loads(m)) for t, m in rerun["trial_data"]}
     for trial, meta in trials.values():
@@ -324,7 +351,7 @@ def test_the_experiment_state_layout_lets_trials_be_rerun_from_scratch(experimen
         manager = cloudpickle.loads(bytes.fromhex(meta["checkpoint_manager"]["value"]))
         assert isinstance(manager, _CheckpointManager) and manager.checkpoint_config.num_to_keep == 1
         assert manager.latest_checkpoint_result is None
-    assert trials[experiment.good.trial_id][0]["stopping_criterion"]["epoch"] == 2   # ended: stops where it ended
+    assert trials[experiment.good.trial_id][0]["stopping_criterion"]["epoch"] == 2  # ended: stops where it ended
     assert "epoch" not in (trials[experiment.failed.trial_id][0].get("stopping_criterion") or {})
 
 
@@ -343,7 +370,7 @@ def test_each_trial_logs_a_wandb_run_named_by_its_trial_id_with_the_sweeps_setti
     for folder in runs.values():
         (log,) = folder.glob("run-*.wandb")
         data = log.read_bytes()
-        assert b"trial_params" in data            # the config TrialRunSettings made
+        assert b"trial_params" in data  # the config TrialRunSettings made
         assert OBJECTIVE.metric.encode() in data  # its metric definitions: run_started ran in Ray's actor
 
 
@@ -353,8 +380,12 @@ def test_a_restored_tuner_runs_new_trials_where_the_experiment_is_now(experiment
     shutil.copytree(experiment.path, moved)
     before = sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*"))
     searcher = OptunaSearch(space=SPACE, metric="score", mode="max")
-    tuner = restore_tuner(str(moved), _trainable, callbacks=[],
-                          tune_config=tune.TuneConfig(search_alg=searcher, num_samples=3, max_concurrent_trials=1))
+    tuner = restore_tuner(
+        str(moved),
+        _trainable,
+        callbacks=[],
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=3, max_concurrent_trials=1),
+    )
     tuner.fit()
-    assert len(recorded_trials(str(moved))) == 3   # the trial count raised on resume
-    assert sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*")) == before   # nothing there
+    assert len(recorded_trials(str(moved))) == 3  # the trial count raised on resume
+    assert sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*")) == before  # nothing there

@@ -1,15 +1,16 @@
 """results/<sweep>/report.html (tune/report/html.py, charts.py, gallery.py): written by a real tiny sweep,
 self-contained, a row per trial, rebuilt by `python -m tune.report`; the parallel-coordinates axes, ASHA's
 rungs and the gallery's case picking on their own."""
+
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import heavy_modules_imported
 
-from tune import search as search_cli
 from tune.objective import Objective
 from tune.records import TrialRow
 from tune.report import __main__ as report_cli
@@ -22,32 +23,12 @@ from tune.space import load_space, parameter_specs
 NETWORK = re.compile(r"""\b(?:src|href|srcset|poster|data|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 
 
-@pytest.fixture(scope="module")
-def small_sweep(demo_root, teacher_checkpoint, tmp_path_factory):
-    """4 search trials (one of them the control arm) and a confirmation of the best KD and baseline
-    configurations over 2 seeds, 2 epochs each."""
-    tmp = tmp_path_factory.mktemp("html-sweep")
-    space = {
-        "name": "page",
-        "base": {"mode": "distillation", "data_root": str(demo_root), "encoder_weights": None,
-                 "cache_dir": str(tmp / "cache"), "img_size": 64, "batch_size": 4, "num_workers": 0,
-                 "val_fraction": 0.25, "device": "cpu"},
-        "parameters": {
-            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
-            "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
-            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "tu-mobilenetv3_small_100"]},
-        },
-        "search": {"num_samples": 4, "max_concurrent_trials": 2, "seed": 0, "max_failures": 0},
-        "asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2},
-        "resources": {"cpu": 1},
-        "teacher": {"checkpoint": str(teacher_checkpoint)},
-        "control": {"baseline": True, "fraction": 0.25},
-        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
-        "wandb": {"mode": "disabled"},
-    }
-    (tmp / "page.yaml").write_text(yaml.safe_dump(space))
-    search_cli.main(["--space", str(tmp / "page.yaml"), "--storage", str(tmp / "results"), "--num-cpus", "2"])
-    return tmp / "results" / "page"
+@pytest.fixture
+def sweep_copy(finished_sweep, tmp_path) -> Path:
+    """A copy of the session's shared sweep, for a test that deletes its report (the shared one is read-only)."""
+    copy = tmp_path / finished_sweep.name
+    shutil.copytree(finished_sweep, copy, symlinks=True)
+    return copy
 
 
 def leaderboard_ids(sweep: Path) -> list[str]:
@@ -62,22 +43,25 @@ def section(page: str, name: str) -> str:
 
 
 @pytest.mark.slow
-def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(small_sweep):
-    page = (small_sweep / "report.html").read_text()
+def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(finished_sweep):
+    page = (finished_sweep / "report.html").read_text()
     assert not NETWORK.findall(page)
     assert "<link" not in page and "@import" not in page and not re.search(r"<script[^>]*\bsrc=", page)
     images = re.findall(r'<img src="([^"]*)"', page)
     assert images and all(src.startswith("data:image/png;base64,") for src in images)
 
-    ids = leaderboard_ids(small_sweep)
+    ids = leaderboard_ids(finished_sweep)
+    with (finished_sweep / "leaderboard.csv").open() as f:
+        baseline_rows = sum(row["arm"] == "baseline" for row in csv.DictReader(f))
     board = section(page, "leaderboard")
-    assert len(ids) == 4 and board.count('<tr class="arm-') == len(ids)
+    assert len(ids) == 6 and board.count('<tr class="arm-') == len(ids)
     assert all(f">{trial_id}" in board for trial_id in ids)
-    assert board.count('<tr class="arm-baseline">') == 1 and "winner</span>" in board
+    assert 0 < board.count('<tr class="arm-baseline">') == baseline_rows and "winner</span>" in board
 
-    # ASHA's budgets: epoch 1 (every trial) and 2 (max_t).
+    # ASHA's budgets: epoch 1 (every trial), 3 and 4 (max_t).
     rungs = section(page, "rungs")
-    assert ">1</td>" in rungs and ">2 (max_t)</td>" in rungs and f"{len(ids)} of {len(ids)}" in rungs
+    assert ">1</td>" in rungs and ">3</td>" in rungs and ">4 (max_t)</td>" in rungs
+    assert f"{len(ids)} of {len(ids)}" in rungs
     # The confirmation of the KD and the baseline configuration, the verdict, and the test sets.
     confirmation = section(page, "confirmation")
     assert "kd-1" in confirmation and "baseline-1" in confirmation and 'class="verdict"' in confirmation
@@ -91,18 +75,18 @@ def test_sweep_writes_a_self_contained_page_with_a_row_per_trial(small_sweep):
 
 
 @pytest.mark.slow
-def test_report_rebuilt_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep(small_sweep):
-    (small_sweep / "report.html").unlink()
-    bad, output = heavy_modules_imported("tune.report", ["--sweep", str(small_sweep)])
+def test_report_rebuilt_in_a_fresh_interpreter_imports_neither_ray_nor_the_sweep(sweep_copy):
+    (sweep_copy / "report.html").unlink()
+    bad, output = heavy_modules_imported("tune.report", ["--sweep", str(sweep_copy)])
     assert bad == [] and "EXIT 0" in output, output[-2000:]
-    assert "Selection, estimate and verdict" in (small_sweep / "report.html").read_text()
+    assert "Selection, estimate and verdict" in (sweep_copy / "report.html").read_text()
 
 
 @pytest.mark.slow
-def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(small_sweep, capsys, tmp_path):
-    (small_sweep / "report.html").unlink()
-    report_cli.main(["--sweep", str(small_sweep)])
-    assert (small_sweep / "report.html").is_file() and "wrote" in capsys.readouterr().out
+def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(sweep_copy, capsys, tmp_path):
+    (sweep_copy / "report.html").unlink()
+    report_cli.main(["--sweep", str(sweep_copy)])
+    assert (sweep_copy / "report.html").is_file() and "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit) as info:
         report_cli.main(["--sweep", str(tmp_path / "nowhere")])
     assert info.value.code == 2 and "best.json" in capsys.readouterr().err
@@ -114,22 +98,39 @@ def row(trial_id, arm, params, objective, end="finished"):
 
 def test_parallel_axes_use_real_ranges_log_scale_and_mark_conditional_parameters_not_sampled(tmp_path):
     space_file = tmp_path / "s.yaml"
-    space_file.write_text(yaml.safe_dump({
-        "name": "s", "base": {"mode": "distillation"},
-        "parameters": {
-            "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
-            "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
-            "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "resnet18"],
-                                 "when": {"resnet18": {"weight_decay": {"type": "loguniform", "low": 1.0e-6,
-                                                                        "high": 1.0e-3}}}}}}))
-    rows = [row("a", "kd", {"alpha": 0.5, "learning_rate": 1e-3, "student_backbone": "resnet18",
-                            "weight_decay": 1e-5}, 0.8),
-            row("b", "kd", {"alpha": 0.1, "learning_rate": 1e-4, "student_backbone": "mobilenet_v2"}, 0.6),
-            row("c", "baseline", {"learning_rate": 1e-2, "student_backbone": "mobilenet_v2"}, 0.4, "stopped by ASHA")]
+    space_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "base": {"mode": "distillation"},
+                "parameters": {
+                    "alpha": {"type": "uniform", "low": 0.1, "high": 0.9},
+                    "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
+                    "student_backbone": {
+                        "type": "choice",
+                        "values": ["mobilenet_v2", "resnet18"],
+                        "when": {"resnet18": {"weight_decay": {"type": "loguniform", "low": 1.0e-6, "high": 1.0e-3}}},
+                    },
+                },
+            }
+        )
+    )
+    rows = [
+        row(
+            "a", "kd", {"alpha": 0.5, "learning_rate": 1e-3, "student_backbone": "resnet18", "weight_decay": 1e-5}, 0.8
+        ),
+        row("b", "kd", {"alpha": 0.1, "learning_rate": 1e-4, "student_backbone": "mobilenet_v2"}, 0.6),
+        row("c", "baseline", {"learning_rate": 1e-2, "student_backbone": "mobilenet_v2"}, 0.4, "stopped by ASHA"),
+    ]
     axes = parallel_axes(rows, parameter_specs(load_space(space_file).parameters), Objective("best_val_dice", "max"))
     by_label = {a.label: a for a in axes}
-    assert [a.label for a in axes] == ["alpha", "learning_rate", "student_backbone", "weight_decay",
-                                       "best_val_dice (max)"]
+    assert [a.label for a in axes] == [
+        "alpha",
+        "learning_rate",
+        "student_backbone",
+        "weight_decay",
+        "best_val_dice (max)",
+    ]
     lr = by_label["learning_rate"]
     assert lr.kind == "log" and (lr.low, lr.high) == (1e-4, 1e-2)
     assert [lr.position(v) for v in lr.values] == pytest.approx([0.5, 0.0, 1.0])  # 1e-3 sits mid-way on log
@@ -142,13 +143,17 @@ def test_parallel_axes_use_real_ranges_log_scale_and_mark_conditional_parameters
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts.count("not sampled") == 2 and "learning_rate\n(log scale)" in texts
     log_axis = fig.axes[1 + 1]  # twins follow the host in axis order
-    assert log_axis.get_yscale() == "log" and [t.get_text() for t in log_axis.get_yticklabels()] == \
-        ["1e-4", "0.001", "0.01"]
+    assert log_axis.get_yscale() == "log" and [t.get_text() for t in log_axis.get_yticklabels()] == [
+        "1e-4",
+        "0.001",
+        "0.01",
+    ]
 
 
 def test_objective_axis_spans_the_scores_with_a_margin():
-    axes = parallel_axes([row("a", "kd", {"alpha": 0.2}, 0.3), row("b", "kd", {"alpha": 0.4}, 0.7)], {},
-                         Objective("val_iou", "min"))
+    axes = parallel_axes(
+        [row("a", "kd", {"alpha": 0.2}, 0.3), row("b", "kd", {"alpha": 0.4}, 0.7)], {}, Objective("val_iou", "min")
+    )
     objective = axes[-1]
     assert isinstance(objective, Axis) and objective.label == "val_iou (min)"
     assert objective.low < 0.3 and objective.high > 0.7 and axes[0].low == 0.2  # no spec: the data's range
@@ -163,16 +168,22 @@ def test_gallery_picks_best_median_and_worst_each_image_once():
     assert sorted(i for _, i in few) == [0, 1]
 
 
-@pytest.mark.parametrize("max_t, grace, factor, expected", [(2, 1, 2, [1, 2]), (12, 4, 2, [4, 8]),
-                                                            (30, 5, 3, [5, 15]), (4, 1, 2, [1, 2, 4])])
+@pytest.mark.parametrize(
+    "max_t, grace, factor, expected", [(2, 1, 2, [1, 2]), (12, 4, 2, [4, 8]), (30, 5, 3, [5, 15]), (4, 1, 2, [1, 2, 4])]
+)
 def test_asha_milestones_are_ray_asha_rungs(tmp_path, max_t, grace, factor, expected):
     from ray.tune.schedulers import ASHAScheduler
 
     space_file = tmp_path / "s.yaml"
-    space_file.write_text(yaml.safe_dump({"name": "s", "parameters": {"alpha": {"type": "uniform", "low": 0.1,
-                                                                                  "high": 0.9}},
-                                          "asha": {"max_t": max_t, "grace_period": grace,
-                                                   "reduction_factor": factor}}))
+    space_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "parameters": {"alpha": {"type": "uniform", "low": 0.1, "high": 0.9}},
+                "asha": {"max_t": max_t, "grace_period": grace, "reduction_factor": factor},
+            }
+        )
+    )
     assert load_space(space_file).asha.milestones() == expected
     # Ray's own scheduler, as tune/sweep/runtime.py builds it, records the same milestones.
     scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=factor)

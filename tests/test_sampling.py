@@ -1,5 +1,6 @@
 """tune/sampling.py: Optuna's names per branch and arm, and the TrainConfig a search trial or a
 confirmation run trains."""
+
 import optuna
 from test_space import VALID, write
 
@@ -24,17 +25,22 @@ def test_conditional_parameters_get_distinct_names_per_branch(tmp_path):
 
 def test_trial_config_maps_branch_names_back_to_config_keys(tmp_path):
     space = load_space(write(tmp_path, VALID))
-    cfg = trial_config({"student_backbone": "resnet18", "learning_rate": 0.003,
-                        "student_backbone=resnet18@weight_decay": 1e-5}, space.base_config())
+    cfg = trial_config(
+        {"student_backbone": "resnet18", "learning_rate": 0.003, "student_backbone=resnet18@weight_decay": 1e-5},
+        space.base_config(),
+    )
     assert (cfg.student_backbone, cfg.learning_rate, cfg.weight_decay, cfg.epochs) == ("resnet18", 0.003, 1e-5, 4)
 
 
 def test_control_arm_trial_trains_the_student_without_a_teacher():
     space = load_space("demo")
-    cfg = trial_config({"arm": "baseline", "learning_rate": 2e-3, "student_backbone": "resnet18"},
-                       space.base_config())
-    assert (cfg.mode, cfg.learning_rate, cfg.student_backbone, cfg.teacher_checkpoint) == \
-        ("baseline", 2e-3, "resnet18", None)
+    cfg = trial_config({"arm": "baseline", "learning_rate": 2e-3, "student_backbone": "resnet18"}, space.base_config())
+    assert (cfg.mode, cfg.learning_rate, cfg.student_backbone, cfg.teacher_checkpoint) == (
+        "baseline",
+        2e-3,
+        "resnet18",
+        None,
+    )
     assert trial_config({"arm": "kd", "alpha": 0.3}, space.base_config()).mode == "distillation"
 
 

@@ -1,4 +1,5 @@
 """tune/sweep/searcher.py: the Optuna study learns the truth about each trial (no Ray cluster needed)."""
+
 import optuna
 from optuna.trial import TrialState
 
@@ -6,13 +7,20 @@ from tune.sampling import DefineByRun
 from tune.space import Parameter
 from tune.sweep.searcher import TruthfulOptunaSearch
 
-PARAMETERS = [Parameter("alpha", "uniform", low=0.1, high=0.9),
-              Parameter("learning_rate", "loguniform", low=1e-4, high=1e-2)]
+PARAMETERS = [
+    Parameter("alpha", "uniform", low=0.1, high=0.9),
+    Parameter("learning_rate", "loguniform", low=1e-4, high=1e-2),
+]
 
 
 def searcher():
-    return TruthfulOptunaSearch(space=DefineByRun(PARAMETERS), metric="best_val_dice",
-                                mode="max", sampler=optuna.samplers.RandomSampler(seed=0), max_t=4)
+    return TruthfulOptunaSearch(
+        space=DefineByRun(PARAMETERS),
+        metric="best_val_dice",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        max_t=4,
+    )
 
 
 def test_asha_stopped_trials_are_pruned_with_values_per_epoch():

@@ -1,5 +1,6 @@
 """The driver's signal handling (tune/sweep/signals.py): a signal is never lost, whether it arrives outside a
 Tune run (a blocking ray.get included), during one, or just as a run's last trial ends."""
+
 import os
 import signal
 import threading
@@ -28,7 +29,7 @@ def test_a_signal_during_a_run_asks_tune_to_stop_and_is_honoured_after_the_run_r
             signal.signal(signal.SIGUSR1, lambda signum, frame: asked.append(signum))
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)
-                # The run's last trial ended at this moment: Tune returns normally, as if nothing happened.
+            # The run's last trial ended at this moment: Tune returns normally, as if nothing happened.
         assert asked == [signal.SIGINT]
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # a finished run's handler is never called
     assert signals.exit_code == 130

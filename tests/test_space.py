@@ -11,9 +11,11 @@ VALID = {
     "base": {"mode": "baseline", "encoder_weights": None, "img_size": 64},
     "parameters": {
         "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-2},
-        "student_backbone": {"type": "choice", "values": ["mobilenet_v2", "resnet18"],
-                             "when": {"resnet18": {"weight_decay": {"type": "loguniform", "low": 1e-6,
-                                                                    "high": 1e-3}}}},
+        "student_backbone": {
+            "type": "choice",
+            "values": ["mobilenet_v2", "resnet18"],
+            "when": {"resnet18": {"weight_decay": {"type": "loguniform", "low": 1e-6, "high": 1e-3}}},
+        },
         "batch_size": {"type": "int", "low": 2, "high": 8, "step": 2},
     },
     "asha": {"max_t": 4, "grace_period": 1, "reduction_factor": 2},
@@ -56,37 +58,46 @@ def test_kd_space_searches_the_documented_ranges():
     assert space.base["img_size"] == 320 and space.resources.gpu > 0
 
 
-@pytest.mark.parametrize("path_keys, value, message", [
-    (["colour"], 1, "colour: unknown key; known keys: name, base, parameters"),
-    (["parameters", "learning_rate", "low"], 0.1, r"parameters.learning_rate.low: must be below high \(0.01\)"),
-    (["parameters", "student_backbone", "values"], [], "values: must be a non-empty list"),
-    (["parameters", "student_backbone", "values"], ["resnet18", "resnet18"], "without duplicates"),
-    (["parameters", "learning_rate", "type"], "normal",
-     "parameters.learning_rate.type: must be one of uniform, loguniform, int, choice, got 'normal'"),
-    (["parameters", "learning_rate", "high"], "big", "parameters.learning_rate.high: expected a number, got 'big'"),
-    (["parameters", "learning_rate", "high"], KeyError, "parameters.learning_rate.high: missing"),
-    (["parameters", "learning_rate", "low"], -1.0, "learning_rate.low: must be > 0 for type loguniform, got -1.0"),
-    (["parameters", "learning_rate", "step"], 2, "learning_rate.step: unknown key; known keys: type, low, high$"),
-    (["parameters", "batch_size", "step"], 0.5, "parameters.batch_size.step: expected an integer, got 0.5"),
-    (["parameters", "batch_size", "high"], 8.5, "batch_size.high: must be a whole number for type int, got 8.5"),
-    (["parameters", "dropout"], {"type": "uniform", "low": 0, "high": 1}, "parameters.dropout: unknown key; known"),
-    (["parameters", "student_backbone", "when"], {"vgg": {}},
-     "parameters.student_backbone.when.vgg: unknown key; known keys: mobilenet_v2, resnet18"),
-    (["asha", "grace_period"], 10, r"asha.grace_period: must be <= asha.max_t \(4\), got 10"),
-    (["asha", "max_t"], "ten", "asha.max_t: expected an integer, got 'ten'"),
-    (["base", "alpha"], 2.0, r"base.alpha: must be in \[0, 1\], got 2.0"),
-    (["base", "epochs"], 3, "base.epochs: must be unset: asha.max_t is the epoch budget, got 3"),
-    (["parameters"], {}, "parameters: must be a mapping of at least one config key"),
-    (["objective"], {"metric": "test_dice"}, "objective.metric"),
-    (["search", "checkpoint_every"], 0, r"search.checkpoint_every: must be >= 1 \(epochs\), got 0"),
-    (["search", "reuse_actors"], "yes", "search.reuse_actors: expected true or false, got 'yes'"),
-    (["search", "trainer"], "fake", "search.trainer: must be one of torch, simulated, got 'fake'"),
-    (["resources"], {"gpu": 2}, r"resources.gpu: must be in \[0, 1\] \(a trial trains on one GPU"),
-    (["resources"], {"cpu": True}, "resources.cpu: expected a number, got True"),
-    (["confirm"], {"seeds": 1}, r"confirm.seeds: must be >= 2 \(a confidence interval needs two seeds"),
-    (["wandb"], {"mode": "loud"}, "wandb.mode: must be one of auto, online, offline, disabled, got 'loud'"),
-    (["teacher"], {"train": [1]}, r"teacher.train: expected a mapping, got \[1\]"),
-])
+@pytest.mark.parametrize(
+    "path_keys, value, message",
+    [
+        (["colour"], 1, "colour: unknown key; known keys: name, base, parameters"),
+        (["parameters", "learning_rate", "low"], 0.1, r"parameters.learning_rate.low: must be below high \(0.01\)"),
+        (["parameters", "student_backbone", "values"], [], "values: must be a non-empty list"),
+        (["parameters", "student_backbone", "values"], ["resnet18", "resnet18"], "without duplicates"),
+        (
+            ["parameters", "learning_rate", "type"],
+            "normal",
+            "parameters.learning_rate.type: must be one of uniform, loguniform, int, choice, got 'normal'",
+        ),
+        (["parameters", "learning_rate", "high"], "big", "parameters.learning_rate.high: expected a number, got 'big'"),
+        (["parameters", "learning_rate", "high"], KeyError, "parameters.learning_rate.high: missing"),
+        (["parameters", "learning_rate", "low"], -1.0, "learning_rate.low: must be > 0 for type loguniform, got -1.0"),
+        (["parameters", "learning_rate", "step"], 2, "learning_rate.step: unknown key; known keys: type, low, high$"),
+        (["parameters", "batch_size", "step"], 0.5, "parameters.batch_size.step: expected an integer, got 0.5"),
+        (["parameters", "batch_size", "high"], 8.5, "batch_size.high: must be a whole number for type int, got 8.5"),
+        (["parameters", "dropout"], {"type": "uniform", "low": 0, "high": 1}, "parameters.dropout: unknown key; known"),
+        (
+            ["parameters", "student_backbone", "when"],
+            {"vgg": {}},
+            "parameters.student_backbone.when.vgg: unknown key; known keys: mobilenet_v2, resnet18",
+        ),
+        (["asha", "grace_period"], 10, r"asha.grace_period: must be <= asha.max_t \(4\), got 10"),
+        (["asha", "max_t"], "ten", "asha.max_t: expected an integer, got 'ten'"),
+        (["base", "alpha"], 2.0, r"base.alpha: must be in \[0, 1\], got 2.0"),
+        (["base", "epochs"], 3, "base.epochs: must be unset: asha.max_t is the epoch budget, got 3"),
+        (["parameters"], {}, "parameters: must be a mapping of at least one config key"),
+        (["objective"], {"metric": "test_dice"}, "objective.metric"),
+        (["search", "checkpoint_every"], 0, r"search.checkpoint_every: must be >= 1 \(epochs\), got 0"),
+        (["search", "reuse_actors"], "yes", "search.reuse_actors: expected true or false, got 'yes'"),
+        (["search", "trainer"], "fake", "search.trainer: must be one of torch, simulated, got 'fake'"),
+        (["resources"], {"gpu": 2}, r"resources.gpu: must be in \[0, 1\] \(a trial trains on one GPU"),
+        (["resources"], {"cpu": True}, "resources.cpu: expected a number, got True"),
+        (["confirm"], {"seeds": 1}, r"confirm.seeds: must be >= 2 \(a confidence interval needs two seeds"),
+        (["wandb"], {"mode": "loud"}, "wandb.mode: must be one of auto, online, offline, disabled, got 'loud'"),
+        (["teacher"], {"train": [1]}, r"teacher.train: expected a mapping, got \[1\]"),
+    ],
+)
 def test_bad_space_is_one_clear_error(tmp_path, path_keys, value, message):
     path = write(tmp_path, with_change(path_keys, value))
     with pytest.raises(UserError, match=message) as info:
@@ -96,11 +107,14 @@ def test_bad_space_is_one_clear_error(tmp_path, path_keys, value, message):
 
 # The same three errors read the same in a training config (tests/test_config.py) and a deploy target
 # (tests/test_latency.py): one validator, core/validation.py.
-@pytest.mark.parametrize("path_keys, value, message", [
-    (["search", "num_sample"], 4, "search.num_sample: unknown key; known keys: num_samples, max_concurrent_trials"),
-    (["search", "num_samples"], "abc", "search.num_samples: expected an integer, got 'abc'"),
-    (["search", "num_samples"], 0, "search.num_samples: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "path_keys, value, message",
+    [
+        (["search", "num_sample"], 4, "search.num_sample: unknown key; known keys: num_samples, max_concurrent_trials"),
+        (["search", "num_samples"], "abc", "search.num_samples: expected an integer, got 'abc'"),
+        (["search", "num_samples"], 0, "search.num_samples: must be >= 1, got 0"),
+    ],
+)
 def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(tmp_path, path_keys, value, message):
     path = write(tmp_path, with_change(path_keys, value))
     with pytest.raises(UserError) as info:
@@ -135,12 +149,15 @@ def test_distillation_spaces_get_a_control_arm_and_confirmation_by_default(tmp_p
     assert load_space(write(tmp_path, VALID)).confirm is None  # baseline spaces: only when asked
 
 
-@pytest.mark.parametrize("every, asha, expected", [
-    (1, AshaSettings(max_t=4, grace_period=1, reduction_factor=3), [1, 2, 3, 4]),
-    (4, AshaSettings(max_t=12, grace_period=4, reduction_factor=2), [4, 8, 12]),            # demo.yaml
-    (5, AshaSettings(max_t=40, grace_period=5, reduction_factor=3), [5, 10, 15, 20, 25, 30, 35, 40]),  # kd.yaml
-    (3, AshaSettings(max_t=10, grace_period=2, reduction_factor=3), [2, 3, 6, 9, 10]),
-    (20, AshaSettings(max_t=8, grace_period=8, reduction_factor=2), [8]),
-])
+@pytest.mark.parametrize(
+    "every, asha, expected",
+    [
+        (1, AshaSettings(max_t=4, grace_period=1, reduction_factor=3), [1, 2, 3, 4]),
+        (4, AshaSettings(max_t=12, grace_period=4, reduction_factor=2), [4, 8, 12]),  # demo.yaml
+        (5, AshaSettings(max_t=40, grace_period=5, reduction_factor=3), [5, 10, 15, 20, 25, 30, 35, 40]),  # kd.yaml
+        (3, AshaSettings(max_t=10, grace_period=2, reduction_factor=3), [2, 3, 6, 9, 10]),
+        (20, AshaSettings(max_t=8, grace_period=8, reduction_factor=2), [8]),
+    ],
+)
 def test_trials_checkpoint_every_n_epochs_at_asha_rungs_and_at_the_end(every, asha, expected):
     assert checkpoint_epochs(every, asha.max_t, asha.rungs()) == expected

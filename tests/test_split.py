@@ -1,5 +1,6 @@
 """core/split.py: random and grouped validation splits (names, near-duplicate images, a val_groups CSV),
 the `core.data split` command, and the teacher-split check."""
+
 import cv2
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def planted(tmp_path_factory):
     scene = _texture(rng, 96)
     for stem in PANNING_CLIP:  # the camera pans 2 px per frame number over one scene
         x = 2 * int(stem.split("-")[1])
-        frames[stem] = scene[16:80, x:x + 64] + rng.normal(0, 0.05, (64, 64))
+        frames[stem] = scene[16:80, x : x + 64] + rng.normal(0, 0.05, (64, 64))
     other_scene = _texture(rng, 64)
     for stem in AFTER_CUT:
         frames[stem] = other_scene + rng.normal(0, 0.05, (64, 64))
@@ -80,10 +81,18 @@ def _sets(groups):
 def test_consecutive_frames_form_one_group_and_gaps_split_videos_by_name():
     groups = frame_groups(CLINIC + KVASIR)
     clinic_groups = [g for g in groups if g[0].startswith("clinicdb")]
-    assert sorted(map(sorted, clinic_groups)) == sorted(map(sorted, [
-        ["clinicdb-1", "clinicdb-2", "clinicdb-3", "clinicdb-4"], ["clinicdb-7", "clinicdb-8", "clinicdb-9"],
-        ["clinicdb-15", "clinicdb-16"], ["clinicdb-30", "clinicdb-31", "clinicdb-32", "clinicdb-33"],
-        ["clinicdb-50"]]))
+    assert sorted(map(sorted, clinic_groups)) == sorted(
+        map(
+            sorted,
+            [
+                ["clinicdb-1", "clinicdb-2", "clinicdb-3", "clinicdb-4"],
+                ["clinicdb-7", "clinicdb-8", "clinicdb-9"],
+                ["clinicdb-15", "clinicdb-16"],
+                ["clinicdb-30", "clinicdb-31", "clinicdb-32", "clinicdb-33"],
+                ["clinicdb-50"],
+            ],
+        )
+    )
     assert all(len(g) == 1 for g in groups if g[0].startswith("kvasir"))
 
 
@@ -171,8 +180,21 @@ def test_split_command_writes_the_validation_stems_training_uses(demo_root, tmp_
         pass
     state = load_checkpoint(trainer.save_best(tmp_path / "run" / "best.pt"))
     out = tmp_path / "val.txt"
-    data_cli(["split", "--data-root", str(demo_root), "--val-split", "grouped", "--val-fraction",
-              str(cfg.val_fraction), "--split-seed", "3", "--out", str(out)])
+    data_cli(
+        [
+            "split",
+            "--data-root",
+            str(demo_root),
+            "--val-split",
+            "grouped",
+            "--val-fraction",
+            str(cfg.val_fraction),
+            "--split-seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     stems = out.read_text().splitlines()
     record = split_record(demo_root, stems, cfg.val_fraction, 3, "grouped", state["split"]["n_train"])
     assert stems and record["val_sha256"] == state["split"]["val_sha256"]

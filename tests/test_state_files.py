@@ -1,6 +1,7 @@
 """A sweep's state files broken as disks and users break them (a journal cut mid-record or missing its last
 tells, Ray's experiment state cut short, a trial folder deleted) are repaired before --resume, each repair
 said in one line; what cannot be repaired is one error naming the file and the fix."""
+
 import json
 import shutil
 from pathlib import Path
@@ -41,8 +42,11 @@ def pristine(demo_root, tmp_path_factory):
     """One finished 2-trial sweep (max_t 2, no control arm, no confirmation), run with the good-copy
     callback wired in as the search stage will wire it, and a pristine copy of its folder."""
     tmp = tmp_path_factory.mktemp("state_files")
-    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp / "cache", name=NAME, control=None,
-                       confirm=None)
+    space = tiny_space(
+        demo_root, num_samples=2, max_t=2, cache_dir=tmp / "cache", name=NAME, control=None, confirm=None
+    )
+    # Real training: the tests below were written for the trial ends it gives here (both trials finish).
+    space["search"]["trainer"] = "torch"
     (tmp / "s.yaml").write_text(yaml.safe_dump(space))
     with pytest.MonkeyPatch.context() as patch:
         keep_good_copies(patch)
@@ -65,8 +69,11 @@ def keep_good_copies(patch: pytest.MonkeyPatch) -> None:
     """The search stage's callbacks (of a new Tuner and of a restored one) with KeepGoodStateCopies."""
     original = search_stage.wandb_callbacks
     patch.setenv("WANDB_MODE", "disabled")
-    patch.setattr(search_stage, "wandb_callbacks",
-                  lambda run, job_type, base: [*original(run, job_type, base), KeepGoodStateCopies()])
+    patch.setattr(
+        search_stage,
+        "wandb_callbacks",
+        lambda run, job_type, base: [*original(run, job_type, base), KeepGoodStateCopies()],
+    )
 
 
 def cli_args(tmp: Path) -> list[str]:
@@ -79,8 +86,13 @@ def resume_with_checks(tmp: Path, monkeypatch) -> None:
 
     def search_arm(run, base, arm, num_samples, experiment):
         if tune.Tuner.can_restore(experiment):
-            for note in prepare_restore(run.paths.sweep_dir, experiment, study_name(run.space.name, arm),
-                                        run.space.objective.metric, run.space.asha.max_t):
+            for note in prepare_restore(
+                run.paths.sweep_dir,
+                experiment,
+                study_name(run.space.name, arm),
+                run.space.objective.metric,
+                run.space.asha.max_t,
+            ):
                 print(note)
         original(run, base, arm, num_samples, experiment)
 
@@ -118,19 +130,21 @@ def journal_lines(sweep: Path) -> list[str]:
 
 # --- the Optuna journal --------------------------------------------------------------------------------
 
+
 def test_journal_cut_mid_record_loses_that_record_only_and_its_study_is_told_again(sweep):
     journal = sweep / "optuna.journal"
     data = journal.read_bytes()
-    last = data[:-1].rsplit(b"\n", 1)[1] + b"\n"   # the last trial's tell
-    cut = data[:len(data) - len(last) // 2]
+    last = data[:-1].rsplit(b"\n", 1)[1] + b"\n"  # the last trial's tell
+    cut = data[: len(data) - len(last) // 2]
     journal.write_bytes(cut)
-    assert repair_journal(sweep) == (f"optuna.journal: its last record was cut ({len(cut) - len(data) + len(last)} "
-                                     f"bytes); removed it")
-    assert journal.read_bytes() == data[:len(data) - len(last)]
+    assert repair_journal(sweep) == (
+        f"optuna.journal: its last record was cut ({len(cut) - len(data) + len(last)} bytes); removed it"
+    )
+    assert journal.read_bytes() == data[: len(data) - len(last)]
     assert state_counts(load(sweep)) == {"COMPLETE": 1, "RUNNING": 1}
     (note,) = reconcile_journal(sweep, NAME, ray_trials(sweep), "best_val_dice", 2, str(sweep / "trials"))
     assert "was RUNNING though Ray's record says it ended; told COMPLETE" in note
-    assert_journal_matches_ray(sweep)   # Optuna appended after the repaired end: the file reads whole
+    assert_journal_matches_ray(sweep)  # Optuna appended after the repaired end: the file reads whole
     assert repair_journal(sweep) is None
 
 
@@ -146,8 +160,11 @@ def test_journal_damaged_in_the_middle_is_one_error_naming_the_file_and_line(swe
     lines = journal_lines(sweep)
     lines[3] = lines[3][:20] + "\n"
     (sweep / "optuna.journal").write_text("".join(lines))
-    with pytest.raises(UserError, match=rf"optuna.journal: line 4 of {len(lines)} is not an Optuna journal "
-                                        r"record .*new --name"):
+    with pytest.raises(
+        UserError,
+        match=rf"optuna.journal: line 4 of {len(lines)} is not an Optuna journal "
+        r"record .*new --name",
+    ):
         repair_journal(sweep)
 
 
@@ -169,7 +186,7 @@ def test_lost_tells_are_told_from_rays_record_when_the_search_resumes(sweep, pri
 def test_trial_the_journal_lost_is_added_back_and_an_unfinished_one_linked_again(sweep):
     lines = journal_lines(sweep)
     second = [i for i, line in enumerate(lines) if json.loads(line)["op_code"] == 4][1]
-    (sweep / "optuna.journal").write_text("".join(lines[:second]))   # the second trial's creation on: lost
+    (sweep / "optuna.journal").write_text("".join(lines[:second]))  # the second trial's creation on: lost
     trials = ray_trials(sweep)
     assert len(load(sweep).trials) == 1
     notes = reconcile_journal(sweep, NAME, trials, "best_val_dice", 2, str(sweep / "trials"))
@@ -178,8 +195,10 @@ def test_trial_the_journal_lost_is_added_back_and_an_unfinished_one_linked_again
     # A trial asked after Ray's last snapshot, which Ray never recorded, will never report.
     orphan = load(sweep).ask()
     (note,) = reconcile_journal(sweep, NAME, trials, "best_val_dice", 2, str(sweep / "trials"))
-    assert note == (f"optuna.journal: trial {orphan.number} of study {NAME} was RUNNING but Ray never recorded it "
-                    f"(asked after Ray's last snapshot); told FAIL")
+    assert note == (
+        f"optuna.journal: trial {orphan.number} of study {NAME} was RUNNING but Ray never recorded it "
+        f"(asked after Ray's last snapshot); told FAIL"
+    )
     assert state_counts(load(sweep)) == {"COMPLETE": 2, "FAIL": 1}
     # Every trial names its Ray trial (the searcher marks it when it proposes); the one added back comes last.
     added = [t for t in load(sweep).trials if "ray_trial_id" in t.user_attrs][-1]
@@ -191,24 +210,26 @@ def test_trial_the_journal_lost_is_added_back_and_an_unfinished_one_linked_again
     lost.status, ended = "PENDING", lost.last_result
     reconcile_journal(sweep, NAME, trials, "best_val_dice", 2, str(sweep / "trials"))
     assert state_counts(load(sweep)) == {"COMPLETE": 1, "RUNNING": 1}
-    searcher = TruthfulOptunaSearch(max_t=2, metric="best_val_dice", mode="max", study_name=NAME,
-                                    storage=journal_storage(sweep))
+    searcher = TruthfulOptunaSearch(
+        max_t=2, metric="best_val_dice", mode="max", study_name=NAME, storage=journal_storage(sweep)
+    )
     searcher.restore(str(next((sweep / "trials").glob("searcher-state-*.pkl"))))
-    searcher._completed_trials.discard(lost.trial_id)   # it had ended in the run that saved this state
+    searcher._completed_trials.discard(lost.trial_id)  # it had ended in the run that saved this state
     searcher.on_trial_complete(lost.trial_id, ended)
     assert_journal_matches_ray(sweep)
 
 
 # --- Ray's experiment state ----------------------------------------------------------------------------
 
+
 def test_cut_experiment_state_is_replaced_by_the_good_copy_kept_while_the_sweep_ran(sweep):
     trials = sweep / "trials"
     state = next(trials.glob("experiment_state-*.json"))
     searcher = next(trials.glob("searcher-state-*.pkl"))
-    for path in (state, searcher, trials / "tuner.pkl"):   # kept at Ray's last snapshot: the same bytes
+    for path in (state, searcher, trials / "tuner.pkl"):  # kept at Ray's last snapshot: the same bytes
         assert Path(f"{path}.good").read_bytes() == path.read_bytes(), path
-        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
-    with pytest.raises(ValueError):   # what --resume crashed on
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError):  # what --resume crashed on
         ExperimentAnalysis(str(trials))
     notes = check_experiment(str(trials))
     assert len(notes) == 3 and all("replaced it with the copy kept at Ray's last snapshot" in n for n in notes)
@@ -223,22 +244,22 @@ def test_good_copy_that_cannot_be_written_keeps_the_previous_one_and_says_so_onc
     state = next(trials.glob("experiment_state-*.json"))
     good = Path(f"{state}.good")
     kept = good.read_bytes()
-    staging = tmp_path / "driver_artifacts"   # Ray's next snapshot, written in its driver's staging folder
+    staging = tmp_path / "driver_artifacts"  # Ray's next snapshot, written in its driver's staging folder
     staging.mkdir()
     snapshot = json.loads(state.read_text())
     snapshot["stats"]["start_time"] += 1
     (staging / state.name).write_text(json.dumps(snapshot))
-    Path(f"{good}.tmp").mkdir()   # where the copy is written first: unwritable, as on a full disk
+    Path(f"{good}.tmp").mkdir()  # where the copy is written first: unwritable, as on a full disk
     callback = KeepGoodStateCopies()
     for _ in range(2):
         callback.keep_copies(str(staging), pafs.LocalFileSystem(), str(trials))
     out = capsys.readouterr().out
     assert out.count(f"could not keep a good copy of {state.name}") == 1 and "the previous one stays" in out
     assert good.read_bytes() == kept
-    Path(f"{good}.tmp").rmdir()   # space freed: the next snapshot is kept
+    Path(f"{good}.tmp").rmdir()  # space freed: the next snapshot is kept
     callback.keep_copies(str(staging), pafs.LocalFileSystem(), str(trials))
     assert json.loads(good.read_text()) == snapshot and not Path(f"{good}.tmp").exists()
-    (staging / state.name).write_text(json.dumps(snapshot)[:-10])   # a staged file cut short is never kept
+    (staging / state.name).write_text(json.dumps(snapshot)[:-10])  # a staged file cut short is never kept
     callback.keep_copies(str(staging), pafs.LocalFileSystem(), str(trials))
     assert json.loads(good.read_text()) == snapshot
 
@@ -249,12 +270,16 @@ def test_cut_experiment_state_without_a_good_copy_is_one_error_naming_it_and_the
         good.unlink()
     state = next(trials.glob("experiment_state-*.json"))
     state.write_bytes(state.read_bytes()[:100])
-    with pytest.raises(UserError, match=rf"{state}: Ray's state, cut short \(100 bytes\), and no good copy .*"
-                                        r"new --name"):
+    with pytest.raises(
+        UserError,
+        match=rf"{state}: Ray's state, cut short \(100 bytes\), and no good copy .*"
+        r"new --name",
+    ):
         check_experiment(str(trials))
 
 
 # --- trials whose folder is gone -----------------------------------------------------------------------
+
 
 def test_trial_whose_folder_was_deleted_runs_again_on_resume(sweep, pristine, monkeypatch, capsys):
     rows = read_search(sweep)
@@ -269,8 +294,10 @@ def test_trial_whose_folder_was_deleted_runs_again_on_resume(sweep, pristine, mo
     results = [json.loads(line) for line in (sweep / winner.trial_dir / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in results] == [1, 2] and results[0]["restored_from_epoch"] == 0
     assert (sweep / winner.trial_dir / "progress.csv").is_file()
-    assert (sweep / other.trial_dir / "progress.csv").read_text() == kept   # not re-run
-    assert {r["trial_id"]: r["end"] for r in read_rows(sweep)} == {winner.trial_id: "finished",
-                                                                   other.trial_id: "finished"}
+    assert (sweep / other.trial_dir / "progress.csv").read_text() == kept  # not re-run
+    assert {r["trial_id"]: r["end"] for r in read_rows(sweep)} == {
+        winner.trial_id: "finished",
+        other.trial_id: "finished",
+    }
     assert missing_rows(read_search(sweep), sweep) == [] and (sweep / "best.json").is_file()
     assert_journal_matches_ray(sweep)

@@ -1,5 +1,6 @@
 """tune/cluster/storage.py on file:// URIs: a remote file or folder is fetched once per node, and fetched again
 when it is replaced at the same URI (the copy is keyed by its size and mtime, not by the URI alone)."""
+
 import json
 import os
 from pathlib import Path
@@ -38,7 +39,8 @@ def test_remote_file_is_fetched_once_then_again_after_it_is_replaced(tmp_path):
     third = storage.local_copy(uri, cache)
     assert third not in (first, second) and Path(third).read_bytes() == b"teacher v3 (retrained)"
     assert [json.loads(line)["cache"] for line in (cache / "remote" / BUILD_LOG).read_text().splitlines()] == [
-        Path(p).parent.name for p in (first, second, third)]
+        Path(p).parent.name for p in (first, second, third)
+    ]
 
 
 def test_remote_folder_is_keyed_by_every_file_in_it(tmp_path):

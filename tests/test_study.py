@@ -1,4 +1,5 @@
 """tune/study.py: the journal-backed study opens in optuna-dashboard; importance reads back from it."""
+
 import json
 from wsgiref.util import setup_testing_defaults
 
@@ -19,8 +20,9 @@ def fill(study, n=12):
 def test_optuna_dashboard_opens_the_journal(tmp_path):
     from optuna_dashboard import wsgi
 
-    study = optuna.create_study(study_name="s", storage=journal_storage(tmp_path), direction="maximize",
-                                sampler=tpe_sampler(6, seed=0))
+    study = optuna.create_study(
+        study_name="s", storage=journal_storage(tmp_path), direction="maximize", sampler=tpe_sampler(6, seed=0)
+    )
     fill(study, 3)
     environ = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET"}
     setup_testing_defaults(environ)
@@ -31,8 +33,12 @@ def test_optuna_dashboard_opens_the_journal(tmp_path):
 
 def test_importance_of_pruned_trials_at_their_first_rung(tmp_path):
     # Seeded: 12 unseeded random trials now and then gave temperature the larger share by chance.
-    study = optuna.create_study(study_name="s", storage=journal_storage(tmp_path), direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name="s",
+        storage=journal_storage(tmp_path),
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     fill(study)
     result = param_importance(optuna.load_study(study_name="s", storage=journal_storage(tmp_path)), at_epoch=1)
     assert result["at_epoch"] == 1 and result["trials"] == 12

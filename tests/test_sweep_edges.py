@@ -1,5 +1,6 @@
 """The sweep CLI refuses, before Ray starts and in one line, what would make a sweep silently wrong or fail
 late: masks with no polyp, a --set on a searched key, storage it cannot write, a disk that is full."""
+
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from tune import search as search_cli
 def run_cli(tmp_path: Path, space: dict, capsys, *extra: str, storage: str | None = None) -> tuple[int, str]:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
     with pytest.raises(SystemExit) as info:
-        search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", storage or str(tmp_path / "results"),
-                         *extra])
+        search_cli.main(
+            ["--space", str(tmp_path / "s.yaml"), "--storage", storage or str(tmp_path / "results"), *extra]
+        )
     return info.value.code, capsys.readouterr().err.strip()
 
 
@@ -30,6 +32,7 @@ def blank_masks(demo_root: Path, tmp_path: Path, which: str) -> Path:
         from core.config import TrainConfig
         from core.data import discover
         from core.split import training_split
+
         cfg = TrainConfig(data_root=str(root), val_fraction=0.25, cache_dir=str(tmp_path / "cache"))
         stems = {p.stem for p in training_split(cfg, discover(root).train).val}
         chosen = [m for m in masks if m.stem in stems]
@@ -66,6 +69,7 @@ def test_storage_that_cannot_be_written_is_one_line_naming_it(demo_root, tmp_pat
 
 def test_a_full_disk_in_any_command_is_one_line_and_exit_2(capsys):
     from core.errors import cli_errors
+
     with pytest.raises(SystemExit) as info, cli_errors(), open("/dev/full", "w") as f:  # always full
         f.write("x" * 100_000)
         f.flush()

@@ -1,5 +1,6 @@
 """A sweep stopped by Ctrl-C or SIGTERM at any stage writes no winner, says how to resume and exits
 130/143; one driver per sweep name at a time."""
+
 import os
 import signal
 import subprocess
@@ -29,13 +30,25 @@ def wait_for(condition, proc: subprocess.Popen, log: Path, seconds: float = 180)
 STAGE_STARTS = {"teacher": "teacher: training", "cache warm-up": "caches: preparing", "selection": "selection:"}
 
 
-@pytest.mark.parametrize("moment, sig, code", [("teacher", signal.SIGTERM, 143),
-                                               ("cache warm-up", signal.SIGINT, 130),
-                                               ("trials pending", signal.SIGTERM, 143),
-                                               ("selection", signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    "moment, sig, code",
+    [
+        ("teacher", signal.SIGTERM, 143),
+        ("cache warm-up", signal.SIGINT, 130),
+        ("trials pending", signal.SIGTERM, 143),
+        ("selection", signal.SIGTERM, 143),
+    ],
+)
 def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, code, demo_root, tmp_path):
-    space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache", name="cut",
-                       control=None, confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2})
+    space = tiny_space(
+        demo_root,
+        num_samples=2,
+        max_t=1,
+        cache_dir=tmp_path / "cache",
+        name="cut",
+        control=None,
+        confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2},
+    )
     space["teacher"]["train"]["epochs"] = 3  # long enough to be signalled mid-teacher
     proc, log = start_driver(space, tmp_path)
     sweep = tmp_path / "results" / "cut"
@@ -62,8 +75,7 @@ def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, c
 
 
 def test_second_driver_for_the_same_sweep_name_is_refused(demo_root, tmp_path, capsys):
-    space = tiny_space(demo_root, num_samples=1, max_t=1, cache_dir=tmp_path / "cache", name="busy",
-                       control=None)
+    space = tiny_space(demo_root, num_samples=1, max_t=1, cache_dir=tmp_path / "cache", name="busy", control=None)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
     with sweep_lock(tmp_path / "results" / "busy"), pytest.raises(SystemExit) as info:
         search_cli.main(["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "results")])

@@ -37,8 +37,15 @@ def test_baseline_two_epochs_writes_loadable_checkpoints(demo_root, tmp_path):
 
 
 def test_online_distillation_trains_against_a_frozen_teacher(demo_root, tmp_path, teacher_checkpoint):
-    cfg = tiny_config(demo_root, tmp_path, mode="distillation", teacher_checkpoint=str(teacher_checkpoint),
-                      alpha=0.5, temperature=2.0, teacher_logits="online")
+    cfg = tiny_config(
+        demo_root,
+        tmp_path,
+        mode="distillation",
+        teacher_checkpoint=str(teacher_checkpoint),
+        alpha=0.5,
+        temperature=2.0,
+        teacher_logits="online",
+    )
     trainer = Trainer(cfg)
     teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     results = list(trainer.epochs())
@@ -51,8 +58,15 @@ def test_online_distillation_trains_against_a_frozen_teacher(demo_root, tmp_path
 
 
 def test_cached_distillation_never_runs_the_teacher_in_the_loop(demo_root, tmp_path, teacher_checkpoint):
-    cfg = tiny_config(demo_root, tmp_path, mode="distillation", teacher_checkpoint=str(teacher_checkpoint),
-                      alpha=0.5, temperature=2.0, cache_dir=str(tmp_path / "cache"))
+    cfg = tiny_config(
+        demo_root,
+        tmp_path,
+        mode="distillation",
+        teacher_checkpoint=str(teacher_checkpoint),
+        alpha=0.5,
+        temperature=2.0,
+        cache_dir=str(tmp_path / "cache"),
+    )
     trainer = Trainer(cfg)
     assert trainer.teacher is None
     _images, masks, logits = next(iter(trainer.train_loader))
@@ -101,8 +115,11 @@ def test_resume_keeps_the_best_weights_whichever_epoch_was_best(demo_root, tmp_p
     assert (state["best_model"] is None) == (best_epoch == 2)
     resumed = Trainer.resume(tmp_path / "last.pt")
     assert all(torch.equal(v, resumed.best_model[k]) for k, v in trainer.best_model.items())
-    changed = any(not torch.equal(v, resumed.model.state_dict()[k]) for k, v in trainer.best_model.items()
-                  if v.is_floating_point())
+    changed = any(
+        not torch.equal(v, resumed.model.state_dict()[k])
+        for k, v in trainer.best_model.items()
+        if v.is_floating_point()
+    )
     assert changed == (best_epoch == 1)
 
 

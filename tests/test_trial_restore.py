@@ -1,5 +1,6 @@
 """Finding a trial's newest complete checkpoint: what a resumed sweep moves into the place of a checkpoint
 Ray recorded but had already deleted (a driver killed between the two; see tune/recovery.py)."""
+
 import json
 
 import pyarrow.fs as pafs
@@ -22,16 +23,22 @@ def write_checkpoints(trial_dir, trainer, names):
 
 def test_newest_means_highest_epoch_not_highest_name(demo_root, tmp_path):
     # After one repair Ray numbers on from its own count, so names and epochs can disagree.
-    write_checkpoints(tmp_path, Trainer(tiny_config(demo_root, tmp_path, epochs=3)),
-                      ["checkpoint_000007", "checkpoint_000002", "checkpoint_000003"])
+    write_checkpoints(
+        tmp_path,
+        Trainer(tiny_config(demo_root, tmp_path, epochs=3)),
+        ["checkpoint_000007", "checkpoint_000002", "checkpoint_000003"],
+    )
     assert newest_checkpoint_beside(FS, str(tmp_path / "checkpoint_000000")) == str(tmp_path / "checkpoint_000003")
     assert [checkpoint_epoch(FS, str(tmp_path / n)) for n in ("checkpoint_000007", "checkpoint_000003")] == [1, 3]
 
 
 def test_incomplete_checkpoints_are_never_chosen(demo_root, tmp_path):
-    write_checkpoints(tmp_path, Trainer(tiny_config(demo_root, tmp_path, epochs=3)),
-                      ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"])
-    (tmp_path / "checkpoint_000002" / EPOCH_FILE).unlink()          # cut short before its epoch.json
+    write_checkpoints(
+        tmp_path,
+        Trainer(tiny_config(demo_root, tmp_path, epochs=3)),
+        ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"],
+    )
+    (tmp_path / "checkpoint_000002" / EPOCH_FILE).unlink()  # cut short before its epoch.json
     (tmp_path / "checkpoint_000001" / CHECKPOINT_FILE).write_bytes(b"")  # a deletion that stopped midway
     assert checkpoint_epoch(FS, str(tmp_path / "checkpoint_000002")) is None
     assert newest_checkpoint_beside(FS, str(tmp_path / "checkpoint_000005")) == str(tmp_path / "checkpoint_000000")

@@ -1,5 +1,6 @@
 """tune/statistics.py, tune/sweep/select.py and tune/sweep/verdict.py on known numbers: intervals and power,
 seeds, candidates at an equal budget, the same-student baseline and the verdict's outcomes."""
+
 import math
 
 import pytest
@@ -38,18 +39,22 @@ def test_selection_and_verdict_seeds_are_disjoint_from_the_search_seed_and_each_
 
 
 def runs(name, arm, values, seeds=SEEDS, backbone="mobilenet_v2"):
-    c = Candidate(name, f"t-{name}", Sampled(arm, {"learning_rate": 1e-3, "student_backbone": backbone}),
-                  values[0], 12)
+    c = Candidate(name, f"t-{name}", Sampled(arm, {"learning_rate": 1e-3, "student_backbone": backbone}), values[0], 12)
     return Confirmed(c, list(seeds), list(values), list(values), ["ck"] * len(values), ["id"] * len(values))
 
 
 def test_helped_when_the_interval_is_above_zero():
-    v = paired_verdict(runs("kd-1", "kd", [0.80, 0.75, 0.78, 0.77]), runs("baseline-1", "baseline",
-                                                                          [0.78, 0.73, 0.75, 0.76]), DICE,
-                       "mobilenet_v2")
+    v = paired_verdict(
+        runs("kd-1", "kd", [0.80, 0.75, 0.78, 0.77]),
+        runs("baseline-1", "baseline", [0.78, 0.73, 0.75, 0.76]),
+        DICE,
+        "mobilenet_v2",
+    )
     assert v.outcome == "helped" and v.n_valid == 4 and v.diff_mean == pytest.approx(0.02)
-    assert v.sentence.startswith("distillation helped: +0.020 val Dice (95% CI +0.") and "on mobilenet_v2, 4 seeds" \
-        in v.sentence
+    assert (
+        v.sentence.startswith("distillation helped: +0.020 val Dice (95% CI +0.")
+        and "on mobilenet_v2, 4 seeds" in v.sentence
+    )
 
 
 def test_hurt_when_the_interval_is_below_zero():
@@ -66,9 +71,12 @@ def test_inconclusive_says_what_the_seeds_could_detect():
     diffs = [0.02, -0.03, 0.03, -0.02]
     assert v.outcome == "inconclusive" and v.ci95[0] < 0 < v.ci95[1]
     import statistics
+
     assert v.mde80 == pytest.approx(mde80(statistics.stdev(diffs), 4))
-    assert v.sentence.startswith("inconclusive:") and f"4 seeds could detect a difference of ±{v.mde80:.3f} with " \
-        f"80% power" in v.sentence
+    assert (
+        v.sentence.startswith("inconclusive:")
+        and f"4 seeds could detect a difference of ±{v.mde80:.3f} with 80% power" in v.sentence
+    )
 
 
 def test_zero_variance_is_reported_and_never_a_win():
@@ -115,27 +123,44 @@ def test_the_baseline_partner_is_the_same_student():
 
 def row(trial_id, arm, end, curve):
     last = max(curve)
-    return TrialRow(trial_id, Sampled(arm, {"x": trial_id}), end, last, curve[last], curve[last], curve[last], last,
-                    curve[last], curve=curve)
+    return TrialRow(
+        trial_id,
+        Sampled(arm, {"x": trial_id}),
+        end,
+        last,
+        curve[last],
+        curve[last],
+        curve[last],
+        last,
+        curve[last],
+        curve=curve,
+    )
 
 
 def test_candidates_are_ranked_at_the_highest_budget_they_all_reached():
-    rows = [row("a", "kd", "interrupted", {4: 0.99}),
-            row("b", "kd", "stopped by ASHA", {4: 0.70}),              # best at its own (short) budget
-            row("c", "kd", "finished", {4: 0.50, 8: 0.60, 12: 0.65}),
-            row("d", "kd", "finished", {4: 0.55, 8: 0.62, 12: 0.64}),
-            row("e", "kd", "diverged", {4: 0.9}),
-            row("f", "baseline", "finished", {4: 0.4, 8: 0.45, 12: 0.5}),
-            row("g", "baseline", "stopped by ASHA", {4: 0.6})]
+    rows = [
+        row("a", "kd", "interrupted", {4: 0.99}),
+        row("b", "kd", "stopped by ASHA", {4: 0.70}),  # best at its own (short) budget
+        row("c", "kd", "finished", {4: 0.50, 8: 0.60, 12: 0.65}),
+        row("d", "kd", "finished", {4: 0.55, 8: 0.62, 12: 0.64}),
+        row("e", "kd", "diverged", {4: 0.9}),
+        row("f", "baseline", "finished", {4: 0.4, 8: 0.45, 12: 0.5}),
+        row("g", "baseline", "stopped by ASHA", {4: 0.6}),
+    ]
     assert common_budget([r for r in rows if r.arm == "kd"], 2, [4, 8, 12]) == 12
     chosen = choose_candidates(rows, top_k=2, milestones=[4, 8, 12], objective=DICE)
     assert [(c.name, c.trial_id, c.search_epochs) for c in chosen] == [
-        ("kd-1", "c", 12), ("kd-2", "d", 12), ("baseline-1", "g", 4), ("baseline-2", "f", 4)]
+        ("kd-1", "c", 12),
+        ("kd-2", "d", 12),
+        ("baseline-1", "g", 4),
+        ("baseline-2", "f", 4),
+    ]
     assert chosen[0].params == {"x": "c"} and chosen[0].search_value == 0.65
 
 
 def test_selection_table_ranks_by_mean():
-    table = format_confirmation([runs("kd-1", "kd", [0.5, 0.6, 0.7, 0.6]),
-                                 runs("kd-2", "kd", [0.7, 0.8, 0.9, 0.8])], DICE)
+    table = format_confirmation(
+        [runs("kd-1", "kd", [0.5, 0.6, 0.7, 0.6]), runs("kd-2", "kd", [0.7, 0.8, 0.9, 0.8])], DICE
+    )
     lines = table.splitlines()
     assert lines[2].startswith("kd-2") and lines[3].startswith("kd-1") and "0.8000" in lines[2]

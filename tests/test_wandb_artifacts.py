@@ -1,6 +1,7 @@
 """tune/tracking/artifacts.py: `tune.best export` logs the winner as a W&B model artifact (read back from the
 offline run), never starts W&B when the sweep's W&B is off, and survives W&B failing; the gallery's masked
 images and the report artifact on their own."""
+
 import contextlib
 import io
 import json
@@ -20,21 +21,38 @@ from tune import best as best_cli
 from tune.report.gallery import validation_gallery
 from tune.tracking.artifacts import gallery_images, report_artifact
 
-SWEEP = "kd demo"         # a space in it: artifact names and aliases take it as kd-demo
+SWEEP = "kd demo"  # a space in it: artifact names and aliases take it as kd-demo
 PROJECT = "polyp-kd-tune-tests"
 
 
 def write_sweep(folder: Path, checkpoint: Path, mode: str) -> Path:
     """The two files `tune.best export` reads: best.json naming `checkpoint` and the space with W&B `mode`."""
     folder.mkdir(parents=True)
-    test = {"test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}}, "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
-            "missing": [], "synthetic": True}
-    best = {"checkpoint": str(checkpoint), "sweep": SWEEP, "trial_id": "t1", "best_val_dice": 0.6,
-            "best_val_iou": 0.5, "objective": {"metric": "best_val_dice", "mode": "max"}, "best_epoch": 1,
-            "params": {"learning_rate": 1e-3}, "test": test, "synthetic_data": True, "kd_vs_baseline": None}
+    test = {
+        "test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}},
+        "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
+        "missing": [],
+        "synthetic": True,
+    }
+    best = {
+        "checkpoint": str(checkpoint),
+        "sweep": SWEEP,
+        "trial_id": "t1",
+        "best_val_dice": 0.6,
+        "best_val_iou": 0.5,
+        "objective": {"metric": "best_val_dice", "mode": "max"},
+        "best_epoch": 1,
+        "params": {"learning_rate": 1e-3},
+        "test": test,
+        "synthetic_data": True,
+        "kd_vs_baseline": None,
+    }
     (folder / "best.json").write_text(json.dumps(best))
-    space = {"name": SWEEP, "parameters": {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
-             "wandb": {"project": PROJECT, "group": "tests", "mode": mode}}
+    space = {
+        "name": SWEEP,
+        "parameters": {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+        "wandb": {"project": PROJECT, "group": "tests", "mode": mode},
+    }
     (folder / "space.yaml").write_text(yaml.safe_dump(space))
     return folder
 
@@ -71,14 +89,20 @@ def disabled_export(student_checkpoint, tmp_path_factory):
 def export_again(monkeypatch, out: Path) -> None:
     """`tune.best export` answers with the export already in `out`: the W&B step is under test, and a
     second real export would only repeat the ONNX and int8 work (seconds)."""
-    monkeypatch.setattr(best_cli, "export",
-                        lambda sweep, to, budget_ms=None: json.loads((out / "metrics.json").read_text()))
+    monkeypatch.setattr(
+        best_cli, "export", lambda sweep, to, budget_ms=None: json.loads((out / "metrics.json").read_text())
+    )
 
 
 def run_records(run_dir: Path) -> list[dict]:
     """Every record of an offline W&B run, read with wandb's own reader."""
-    out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -88,8 +112,9 @@ def test_export_with_wandb_disabled_never_starts_wandb(disabled_export):
     assert (out / "model.onnx").is_file() and "exported trial t1" in printed and "W&B" not in printed
 
 
-def test_export_logs_the_winner_as_a_model_artifact_with_its_onnx_files(disabled_export, tmp_path, monkeypatch,
-                                                                       capsys, wandb_folders):
+def test_export_logs_the_winner_as_a_model_artifact_with_its_onnx_files(
+    disabled_export, tmp_path, monkeypatch, capsys, wandb_folders
+):
     _, out, _, _ = disabled_export
     sweep = write_sweep(tmp_path / "offline-sweep", Path("unused"), "offline")
     export_again(monkeypatch, out)

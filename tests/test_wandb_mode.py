@@ -1,5 +1,6 @@
 """tune/tracking/mode.py: W&B goes online when wandb finds a key (environment or `wandb login`'s netrc), offline
 otherwise, WANDB_MODE wins; a netrc key never enters the environment Ray hands its processes."""
+
 import os
 import subprocess
 import sys
@@ -20,12 +21,19 @@ def resolve_in(home: Path, env: dict[str, str], configured: str = "auto", entity
         f"t = resolve_mode({configured!r}, {entity!r} or None)\n"
         "apply(t)\n"
         "from ray.air.integrations.wandb import _set_api_key\n"
-        "_set_api_key()\n"   # what WandbLoggerCallback.setup does before starting logging actors
+        "_set_api_key()\n"  # what WandbLoggerCallback.setup does before starting logging actors
         "print(t.mode, t.entity, 'WANDB_API_KEY' in os.environ)\n"
-        "print(t.line())\n")
+        "print(t.line())\n"
+    )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**clean, "HOME": str(home), "WANDB_CONFIG_DIR": str(home / ".config"), **env})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, "HOME": str(home), "WANDB_CONFIG_DIR": str(home / ".config"), **env},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-2:]
 

@@ -1,5 +1,6 @@
 """The sweep's W&B Report (tune/report/wandb_report.py), built offline from a finished tiny sweep whose W&B
 runs are offline: every panel names keys those runs really logged, read back with wandb's own reader."""
+
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from tune.report.wandb_report import ReportPlace, build_report
 pytestmark = pytest.mark.slow  # every test here starts Ray or a sweep driver
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTITY = "offline-entity"   # a Report needs an entity; nothing here reaches a server
+ENTITY = "offline-entity"  # a Report needs an entity; nothing here reaches a server
 FAKE_KEY = "fake0wandb0key0for0report0tests000000000"
 
 
@@ -50,14 +51,19 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def read_logged_run(run_dir: Path) -> LoggedRun:
     """An offline run as `wandb leet inspect --json` reads it (one JSON record per line)."""
-    out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     header = next(r["run"] for r in records if r["type"] == "run")
     run = LoggedRun(group=header.get("run_group", ""), job_type=header.get("job_type", ""))
     summary: dict[str, Any] = {}
     for r in records:
-        if r["type"] == "run":   # the config wandb.init was given
+        if r["type"] == "run":  # the config wandb.init was given
             run.config |= set(r["run"].get("config", {}).get("update", {}))
         elif r["type"] == "config":  # later updates (Ray adds its own keys)
             run.config |= set(r["config"].get("update", {}))
@@ -111,8 +117,10 @@ def report_keys_logged(sweep_dir: Path) -> int:
         assert chosen, f"runset {grid.runsets[0].name!r} selects none of the sweep's runs"
         for panel in grid.panels:
             for run in chosen:
-                missing += [f"{type(panel).__name__} in {grid.runsets[0].name!r}: {key} ({run.job_type})"
-                            for key in panel_keys_missing(panel, run)]
+                missing += [
+                    f"{type(panel).__name__} in {grid.runsets[0].name!r}: {key} ({run.job_type})"
+                    for key in panel_keys_missing(panel, run)
+                ]
                 checked += 1
     assert not missing, "\n".join(missing)
     return checked
@@ -128,16 +136,24 @@ def test_every_report_panel_reads_keys_the_offline_runs_logged(finished_sweep):
     # (its max, as the runs declared it), curves against the logged epoch and grouped by the config's arm.
     parallel = next(p for p in panels if isinstance(p, wr.ParallelCoordinatesPlot))._to_model().config
     assert {c.accessor: c.log for c in parallel.columns} == {
-        "config:alpha.value": None, "config:temperature.value": None, "config:learning_rate.value": True,
-        "config:student_backbone.value": None, "summary:best_val_dice.max": None}  # learning_rate: log-uniform
+        "config:alpha.value": None,
+        "config:temperature.value": None,
+        "config:learning_rate.value": True,
+        "config:student_backbone.value": None,
+        "summary:best_val_dice.max": None,
+    }  # learning_rate: log-uniform
     assert parallel.columns[-1].accessor == "summary:best_val_dice.max"  # the objective last, on the right
     importance = next(p for p in panels if isinstance(p, wr.ParameterImportancePlot))
     assert importance.with_respect_to == "best_val_dice.max"
     curves = [p._to_model().config for p in panels if isinstance(p, wr.LinePlot)]
-    assert len(curves) == 2 and all(c.x_axis == "epoch" and c.metrics == ["val_dice"] and c.group_by == "arm.value"
-                                    for c in curves)
+    assert len(curves) == 2 and all(
+        c.x_axis == "epoch" and c.metrics == ["val_dice"] and c.group_by == "arm.value" for c in curves
+    )
     assert [p.table_name for p in panels if isinstance(p, wr.WeavePanelSummaryTable)] == [
-        "confirmation", "test", "leaderboard"]
+        "confirmation",
+        "test",
+        "leaderboard",
+    ]
 
 
 def test_report_opens_with_the_verdict_the_winner_and_a_link_to_report_html(finished_sweep):
@@ -154,6 +170,7 @@ def test_report_opens_with_the_verdict_the_winner_and_a_link_to_report_html(fini
 
 def test_report_command_line_says_what_to_do_when_it_cannot_publish(finished_sweep, monkeypatch):
     from tune.report.wandb_report import report_command_line
+
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert report_command_line(finished_sweep).startswith("W&B report not made: W&B is disabled (")
     # Online, but the sweep's runs were logged offline and never synced: no report over runs W&B lacks.
@@ -167,26 +184,41 @@ def test_report_cli_with_offline_runs_writes_the_page_and_says_sync_first(finish
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     env["WANDB_MODE"] = "offline"
     (finished_sweep / "report.html").unlink()
-    done = subprocess.run([sys.executable, "-m", "tune.report", "--sweep", str(finished_sweep), "--wandb"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "tune.report", "--sweep", str(finished_sweep), "--wandb"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert (finished_sweep / "report.html").is_file()
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0] == f"wrote {finished_sweep / 'report.html'}"
-    assert lines[1].startswith("W&B report not made: the runs are offline (WANDB_MODE is set); upload them with "
-                               f"`wandb sync {finished_sweep}/wandb/offline-run-*`")
+    assert lines[1].startswith(
+        "W&B report not made: the runs are offline (WANDB_MODE is set); upload them with "
+        f"`wandb sync {finished_sweep}/wandb/offline-run-*`"
+    )
     assert "Traceback" not in done.stderr
 
 
 def test_publishing_to_an_unreachable_server_warns_in_one_line(finished_sweep, tmp_path):
     """What the sweep calls at its end: no server (a closed local port) costs one warning, no traceback."""
-    env = {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9",
-           "WANDB_CONFIG_DIR": str(tmp_path), "WANDB_ENTITY": ENTITY,
-           "WANDB_HTTP_TIMEOUT": "3"}  # wandb retries a refused connection until this timeout (default 19 s)
-    code = ("from tune.report.wandb_report import publish_wandb_report\n"
-            f"print(publish_wandb_report({str(finished_sweep)!r}))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "online",
+        "WANDB_API_KEY": FAKE_KEY,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_CONFIG_DIR": str(tmp_path),
+        "WANDB_ENTITY": ENTITY,
+        "WANDB_HTTP_TIMEOUT": "3",
+    }  # wandb retries a refused connection until this timeout (default 19 s)
+    code = (
+        "from tune.report.wandb_report import publish_wandb_report\n"
+        f"print(publish_wandb_report({str(finished_sweep)!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr
     warning = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(warning) == 1 and warning[0].startswith("warning: W&B not reachable: "), done.stderr
@@ -199,10 +231,16 @@ def test_report_serialises_offline_as_save_sends_it(finished_sweep):
     sweep = read_finished(finished_sweep)
     model = build_report(sweep, ReportPlace("", "polyp-kd-tune-tests", "wr"))._to_model()
     spec = json.loads(model.spec.model_dump_json(by_alias=True, exclude_none=True))
-    filters = [[(f["key"]["name"], f["op"], f["value"]) for f in run_set["filters"]["filters"]]
-               for block in spec["blocks"] if block["type"] == "panel-grid" for run_set in block["metadata"]["runSets"]]
-    assert filters == [[("group", "=", "wr"), ("jobType", "=", "trial")],
-                       [("group", "=", "wr"), ("jobType", "IN", ["confirm", "verdict"])],
-                       [("group", "=", "wr"), ("jobType", "=", "summary")]]
+    filters = [
+        [(f["key"]["name"], f["op"], f["value"]) for f in run_set["filters"]["filters"]]
+        for block in spec["blocks"]
+        if block["type"] == "panel-grid"
+        for run_set in block["metadata"]["runSets"]
+    ]
+    assert filters == [
+        [("group", "=", "wr"), ("jobType", "=", "trial")],
+        [("group", "=", "wr"), ("jobType", "IN", ["confirm", "verdict"])],
+        [("group", "=", "wr"), ("jobType", "=", "summary")],
+    ]
     assert model.display_name == "polyp-kd-tune sweep tiny"
     assert [type(b).__name__ for b in wr.Report._from_model(model).blocks].count("PanelGrid") == 3

@@ -8,6 +8,7 @@ core/demo.py).
     python -m tune.best predict --model DIR IMAGE_OR_FOLDER... --out DIR
     python -m tune.best demo --model DIR [--port 7860] [--host 127.0.0.1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,15 +77,27 @@ def read_winner(sweep_dir: Path) -> Winner:
     best = read_best(sweep_dir)
     try:
         verdict = best["kd_vs_baseline"]
-        return Winner(checkpoint=sweep_dir / best["checkpoint"], metrics=ExportMetrics(
-            best_val_dice=best["best_val_dice"], best_val_iou=best["best_val_iou"],
-            best_epoch=best["best_epoch"], test=best["test"], synthetic_data=bool(best["synthetic_data"]),
-            sweep=best["sweep"], trial_id=best["trial_id"], objective=best["objective"]["metric"],
-            params=best["params"], verdict=verdict["sentence"] if verdict else None,
-            selection=_selection(best)))
+        return Winner(
+            checkpoint=sweep_dir / best["checkpoint"],
+            metrics=ExportMetrics(
+                best_val_dice=best["best_val_dice"],
+                best_val_iou=best["best_val_iou"],
+                best_epoch=best["best_epoch"],
+                test=best["test"],
+                synthetic_data=bool(best["synthetic_data"]),
+                sweep=best["sweep"],
+                trial_id=best["trial_id"],
+                objective=best["objective"]["metric"],
+                params=best["params"],
+                verdict=verdict["sentence"] if verdict else None,
+                selection=_selection(best),
+            ),
+        )
     except KeyError as err:
-        raise UserError(f"{path}: no {err} entry (written by another version of tune.search); export the "
-                        f"winner's checkpoint with `python -m core.export --checkpoint CKPT --out DIR`") from None
+        raise UserError(
+            f"{path}: no {err} entry (written by another version of tune.search); export the "
+            f"winner's checkpoint with `python -m core.export --checkpoint CKPT --out DIR`"
+        ) from None
 
 
 def _selection(best: dict[str, Any]) -> str | None:
@@ -93,10 +106,12 @@ def _selection(best: dict[str, Any]) -> str | None:
     if not best.get("confirmation") or not estimate:
         return None
     winner = next(c for c in best["confirmation"] if c["name"] == best["winner"])
-    return (f"configuration {best['winner']}, chosen by its mean {winner['mean']:.4f} over the selection seeds "
-            f"{winner['seeds']} (a maximum over candidates: it overstates); **estimated val Dice "
-            f"{estimate_text(estimate)}**; these weights are its best run of those, seed {best['seed']} (the "
-            f"validation Dice below is that run's: a selected maximum, not an estimate)")
+    return (
+        f"configuration {best['winner']}, chosen by its mean {winner['mean']:.4f} over the selection seeds "
+        f"{winner['seeds']} (a maximum over candidates: it overstates); **estimated val Dice "
+        f"{estimate_text(estimate)}**; these weights are its best run of those, seed {best['seed']} (the "
+        f"validation Dice below is that run's: a selected maximum, not an estimate)"
+    )
 
 
 def show(sweep_dir: Path) -> None:
@@ -108,8 +123,10 @@ def show(sweep_dir: Path) -> None:
     for stage, key in (("selection", "confirmation"), ("verdict", "verdict_runs")):
         if best.get(key):
             print("\n" + format_confirmation([Confirmed.from_dict(c) for c in best[key]], objective, stage))
-    print(f"\nwinner: {best.get('winner', winner.trial_id)} (run {winner.trial_id}), val Dice "
-          f"{winner.best_val_dice:.4f} (this run's)")
+    print(
+        f"\nwinner: {best.get('winner', winner.trial_id)} (run {winner.trial_id}), val Dice "
+        f"{winner.best_val_dice:.4f} (this run's)"
+    )
     estimate = best.get("estimate")
     if estimate:
         print(f"estimate: val Dice {estimate_text(estimate)}")
@@ -118,13 +135,18 @@ def show(sweep_dir: Path) -> None:
         print(f"\nverdict: {winner.verdict}")
     importance = best.get("importance")
     if importance:
-        print(f"importance (PED-ANOVA over {importance['trials']} KD trials at epoch {importance['at_epoch']}): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items()))
+        print(
+            f"importance (PED-ANOVA over {importance['trials']} KD trials at epoch {importance['at_epoch']}): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items())
+        )
     if best.get("front"):
         deploy = best["deploy"]
         print(f"\nDice–latency front at {deploy['described']}, measured on {deploy['measured_at']}")
-        print(format_front(best["front"], deploy["target"]["batch"], deploy["target"].get("latency_budget_ms"),
-                           objective.label))
+        print(
+            format_front(
+                best["front"], deploy["target"]["batch"], deploy["target"].get("latency_budget_ms"), objective.label
+            )
+        )
 
 
 def export(sweep_dir: Path, out: Path, budget_ms: float | None = None) -> dict[str, Any]:
@@ -141,6 +163,7 @@ def export(sweep_dir: Path, out: Path, budget_ms: float | None = None) -> dict[s
 
 # --- export under a latency budget (best.json's `front`, tune/front.py) -----------------------------------
 
+
 def choose_export(sweep_dir: Path, budget_ms: float | None = None) -> Winner:
     """What `export` writes: best.json's winner; in a sweep with a deploy target, under `budget_ms` (else the
     target's own budget) the best confirmed student within it, which may be another configuration. Either
@@ -150,8 +173,10 @@ def choose_export(sweep_dir: Path, budget_ms: float | None = None) -> Winner:
     front = best.get("front")
     if not front:
         if budget_ms is not None:
-            raise UserError(f"this sweep has no deploy target: {sweep_dir / BEST_FILE} has no Dice–latency front "
-                            f"to choose from; drop --latency-budget-ms, or sweep a space with a `deploy:` section")
+            raise UserError(
+                f"this sweep has no deploy target: {sweep_dir / BEST_FILE} has no Dice–latency front "
+                f"to choose from; drop --latency-budget-ms, or sweep a space with a `deploy:` section"
+            )
         return winner
     budget = budget_ms if budget_ms is not None else best["deploy"]["target"].get("latency_budget_ms")
     own = next((e for e in front if e["backbone"] == best.get("student")), None)
@@ -165,11 +190,16 @@ def choose_export(sweep_dir: Path, budget_ms: float | None = None) -> Winner:
         # The winner's configuration: export its verdict run, whose test scores and estimate best.json holds.
         return replace(winner, metrics=replace(winner.metrics, deployment=deployment(best, entry, budget)))
     chosen = front_entry_winner(sweep_dir, best, entry, budget)
-    why = (f"the winner takes {own['latency_ms']:.1f} ms, over the {budget:g} ms budget" if own and
-           own["latency_ms"] > budget else f"{entry['config']} has the best confirmed mean within {budget:g} ms")
+    why = (
+        f"the winner takes {own['latency_ms']:.1f} ms, over the {budget:g} ms budget"
+        if own and own["latency_ms"] > budget
+        else f"{entry['config']} has the best confirmed mean within {budget:g} ms"
+    )
     took = f", {own['latency_ms']:.1f} ms" if own else ""
-    note = (f"exporting {entry['config']} ({entry['backbone']}, {entry['latency_ms']:.1f} ms at the target), not "
-            f"the sweep's winner {best.get('winner')} ({best.get('student')}{took}): {why}")
+    note = (
+        f"exporting {entry['config']} ({entry['backbone']}, {entry['latency_ms']:.1f} ms at the target), not "
+        f"the sweep's winner {best.get('winner')} ({best.get('student')}{took}): {why}"
+    )
     return replace(chosen, note=note)
 
 
@@ -185,19 +215,30 @@ def front_entry_winner(sweep_dir: Path, best: dict[str, Any], entry: dict[str, A
     try:
         data = discover_test_sets(cfg["data_root"])
     except UserError as err:
-        raise UserError(f"{entry['config']} ({entry['backbone']}) is exported with its test-set scores, computed "
-                        f"here (best.json holds only the winner's): {err}") from None
+        raise UserError(
+            f"{entry['config']} ({entry['backbone']}) is exported with its test-set scores, computed "
+            f"here (best.json holds only the winner's): {err}"
+        ) from None
     test = evaluate_test_sets(model, data, cfg["img_size"], cfg["batch_size"], resolve_device("auto"))
     run_id, seeds, seed = _selection_run(best, entry)
     lo, hi = entry["ci95"] or (None, None)
-    selection = (f"configuration {entry['config']} ({entry['backbone']}), the best confirmed student within a "
-                 f"{budget_ms:g} ms latency budget: its mean {fmt(entry['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) "
-                 f"over the selection seeds {seeds} (a maximum over candidates, not re-estimated on fresh seeds: "
-                 f"it overstates); these weights are its best run of those, seed {seed} (the validation Dice "
-                 f"below is that run's: a selected maximum, not an estimate)")
-    metrics = replace(run_metrics(state, test), synthetic_data=bool(best["synthetic_data"]), sweep=best["sweep"],
-                      trial_id=run_id, objective=best["objective"]["metric"], params=entry["params"] or {},
-                      selection=selection, deployment=deployment(best, entry, budget_ms, instead_of=best["winner"]))
+    selection = (
+        f"configuration {entry['config']} ({entry['backbone']}), the best confirmed student within a "
+        f"{budget_ms:g} ms latency budget: its mean {fmt(entry['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) "
+        f"over the selection seeds {seeds} (a maximum over candidates, not re-estimated on fresh seeds: "
+        f"it overstates); these weights are its best run of those, seed {seed} (the validation Dice "
+        f"below is that run's: a selected maximum, not an estimate)"
+    )
+    metrics = replace(
+        run_metrics(state, test),
+        synthetic_data=bool(best["synthetic_data"]),
+        sweep=best["sweep"],
+        trial_id=run_id,
+        objective=best["objective"]["metric"],
+        params=entry["params"] or {},
+        selection=selection,
+        deployment=deployment(best, entry, budget_ms, instead_of=best["winner"]),
+    )
     return Winner(checkpoint=checkpoint, metrics=metrics)
 
 
@@ -211,8 +252,9 @@ def _selection_run(best: dict[str, Any], entry: dict[str, Any]) -> tuple[str, li
     return record["trial_ids"][i], record["seeds"], record["seeds"][i]
 
 
-def deployment(best: dict[str, Any], entry: dict[str, Any], budget_ms: float | None,
-               instead_of: str | None = None) -> dict[str, Any]:
+def deployment(
+    best: dict[str, Any], entry: dict[str, Any], budget_ms: float | None, instead_of: str | None = None
+) -> dict[str, Any]:
     """metrics.json's `deployment`: the target, the exported student's latency there and frames per second,
     the budget it was chosen under, and the fastest confirmed student faster than it, if any (what more speed
     would cost)."""
@@ -222,13 +264,28 @@ def deployment(best: dict[str, Any], entry: dict[str, Any], budget_ms: float | N
     described = DeployTarget.from_dict({**target, "latency_budget_ms": None}, f"{BEST_FILE}: deploy.target").describe()
     faster = [e for e in best["front"] if e["mean"] is not None and e["latency_ms"] < entry["latency_ms"]]
     fastest = min(faster, key=lambda e: e["latency_ms"], default=None)
-    alternative = None if fastest is None else {
-        "backbone": fastest["backbone"], "config": fastest["config"], "latency_ms": fastest["latency_ms"],
-        "mean": fastest["mean"], "metric": Objective(**best["objective"]).label}
-    return {"target": target, "described": described, "backbone": entry["backbone"],
-            "latency_ms": entry["latency_ms"], "fps": round(1000.0 / entry["latency_ms"] * target["batch"], 1),
-            "budget_ms": budget_ms, "measured_at": entry.get("measured_at") or deploy.get("measured_at"),
-            "fastest_alternative": alternative, "instead_of": instead_of}
+    alternative = (
+        None
+        if fastest is None
+        else {
+            "backbone": fastest["backbone"],
+            "config": fastest["config"],
+            "latency_ms": fastest["latency_ms"],
+            "mean": fastest["mean"],
+            "metric": Objective(**best["objective"]).label,
+        }
+    )
+    return {
+        "target": target,
+        "described": described,
+        "backbone": entry["backbone"],
+        "latency_ms": entry["latency_ms"],
+        "fps": round(1000.0 / entry["latency_ms"] * target["batch"], 1),
+        "budget_ms": budget_ms,
+        "measured_at": entry.get("measured_at") or deploy.get("measured_at"),
+        "fastest_alternative": alternative,
+        "instead_of": instead_of,
+    }
 
 
 def log_export(sweep_dir: Path, out: Path, metrics: dict[str, Any]) -> None:
@@ -241,11 +298,14 @@ def log_export(sweep_dir: Path, out: Path, metrics: dict[str, Any]) -> None:
         if not target.on:
             return
         sweep = metrics.get("sweep") or space.name
-        where = log_model_artifact(out, sweep, space.wandb.project, target.entity, target.mode,
-                                   space.wandb.group or space.name, sweep_dir)
+        where = log_model_artifact(
+            out, sweep, space.wandb.project, target.entity, target.mode, space.wandb.group or space.name, sweep_dir
+        )
     except Exception as err:  # noqa: BLE001 - W&B (network, login, its service) must not undo a written export
-        print(f"warning: W&B did not log the export ({type(err).__name__}: {err}); {out} is complete without it",
-              file=sys.stderr)
+        print(
+            f"warning: W&B did not log the export ({type(err).__name__}: {err}); {out} is complete without it",
+            file=sys.stderr,
+        )
         return
     name = f"{artifact_name(sweep)}-student (aliases best, {artifact_name(sweep)})"
     if target.mode == "offline":
@@ -269,9 +329,14 @@ def sweeps_around(*paths: str | Path) -> list[tuple[str, Path]]:
 def predict(args: argparse.Namespace) -> int:
     """Masks and overlays for every input image; the exit code is 2 when any input could not be used."""
     predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
-    run = predict_files(predictor, args.inputs, args.out, batch_size=args.batch_size,
-                        report=lambda line: tqdm.write(f"error: {line}", file=sys.stderr),
-                        protected=sweeps_around(args.model, args.out))
+    run = predict_files(
+        predictor,
+        args.inputs,
+        args.out,
+        batch_size=args.batch_size,
+        report=lambda line: tqdm.write(f"error: {line}", file=sys.stderr),
+        protected=sweeps_around(args.model, args.out),
+    )
     print(run.summary())
     return 2 if run.problems else 0
 
@@ -296,8 +361,9 @@ def demo_port(host: str, port: int | None) -> int | None:
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror:
-        raise UserError(f"--host {host}: not an address of this machine; pass 127.0.0.1, or 0.0.0.0 for "
-                        f"every interface") from None
+        raise UserError(
+            f"--host {host}: not an address of this machine; pass 127.0.0.1, or 0.0.0.0 for every interface"
+        ) from None
     with socket.socket(family, kind) as probe:
         # As uvicorn binds: a port left in TIME_WAIT by an earlier demo is free for it.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -306,45 +372,73 @@ def demo_port(host: str, port: int | None) -> int | None:
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 raise UserError(f"port {port} is in use; pass another --port, or --port 0 for a free one") from None
-            raise UserError(f"--host {host} --port {port}: cannot listen there ({err.strerror}); pass another "
-                            f"--port, or --port 0 for a free one") from None
+            raise UserError(
+                f"--host {host} --port {port}: cannot listen there ({err.strerror}); pass another "
+                f"--port, or --port 0 for a free one"
+            ) from None
         return probe.getsockname()[1]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tune.best", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tune.best", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("show", "print the leaderboard and the winner"),
-                       ("export", "write the winning model to a folder")):
+    for name, text in (
+        ("show", "print the leaderboard and the winner"),
+        ("export", "write the winning model to a folder"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--sweep", help="sweep folder or name (default: the newest finished one in results/)")
         if name == "export":
             p.add_argument("--out", help="output folder (default: <sweep>/export)")
-            p.add_argument("--latency-budget-ms", type=float, metavar="MS",
-                           help="a sweep with a deploy target: export the best confirmed student at or under MS "
-                                "ms at the target (default: the target's latency_budget_ms; none: the winner)")
-            p.add_argument("--no-wandb", action="store_true",
-                           help="do not log the export as a W&B model artifact (logged when the sweep's W&B is on)")
-    for name, text in (("predict", "segment new images with an exported model"),
-                       ("demo", "serve an exported model as a local Gradio web demo")):
-        p = sub.add_parser(name, help=text, description=text,
-                           epilog=PREDICT_EPILOG if name == "predict" else None,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+            p.add_argument(
+                "--latency-budget-ms",
+                type=float,
+                metavar="MS",
+                help="a sweep with a deploy target: export the best confirmed student at or under MS "
+                "ms at the target (default: the target's latency_budget_ms; none: the winner)",
+            )
+            p.add_argument(
+                "--no-wandb",
+                action="store_true",
+                help="do not log the export as a W&B model artifact (logged when the sweep's W&B is on)",
+            )
+    for name, text in (
+        ("predict", "segment new images with an exported model"),
+        ("demo", "serve an exported model as a local Gradio web demo"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=PREDICT_EPILOG if name == "predict" else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--model", required=True, help="an export folder (tune.best export / core.export)")
-        p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                       help="auto: ONNX Runtime when the folder has model.onnx and no CUDA GPU is visible")
+        p.add_argument(
+            "--runtime",
+            choices=RUNTIMES,
+            default="auto",
+            help="auto: ONNX Runtime when the folder has model.onnx and no CUDA GPU is visible",
+        )
         p.add_argument("--device", default="auto", help="for the PyTorch runtime: auto, cpu, cuda, mps")
         if name == "predict":
-            p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
-                           help="image files and/or folders of images (not searched recursively)")
+            p.add_argument(
+                "inputs",
+                nargs="+",
+                metavar="IMAGE_OR_FOLDER",
+                help="image files and/or folders of images (not searched recursively)",
+            )
             p.add_argument("--out", required=True, help="output folder")
             p.add_argument("--batch-size", type=int, default=8)
         else:
-            p.add_argument("--host", default="127.0.0.1",
-                           help="address to listen on (0.0.0.0 exposes the demo to your network)")
-            p.add_argument("--port", type=int,
-                           help="port (default: the first free one from 7860; 0: any free one, printed)")
+            p.add_argument(
+                "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the demo to your network)"
+            )
+            p.add_argument(
+                "--port", type=int, help="port (default: the first free one from 7860; 0: any free one, printed)"
+            )
     args = parser.parse_args(argv)
     with cli_errors():
         if args.command == "predict":
@@ -367,8 +461,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         metrics = export(sweep_dir, out, args.latency_budget_ms)
         mean = metrics["test"]["mean"]
         files = EXPORT_FILES + ((INT8_ONNX_FILENAME,) if metrics.get("int8", {}).get("written") else ())
-        print(f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(files)} "
-              f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}); test mean Dice {mean['dice']:.4f}")
+        print(
+            f"exported trial {metrics['trial_id']} of {sweep_dir} to {out}: {', '.join(files)} "
+            f"(max |ONNX - PyTorch| {metrics['onnx']['max_abs_diff']:.2e}); test mean Dice {mean['dice']:.4f}"
+        )
         if not args.no_wandb:
             log_export(sweep_dir, out, metrics)
 

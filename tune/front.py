@@ -3,6 +3,7 @@ measured latency at the target and, where one of its configurations was confirme
 confirmed mean with its interval; the Pareto-optimal ones marked. best.json keeps it as `front`; export
 chooses from it by latency budget. No Ray.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,23 +14,43 @@ from tune.objective import Objective
 from tune.records import Confirmed
 
 
-def build_front(students: dict[str, dict[str, Any]], confirmed: list[Confirmed], objective: Objective,
-                base_backbone: str) -> list[dict[str, Any]]:
+def build_front(
+    students: dict[str, dict[str, Any]], confirmed: list[Confirmed], objective: Objective, base_backbone: str
+) -> list[dict[str, Any]]:
     """One entry per backbone of `students` (latency.json's), fastest first: latency, whether it meets the
     budget, and its best confirmed configuration (None where none was confirmed: over budget, or no usable
     trial)."""
     front = []
     for backbone, latency in sorted(students.items(), key=lambda item: item[1]["latency_ms"]):
-        mine = [c for c in confirmed if c.candidate.params.get("student_backbone", base_backbone) == backbone
-                and not math.isnan(c.mean)]
+        mine = [
+            c
+            for c in confirmed
+            if c.candidate.params.get("student_backbone", base_backbone) == backbone and not math.isnan(c.mean)
+        ]
         best = objective.ranked(mine, lambda c: c.mean)[0] if mine else None
-        entry = {"backbone": backbone, **latency, "mean": None, "ci95": None, "config": None, "arm": None,
-                 "trial": None, "params": None, "checkpoint": None, "pareto": False}
+        entry = {
+            "backbone": backbone,
+            **latency,
+            "mean": None,
+            "ci95": None,
+            "config": None,
+            "arm": None,
+            "trial": None,
+            "params": None,
+            "checkpoint": None,
+            "pareto": False,
+        }
         if best is not None:
             pick = best.best_seed_index(objective)
-            entry.update(mean=best.mean, ci95=[_none(v) for v in best.ci95], config=best.candidate.name,
-                         arm=best.candidate.arm, trial=best.candidate.trial_id, params=best.candidate.params,
-                         checkpoint=best.checkpoints[pick] or None)
+            entry.update(
+                mean=best.mean,
+                ci95=[_none(v) for v in best.ci95],
+                config=best.candidate.name,
+                arm=best.candidate.arm,
+                trial=best.candidate.trial_id,
+                params=best.candidate.params,
+                checkpoint=best.checkpoints[pick] or None,
+            )
         front.append(entry)
     mark_pareto(front, objective)
     return front
@@ -41,9 +62,12 @@ def mark_pareto(front: list[dict[str, Any]], objective: Objective) -> None:
     scored = [e for e in front if e["mean"] is not None and e["feasible"]]
     for e in scored:
         e["pareto"] = not any(
-            o is not e and o["latency_ms"] <= e["latency_ms"] and objective.gain(o["mean"] - e["mean"]) >= 0
+            o is not e
+            and o["latency_ms"] <= e["latency_ms"]
+            and objective.gain(o["mean"] - e["mean"]) >= 0
             and (o["latency_ms"] < e["latency_ms"] or objective.gain(o["mean"] - e["mean"]) > 0)
-            for o in scored)
+            for o in scored
+        )
 
 
 def best_within(front: list[dict[str, Any]], budget_ms: float, objective: Objective) -> dict[str, Any]:
@@ -55,8 +79,10 @@ def best_within(front: list[dict[str, Any]], budget_ms: float, objective: Object
     within = [e for e in confirmed if e["latency_ms"] <= budget_ms]
     if not within:
         fastest = min(confirmed, key=lambda e: e["latency_ms"])
-        raise UserError(f"no confirmed student meets a {budget_ms:g} ms budget; the fastest is {fastest['backbone']} "
-                        f"at {fastest['latency_ms']:.1f} ms: raise --latency-budget-ms")
+        raise UserError(
+            f"no confirmed student meets a {budget_ms:g} ms budget; the fastest is {fastest['backbone']} "
+            f"at {fastest['latency_ms']:.1f} ms: raise --latency-budget-ms"
+        )
     return objective.ranked(within, lambda e: e["mean"])[0]
 
 

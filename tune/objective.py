@@ -4,6 +4,7 @@ Every reader of "best" goes through `Objective`: ASHA and the Optuna study (metr
 ranking, the selection of candidates and of the winner, the verdict's sign, the report and the export. A
 second objective or a constraint (e.g. latency under a budget) is a change here and in those few callers.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,13 +53,20 @@ class Objective:
         """A difference (a − b) as an improvement: positive when a is better than b."""
         return difference if self.maximize else -difference
 
-    def ranked(self, items: Iterable[T], value: Callable[[T], float],
-               usable: Callable[[T], bool] = lambda _: True, tie: Callable[[T], Any] = lambda _: 0) -> list[T]:
+    def ranked(
+        self,
+        items: Iterable[T],
+        value: Callable[[T], float],
+        usable: Callable[[T], bool] = lambda _: True,
+        tie: Callable[[T], Any] = lambda _: 0,
+    ) -> list[T]:
         """Best first; items that are unusable or have no value (NaN) last, in their given order."""
+
         def key(item: T) -> tuple:
             v = value(item)
             ok = usable(item) and not (v is None or math.isnan(v))
             return (not ok, -self.gain(v) if ok else 0.0, tie(item))
+
         return sorted(items, key=key)
 
     def best(self, values: Iterable[float]) -> int:

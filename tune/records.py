@@ -5,6 +5,7 @@ Everything that reads a sweep (tune.best, tune.report, the W&B summary, export) 
 the driver that writes it. Paths stored in these files are relative to the sweep folder, so a copied sweep
 still reads. No Ray here: a reader of a finished sweep never starts or imports it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,30 +33,38 @@ from tune.space import SearchSpace, fingerprint, load_space
 from tune.statistics import mean_ci95
 from tune.sweep.ray_compat.conventions import RESULT_FILE
 
-SPACE_FILE = "space.yaml"           # the resolved space the sweep ran
-SWEEP_FILE = "sweep.json"           # name and the base TrainConfig every trial starts from
-SEARCH_FILE = "search.json"         # written when the search stage is complete: resume skips it
-BEST_FILE = "best.json"             # the winner, the confirmation and the verdict: the sweep is finished
+SPACE_FILE = "space.yaml"  # the resolved space the sweep ran
+SWEEP_FILE = "sweep.json"  # name and the base TrainConfig every trial starts from
+SEARCH_FILE = "search.json"  # written when the search stage is complete: resume skips it
+BEST_FILE = "best.json"  # the winner, the confirmation and the verdict: the sweep is finished
 LEADERBOARD_FILE = "leaderboard.csv"
-JOURNAL_FILE = "optuna.journal"     # the Optuna study (optuna-dashboard opens it)
+JOURNAL_FILE = "optuna.journal"  # the Optuna study (optuna-dashboard opens it)
 REPORT_FILE = "report.html"
-LATENCY_FILE = "latency.json"       # a deploy target's measured latency of each student backbone
-RAY_LOG_FILE = "ray.log"            # everything Ray printed while the sweep ran (tune/sweep/console.py)
-CHARTS_DIRNAME = "charts"          # every chart of report.html as a PNG (W&B's summary run logs them)
+LATENCY_FILE = "latency.json"  # a deploy target's measured latency of each student backbone
+RAY_LOG_FILE = "ray.log"  # everything Ray printed while the sweep ran (tune/sweep/console.py)
+CHARTS_DIRNAME = "charts"  # every chart of report.html as a PNG (W&B's summary run logs them)
 CURVES_PNG = f"{CHARTS_DIRNAME}/curves.png"
 PARALLEL_PNG = f"{CHARTS_DIRNAME}/parallel_coordinates.png"
-TRIALS_DIRNAME = "trials"           # Ray's experiment of the search (the main arm)
-CONTROL_DIRNAME = "control"         # Ray's experiment of the control arm's search
-CONFIRM_DIRNAME = "confirm"         # Ray's experiment of the selection runs
-VERDICT_DIRNAME = "verdict"         # Ray's experiment of the verdict runs (fresh seeds)
+TRIALS_DIRNAME = "trials"  # Ray's experiment of the search (the main arm)
+CONTROL_DIRNAME = "control"  # Ray's experiment of the control arm's search
+CONFIRM_DIRNAME = "confirm"  # Ray's experiment of the selection runs
+VERDICT_DIRNAME = "verdict"  # Ray's experiment of the verdict runs (fresh seeds)
 TEACHER_DIRNAME = "teacher"
 WANDB_DIRNAME = "wandb"
 EXPORT_DIRNAME = "export"
-CHECKPOINT_FILE = "trainer.pt"      # a trial checkpoint's trainer state
-EPOCH_FILE = "epoch.json"           # beside trainer.pt: which epoch it holds, readable without loading it
+CHECKPOINT_FILE = "trainer.pt"  # a trial checkpoint's trainer state
+EPOCH_FILE = "epoch.json"  # beside trainer.pt: which epoch it holds, readable without loading it
 # What the end of a sweep copies to shared storage (a cluster's driver writes them on its head node).
-SHARED_OUTPUTS = (SPACE_FILE, SWEEP_FILE, LEADERBOARD_FILE, BEST_FILE, CHARTS_DIRNAME, JOURNAL_FILE,
-                  REPORT_FILE, WANDB_DIRNAME)
+SHARED_OUTPUTS = (
+    SPACE_FILE,
+    SWEEP_FILE,
+    LEADERBOARD_FILE,
+    BEST_FILE,
+    CHARTS_DIRNAME,
+    JOURNAL_FILE,
+    REPORT_FILE,
+    WANDB_DIRNAME,
+)
 # missing: its folder is gone; infeasible: over the deploy target's latency budget, never trained
 ENDS = ("finished", "stopped by ASHA", "interrupted", "errored", "diverged", "missing", "infeasible")
 
@@ -98,16 +107,20 @@ def sweep_lock(sweep_dir: Path) -> Iterator[None]:
         sweep_dir.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - opened outside `with` so only its OSError becomes a UserError
     except OSError as err:
-        raise UserError(f"{sweep_dir.parent}: cannot write the sweep there ({(err.strerror or str(err)).lower()}); "
-                        f"choose a writable --storage") from None
+        raise UserError(
+            f"{sweep_dir.parent}: cannot write the sweep there ({(err.strerror or str(err)).lower()}); "
+            f"choose a writable --storage"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise UserError(f"{sweep_dir}: sweep is running in {holder}; wait for it, or stop it "
-                            f"(Ctrl-C) and continue with --resume") from None
+            raise UserError(
+                f"{sweep_dir}: sweep is running in {holder}; wait for it, or stop it "
+                f"(Ctrl-C) and continue with --resume"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {socket.gethostname()}")
@@ -172,18 +185,19 @@ def _none_to_nan(value: Any) -> float:
 
 # --- trials -------------------------------------------------------------------------------------------
 
+
 @dataclass
 class TrialState:
     """A trial as Ray's experiment state on disk records it (not as `Tuner.fit()` returns it)."""
 
     trial_id: str
-    status: str                # PENDING, RUNNING, PAUSED, TERMINATED or ERROR
-    config: dict[str, Any]     # what Ray passed the trial: a search trial's sample, or a confirmation run
+    status: str  # PENDING, RUNNING, PAUSED, TERMINATED or ERROR
+    config: dict[str, Any]  # what Ray passed the trial: a search trial's sample, or a confirmation run
     last_result: dict[str, Any]
     path: str | None
     checkpoint_path: str | None
     error: str | None
-    history: list[dict[str, Any]]   # one entry per reported result: epoch and validation metrics
+    history: list[dict[str, Any]]  # one entry per reported result: epoch and validation metrics
 
 
 class _OfASample:
@@ -205,10 +219,10 @@ class TrialRow(_OfASample):
     """One search trial as the leaderboard shows it."""
 
     trial_id: str
-    sampled: Sampled                  # what Optuna sampled (arm included): what selection retrains
-    end: str                          # one of ENDS
+    sampled: Sampled  # what Optuna sampled (arm included): what selection retrains
+    end: str  # one of ENDS
     epochs: int
-    objective: float                  # the space's objective metric (NaN: never reported)
+    objective: float  # the space's objective metric (NaN: never reported)
     best_val_dice: float
     best_val_iou: float
     best_epoch: int
@@ -217,11 +231,11 @@ class TrialRow(_OfASample):
     gpus_assigned: float = 0.0
     device: str = ""
     error: str = ""
-    checkpoint: str = ""              # relative to the sweep folder where local
+    checkpoint: str = ""  # relative to the sweep folder where local
     trial_dir: str = ""
     rank: int = 0
-    curve: dict[int, float] = field(default_factory=dict)   # the objective at each epoch it reported
-    latency_ms: float | None = None   # its student's latency at the space's deploy target (None: no target)
+    curve: dict[int, float] = field(default_factory=dict)  # the objective at each epoch it reported
+    latency_ms: float | None = None  # its student's latency at the space's deploy target (None: no target)
 
     def value_at(self, epoch: int) -> float:
         """The objective after `epoch` epochs (NaN if the trial did not get there)."""
@@ -276,8 +290,22 @@ def read_search(sweep_dir: Path) -> list[TrialRow]:
         raise UserError(f"{path}: a row lacks {err}; delete it and resume with --resume to rebuild it") from None
 
 
-CSV_COLUMNS = ["rank", "trial_id", "arm", "end", "epochs", "objective", "best_val_dice", "best_val_iou",
-               "best_epoch", "last_val_dice", "latency_ms", "node_id", "gpus_assigned", "device"]
+CSV_COLUMNS = [
+    "rank",
+    "trial_id",
+    "arm",
+    "end",
+    "epochs",
+    "objective",
+    "best_val_dice",
+    "best_val_iou",
+    "best_epoch",
+    "last_val_dice",
+    "latency_ms",
+    "node_id",
+    "gpus_assigned",
+    "device",
+]
 
 
 def write_leaderboard(rows: list[TrialRow], path: Path) -> None:
@@ -286,8 +314,11 @@ def write_leaderboard(rows: list[TrialRow], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS + [f"param:{p}" for p in params] + ["error", "checkpoint", "trial_dir"])
         for row in rows:
-            writer.writerow([getattr(row, c) for c in CSV_COLUMNS] + [row.params.get(p, "") for p in params]
-                            + [row.error, row.checkpoint, row.trial_dir])
+            writer.writerow(
+                [getattr(row, c) for c in CSV_COLUMNS]
+                + [row.params.get(p, "") for p in params]
+                + [row.error, row.checkpoint, row.trial_dir]
+            )
 
 
 def read_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -299,8 +330,7 @@ def read_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(f))
     for number, row in enumerate(rows, 2):
         if None in row or None in row.values():  # more or fewer cells than the header names
-            raise UserError(f"{path}: line {number} is cut or malformed; rebuild it with "
-                            f"`{resume_command(sweep_dir)}`")
+            raise UserError(f"{path}: line {number} is cut or malformed; rebuild it with `{resume_command(sweep_dir)}`")
     return [{key: _parse_cell(value) for key, value in row.items()} for row in rows]
 
 
@@ -317,14 +347,15 @@ def _parse_cell(value: str) -> Any:
 
 # --- confirmation -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Candidate(_OfASample):
     """A configuration chosen from the search for confirmation."""
 
-    name: str                   # e.g. kd-1 (best KD trial of the search), baseline-1
-    trial_id: str               # the search trial it comes from
-    sampled: Sampled            # exactly what Optuna sampled, arm included
-    search_value: float         # its objective value in the search (possibly at a partial budget)
+    name: str  # e.g. kd-1 (best KD trial of the search), baseline-1
+    trial_id: str  # the search trial it comes from
+    sampled: Sampled  # exactly what Optuna sampled, arm included
+    search_value: float  # its objective value in the search (possibly at a partial budget)
     search_epochs: int
 
 
@@ -334,9 +365,9 @@ class Confirmed:
 
     candidate: Candidate
     seeds: list[int]
-    values: list[float]         # the objective per seed, in `seeds` order
-    val_dice: list[float]       # best validation Dice per seed
-    checkpoints: list[str]      # per seed (relative to the sweep folder where local)
+    values: list[float]  # the objective per seed, in `seeds` order
+    val_dice: list[float]  # best validation Dice per seed
+    checkpoints: list[str]  # per seed (relative to the sweep folder where local)
     trial_ids: list[str]
     mean: float = math.nan
     ci95: tuple[float, float] = (math.nan, math.nan)
@@ -349,19 +380,36 @@ class Confirmed:
 
     def to_dict(self) -> dict[str, Any]:
         c = self.candidate
-        return {"name": c.name, "trial": c.trial_id, "arm": c.arm, "params": c.params, "sampled": c.sampled.values,
-                "search_value": c.search_value, "search_epochs": c.search_epochs, "seeds": self.seeds,
-                "values": self.values, "val_dice": self.val_dice, "mean": self.mean, "ci95": list(self.ci95),
-                "checkpoints": self.checkpoints, "trial_ids": self.trial_ids}
+        return {
+            "name": c.name,
+            "trial": c.trial_id,
+            "arm": c.arm,
+            "params": c.params,
+            "sampled": c.sampled.values,
+            "search_value": c.search_value,
+            "search_epochs": c.search_epochs,
+            "seeds": self.seeds,
+            "values": self.values,
+            "val_dice": self.val_dice,
+            "mean": self.mean,
+            "ci95": list(self.ci95),
+            "checkpoints": self.checkpoints,
+            "trial_ids": self.trial_ids,
+        }
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Confirmed:
         """A `Confirmed` read back from best.json's `confirmation` list."""
         sampled = Sampled(record["arm"], record.get("sampled", record["params"]))
-        candidate = Candidate(record["name"], record["trial"], sampled, record["search_value"],
-                              record["search_epochs"])
-        return cls(candidate, record["seeds"], [_none_to_nan(v) for v in record["values"]],
-                   [_none_to_nan(v) for v in record["val_dice"]], record["checkpoints"], record["trial_ids"])
+        candidate = Candidate(record["name"], record["trial"], sampled, record["search_value"], record["search_epochs"])
+        return cls(
+            candidate,
+            record["seeds"],
+            [_none_to_nan(v) for v in record["values"]],
+            [_none_to_nan(v) for v in record["val_dice"]],
+            record["checkpoints"],
+            record["trial_ids"],
+        )
 
 
 def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Confirmed]:
@@ -370,6 +418,7 @@ def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Con
 
 
 # --- the finished sweep -------------------------------------------------------------------------------
+
 
 def read_latencies(sweep_dir: Path) -> dict[str, Any] | None:
     """latency.json (a sweep with a deploy target): {"deploy": target, "students": {backbone: latency}}."""
@@ -387,16 +436,20 @@ def logged_wandb_runs(sweep_dir: Path) -> dict[str, str]:
     return runs
 
 
-def write_sweep_record(sweep_dir: Path, name: str, fingerprint: str, base: dict[str, Any] | None = None,
-                       wandb_sweep_id: str | None = None) -> Path:
+def write_sweep_record(
+    sweep_dir: Path, name: str, fingerprint: str, base: dict[str, Any] | None = None, wandb_sweep_id: str | None = None
+) -> Path:
     """sweep.json: the sweep's name, the fingerprint of the space it is bound to (tune/space.fingerprint),
     once prepared the base TrainConfig every trial starts from, and the id of the W&B Sweep its runs join
     (kept from the record already there: a resumed sweep goes on in the same W&B Sweep)."""
     path = sweep_dir / SWEEP_FILE
     earlier = _earlier_record(sweep_dir)
     # uid: this sweep among the sweeps of the same name (the W&B summary run's id is made of it)
-    record: dict[str, Any] = {"name": name, "uid": earlier.get("uid") or secrets.token_hex(4),
-                              "fingerprint": fingerprint}
+    record: dict[str, Any] = {
+        "name": name,
+        "uid": earlier.get("uid") or secrets.token_hex(4),
+        "fingerprint": fingerprint,
+    }
     if base is not None:
         record["base"] = base
     wandb_sweep_id = wandb_sweep_id or earlier.get("wandb_sweep_id")
@@ -431,8 +484,9 @@ def read_bound_space(sweep_dir: Path) -> dict[str, Any]:
     try:
         saved = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: not found, so the space this sweep ran is unknown; run it as a new sweep "
-                        f"with --name NEW") from None
+        raise UserError(
+            f"{path}: not found, so the space this sweep ran is unknown; run it as a new sweep with --name NEW"
+        ) from None
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{path}: unreadable ({type(err).__name__}); run it as a new sweep with --name NEW") from None
     try:
@@ -441,8 +495,10 @@ def read_bound_space(sweep_dir: Path) -> dict[str, Any]:
         print(f"{err.args[0].split(';')[0]}; it is written again from {SPACE_FILE}")
         recorded = None
     if not isinstance(saved, dict) or (recorded and recorded != fingerprint(saved)):
-        raise UserError(f"{path}: changed since the sweep started (it no longer matches sweep.json's "
-                        f"fingerprint); put it back, or run it as a new sweep with --name NEW")
+        raise UserError(
+            f"{path}: changed since the sweep started (it no longer matches sweep.json's "
+            f"fingerprint); put it back, or run it as a new sweep with --name NEW"
+        )
     return saved
 
 
@@ -460,8 +516,10 @@ def read_best(sweep_dir: Path) -> dict[str, Any]:
 
 def resume_command(sweep_dir: Path) -> str:
     """The command that continues (or finishes again) the sweep in `sweep_dir`, wherever it lies now."""
-    return (f"python -m tune.search --space {sweep_dir / SPACE_FILE} --name {sweep_dir.name} "
-            f"--storage {sweep_dir.parent} --resume")
+    return (
+        f"python -m tune.search --space {sweep_dir / SPACE_FILE} --name {sweep_dir.name} "
+        f"--storage {sweep_dir.parent} --resume"
+    )
 
 
 def find_sweep(sweep: str | None, storage: Path = Path("results")) -> Path:
@@ -471,8 +529,10 @@ def find_sweep(sweep: str | None, storage: Path = Path("results")) -> Path:
         if not path.is_dir() and (storage / sweep).is_dir():
             path = storage / sweep
         if not (path / BEST_FILE).is_file():
-            raise UserError(f"{path}: no best.json there; pass a finished sweep folder "
-                            f"(results/<sweep>), or finish it with `python -m tune.search --resume`")
+            raise UserError(
+                f"{path}: no best.json there; pass a finished sweep folder "
+                f"(results/<sweep>), or finish it with `python -m tune.search --resume`"
+            )
         return path
     finished = sorted(storage.glob(f"*/{BEST_FILE}"), key=lambda p: p.stat().st_mtime)
     if not finished:
@@ -483,8 +543,10 @@ def find_sweep(sweep: str | None, storage: Path = Path("results")) -> Path:
 def require_finished(folder: Path) -> None:
     for name in (SPACE_FILE, SWEEP_FILE, SEARCH_FILE, BEST_FILE):
         if not (folder / name).is_file():
-            raise UserError(f"{folder / name}: not found; pass a finished sweep folder (results/<sweep>), or "
-                            f"finish the sweep with `python -m tune.search --space <space> --resume`")
+            raise UserError(
+                f"{folder / name}: not found; pass a finished sweep folder (results/<sweep>), or "
+                f"finish the sweep with `python -m tune.search --space <space> --resume`"
+            )
 
 
 @dataclass
@@ -506,5 +568,10 @@ class FinishedSweep:
 def read_finished(folder: str | Path) -> FinishedSweep:
     folder = Path(folder)
     require_finished(folder)
-    return FinishedSweep(folder, load_space(folder / SPACE_FILE), read_sweep_base(folder / SWEEP_FILE),
-                         read_search(folder), read_best(folder))
+    return FinishedSweep(
+        folder,
+        load_space(folder / SPACE_FILE),
+        read_sweep_base(folder / SWEEP_FILE),
+        read_search(folder),
+        read_best(folder),
+    )

@@ -5,6 +5,7 @@ Optuna's names are prefixed where one config key has several meanings: `student_
 weight_decay` (a conditional parameter), so that TPE models each branch separately; each arm has a study of
 its own. Nothing outside this module parses those names.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

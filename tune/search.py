@@ -10,6 +10,7 @@ shows the stages and one line per trial start and end; Ray's own output goes to 
 too). Ctrl-C (or SIGTERM) stops it resumably: exit 130 (143), no winner written. The stages live in
 tune/sweep/; this module only reads the command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,33 +31,62 @@ from tune.sweep.signals import StopSignals
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tune.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--space", required=True, help="search-space YAML: a path, or a name in search_spaces/")
     parser.add_argument("--name", help="sweep name (default: the space's name)")
     parser.add_argument("--num-samples", type=int, help="number of search trials (overrides the space)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted sweep of this name (with the space it started with)")
-    parser.add_argument("--extend", action="store_true",
-                        help="with --resume: the space raises search.num_samples; run the extra trials")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep of this name (with the space it started with)",
+    )
+    parser.add_argument(
+        "--extend", action="store_true", help="with --resume: the space raises search.num_samples; run the extra trials"
+    )
     parser.add_argument("--address", help="join a running Ray cluster (default: $RAY_ADDRESS, else local)")
-    parser.add_argument("--storage", default="results",
-                        help="folder or URI (s3://, gs://) that holds <sweep>/; a cluster needs one all nodes reach")
-    parser.add_argument("--local-results", default="results",
-                        help="with a URI --storage: local folder for the report and the winner (default results)")
+    parser.add_argument(
+        "--storage",
+        default="results",
+        help="folder or URI (s3://, gs://) that holds <sweep>/; a cluster needs one all nodes reach",
+    )
+    parser.add_argument(
+        "--local-results",
+        default="results",
+        help="with a URI --storage: local folder for the report and the winner (default results)",
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a base config key for every trial; repeatable")
-    parser.add_argument("--teacher", metavar="PATH_OR_URI",
-                        help="teacher checkpoint (file, folder, or s3://, gs://, file:// URI): overrides the space's")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show Ray's output (its trial tables and logs) here too; it always goes to "
-                             "<sweep>/ray.log")
-    parser.add_argument("--plan", action="store_true",
-                        help="run nothing: expected trial-epochs, wall time and cost on cluster.yaml's worker types")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a base config key for every trial; repeatable",
+    )
+    parser.add_argument(
+        "--teacher",
+        metavar="PATH_OR_URI",
+        help="teacher checkpoint (file, folder, or s3://, gs://, file:// URI): overrides the space's",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show Ray's output (its trial tables and logs) here too; it always goes to <sweep>/ray.log",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="run nothing: expected trial-epochs, wall time and cost on cluster.yaml's worker types",
+    )
     parser.add_argument("--workers", type=int, help="with --plan: worker nodes (default: 1 and each type's maximum)")
-    parser.add_argument("--epoch-seconds", type=float,
-                        help="with --plan: seconds per trial epoch on the target GPU (default: measured here)")
+    parser.add_argument(
+        "--epoch-seconds",
+        type=float,
+        help="with --plan: seconds per trial epoch on the target GPU (default: measured here)",
+    )
     args = parser.parse_args(argv)
     # From the first step: the data check and demo data stop on a signal too.
     with StopSignals().installed() as signals, cli_errors():
@@ -72,8 +102,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UserError("--extend continues a sweep: use it with --resume")
         try:
             prepare_data(space)
-            run_sweep(space, storage.resolve(args.storage), args.resume, args.address, args.num_cpus,
-                      Path(args.local_results), args.extend, signals, args.verbose)
+            run_sweep(
+                space,
+                storage.resolve(args.storage),
+                args.resume,
+                args.address,
+                args.num_cpus,
+                Path(args.local_results),
+                args.extend,
+                signals,
+                args.verbose,
+            )
         except KeyboardInterrupt:
             print("\nsweep interrupted — continue with the same command plus --resume", file=sys.stderr)
             raise SystemExit(signals.exit_code) from None

@@ -30,6 +30,7 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
 Each section is a dataclass below whose field annotations carry its rules; core/validation.py checks them and
 words every mistake one way, naming the file and the dotted key (`kd.yaml: search.num_samples: must be >= 1, got 0`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -132,7 +133,7 @@ class SearchSettings:
 @dataclass
 class AshaSettings:
     max_t: Annotated[Integer, at_least(1, "epochs")] = 10
-    grace_period: Annotated[Integer, at_least(1)] = 2   # at most max_t: checked in _validate
+    grace_period: Annotated[Integer, at_least(1)] = 2  # at most max_t: checked in _validate
     reduction_factor: Annotated[Integer, at_least(2)] = 2
 
     def milestones(self) -> list[int]:
@@ -153,8 +154,9 @@ def checkpoint_epochs(every: int, max_t: int, rung_epochs: Sequence[int] = ()) -
 class Resources:
     cpu: Annotated[Number, above(0)] = 1.0
     # A trial trains on one device (core.train has no multi-GPU path): more would only idle GPUs.
-    gpu: Annotated[Number, between(0, 1, why="a trial trains on one GPU; a fraction such as 0.5 shares one "
-                                             "between trials")] = 0.0
+    gpu: Annotated[
+        Number, between(0, 1, why="a trial trains on one GPU; a fraction such as 0.5 shares one between trials")
+    ] = 0.0
 
 
 @dataclass
@@ -165,7 +167,7 @@ class TeacherSettings:
 
 @dataclass
 class ControlSettings:
-    baseline: Flag = True     # distillation spaces only
+    baseline: Flag = True  # distillation spaces only
     # Share of the search's trials that are baseline trials (at least one). Half by default: the control arm
     # gets the same search effort as distillation, or a verdict compares a searched KD with a barely
     # searched baseline.
@@ -174,10 +176,11 @@ class ControlSettings:
 
 @dataclass
 class ConfirmSettings:
-    top_k: Annotated[Integer, at_least(1)] = 3   # configurations of each arm retrained for selection
+    top_k: Annotated[Integer, at_least(1)] = 3  # configurations of each arm retrained for selection
     # Selection seeds per configuration (never the search's seed).
-    seeds: Annotated[Integer, at_least(2, "a confidence interval needs two seeds; confirm: null switches "
-                                          "confirmation off")] = 3
+    seeds: Annotated[
+        Integer, at_least(2, "a confidence interval needs two seeds; confirm: null switches confirmation off")
+    ] = 3
     # Fresh seeds for the winner's estimate and the KD-vs-baseline verdict.
     verdict_seeds: Annotated[Integer, at_least(2, "an estimate with an interval needs two seeds")] = 8
 
@@ -187,7 +190,7 @@ class WandbSettings:
     project: str = "polyp-kd-tune"
     group: OptionalText = None
     mode: Annotated[str, one_of(MODES)] = "auto"  # online when wandb finds an API key (`wandb login`), else offline
-    entity: OptionalText = None   # W&B team or user; None: the key's default entity (or WANDB_ENTITY)
+    entity: OptionalText = None  # W&B team or user; None: the key's default entity (or WANDB_ENTITY)
 
 
 @dataclass
@@ -214,7 +217,7 @@ class SearchSpace:
     demo_data: DemoData | None = None
     control: ControlSettings | None = None
     confirm: ConfirmSettings | None = None
-    deploy: DeployTarget | None = None   # where the student will run; its latency budget is a search constraint
+    deploy: DeployTarget | None = None  # where the student will run; its latency budget is a search constraint
 
     @property
     def distillation(self) -> bool:
@@ -228,7 +231,7 @@ class SearchSpace:
         """Search trials per arm: `kd` (the space's own mode, with a teacher in a distillation space) and,
         with a control arm, `baseline` (the same students without a teacher), each searched on its own."""
         n, control = self.search.num_samples, self.control
-        if not self.has_control or control is None:   # has_control: a control arm is set
+        if not self.has_control or control is None:  # has_control: a control arm is set
             return {"kd": n}
         k = min(n - 1, max(1, round(control.fraction * n)))
         return {"kd": n - k, "baseline": k}
@@ -296,14 +299,18 @@ def check_resumable(saved: dict[str, Any], space: SearchSpace, extend: bool, whe
     """Whether `space` may continue the sweep that ran `saved` (its space.yaml); True when it raises the trial
     count under `extend`. Any other change is a UserError listing it and the two ways on."""
     changes = space_changes(saved, space.to_dict())
-    grown = set(changes) == {"search.num_samples"} and changes["search.num_samples"][1] > changes[
-        "search.num_samples"][0]
+    grown = (
+        set(changes) == {"search.num_samples"} and changes["search.num_samples"][1] > changes["search.num_samples"][0]
+    )
     if not changes or (extend and grown):
         return bool(changes)
     listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
     ways = "run it as a new sweep with --name NEW"
-    ways += ", or add --extend to run the extra trials" if grown else (
-        " (--extend only raises search.num_samples; nothing else may change)" if extend else "")
+    ways += (
+        ", or add --extend to run the extra trials"
+        if grown
+        else (" (--extend only raises search.num_samples; nothing else may change)" if extend else "")
+    )
     raise UserError(f"{where}: this sweep ran another space ({listed}); {ways}")
 
 
@@ -331,11 +338,16 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     parameters = [_parse_parameter(k, v, src, dotted("parameters", k)) for k, v in specs.items()]
     for key in sorted(set(overrides or {}) & {p.name for p in all_parameters(parameters)}):
         # Every trial would take its sampled value: the override would be recorded and silently unused.
-        raise UserError(f"--set {key}: {key} is searched in this space ({src}); change its range in the space "
-                        f"file, or remove it from `parameters`")
+        raise UserError(
+            f"--set {key}: {key} is searched in this space ({src}); change its range in the space "
+            f"file, or remove it from `parameters`"
+        )
     base.update(overrides or {})
     space = SearchSpace(
-        name=str(raw.get("name") or path.stem), source=src, base=base, parameters=parameters,
+        name=str(raw.get("name") or path.stem),
+        source=src,
+        base=base,
+        parameters=parameters,
         objective=build(Objective, raw.get("objective"), src, "objective"),
         search=build(SearchSettings, raw.get("search"), src, "search"),
         asha=build(AshaSettings, raw.get("asha"), src, "asha"),
@@ -362,8 +374,9 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
 def _validate(space: SearchSpace) -> None:
     """The rules across keys and sections (each section's own rules are on its fields)."""
     src, asha = space.source, space.asha
-    require(asha.grace_period <= asha.max_t, src, "asha.grace_period", f"<= asha.max_t ({asha.max_t})",
-            asha.grace_period)
+    require(
+        asha.grace_period <= asha.max_t, src, "asha.grace_period", f"<= asha.max_t ({asha.max_t})", asha.grace_period
+    )
     require("epochs" not in space.base, src, "base.epochs", _EPOCHS_RULE, space.base.get("epochs"))
     base = space.base_config()
     # Every distribution's end points must make a valid config: catches e.g. alpha up to 1.5 now,
@@ -374,8 +387,13 @@ def _validate(space: SearchSpace) -> None:
     if space.teacher.train:
         space.teacher_config()
     if space.control is not None:
-        require(space.search.num_samples >= 2 or not space.control.baseline, src, "search.num_samples",
-                ">= 2 with a control arm (or control: null)", space.search.num_samples)
+        require(
+            space.search.num_samples >= 2 or not space.control.baseline,
+            src,
+            "search.num_samples",
+            ">= 2 with a control arm (or control: null)",
+            space.search.num_samples,
+        )
 
 
 _EPOCHS_RULE = "unset: asha.max_t is the epoch budget"
@@ -416,7 +434,11 @@ class _Choice:
 
 
 _FORMS: dict[str | None, type[_Range | _IntRange | _Choice]] = {
-    "uniform": _Range, "loguniform": _Range, "int": _IntRange, "choice": _Choice}
+    "uniform": _Range,
+    "loguniform": _Range,
+    "int": _IntRange,
+    "choice": _Choice,
+}
 
 
 def _parse_parameter(name: str, spec: Any, src: str, at: str) -> Parameter:
@@ -430,8 +452,10 @@ def _parse_parameter(name: str, spec: Any, src: str, at: str) -> Parameter:
     form: _Range | _IntRange | _Choice = build(_FORMS.get(kind, _Range), spec, src, at)
     if isinstance(form, _Choice):
         check_keys(form.when, form.values, src, dotted(at, "when"))
-        when = {value: [_parse_parameter(k, v, src, dotted(at, "when", value, k)) for k, v in subs.items()]
-                for value, subs in form.when.items()}
+        when = {
+            value: [_parse_parameter(k, v, src, dotted(at, "when", value, k)) for k, v in subs.items()]
+            for value, subs in form.when.items()
+        }
         return Parameter(name, form.type, values=form.values, when=when)
     require(form.low < form.high, src, dotted(at, "low"), f"below high ({form.high})", form.low)
     require(form.type != "loguniform" or form.low > 0, src, dotted(at, "low"), "> 0 for type loguniform", form.low)

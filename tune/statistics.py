@@ -3,6 +3,7 @@
 Used where seeds are compared (confirmation, the KD-vs-baseline verdict) and where their results are read
 back (best.json); no Ray, no Optuna.
 """
+
 from __future__ import annotations
 
 import math

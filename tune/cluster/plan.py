@@ -7,6 +7,7 @@ Nothing runs on a cluster. Without --epoch-seconds one epoch is measured on this
 the space's training images, scaled to all of them): on a CPU that is far slower than a GPU, so pass the
 target GPU's seconds per epoch for a real estimate. On-demand prices are kept here, in one place.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -81,17 +82,35 @@ def cluster_shape(path: Path = CLUSTER_FILE) -> ClusterShape:
             continue
         resources = spec.get("resources") or {}
         if "CPU" not in resources:
-            raise UserError(f"{path}: available_node_types.{name}.resources must state CPU (and GPU) for the "
-                            f"packing check and the plan, e.g. {{CPU: 4, GPU: 1}}")
-        workers.append(WorkerType(name, spec["node_config"].get("InstanceType", name), float(resources["CPU"]),
-                                  float(resources.get("GPU", 0)), int(spec.get("max_workers", 0))))
-    return ClusterShape(types[head]["node_config"].get("InstanceType", head), workers,
-                        float(config.get("idle_timeout_minutes", 5)))
+            raise UserError(
+                f"{path}: available_node_types.{name}.resources must state CPU (and GPU) for the "
+                f"packing check and the plan, e.g. {{CPU: 4, GPU: 1}}"
+            )
+        workers.append(
+            WorkerType(
+                name,
+                spec["node_config"].get("InstanceType", name),
+                float(resources["CPU"]),
+                float(resources.get("GPU", 0)),
+                int(spec.get("max_workers", 0)),
+            )
+        )
+    return ClusterShape(
+        types[head]["node_config"].get("InstanceType", head), workers, float(config.get("idle_timeout_minutes", 5))
+    )
 
 
-def simulate_asha(num_samples: int, concurrency: int, max_t: int, grace_period: int, reduction_factor: int,
-                  epoch_seconds: float = 1.0, start_seconds: float = 0.0,
-                  values: np.ndarray | None = None, rng: np.random.Generator | None = None) -> tuple[int, float]:
+def simulate_asha(
+    num_samples: int,
+    concurrency: int,
+    max_t: int,
+    grace_period: int,
+    reduction_factor: int,
+    epoch_seconds: float = 1.0,
+    start_seconds: float = 0.0,
+    values: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[int, float]:
     """One run of Ray's asynchronous successive halving: (trial-epochs trained, seconds until the last trial
     ended). Trials start in order as slots free up; each epoch takes `epoch_seconds`. At a milestone a
     trial is stopped when its value is below the (1 - 1/reduction_factor) quantile of the values recorded
@@ -102,7 +121,7 @@ def simulate_asha(num_samples: int, concurrency: int, max_t: int, grace_period: 
         rng = rng or np.random.default_rng()
         values = rng.normal(size=(num_samples, 1)) + RUNG_NOISE * rng.normal(size=(num_samples, len(milestones)))
     recorded: list[list[float]] = [[] for _ in milestones]
-    events: list[tuple[float, int, int]] = []    # (time, trial, rung index or -1 for the end)
+    events: list[tuple[float, int, int]] = []  # (time, trial, rung index or -1 for the end)
     total, clock, started = 0, 0.0, 0
 
     def start(trial: int, at: float) -> None:
@@ -125,8 +144,9 @@ def simulate_asha(num_samples: int, concurrency: int, max_t: int, grace_period: 
             else:
                 last = rung + 1 == len(milestones)
                 later = max_t if last else milestones[rung + 1]
-                heapq.heappush(events, (clock + (later - milestones[rung]) * epoch_seconds, trial,
-                                        -1 if last else rung + 1))
+                heapq.heappush(
+                    events, (clock + (later - milestones[rung]) * epoch_seconds, trial, -1 if last else rung + 1)
+                )
                 continue
         if started < num_samples:
             start(started, clock)
@@ -136,27 +156,34 @@ def simulate_asha(num_samples: int, concurrency: int, max_t: int, grace_period: 
 
 @dataclass
 class SearchEstimate:
-    epochs: float           # expected trial-epochs
-    low: int                # 5th and 95th percentile over the simulations
+    epochs: float  # expected trial-epochs
+    low: int  # 5th and 95th percentile over the simulations
     high: int
-    seconds: float          # expected wall time of the search stage
+    seconds: float  # expected wall time of the search stage
 
 
-def expected_search(space: SearchSpace, concurrency: int, epoch_seconds: float,
-                    start_seconds: float = TRIAL_START_SECONDS, simulations: int = SIMULATIONS,
-                    seed: int = 0) -> SearchEstimate:
+def expected_search(
+    space: SearchSpace,
+    concurrency: int,
+    epoch_seconds: float,
+    start_seconds: float = TRIAL_START_SECONDS,
+    simulations: int = SIMULATIONS,
+    seed: int = 0,
+) -> SearchEstimate:
     """Each arm's search (one after the other, its own ASHA) simulated `simulations` times."""
     rng = np.random.default_rng(seed)
     a = space.asha
     epochs, seconds = np.zeros(simulations), np.zeros(simulations)
     for n in space.arm_trials().values():
         for i in range(simulations):
-            e, t = simulate_asha(n, concurrency, a.max_t, a.grace_period, a.reduction_factor, epoch_seconds,
-                                 start_seconds, rng=rng)
+            e, t = simulate_asha(
+                n, concurrency, a.max_t, a.grace_period, a.reduction_factor, epoch_seconds, start_seconds, rng=rng
+            )
             epochs[i] += e
             seconds[i] += t
-    return SearchEstimate(float(epochs.mean()), int(np.percentile(epochs, 5)), int(np.percentile(epochs, 95)),
-                          float(seconds.mean()))
+    return SearchEstimate(
+        float(epochs.mean()), int(np.percentile(epochs, 5)), int(np.percentile(epochs, 95)), float(seconds.mean())
+    )
 
 
 def confirmation_runs(space: SearchSpace) -> int:
@@ -181,13 +208,22 @@ def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[fl
     cfg = space.teacher_config() if teacher else space.base_config()
     with tempfile.TemporaryDirectory(prefix="polyp-kd-plan-") as tmp:
         # Loader workers off: starting them is a fixed cost per epoch that scaling a subset would multiply.
-        cfg = cfg.replace(epochs=2, encoder_weights=None, val_split="random", save_dir=tmp, cache_dir=tmp,
-                          num_workers=0, **({} if teacher else {"mode": "baseline", "teacher_checkpoint": None}))
+        cfg = cfg.replace(
+            epochs=2,
+            encoder_weights=None,
+            val_split="random",
+            save_dir=tmp,
+            cache_dir=tmp,
+            num_workers=0,
+            **({} if teacher else {"mode": "baseline", "teacher_checkpoint": None}),
+        )
         trainer = Trainer(cfg, data=PolypData(data.root, subset, {}))
         seconds = [result.seconds for result in trainer.epochs()][-1]
     what = f"UNet++/{cfg.teacher_backbone}" if teacher else cfg.student_backbone
-    source = (f"measured on this machine ({trainer.device.type}): {what} at {cfg.img_size}px, batch {cfg.batch_size}, "
-              f"{len(subset)} of {len(data.train)} images timed and scaled")
+    source = (
+        f"measured on this machine ({trainer.device.type}): {what} at {cfg.img_size}px, batch {cfg.batch_size}, "
+        f"{len(subset)} of {len(data.train)} images timed and scaled"
+    )
     return seconds * len(data.train) / len(subset), source
 
 
@@ -199,12 +235,13 @@ class Plan:
     teacher_epochs: int
     teacher_epoch_seconds: float | None
     rows: list[dict]
-    search_epochs: SearchEstimate   # at the first row's concurrency (trial-epochs barely depend on it)
+    search_epochs: SearchEstimate  # at the first row's concurrency (trial-epochs barely depend on it)
     confirm_epochs: int
 
 
-def make_plan(space: SearchSpace, workers: int | None, epoch_seconds: float | None,
-              shape: ClusterShape | None = None) -> Plan:
+def make_plan(
+    space: SearchSpace, workers: int | None, epoch_seconds: float | None, shape: ClusterShape | None = None
+) -> Plan:
     shape = shape or cluster_shape()
     r = space.resources
     teacher_epochs = space.teacher_config().epochs if space.distillation and not space.teacher.checkpoint else 0
@@ -235,60 +272,103 @@ def make_plan(space: SearchSpace, workers: int | None, epoch_seconds: float | No
         cost = None
         if worker.price is not None and shape.head_price is not None:
             # Workers stay idle_timeout_minutes after the last trial before the autoscaler removes them.
-            cost = (wall / 3600) * (shape.head_price + n * worker.price) \
-                + shape.idle_timeout_minutes / 60 * n * worker.price
-        rows.append({"type": worker, "per_node": per_node, "workers": n, "concurrency": concurrency,
-                     "search": search, "wall": wall, "cost": cost})
+            cost = (wall / 3600) * (
+                shape.head_price + n * worker.price
+            ) + shape.idle_timeout_minutes / 60 * n * worker.price
+        rows.append(
+            {
+                "type": worker,
+                "per_node": per_node,
+                "workers": n,
+                "concurrency": concurrency,
+                "search": search,
+                "wall": wall,
+                "cost": cost,
+            }
+        )
     fitting = [row for row in rows if row["per_node"]]
     if not fitting:
-        raise UserError(f"{space.source}: a trial asking for resources {{cpu: {r.cpu:g}, gpu: {r.gpu:g}}} fits no "
-                        f"worker type in {CLUSTER_FILE.name}; lower them or add a larger type")
-    return Plan(space, epoch_seconds, source, teacher_epochs, teacher_seconds, rows, fitting[0]["search"],
-                confirm_runs * space.asha.max_t)
+        raise UserError(
+            f"{space.source}: a trial asking for resources {{cpu: {r.cpu:g}, gpu: {r.gpu:g}}} fits no "
+            f"worker type in {CLUSTER_FILE.name}; lower them or add a larger type"
+        )
+    return Plan(
+        space,
+        epoch_seconds,
+        source,
+        teacher_epochs,
+        teacher_seconds,
+        rows,
+        fitting[0]["search"],
+        confirm_runs * space.asha.max_t,
+    )
 
 
 def format_plan(plan: Plan, shape: ClusterShape | None = None) -> str:
     shape = shape or cluster_shape()
     space, a, s = plan.space, plan.space.asha, plan.space.search
     search = plan.search_epochs
-    lines = [f"plan for sweep {space.name} ({space.source}): nothing is run on a cluster",
-             f"  epoch: {plan.epoch_seconds:.1f} s per trial epoch, {plan.epoch_source}"]
+    lines = [
+        f"plan for sweep {space.name} ({space.source}): nothing is run on a cluster",
+        f"  epoch: {plan.epoch_seconds:.1f} s per trial epoch, {plan.epoch_source}",
+    ]
     if "measured" in plan.epoch_source:
-        lines.append("         (a GPU is far faster than this machine's CPU: "
-                     "pass --epoch-seconds S for the target GPU)")
-    control = (f"; {space.arm_trials()['baseline']} of them the no-teacher control arm, searched on its own"
-               if space.has_control else "")
-    lines.append(f"  search: {s.num_samples} trials, ASHA milestones at epochs {', '.join(map(str, a.rungs()))}"
-                 f" (reduction factor {a.reduction_factor}, max_t {a.max_t}){control}: expected "
-                 f"{search.epochs:.0f} trial-epochs (90% of {SIMULATIONS} simulations: {search.low}-{search.high})")
+        lines.append(
+            "         (a GPU is far faster than this machine's CPU: pass --epoch-seconds S for the target GPU)"
+        )
+    control = (
+        f"; {space.arm_trials()['baseline']} of them the no-teacher control arm, searched on its own"
+        if space.has_control
+        else ""
+    )
+    lines.append(
+        f"  search: {s.num_samples} trials, ASHA milestones at epochs {', '.join(map(str, a.rungs()))}"
+        f" (reduction factor {a.reduction_factor}, max_t {a.max_t}){control}: expected "
+        f"{search.epochs:.0f} trial-epochs (90% of {SIMULATIONS} simulations: {search.low}-{search.high})"
+    )
     if space.confirm is not None:
         c = space.confirm
-        lines.append(f"  selection + verdict: at most {confirmation_runs(space)} runs ({c.top_k} configurations of "
-                     f"each arm x {c.seeds} seeds, then {'3' if space.has_control else '1'} x {c.verdict_seeds} "
-                     f"fresh seeds) x {a.max_t} epochs = {plan.confirm_epochs} trial-epochs")
+        lines.append(
+            f"  selection + verdict: at most {confirmation_runs(space)} runs ({c.top_k} configurations of "
+            f"each arm x {c.seeds} seeds, then {'3' if space.has_control else '1'} x {c.verdict_seeds} "
+            f"fresh seeds) x {a.max_t} epochs = {plan.confirm_epochs} trial-epochs"
+        )
     if plan.teacher_epochs:
-        priced = (f", {plan.teacher_epoch_seconds:.1f} s each (measured here)" if plan.teacher_epoch_seconds
-                  else "; not in the wall time below (its epochs cost more than a student's: measure with --plan)")
+        priced = (
+            f", {plan.teacher_epoch_seconds:.1f} s each (measured here)"
+            if plan.teacher_epoch_seconds
+            else "; not in the wall time below (its epochs cost more than a student's: measure with --plan)"
+        )
         lines.append(f"  teacher: trained in the sweep, {plan.teacher_epochs} epochs{priced}")
-    lines.append(f"  total: {search.epochs + plan.confirm_epochs:.0f} trial-epochs"
-                 + (f" + {plan.teacher_epochs} teacher epochs" if plan.teacher_epochs else ""))
+    lines.append(
+        f"  total: {search.epochs + plan.confirm_epochs:.0f} trial-epochs"
+        + (f" + {plan.teacher_epochs} teacher epochs" if plan.teacher_epochs else "")
+    )
     lines.append("")
-    lines.append(f"  {'worker type':<18}{'instance':<13}{'trials/node':>12}{'workers':>9}{'concurrent':>12}"
-                 f"{'wall':>10}{'on-demand cost':>16}")
+    lines.append(
+        f"  {'worker type':<18}{'instance':<13}{'trials/node':>12}{'workers':>9}{'concurrent':>12}"
+        f"{'wall':>10}{'on-demand cost':>16}"
+    )
     for row in plan.rows:
         w = row["type"]
         if not row["per_node"]:
-            lines.append(f"  {w.name:<18}{w.instance:<13}{'0':>12}   a trial ({space.resources.cpu:g} CPU, "
-                         f"{space.resources.gpu:g} GPU) does not fit ({w.cpu:g} CPU, {w.gpu:g} GPU)")
+            lines.append(
+                f"  {w.name:<18}{w.instance:<13}{'0':>12}   a trial ({space.resources.cpu:g} CPU, "
+                f"{space.resources.gpu:g} GPU) does not fit ({w.cpu:g} CPU, {w.gpu:g} GPU)"
+            )
             continue
         cost = f"${row['cost']:,.2f}" if row["cost"] is not None else "price unknown"
-        lines.append(f"  {w.name:<18}{w.instance:<13}{row['per_node']:>12}{row['workers']:>9}{row['concurrency']:>12}"
-                     f"{_duration(row['wall']):>10}{cost:>16}")
+        lines.append(
+            f"  {w.name:<18}{w.instance:<13}{row['per_node']:>12}{row['workers']:>9}{row['concurrency']:>12}"
+            f"{_duration(row['wall']):>10}{cost:>16}"
+        )
     head = f"${shape.head_price:.3f}/h" if shape.head_price is not None else "price unknown"
     prices = ", ".join(f"{w.instance} ${w.price:.3f}/h" for w in shape.workers if w.price is not None)
-    lines.append(f"  cost: head {shape.head_instance} {head} for the whole run, workers ({prices}) plus "
-                 f"{shape.idle_timeout_minutes:g} min idle at the end; AWS on-demand list prices in "
-                 f"tune/cluster/plan.py, spot is usually well below; node start-up and setup not included")
+    lines.append(
+        f"  cost: head {shape.head_instance} {head} for the whole run, workers ({prices}) plus "
+        f"{shape.idle_timeout_minutes:g} min idle at the end; AWS on-demand list prices in "
+        f"tune/cluster/plan.py, spot is usually well below; node start-up and setup not included"
+    )
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ experiment state only afterwards; a driver killed in between leaves a snapshot n
 deleted) folder, and Ray then refuses to restore that trial. The newer checkpoint still sits beside it, so
 it is moved to the recorded name. Every checkpoint carries `epoch.json`: "newer" never depends on names.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,6 +64,8 @@ def restore_recorded_checkpoints(experiment: str) -> list[str]:
         # Copy then delete, not move: object stores (s3://, gs://) cannot rename a folder.
         pafs.copy_files(newer, recorded, source_filesystem=fs, destination_filesystem=fs)
         fs.delete_dir(newer)
-        notes.append(f"trial {trial.trial_id}: resumes from epoch {checkpoint_epoch(fs, recorded)} "
-                     f"(Ray's record named a checkpoint it had already deleted)")
+        notes.append(
+            f"trial {trial.trial_id}: resumes from epoch {checkpoint_epoch(fs, recorded)} "
+            f"(Ray's record named a checkpoint it had already deleted)"
+        )
     return notes

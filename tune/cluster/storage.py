@@ -2,6 +2,7 @@
 of a cluster reaches. Ray Tune writes trials there itself; these helpers move the sweep's own files
 (report, teacher checkpoint) and fetch a remote file into a node-local cache once per version of it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,7 +74,7 @@ def version(fs: pafs.FileSystem, path: str, location: str) -> str:
     if info.type == pafs.FileType.File:
         return f"{info.size} {info.mtime_ns}"
     files = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
-    return "\n".join(f"{i.path[len(path):]} {i.size} {i.mtime_ns}" for i in sorted(files, key=lambda i: i.path))
+    return "\n".join(f"{i.path[len(path) :]} {i.size} {i.mtime_ns}" for i in sorted(files, key=lambda i: i.path))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@ content) and passes its URI to the job, which does not carry this machine's resu
 
     python -m tune.cluster.teacher_upload --space FILE --storage URI [--teacher PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ def teacher_upload(space: SearchSpace, storage_root: str) -> tuple[Path, str] | 
     if not space.distillation or path is None or storage.is_uri(path):
         return None
     if not Path(path).exists():
-        raise UserError(f"{space.source}: teacher.checkpoint {path} is not on this machine; train and export it "
-                        f"here first, or pass --teacher with a URI in the storage (s3://...)")
+        raise UserError(
+            f"{space.source}: teacher.checkpoint {path} is not on this machine; train and export it "
+            f"here first, or pass --teacher with a URI in the storage (s3://...)"
+        )
     local = Path(require_teacher_path(str(Path(path).resolve())))
     return local, storage.join(storage_root, "teachers", file_sha256(local)[:16], local.name)
 

@@ -1,5 +1,6 @@
 """`python -m tune.report --sweep DIR [--wandb]`: rebuild a finished sweep's report.html and, with --wandb,
 save its W&B Report (online only; offline or disabled runs get one line saying what to do)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,15 @@ from tune.report.html import write_report
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tune.report",
-                                     description="Rebuild a finished sweep's report.html (one self-contained page).")
+    parser = argparse.ArgumentParser(
+        prog="python -m tune.report", description="Rebuild a finished sweep's report.html (one self-contained page)."
+    )
     parser.add_argument("--sweep", help="sweep folder or name (default: the newest finished one in results/)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also create or update the sweep's W&B Report (needs its runs online: `wandb login`)")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also create or update the sweep's W&B Report (needs its runs online: `wandb login`)",
+    )
     args = parser.parse_args(argv)
     with cli_errors():
         folder = find_sweep(args.sweep)
@@ -23,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.wandb:
             # Imported here: wandb-workspaces and wandb cost ~1 s to import, and only --wandb needs them.
             from tune.report.wandb_report import report_command_line
+
             print(report_command_line(folder))
 
 

@@ -2,6 +2,7 @@
 units, importance, ASHA's rungs and the confirmation. report.html embeds them as PNG data URIs; each is also
 saved in the sweep's charts/ folder, which W&B's summary run logs.
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,7 +28,7 @@ from tune.report.format import fmt
 from tune.space import Parameter
 
 DPI = 100
-MAX_SMALL_MULTIPLES = 60      # per-trial curve panels; a bigger sweep shows its best-ranked trials
+MAX_SMALL_MULTIPLES = 60  # per-trial curve panels; a bigger sweep shows its best-ranked trials
 ARM_COLOURS = {"kd": "#1f77b4", "baseline": "#ff7f0e"}
 
 
@@ -41,15 +42,24 @@ def png(fig: plt.Figure, also_save: Path | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def curves_figure(rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]], milestones: list[int],
-                  max_t: int) -> plt.Figure:
+def curves_figure(
+    rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]], milestones: list[int], max_t: int
+) -> plt.Figure:
     """Every search trial's validation Dice per epoch on one chart, with ASHA's rungs marked."""
     fig, ax = plt.subplots(figsize=(10, 4.2))
     colours = plt.get_cmap("tab10" if len(rows) <= 10 else "tab20")  # a qualitative map: N distinct colours
     for i, row in enumerate(r for r in rows if curves.get(r.trial_id)):
         epochs, dice = zip(*curves[row.trial_id])
-        ax.plot(epochs, dice, marker="o", ms=3, lw=1.4, color=colours(i % colours.N),
-                ls="--" if row.arm == "baseline" else "-", label=f"#{row.rank} {row.trial_id} ({row.arm}, {row.end})")
+        ax.plot(
+            epochs,
+            dice,
+            marker="o",
+            ms=3,
+            lw=1.4,
+            color=colours(i % colours.N),
+            ls="--" if row.arm == "baseline" else "-",
+            label=f"#{row.rank} {row.trial_id} ({row.arm}, {row.end})",
+        )
     for m in milestones:
         ax.axvline(m, color="grey", lw=0.8, ls=":")
     ax.set_xlim(0.5, max_t + 0.5)
@@ -63,15 +73,17 @@ def curves_figure(rows: list[TrialRow], curves: dict[str, list[tuple[int, float]
     return fig
 
 
-def small_multiples_figure(rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]],
-                           milestones: list[int], max_t: int) -> plt.Figure:
+def small_multiples_figure(
+    rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]], milestones: list[int], max_t: int
+) -> plt.Figure:
     """One small chart per trial (ranked order): its curve, its best epoch starred, ASHA's rungs dotted."""
     shown = [r for r in rows if curves.get(r.trial_id)][:MAX_SMALL_MULTIPLES]
     cols = min(5, len(shown))
     lines = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(lines, cols, figsize=(2.4 * cols + 0.4, 1.9 * lines + 0.3), sharex=True, sharey=True,
-                             squeeze=False)
-    for ax in axes.flat[len(shown):]:
+    fig, axes = plt.subplots(
+        lines, cols, figsize=(2.4 * cols + 0.4, 1.9 * lines + 0.3), sharex=True, sharey=True, squeeze=False
+    )
+    for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
     for ax, row in zip(axes.flat, shown):
         epochs, dice = zip(*curves[row.trial_id])
@@ -98,7 +110,7 @@ class Axis:
     trial did not sample this parameter, e.g. a conditional one or a distillation one in the control arm)."""
 
     label: str
-    kind: str                                   # linear | log | category
+    kind: str  # linear | log | category
     values: list[Any]
     low: float = 0.0
     high: float = 1.0
@@ -133,8 +145,7 @@ def parallel_axes(rows: list[TrialRow], specs: dict[str, Parameter], objective: 
         if (spec is not None and spec.type == "choice") or not numeric:
             categories = [str(v) for v in (spec.values if spec is not None else [])]
             categories += sorted({str(v) for v in present} - set(categories))
-            axes.append(Axis(key, "category", [None if v is None else str(v) for v in values],
-                             categories=categories))
+            axes.append(Axis(key, "category", [None if v is None else str(v) for v in values], categories=categories))
             continue
         kind = "log" if spec is not None and spec.type == "loguniform" else "linear"
         low = min(([spec.low] if spec is not None else []) + present)
@@ -169,15 +180,17 @@ def parallel_coordinates_figure(rows: list[TrialRow], axes: list[Axis], maximize
     host.set_xticks([])
     host.set_yticks([])
     _draw_trials(host, rows, axes, maximize)
-    handles = [Line2D([], [], color="black", lw=1.5, label="distillation (kd)"),
-               Line2D([], [], color="black", lw=1.5, ls="--", label="control arm (baseline, no teacher)"),
-               Line2D([], [], color="grey", lw=2.2, label="reached max_t"),
-               Line2D([], [], color="grey", lw=1.2, alpha=0.6, label="stopped by ASHA (objective at fewer epochs)")]
+    handles = [
+        Line2D([], [], color="black", lw=1.5, label="distillation (kd)"),
+        Line2D([], [], color="black", lw=1.5, ls="--", label="control arm (baseline, no teacher)"),
+        Line2D([], [], color="grey", lw=2.2, label="reached max_t"),
+        Line2D([], [], color="grey", lw=1.2, alpha=0.6, label="stopped by ASHA (objective at fewer epochs)"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     return fig
 
 
-Y_NOT_SAMPLED = -0.13   # where a trial crosses an axis it did not sample, in the host's 0..1 units
+Y_NOT_SAMPLED = -0.13  # where a trial crosses an axis it did not sample, in the host's 0..1 units
 
 
 def _draw_axis(host: Axes, i: int, n: int, axis: Axis, bottom: float, top: float) -> None:
@@ -195,7 +208,7 @@ def _draw_axis(host: Axes, i: int, n: int, axis: Axis, bottom: float, top: float
     lims = [t0 + f * (t1 - t0) for f in (bottom, top)]
     if log:
         twin.set_yscale("log")
-        lims = [10 ** v for v in lims]
+        lims = [10**v for v in lims]
     twin.set_ylim(*lims)
     twin.spines["right"].set_bounds(low, high)
     if axis.kind == "category":
@@ -208,19 +221,34 @@ def _draw_axis(host: Axes, i: int, n: int, axis: Axis, bottom: float, top: float
     twin.tick_params(labelsize=8)
     for label in twin.get_yticklabels():  # readable where a line crosses it
         label.set_bbox({"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
-    host.text(i, top + 0.03, axis.label + ("\n(log scale)" if log else ""), ha="center", va="bottom",
-              fontsize=9, fontweight="bold")
+    host.text(
+        i,
+        top + 0.03,
+        axis.label + ("\n(log scale)" if log else ""),
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        fontweight="bold",
+    )
     if any(v is None for v in axis.values):
-        host.text(i + 0.03, Y_NOT_SAMPLED, "not sampled", ha="left", va="center", fontsize=7, color="dimgrey",
-                  bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1}, zorder=5)
+        host.text(
+            i + 0.03,
+            Y_NOT_SAMPLED,
+            "not sampled",
+            ha="left",
+            va="center",
+            fontsize=7,
+            color="dimgrey",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+            zorder=5,
+        )
         host.plot([i], [Y_NOT_SAMPLED], marker="_", ms=12, color="dimgrey")
 
 
 def _numeric_ticks(low: float, high: float, log: bool) -> list[float]:
     # A range under two decades gets 2 and 5 times each power of ten labelled too.
     narrow = log and math.log10(high / low) < 2
-    locator = (LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=12) if log
-               else MaxNLocator(5))
+    locator = LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,), numticks=12) if log else MaxNLocator(5)
     eps = 1e-9 * (abs(high) + abs(low))
     ticks = [t for t in locator.tick_values(low, high) if low - eps <= t <= high + eps]
     if len(ticks) < 2:
@@ -238,9 +266,17 @@ def _draw_trials(host: Axes, rows: list[TrialRow], axes: list[Axis], maximize: b
         positions = [a.position(a.values[i]) for a in axes]
         ys = [Y_NOT_SAMPLED if y is None else y for y in positions]
         finished = row.end == "finished"
-        host.plot(range(len(axes)), ys, color=cmap((scores[i] - lo) / (hi - lo) if hi > lo else 1.0),
-                  lw=2.2 if finished else 1.2, alpha=0.95 if finished else 0.6,
-                  ls="--" if row.arm == "baseline" else "-", marker="o", ms=3, clip_on=False)
+        host.plot(
+            range(len(axes)),
+            ys,
+            color=cmap((scores[i] - lo) / (hi - lo) if hi > lo else 1.0),
+            lw=2.2 if finished else 1.2,
+            alpha=0.95 if finished else 0.6,
+            ls="--" if row.arm == "baseline" else "-",
+            marker="o",
+            ms=3,
+            clip_on=False,
+        )
 
 
 def importance_figure(importance: dict[str, float]) -> plt.Figure:
@@ -282,18 +318,33 @@ def confirmation_figure(confirmation: list[dict[str, Any]], metric: str) -> plt.
         values = [v for v in c["values"] if v is not None and not math.isnan(v)]
         # A configuration whose every seed failed has no value: no point (and no offset) to draw.
         offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
-        ax.scatter(x + np.asarray(offsets), values, color=colour, s=22, zorder=3,
-                   label="a seed's run" if x == 0 else None)
+        ax.scatter(
+            x + np.asarray(offsets), values, color=colour, s=22, zorder=3, label="a seed's run" if x == 0 else None
+        )
         mean, ci = c["mean"], c["ci95"]
         if mean is not None and not math.isnan(mean):
             err = None
             if ci and not any(v is None or math.isnan(v) for v in ci):
                 err = [[mean - ci[0]], [ci[1] - mean]]
-            ax.errorbar([x + 0.3], [mean], yerr=err, fmt="D", color="black", ms=5, capsize=4,
-                        label="mean, 95% CI" if x == 0 else None)
+            ax.errorbar(
+                [x + 0.3],
+                [mean],
+                yerr=err,
+                fmt="D",
+                color="black",
+                ms=5,
+                capsize=4,
+                label="mean, 95% CI" if x == 0 else None,
+            )
         if c.get("search_value") is not None:
-            ax.scatter([x - 0.3], [c["search_value"]], facecolors="none", edgecolors=colour, s=40,
-                       label="search trial (one seed, maybe fewer epochs)" if x == 0 else None)
+            ax.scatter(
+                [x - 0.3],
+                [c["search_value"]],
+                facecolors="none",
+                edgecolors=colour,
+                s=40,
+                label="search trial (one seed, maybe fewer epochs)" if x == 0 else None,
+            )
     ax.set_xticks(range(len(confirmation)), [f"{c['name']}\n({c['arm']})" for c in confirmation], fontsize=8)
     ax.set_xlim(-0.7, len(confirmation) - 0.3)
     ax.set_ylabel(metric)
@@ -303,8 +354,9 @@ def confirmation_figure(confirmation: list[dict[str, Any]], metric: str) -> plt.
     return fig
 
 
-def latency_figure(rows: list[TrialRow], front: list[dict[str, Any]], budget_ms: float | None,
-                   objective: Objective) -> plt.Figure:
+def latency_figure(
+    rows: list[TrialRow], front: list[dict[str, Any]], budget_ms: float | None, objective: Objective
+) -> plt.Figure:
     """The objective against latency at the deploy target: every search trial a point (coloured by arm;
     trials over budget, never trained, as grey crosses on the bottom edge), each confirmed backbone's mean
     with its 95% CI labelled by name, the Pareto-optimal ones joined by a step line, the budget dashed."""
@@ -313,15 +365,31 @@ def latency_figure(rows: list[TrialRow], front: list[dict[str, Any]], budget_ms:
     scored = [r for r in timed if not math.isnan(r.objective)]
     for arm in sorted({r.arm for r in scored}, key=lambda a: (a not in ARM_COLOURS, a)):
         mine = [r for r in scored if r.arm == arm]
-        ax.scatter(_latencies(mine), [r.objective for r in mine], s=26, alpha=0.6, zorder=2,
-                   color=ARM_COLOURS.get(arm, "grey"), label=f"search trial ({arm})")
+        ax.scatter(
+            _latencies(mine),
+            [r.objective for r in mine],
+            s=26,
+            alpha=0.6,
+            zorder=2,
+            color=ARM_COLOURS.get(arm, "grey"),
+            label=f"search trial ({arm})",
+        )
     confirmed = [e for e in front if e["mean"] is not None]
     _draw_front(ax, confirmed, objective)
     infeasible = [r for r in timed if r.end == "infeasible"]
     if infeasible:
         # No score to plot: on the axis' bottom edge, at their latency (x in data units, y in axes units).
-        ax.scatter(_latencies(infeasible), [0.02] * len(infeasible), marker="x", s=40, color="grey",
-                   transform=ax.get_xaxis_transform(), clip_on=False, zorder=3, label="infeasible (not trained)")
+        ax.scatter(
+            _latencies(infeasible),
+            [0.02] * len(infeasible),
+            marker="x",
+            s=40,
+            color="grey",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            zorder=3,
+            label="infeasible (not trained)",
+        )
     _latency_axis(ax, _latencies(timed) + [e["latency_ms"] for e in front], budget_ms)
     ax.set_xlabel("latency at the deploy target (ms per call)")
     ax.set_ylabel(f"{objective.label} ({objective.mode})")
@@ -364,12 +432,35 @@ def _draw_front(ax: Axes, confirmed: list[dict[str, Any]], objective: Objective)
     for i, e in enumerate(confirmed):
         lo, hi = e["ci95"] or (None, None)
         err = None if lo is None or hi is None else [[e["mean"] - lo], [hi - e["mean"]]]
-        ax.errorbar([e["latency_ms"]], [e["mean"]], yerr=err, fmt="D", ms=6, capsize=4, zorder=4,
-                    color="black" if e["pareto"] else "dimgrey", mfc="black" if e["pareto"] else "white",
-                    label="confirmed mean, 95% CI (filled: Pareto-optimal)" if i == 0 else None)
-        ax.annotate(e["backbone"], (e["latency_ms"], e["mean"]), xytext=(6, 6), textcoords="offset points",
-                    fontsize=8, zorder=5, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+        ax.errorbar(
+            [e["latency_ms"]],
+            [e["mean"]],
+            yerr=err,
+            fmt="D",
+            ms=6,
+            capsize=4,
+            zorder=4,
+            color="black" if e["pareto"] else "dimgrey",
+            mfc="black" if e["pareto"] else "white",
+            label="confirmed mean, 95% CI (filled: Pareto-optimal)" if i == 0 else None,
+        )
+        ax.annotate(
+            e["backbone"],
+            (e["latency_ms"], e["mean"]),
+            xytext=(6, 6),
+            textcoords="offset points",
+            fontsize=8,
+            zorder=5,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1},
+        )
     pareto = sorted((e for e in confirmed if e["pareto"]), key=lambda e: e["latency_ms"])
     if len(pareto) > 1:
-        ax.step([e["latency_ms"] for e in pareto], [e["mean"] for e in pareto], where="post", color="black",
-                lw=1.2, zorder=3, label="Pareto front")
+        ax.step(
+            [e["latency_ms"] for e in pareto],
+            [e["mean"] for e in pareto],
+            where="post",
+            color="black",
+            lw=1.2,
+            zorder=3,
+            label="Pareto front",
+        )

@@ -1,4 +1,5 @@
 """How numbers and durations read in every report of a sweep: console tables, report.html, chart ticks."""
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def duration(seconds: float | None) -> str:
         return "–"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return (f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s")
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -43,5 +44,7 @@ def params_text(params: dict[str, Any]) -> str:
 def estimate_text(estimate: dict[str, Any]) -> str:
     """best.json's `estimate` in words: `0.6476 (95% CI 0.4810 … 0.8141) over 3 fresh seeds [45, 46, 47]`."""
     lo, hi = estimate["ci95"]
-    return (f"{fmt(estimate['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) over {estimate['n_valid']} fresh seeds "
-            f"{estimate['seeds']}")
+    return (
+        f"{fmt(estimate['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) over {estimate['n_valid']} fresh seeds "
+        f"{estimate['seeds']}"
+    )

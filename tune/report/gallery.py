@@ -1,6 +1,7 @@
 """The winner's validation pictures for report.html: its checkpoint scored on every image of the validation
 split it was selected on, and the best, median and worst of them drawn (image | ground truth | prediction).
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,20 +19,20 @@ from core.metrics import binarize, dice_iou
 from core.models import load_model, resolve_device
 from core.split import training_split
 
-CASES_PER_KIND = 3            # this many best, median and worst validation images
+CASES_PER_KIND = 3  # this many best, median and worst validation images
 
 
 @dataclass
 class Case:
-    kind: str          # best | median | worst
+    kind: str  # best | median | worst
     stem: str
     dice: float
     iou: float
-    picture: str       # data URI of image | ground truth | prediction
+    picture: str  # data URI of image | ground truth | prediction
     # What the picture was drawn from, at the mask's original size, for W&B's masked images (tracking/artifacts).
-    image: np.ndarray          # RGB uint8 H x W x 3
-    ground_truth: np.ndarray   # uint8 H x W in {0, 1}
-    prediction: np.ndarray     # uint8 H x W in {0, 1}
+    image: np.ndarray  # RGB uint8 H x W x 3
+    ground_truth: np.ndarray  # uint8 H x W in {0, 1}
+    prediction: np.ndarray  # uint8 H x W in {0, 1}
 
 
 @dataclass
@@ -49,7 +50,7 @@ def pick_cases(dice: list[float], per_kind: int = CASES_PER_KIND) -> list[tuple[
     taken: set[int] = set()
     picks: dict[str, list[int]] = {}
     mid = len(order) // 2
-    median_slots = order[max(0, mid - per_kind // 2):][:per_kind]
+    median_slots = order[max(0, mid - per_kind // 2) :][:per_kind]
     for kind, slots in (("best", order[:per_kind]), ("worst", order[::-1][:per_kind]), ("median", median_slots)):
         picks[kind] = [i for i in slots if i not in taken]
         taken.update(picks[kind])
@@ -68,8 +69,10 @@ def validation_gallery(checkpoint: Path, per_kind: int = CASES_PER_KIND, device:
     note = ""
     recorded = (state.get("split") or {}).get("val_sha256")
     if recorded and recorded != rebuilt:
-        note = (f"the files under {cfg.data_root} changed since training: these are not exactly the validation "
-                f"images the winner was selected on")
+        note = (
+            f"the files under {cfg.data_root} changed since training: these are not exactly the validation "
+            f"images the winner was selected on"
+        )
     torch_device = resolve_device(device)
     model.to(torch_device)
     scores: dict[str, tuple[float, float]] = {}

@@ -2,6 +2,7 @@
 summary run's tables, built with wandb-workspaces from a finished sweep folder; one Report per sweep, saved
 over on each publish. Verified against wandb 0.31 and wandb-workspaces 0.4.13.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,12 +29,12 @@ if TYPE_CHECKING:
     from wandb_workspaces.reports.v2.interface import BlockTypes
 
 DEFAULT_APP_URL = "https://wandb.ai"
-SEARCH_JOB_TYPES = ("trial",)               # the search: one run per Optuna trial
+SEARCH_JOB_TYPES = ("trial",)  # the search: one run per Optuna trial
 RETRAIN_JOB_TYPES = ("confirm", "verdict")  # the selection and verdict stages' retrained runs
-SUMMARY_JOB_TYPE = "summary"                # one per sweep: tune/report/wandb_summary.py
+SUMMARY_JOB_TYPE = "summary"  # one per sweep: tune/report/wandb_summary.py
 # The wandb.Tables the summary run logs; `test` holds the winner's and the baseline's test scores.
 SUMMARY_TABLES = ("confirmation", "test", "leaderboard")
-EPOCH_KEY, CURVE_KEY, ARM_KEY = "epoch", "val_dice", "arm"   # history keys of every trial's run; config key
+EPOCH_KEY, CURVE_KEY, ARM_KEY = "epoch", "val_dice", "arm"  # history keys of every trial's run; config key
 
 
 @dataclass(frozen=True)
@@ -64,39 +65,56 @@ def sweep_name(sweep: FinishedSweep) -> str:
 def runset(place: ReportPlace, name: str, job_types: tuple[str, ...]) -> wr.Runset:
     """The sweep's runs of some job types. Filters are written with wandb-workspaces' own keys (`Group`,
     `JobType`: the runs' `group` and `jobType`), so a reader can parse them back."""
-    job = (expr.Metric("JobType") == job_types[0] if len(job_types) == 1
-           else expr.Metric("JobType").isin(list(job_types)))
-    return wr.Runset(entity=place.entity, project=place.project, name=name,
-                     filters=[expr.Metric("Group") == place.group, job])
+    job = (
+        expr.Metric("JobType") == job_types[0] if len(job_types) == 1 else expr.Metric("JobType").isin(list(job_types))
+    )
+    return wr.Runset(
+        entity=place.entity, project=place.project, name=name, filters=[expr.Metric("Group") == place.group, job]
+    )
 
 
 def curves_panel(title: str, y: int) -> wr.LinePlot:
     """Validation Dice against the logged `epoch` (Ray's step counter lags it after a restore), one mean line
     and min–max band per arm."""
-    return wr.LinePlot(title=title, x=wr.Metric(EPOCH_KEY), y=[wr.Metric(CURVE_KEY)], groupby=wr.Config(ARM_KEY),
-                       groupby_aggfunc="mean", groupby_rangefunc="minmax", title_x="epoch",
-                       title_y="validation Dice", layout=wr.Layout(x=0, y=y, w=24, h=8))
+    return wr.LinePlot(
+        title=title,
+        x=wr.Metric(EPOCH_KEY),
+        y=[wr.Metric(CURVE_KEY)],
+        groupby=wr.Config(ARM_KEY),
+        groupby_aggfunc="mean",
+        groupby_rangefunc="minmax",
+        title_x="epoch",
+        title_y="validation Dice",
+        layout=wr.Layout(x=0, y=y, w=24, h=8),
+    )
 
 
 def search_panels(sweep: FinishedSweep) -> list:
     """Parallel coordinates of the searched config keys against the objective, importance and the curves.
     Parameters are named as Config: `learning_rate` is also a logged metric (the scheduled rate)."""
     target = objective_summary_key(sweep.objective)
-    columns = [wr.ParallelCoordinatesPlotColumn(metric=wr.Config(key), log=spec.type == "loguniform" or None)
-               for key, spec in parameter_specs(sweep.space.parameters).items()]
+    columns = [
+        wr.ParallelCoordinatesPlotColumn(metric=wr.Config(key), log=spec.type == "loguniform" or None)
+        for key, spec in parameter_specs(sweep.space.parameters).items()
+    ]
     columns.append(wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(target)))
-    return [wr.ParallelCoordinatesPlot(title=f"search trials: parameters → {target}", columns=columns,
-                                       layout=wr.Layout(x=0, y=0, w=24, h=9)),
-            wr.ParameterImportancePlot(with_respect_to=target, layout=wr.Layout(x=0, y=9, w=24, h=8)),
-            curves_panel("search trials: validation Dice per epoch, by arm", 17)]
+    return [
+        wr.ParallelCoordinatesPlot(
+            title=f"search trials: parameters → {target}", columns=columns, layout=wr.Layout(x=0, y=0, w=24, h=9)
+        ),
+        wr.ParameterImportancePlot(with_respect_to=target, layout=wr.Layout(x=0, y=9, w=24, h=8)),
+        curves_panel("search trials: validation Dice per epoch, by arm", 17),
+    ]
 
 
 def table_panels(sweep: FinishedSweep) -> list:
     """The summary run's tables: selection over seeds (when the sweep had a selection stage), the test sets
     of the winner and the baseline, and the leaderboard."""
     names = [t for t in SUMMARY_TABLES if t != "confirmation" or sweep.best.get("confirmation")]
-    return [wr.WeavePanelSummaryTable(table_name=name, layout=wr.Layout(x=0, y=10 * i, w=24, h=10))
-            for i, name in enumerate(names)]
+    return [
+        wr.WeavePanelSummaryTable(table_name=name, layout=wr.Layout(x=0, y=10 * i, w=24, h=10))
+        for i, name in enumerate(names)
+    ]
 
 
 def verdict_markdown(sweep: FinishedSweep) -> str:
@@ -104,12 +122,18 @@ def verdict_markdown(sweep: FinishedSweep) -> str:
     b, label = sweep.best, sweep.objective.label
     lines = ["**SYNTHETIC demo data: these numbers say nothing about real polyps.**"] if b.get("synthetic_data") else []
     verdict = (b.get("kd_vs_baseline") or {}).get("sentence")
-    lines.append(f"**Distillation vs. baseline:** {verdict}" if verdict
-                 else "No distillation-vs-baseline verdict (no control arm in this sweep).")
+    lines.append(
+        f"**Distillation vs. baseline:** {verdict}"
+        if verdict
+        else "No distillation-vs-baseline verdict (no control arm in this sweep)."
+    )
     winner = f"**Winner:** {b.get('winner')} ({b.get('arm')}, {b.get('student')}): {params_text(b.get('params') or {})}"
     estimate = b.get("estimate")
-    winner += (f"; estimated {label} {estimate_text(estimate)} (the number to quote)" if estimate
-               else f"; {label} {fmt(b.get('best_val_dice'))} (the run that selected it)")
+    winner += (
+        f"; estimated {label} {estimate_text(estimate)} (the number to quote)"
+        if estimate
+        else f"; {label} {fmt(b.get('best_val_dice'))} (the run that selected it)"
+    )
     return "\n\n".join([*lines, winner])
 
 
@@ -121,26 +145,39 @@ def artifact_url(place: ReportPlace, name: str) -> str:
 def build_report(sweep: FinishedSweep, place: ReportPlace) -> wr.Report:
     """The Report of a finished sweep, not saved: nothing here touches the network."""
     name = sweep_name(sweep)
-    link = (f"The sweep's self-contained page (charts, leaderboard, the winner's validation images): "
-            f"[{REPORT_FILE}]({artifact_url(place, name)}), artifact `{name}-report` of the summary run.")
+    link = (
+        f"The sweep's self-contained page (charts, leaderboard, the winner's validation images): "
+        f"[{REPORT_FILE}]({artifact_url(place, name)}), artifact `{name}-report` of the summary run."
+    )
     blocks: list[BlockTypes] = [
         wr.MarkdownBlock(text=verdict_markdown(sweep)),
         wr.MarkdownBlock(text=link),
         wr.H2(text="Search"),
-        wr.MarkdownBlock(text=f"Every search trial of both arms; the objective is {sweep.objective.metric} "
-                              f"({sweep.objective.mode}). Trials stopped by ASHA end early."),
+        wr.MarkdownBlock(
+            text=f"Every search trial of both arms; the objective is {sweep.objective.metric} "
+            f"({sweep.objective.mode}). Trials stopped by ASHA end early."
+        ),
         wr.PanelGrid(runsets=[runset(place, "search trials", SEARCH_JOB_TYPES)], panels=search_panels(sweep)),
         wr.H2(text="Selection and verdict runs"),
-        wr.MarkdownBlock(text="The best configurations retrained on the selection seeds, then the winner and the "
-                              "baseline on fresh verdict seeds (the runs the verdict is computed from)."),
-        wr.PanelGrid(runsets=[runset(place, "selection and verdict runs", RETRAIN_JOB_TYPES)],
-                     panels=[curves_panel("retrained runs: validation Dice per epoch, by arm", 0)]),
+        wr.MarkdownBlock(
+            text="The best configurations retrained on the selection seeds, then the winner and the "
+            "baseline on fresh verdict seeds (the runs the verdict is computed from)."
+        ),
+        wr.PanelGrid(
+            runsets=[runset(place, "selection and verdict runs", RETRAIN_JOB_TYPES)],
+            panels=[curves_panel("retrained runs: validation Dice per epoch, by arm", 0)],
+        ),
         wr.H2(text="Tables"),
         wr.PanelGrid(runsets=[runset(place, "summary run", (SUMMARY_JOB_TYPE,))], panels=table_panels(sweep)),
     ]
-    return wr.Report(project=place.project, entity=place.entity, title=report_title(name),
-                     description=f"Knowledge-distillation polyp segmentation: sweep {name}, group {place.group}.",
-                     blocks=blocks, width="fluid")
+    return wr.Report(
+        project=place.project,
+        entity=place.entity,
+        title=report_title(name),
+        description=f"Knowledge-distillation polyp segmentation: sweep {name}, group {place.group}.",
+        blocks=blocks,
+        width="fluid",
+    )
 
 
 # What wandb raises when the server cannot be reached or refuses the key, and wandb-workspaces' ValueError
@@ -155,8 +192,10 @@ def w_and_b_errors(what: str) -> Iterator[None]:
         yield
     except W_AND_B_FAILURES as err:
         reason = (str(err).strip().splitlines() or [""])[0][:200].rstrip(".")
-        raise UserError(f"{what}: {type(err).__name__}: {reason}; check the network, `wandb login`, and "
-                        f"wandb.entity / wandb.project in the space (or WANDB_ENTITY)") from None
+        raise UserError(
+            f"{what}: {type(err).__name__}: {reason}; check the network, `wandb login`, and "
+            f"wandb.entity / wandb.project in the space (or WANDB_ENTITY)"
+        ) from None
 
 
 def save_report(api: wandb.Api, report: wr.Report) -> str:
@@ -184,8 +223,9 @@ def save_sweep_report(sweep_dir: str | Path, space: SearchSpace | None = None, e
     return save_report(api, build_report(sweep, ReportPlace.of(space, entity, app)))
 
 
-def publish_wandb_report(sweep_dir: str | Path, space: SearchSpace | None = None,
-                         entity: str | None = None) -> str | None:
+def publish_wandb_report(
+    sweep_dir: str | Path, space: SearchSpace | None = None, entity: str | None = None
+) -> str | None:
     """At the end of an online sweep: save its Report and return the URL; None, after one line on stderr
     saying why, when W&B cannot be reached (the sweep's results stand without it)."""
     try:
@@ -211,10 +251,14 @@ def report_command_line(sweep_dir: Path) -> str:
     if target.mode == "disabled":
         return f"W&B report not made: W&B is disabled ({target.reason})"
     if target.mode == "offline":
-        return (f"W&B report not made: the runs are offline ({target.reason}); upload them with `{sync}`, then "
-                f"run this again with --wandb after `wandb login` (or with WANDB_API_KEY set)")
+        return (
+            f"W&B report not made: the runs are offline ({target.reason}); upload them with `{sync}`, then "
+            f"run this again with --wandb after `wandb login` (or with WANDB_API_KEY set)"
+        )
     unsynced = unsynced_offline_runs(sweep_dir)
     if unsynced:
-        return (f"W&B report not made: {len(unsynced)} offline runs of this sweep are not uploaded yet; upload "
-                f"them with `{sync}`, then run this again with --wandb")
+        return (
+            f"W&B report not made: {len(unsynced)} offline runs of this sweep are not uploaded yet; upload "
+            f"them with `{sync}`, then run this again with --wandb"
+        )
     return f"W&B report: {save_sweep_report(sweep_dir, space, target.entity)}"

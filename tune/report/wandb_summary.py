@@ -2,6 +2,7 @@
 columns, the verdict and the winner's test scores in its summary, report.html's charts, report.html itself
 and the winner's validation gallery; one run per sweep (`job_type` summary), updated when the end is re-run.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,12 +22,30 @@ def summary_run_id(sweep_dir: Path, sweep: str) -> str:
     return f"{sweep}-summary-{read_sweep_record(sweep_dir).get('uid', 'x')}"
 
 
-def log_sweep_summary(project: str, entity: str | None, group: str, mode: RunMode, sweep_dir: Path,
-                      space: dict[str, Any], best: dict[str, Any], rows: list[TrialRow]) -> str:
+def log_sweep_summary(
+    project: str,
+    entity: str | None,
+    group: str,
+    mode: RunMode,
+    sweep_dir: Path,
+    space: dict[str, Any],
+    best: dict[str, Any],
+    rows: list[TrialRow],
+) -> str:
     """Write (or update) the summary run; returns the run's folder."""
-    run = wandb.init(project=project, entity=entity, group=group, job_type="summary", name=f"{best['sweep']}-summary",
-                     id=summary_run_id(sweep_dir, best["sweep"]), resume="allow", dir=str(sweep_dir), mode=mode,
-                     config={"space": space}, tags=[best["sweep"], "summary"])
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="summary",
+        name=f"{best['sweep']}-summary",
+        id=summary_run_id(sweep_dir, best["sweep"]),
+        resume="allow",
+        dir=str(sweep_dir),
+        mode=mode,
+        config={"space": space},
+        tags=[best["sweep"], "summary"],
+    )
     try:
         logged: dict[str, Any] = {"leaderboard": leaderboard_table(rows), "test": test_table(best)}
         if best.get("confirmation"):
@@ -48,11 +67,33 @@ def leaderboard_table(rows: list[TrialRow]) -> wandb.Table:
     """Every search trial; each parameter a column of its own type (numbers stay numbers, so W&B plots them).
     `wandb_run` is the trial's W&B run id (its Ray trial id)."""
     params = sorted({k for r in rows for k in r.params})
-    table = wandb.Table(columns=["rank", "trial_id", "wandb_run", "arm", "end", "epochs", "objective",
-                                 "best_val_dice", "best_val_iou", *params])
+    table = wandb.Table(
+        columns=[
+            "rank",
+            "trial_id",
+            "wandb_run",
+            "arm",
+            "end",
+            "epochs",
+            "objective",
+            "best_val_dice",
+            "best_val_iou",
+            *params,
+        ]
+    )
     for r in rows:
-        table.add_data(r.rank, r.trial_id, r.trial_id, r.arm, r.end, r.epochs, _num(r.objective),
-                       _num(r.best_val_dice), _num(r.best_val_iou), *[_value(r.params.get(p)) for p in params])
+        table.add_data(
+            r.rank,
+            r.trial_id,
+            r.trial_id,
+            r.arm,
+            r.end,
+            r.epochs,
+            _num(r.objective),
+            _num(r.best_val_dice),
+            _num(r.best_val_iou),
+            *[_value(r.params.get(p)) for p in params],
+        )
     return table
 
 
@@ -60,12 +101,32 @@ def confirmation_table(selection: list[dict[str, Any]], verdict: list[dict[str, 
     """The selection and verdict runs: one row per configuration and stage, each seed's value a column."""
     staged = [("selection", c) for c in selection] + [("verdict", c) for c in verdict]
     seeds = max((len(c["values"]) for _, c in staged), default=0)
-    table = wandb.Table(columns=["stage", "config", "arm", "search_trial", "n_seeds", "mean", "ci95_lo",
-                                 "ci95_hi", *(f"seed_{i + 1}" for i in range(seeds))])
+    table = wandb.Table(
+        columns=[
+            "stage",
+            "config",
+            "arm",
+            "search_trial",
+            "n_seeds",
+            "mean",
+            "ci95_lo",
+            "ci95_hi",
+            *(f"seed_{i + 1}" for i in range(seeds)),
+        ]
+    )
     for stage, c in staged:
         values = [_num(v) for v in c["values"]] + [None] * (seeds - len(c["values"]))
-        table.add_data(stage, c["name"], c["arm"], c["trial"], len(c["seeds"]), _num(c["mean"]),
-                       _num(c["ci95"][0]), _num(c["ci95"][1]), *values)
+        table.add_data(
+            stage,
+            c["name"],
+            c["arm"],
+            c["trial"],
+            len(c["seeds"]),
+            _num(c["mean"]),
+            _num(c["ci95"][0]),
+            _num(c["ci95"][1]),
+            *values,
+        )
     return table
 
 
@@ -81,19 +142,30 @@ def test_table(best: dict[str, Any]) -> wandb.Table:
 
 def summary_values(best: dict[str, Any]) -> dict[str, Any]:
     estimate = best.get("estimate") or {}
-    summary = {"winner": best["winner"], "winner_arm": best["arm"], "winner_student": best.get("student"),
-               "winner_val_dice/estimate": _num(estimate.get("mean")),
-               "winner_val_dice/exported_run": best["best_val_dice"],
-               "test/mean/dice": best["test"]["mean"]["dice"], "test/mean/iou": best["test"]["mean"]["iou"]}
+    summary = {
+        "winner": best["winner"],
+        "winner_arm": best["arm"],
+        "winner_student": best.get("student"),
+        "winner_val_dice/estimate": _num(estimate.get("mean")),
+        "winner_val_dice/exported_run": best["best_val_dice"],
+        "test/mean/dice": best["test"]["mean"]["dice"],
+        "test/mean/iou": best["test"]["mean"]["iou"],
+    }
     for name, s in best["test"]["test_sets"].items():
         summary.update({f"test/{name}/dice": s["dice"], f"test/{name}/iou": s["iou"]})
     verdict = best.get("kd_vs_baseline")
     if verdict:
-        summary.update({"kd_vs_baseline/diff_mean": _num(verdict["diff_mean"]),
-                        "kd_vs_baseline/ci95_lo": _num(verdict["ci95"][0]),
-                        "kd_vs_baseline/ci95_hi": _num(verdict["ci95"][1]),
-                        "kd_vs_baseline/seeds": verdict["n_valid"], "kd_vs_baseline/mde80": _num(verdict["mde80"]),
-                        "kd_vs_baseline/outcome": verdict["outcome"], "verdict": verdict["sentence"]})
+        summary.update(
+            {
+                "kd_vs_baseline/diff_mean": _num(verdict["diff_mean"]),
+                "kd_vs_baseline/ci95_lo": _num(verdict["ci95"][0]),
+                "kd_vs_baseline/ci95_hi": _num(verdict["ci95"][1]),
+                "kd_vs_baseline/seeds": verdict["n_valid"],
+                "kd_vs_baseline/mde80": _num(verdict["mde80"]),
+                "kd_vs_baseline/outcome": verdict["outcome"],
+                "verdict": verdict["sentence"],
+            }
+        )
     return summary
 
 

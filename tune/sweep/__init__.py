@@ -6,6 +6,7 @@ Optuna study and `searcher` what it is told.
 Importing this package sets Ray's and W&B's environment defaults first: Ray reads some at import time, and
 the processes it starts inherit them.
 """
+
 import os
 
 # Tune warns when a result takes > 0.5 s to process; on a 2-core machine busy with trials that is the normal

@@ -2,6 +2,7 @@
 everything Ray prints (its trial tables, its log records, what its processes print) goes to <sweep>/ray.log,
 named once when Ray starts, and with --verbose to the console as well.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -43,8 +44,13 @@ class TrialProgress(tune.Callback):
         self.stage, self.metric, self.max_t = stage, metric, max_t
         self.total = 0
 
-    def setup(self, stop: Stopper | None = None, num_samples: int | None = None,
-              total_num_samples: int | None = None, **info: Any) -> None:
+    def setup(
+        self,
+        stop: Stopper | None = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
         self.total = total_num_samples or 0
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -105,7 +111,7 @@ def number(value: Any) -> str:
 def error_summary(trial: Trial) -> str:
     """A failed trial's exception (the last line of Ray's error file: Ray wraps the trial's exception) and
     where its whole traceback is kept: the trial's folder in the sweep."""
-    local: str | None = getattr(trial, "error_file", None)   # Ray's staging copy, written before callbacks are told
+    local: str | None = getattr(trial, "error_file", None)  # Ray's staging copy, written before callbacks are told
     last = ""
     if local:
         with contextlib.suppress(OSError):
@@ -151,11 +157,11 @@ class RoutedStream(io.TextIOBase):
     def isatty(self) -> bool:
         try:
             return _is_open(self.console) and self.console.isatty()
-        except ValueError:   # closed meanwhile (another thread)
+        except ValueError:  # closed meanwhile (another thread)
             return False
 
     def fileno(self) -> int:
-        if not _is_open(self.console):   # what a stream without a descriptor raises (an OSError and a ValueError)
+        if not _is_open(self.console):  # what a stream without a descriptor raises (an OSError and a ValueError)
             raise io.UnsupportedOperation("fileno: the console stream is closed")
         return self.console.fileno()
 
@@ -170,7 +176,7 @@ class RoutedStream(io.TextIOBase):
 def _is_open(stream: TextIO) -> bool:
     try:
         return not stream.closed
-    except ValueError:   # a text stream whose buffer was detached
+    except ValueError:  # a text stream whose buffer was detached
         return False
 
 
@@ -191,7 +197,7 @@ def ray_output(log_path: Path, verbose: bool) -> Iterator[None]:
                 try:
                     sys.stdout.flush()
                     sys.stderr.flush()
-                finally:   # the console's streams are back even when a flush fails (a closed pipe)
+                finally:  # the console's streams are back even when a flush fails (a closed pipe)
                     sys.stdout, sys.stderr = saved
 
 
@@ -204,14 +210,15 @@ def _stderr_descriptor_to(log: TextIO) -> Iterator[TextIO]:
     sys.stderr.flush()
     try:
         saved = os.dup(2)
-    except OSError:   # no descriptor 2 (a daemon): nothing to divert
+    except OSError:  # no descriptor 2 (a daemon): nothing to divert
         yield sys.stderr
         return
     console = sys.stderr
     with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
-        if sys.stderr.fileno() == 2:   # it writes to descriptor 2 itself: the console is now the copy
-            console = open(saved, "w", encoding=sys.stderr.encoding, errors="backslashreplace",  # noqa: SIM115
-                           buffering=1, closefd=False)   # closed below, once descriptor 2 is back
+        if sys.stderr.fileno() == 2:  # it writes to descriptor 2 itself: the console is now the copy
+            console = open(  # noqa: SIM115 - closed in the finally below, once descriptor 2 is back
+                saved, "w", encoding=sys.stderr.encoding, errors="backslashreplace", buffering=1, closefd=False
+            )
     os.dup2(log.fileno(), 2)
     try:
         yield console

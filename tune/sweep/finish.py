@@ -2,6 +2,7 @@
 once, write best.json, then the reports: console, report.html with its pictures, W&B's summary run, and a
 copy in shared storage.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,14 +49,15 @@ from tune.sweep.verdict import VerdictRuns, backbone
 class Winner:
     """The configuration the sweep names, and the one run of it whose checkpoint is exported."""
 
-    record: dict[str, Any]      # what best.json says of how it was chosen and what it is estimated to score
-    checkpoint: str             # the exported run's checkpoint (relative to the sweep folder where local)
+    record: dict[str, Any]  # what best.json says of how it was chosen and what it is estimated to score
+    checkpoint: str  # the exported run's checkpoint (relative to the sweep folder where local)
     trial_id: str
     baseline: Confirmed | None  # the baseline it was judged against, scored on the test sets beside it
 
 
-def finish(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None, judged: VerdictRuns | None,
-           started: float) -> dict[str, Any]:
+def finish(
+    run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None, judged: VerdictRuns | None, started: float
+) -> dict[str, Any]:
     """Write best.json and every report of a finished sweep; returns what best.json holds."""
     space, paths = run.space, run.paths
     print("\n" + format_leaderboard(rows))
@@ -73,8 +75,10 @@ def finish(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None
         print(f"\nverdict: {verdict.sentence}")
     importance = best["importance"]
     if importance:
-        print("importance (PED-ANOVA, KD trials at epoch "
-              f"{importance['at_epoch']}): " + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items()))
+        print(
+            "importance (PED-ANOVA, KD trials at epoch "
+            f"{importance['at_epoch']}): " + ", ".join(f"{k} {v:.2f}" for k, v in importance["importance"].items())
+        )
     if run.students is not None:
         best.update(deployment(run, selected or []))
     best["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -92,8 +96,10 @@ def deployment(run: SweepRun, selected: list[Confirmed]) -> dict[str, Any]:
     measured_at = next(iter(students.values()))["measured_at"]
     print(f"\nDice–latency front at {target.describe()}, measured on {measured_at} (selection-seed means)")
     print(format_front(front, target.batch, target.latency_budget_ms, run.space.objective.label))
-    return {"deploy": {"target": target.to_dict(), "described": target.describe(), "measured_at": measured_at},
-            "front": front}
+    return {
+        "deploy": {"target": target.to_dict(), "described": target.describe(), "measured_at": measured_at},
+        "front": front,
+    }
 
 
 def print_winner(best: dict[str, Any], winner: Winner) -> None:
@@ -101,8 +107,10 @@ def print_winner(best: dict[str, Any], winner: Winner) -> None:
     print(f"\nwinner: {best['winner']} ({best['arm']}, {best['student']})")
     if estimate:
         print(f"  estimate: val Dice {estimate_text(estimate)}")
-    print(f"  exported run {winner.trial_id}: val Dice {best['best_val_dice']:.4f} (epoch {best['best_epoch']})"
-          + (" — the best of those seeds: a selected maximum, not an estimate" if estimate else ""))
+    print(
+        f"  exported run {winner.trial_id}: val Dice {best['best_val_dice']:.4f} (epoch {best['best_epoch']})"
+        + (" — the best of those seeds: a selected maximum, not an estimate" if estimate else "")
+    )
 
 
 def study_summary(run: SweepRun) -> dict[str, Any]:
@@ -111,43 +119,74 @@ def study_summary(run: SweepRun) -> dict[str, Any]:
     studies = {arm: load_study(paths.sweep_dir, run.study_name(arm)) for arm in run.space.arm_trials()}
     states = {study.study_name: state_counts(study) for study in studies.values()}
     for name, counts in states.items():
-        print(f"Optuna study {name} in {paths.sweep_dir / JOURNAL_FILE}: "
-              + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    return {"study": {"journal": JOURNAL_FILE, "states": states},
-            "importance": param_importance(studies["kd"], at_epoch=run.space.asha.grace_period)}
+        print(
+            f"Optuna study {name} in {paths.sweep_dir / JOURNAL_FILE}: "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+        )
+    return {
+        "study": {"journal": JOURNAL_FILE, "states": states},
+        "importance": param_importance(studies["kd"], at_epoch=run.space.asha.grace_period),
+    }
 
 
-def choose_winner(run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None,
-                  judged: VerdictRuns | None) -> Winner:
+def choose_winner(
+    run: SweepRun, rows: list[TrialRow], selected: list[Confirmed] | None, judged: VerdictRuns | None
+) -> Winner:
     """The best configuration by its selection mean, estimated on the verdict seeds (its best verdict run is
     exported); without selection, the best search trial that reached the full budget."""
     objective, base_cfg = run.space.objective, run.space.base_config()
     if not selected or judged is None:
         done = [r for r in rows if r.end == "finished"]
         if not done:
-            raise UserError(f"{run.paths.sweep_dir}: no trial reached asha.max_t={run.space.asha.max_t} epochs; "
-                            f"see leaderboard.csv (with confirm: null only a full-budget trial can win)")
+            raise UserError(
+                f"{run.paths.sweep_dir}: no trial reached asha.max_t={run.space.asha.max_t} epochs; "
+                f"see leaderboard.csv (with confirm: null only a full-budget trial can win)"
+            )
         row = done[0]
-        record: dict[str, Any] = dict(winner=row.trial_id, arm=row.arm, student=backbone(row.sampled, base_cfg),
-                                      trial_id=row.trial_id, search_trial=row.trial_id, params=row.params,
-                                      sampled=row.sampled.values, confirmation=None, estimate=None)
+        record: dict[str, Any] = dict(
+            winner=row.trial_id,
+            arm=row.arm,
+            student=backbone(row.sampled, base_cfg),
+            trial_id=row.trial_id,
+            search_trial=row.trial_id,
+            params=row.params,
+            sampled=row.sampled.values,
+            confirmation=None,
+            estimate=None,
+        )
         return Winner(record, row.checkpoint, row.trial_id, None)
     ranked = rank_confirmed(selected, objective)
     print("\n" + format_confirmation(selected, objective, "selection"))
     print("\n" + format_confirmation(judged.runs, objective, "verdict"))
     runs, chosen = judged.winner, ranked[0]
     if math.isnan(runs.mean):
-        raise UserError(f"{run.paths.sweep_dir}: every verdict run of {chosen.candidate.name} failed; see "
-                        f"{run.paths.verdict}")
+        raise UserError(
+            f"{run.paths.sweep_dir}: every verdict run of {chosen.candidate.name} failed; see {run.paths.verdict}"
+        )
     pick = runs.best_seed_index(objective)
     c = chosen.candidate
-    estimate = {"mean": runs.mean, "ci95": list(runs.ci95), "seeds": runs.seeds, "values": runs.values,
-                "n_valid": sum(not math.isnan(v) for v in runs.values)}
-    record = dict(winner=c.name, arm=c.arm, student=backbone(c.sampled, base_cfg), trial_id=runs.trial_ids[pick],
-                  search_trial=c.trial_id, params=c.params, sampled=c.sampled.values, seed=runs.seeds[pick],
-                  selection_mean=chosen.mean, selection_ci95=list(chosen.ci95), estimate=estimate,
-                  confirmation=[x.to_dict() for x in ranked],
-                  verdict_runs=[x.to_dict() for x in rank_confirmed(judged.runs, objective)])
+    estimate = {
+        "mean": runs.mean,
+        "ci95": list(runs.ci95),
+        "seeds": runs.seeds,
+        "values": runs.values,
+        "n_valid": sum(not math.isnan(v) for v in runs.values),
+    }
+    record = dict(
+        winner=c.name,
+        arm=c.arm,
+        student=backbone(c.sampled, base_cfg),
+        trial_id=runs.trial_ids[pick],
+        search_trial=c.trial_id,
+        params=c.params,
+        sampled=c.sampled.values,
+        seed=runs.seeds[pick],
+        selection_mean=chosen.mean,
+        selection_ci95=list(chosen.ci95),
+        estimate=estimate,
+        confirmation=[x.to_dict() for x in ranked],
+        verdict_runs=[x.to_dict() for x in rank_confirmed(judged.runs, objective)],
+    )
     verdict = judged.verdict
     partner = next((r for r in judged.runs if verdict and r.candidate.name == verdict.baseline), None)
     if partner is not None and (math.isnan(partner.mean) or partner.candidate.name == c.name):
@@ -173,9 +212,17 @@ def score_checkpoint(folder: str, data_root: str | None = None) -> dict[str, Any
     best = best_epoch(state["history"])
     if best is None:
         raise UserError(f"{path}: checkpoint has no training history (a trial's records every epoch it trained)")
-    return {"folder": folder, "config": cfg.to_dict(), "architecture": state["architecture"], "test": report,
-            "synthetic_data": data.synthetic, "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"],
-            "best_epoch": best["epoch"], "epochs_trained": state["epoch"]}
+    return {
+        "folder": folder,
+        "config": cfg.to_dict(),
+        "architecture": state["architecture"],
+        "test": report,
+        "synthetic_data": data.synthetic,
+        "best_val_dice": best["val_dice"],
+        "best_val_iou": best["val_iou"],
+        "best_epoch": best["epoch"],
+        "epochs_trained": state["epoch"],
+    }
 
 
 def local_checkpoint(checkpoint: str, run: SweepRun, name: str) -> str:
@@ -190,18 +237,31 @@ def publish(run: SweepRun, rows: list[TrialRow], best: dict[str, Any]) -> None:
     space, paths = run.space, run.paths
     print(f"report: {write_report(paths.sweep_dir)}")
     ends = {e: sum(r.end == e for r in rows) for e in ENDS}
-    print(f"\n{len(rows)} search trials (" + ", ".join(f"{n} {e}" for e, n in ends.items() if n)
-          + f") in {best['wall_seconds']:.0f}s -> {paths.sweep_dir}")
+    print(
+        f"\n{len(rows)} search trials ("
+        + ", ".join(f"{n} {e}" for e, n in ends.items() if n)
+        + f") in {best['wall_seconds']:.0f}s -> {paths.sweep_dir}"
+    )
     if run.wandb_mode != "disabled":
-        log_sweep_summary(space.wandb.project, run.wandb_entity, space.wandb.group or space.name, run.wandb_mode,
-                          paths.sweep_dir, space.to_dict(), best, rows)
+        log_sweep_summary(
+            space.wandb.project,
+            run.wandb_entity,
+            space.wandb.group or space.name,
+            run.wandb_mode,
+            paths.sweep_dir,
+            space.to_dict(),
+            best,
+            rows,
+        )
     if run.wandb_mode == "online":
         url = publish_wandb_report(paths.sweep_dir, space, run.wandb_entity)
         if url:
             print(f"W&B Report: {url}")
     if run.wandb_mode == "offline":
-        print(f"W&B runs are offline in {paths.sweep_dir / WANDB_DIRNAME}; upload them with "
-              f"`wandb sync {paths.sweep_dir / WANDB_DIRNAME}/offline-run-*`")
+        print(
+            f"W&B runs are offline in {paths.sweep_dir / WANDB_DIRNAME}; upload them with "
+            f"`wandb sync {paths.sweep_dir / WANDB_DIRNAME}/offline-run-*`"
+        )
     if paths.remote:
         for name in SHARED_OUTPUTS:
             if (paths.sweep_dir / name).exists():

@@ -3,6 +3,7 @@ at that target (core/latency.py: once per architecture, target and machine, then
 checked before anything trains. A CPU target is timed on the driver before Ray starts, a CUDA one on a GPU
 worker (the driver may have no GPU).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ from tune.space import SearchSpace
 CALIBRATION_IMAGES = 8  # int8 activation ranges; more changes the ranges, not the speed
 
 
-OnGpuWorker = Callable[..., LatencyRecord]   # `on_gpu_worker(fn, *args)`: fn(*args), run where a GPU is
+OnGpuWorker = Callable[..., LatencyRecord]  # `on_gpu_worker(fn, *args)`: fn(*args), run where a GPU is
 
 
 def measure_students(space: SearchSpace, on_gpu_worker: OnGpuWorker | None = None) -> dict[str, dict[str, Any]]:
@@ -43,13 +44,18 @@ def measure_students(space: SearchSpace, on_gpu_worker: OnGpuWorker | None = Non
             at = dataclasses.replace(target, runtime=runtime)
             args = (student_arch(backbone), at, calibration, base.cache_dir)
             times[runtime] = measure(cached_latency, *args)
-            print(f"latency {backbone:<28} {at.describe():<60} {times[runtime].ms:8.1f} ms"
-                  + (" (cached)" if times[runtime].cached else ""))
+            print(
+                f"latency {backbone:<28} {at.describe():<60} {times[runtime].ms:8.1f} ms"
+                + (" (cached)" if times[runtime].cached else "")
+            )
         ms = times[target.runtime].ms
-        out[backbone] = {"latency_ms": round(ms, 2), "fp32_ms": _ms(times.get("onnxruntime")),
-                         "int8_ms": _ms(times.get("onnxruntime-int8")),
-                         "measured_at": times[target.runtime].measured_at,
-                         "feasible": target.latency_budget_ms is None or ms <= target.latency_budget_ms}
+        out[backbone] = {
+            "latency_ms": round(ms, 2),
+            "fp32_ms": _ms(times.get("onnxruntime")),
+            "int8_ms": _ms(times.get("onnxruntime-int8")),
+            "measured_at": times[target.runtime].measured_at,
+            "feasible": target.latency_budget_ms is None or ms <= target.latency_budget_ms,
+        }
     return out
 
 
@@ -62,9 +68,11 @@ def check_budget(space: SearchSpace, students: dict[str, dict[str, Any]]) -> Non
     if budget is None or any(s["feasible"] for s in students.values()):
         return
     fastest = min(students, key=lambda b: students[b]["latency_ms"])
-    raise UserError(f"{space.source}: deploy.latency_budget_ms is {budget:g} ms but every student backbone is "
-                    f"slower at {target.describe()}; the fastest is {fastest} at "
-                    f"{students[fastest]['latency_ms']:.1f} ms: raise the budget or add a faster backbone")
+    raise UserError(
+        f"{space.source}: deploy.latency_budget_ms is {budget:g} ms but every student backbone is "
+        f"slower at {target.describe()}; the fastest is {fastest} at "
+        f"{students[fastest]['latency_ms']:.1f} ms: raise the budget or add a faster backbone"
+    )
 
 
 def write_latencies(sweep_dir: Path, target: DeployTarget, students: dict[str, dict[str, Any]]) -> Path:

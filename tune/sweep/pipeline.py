@@ -1,6 +1,7 @@
 """A sweep from start to end: one driver per sweep (a lock), a local Ray or a cluster, then the stages
 prepare → search → select → verdict → finish, each resumable; Ctrl-C or SIGTERM stops it resumably.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,15 +54,23 @@ from tune.tracking import mode as wandb_mode
 from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
 
-def run_sweep(space: SearchSpace, storage_root: str, resume: bool, address: str | None,
-              num_cpus: int | None, local_results: Path = Path("results"), extend: bool = False,
-              signals: StopSignals | None = None, verbose: bool = False) -> dict:
+def run_sweep(
+    space: SearchSpace,
+    storage_root: str,
+    resume: bool,
+    address: str | None,
+    num_cpus: int | None,
+    local_results: Path = Path("results"),
+    extend: bool = False,
+    signals: StopSignals | None = None,
+    verbose: bool = False,
+) -> dict:
     """`storage_root` is a local folder or a URI shared by every node; with a URI the sweep's own files
     are also kept in <local_results>/<sweep>/ on this machine and copied to the storage at the end.
     `extend`: with `resume`, the space may raise search.num_samples and the extra trials run. Ray's output
     goes to <sweep>/ray.log; `verbose`: to the console as well."""
     remote = storage.is_uri(storage_root)
-    shared = storage.join(storage_root, space.name)        # every node reaches this
+    shared = storage.join(storage_root, space.name)  # every node reaches this
     paths = SweepPaths((local_results / space.name).resolve() if remote else Path(shared), shared, remote)
     with sweep_lock(paths.sweep_dir):
         check_folder(paths, resume)
@@ -88,8 +97,10 @@ def student_latencies(space: SearchSpace, paths: SweepPaths, resume: bool) -> di
 
 def gpu_latencies(space: SearchSpace) -> dict[str, dict]:
     """A CUDA target's latencies, measured by a Ray task on a GPU (the driver may have none)."""
+
     def on_gpu_worker(fn: Callable[..., LatencyRecord], *args: Any) -> LatencyRecord:
         return ray.get(ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args))
+
     students = measure_students(space, on_gpu_worker)
     check_budget(space, students)
     return students
@@ -100,8 +111,10 @@ def check_folder(paths: SweepPaths, resume: bool) -> None:
     if resume and not (paths.sweep_dir.is_dir() or storage.exists(paths.shared)):
         raise UserError(f"{paths.shared}: no sweep to resume there; run without --resume to start it")
     if not resume and (paths.sweep_dir.exists() or (paths.remote and storage.exists(paths.trials))):
-        raise UserError(f"{paths.sweep_dir}: a sweep of this name exists; continue it with --resume or "
-                        f"start another with --name NEW (or delete the folder)")
+        raise UserError(
+            f"{paths.sweep_dir}: a sweep of this name exists; continue it with --resume or "
+            f"start another with --name NEW (or delete the folder)"
+        )
 
 
 def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: bool) -> None:
@@ -158,19 +171,30 @@ def set_aside_later_stages(paths: SweepPaths) -> None:
     if not later:
         return
     if paths.remote:
-        raise UserError(f"{paths.shared}: the search is complete; extending it on shared storage is not "
-                        f"supported: run a new sweep with --name NEW")
+        raise UserError(
+            f"{paths.shared}: the search is complete; extending it on shared storage is not "
+            f"supported: run a new sweep with --name NEW"
+        )
     n = 1 + sum(1 for _ in paths.sweep_dir.glob("superseded-*"))
     aside = paths.sweep_dir / f"superseded-{n}"
     aside.mkdir()
     for path in later:
         os.replace(path, aside / path.name)
-    print(f"the search's results so far and the stages after it ({', '.join(p.name for p in later)}) were "
-          f"chosen among fewer trials: moved to {aside}")
+    print(
+        f"the search's results so far and the stages after it ({', '.join(p.name for p in later)}) were "
+        f"chosen among fewer trials: moved to {aside}"
+    )
 
 
-def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
-               signals: StopSignals, students: dict[str, dict] | None = None, verbose: bool = False) -> dict:
+def run_stages(
+    space: SearchSpace,
+    paths: SweepPaths,
+    address: str | None,
+    num_cpus: int | None,
+    signals: StopSignals,
+    students: dict[str, dict] | None = None,
+    verbose: bool = False,
+) -> dict:
     started = time.perf_counter()
     target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
     wandb_mode.apply(target)
@@ -180,22 +204,41 @@ def run_stages(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
         return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
 
 
-def run_in_ray(space: SearchSpace, paths: SweepPaths, address: str | None, num_cpus: int | None,
-               signals: StopSignals, students: dict[str, dict] | None, target: wandb_mode.WandbTarget,
-               started: float) -> dict:
+def run_in_ray(
+    space: SearchSpace,
+    paths: SweepPaths,
+    address: str | None,
+    num_cpus: int | None,
+    signals: StopSignals,
+    students: dict[str, dict] | None,
+    target: wandb_mode.WandbTarget,
+    started: float,
+) -> dict:
     """Start Ray (a new local one, or the cluster at `address`), run the stages in it, shut it down."""
     # Without --address/RAY_ADDRESS: always a new local Ray ("local"), never a cluster that happens to run
     # on this machine (ray.init(None) would join one started by `ray start`, and refuse num_cpus).
-    ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
-             configure_logging=True, logging_level=logging.WARNING)
+    ray.init(
+        address=address or "local",
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
     signals.install()  # again: ray.init installs a SIGTERM handler of its own that aborts the driver
     try:
         signals.check()  # a signal during ray.init
         note = repair_journal(paths.sweep_dir)
         if note:
             print(note)
-        run = SweepRun(space, paths, requests_gpu(space, address), target.mode, signals,
-                       stored_sweep_name(paths.sweep_dir, space.name), target.entity)
+        run = SweepRun(
+            space,
+            paths,
+            requests_gpu(space, address),
+            target.mode,
+            signals,
+            stored_sweep_name(paths.sweep_dir, space.name),
+            target.entity,
+        )
         (paths.sweep_dir / WANDB_DIRNAME).mkdir(parents=True, exist_ok=True)
         run.wandb_sweep_id = wandb_sweep(run)
         if space.deploy is not None:
@@ -208,9 +251,11 @@ def run_in_ray(space: SearchSpace, paths: SweepPaths, address: str | None, num_c
         return finish(run, rows, selected, judged, started)
     except (SweepInterrupted, KeyboardInterrupt) as err:
         detail = f" ({err})" if str(err) else ""
-        print(f"\nsweep interrupted — continue with the same command plus --resume: "
-              f"python -m tune.search --space {space.source} --name {space.name} --resume{detail}",
-              file=sys.stderr)
+        print(
+            f"\nsweep interrupted — continue with the same command plus --resume: "
+            f"python -m tune.search --space {space.source} --name {space.name} --resume{detail}",
+            file=sys.stderr,
+        )
         raise SystemExit(signals.exit_code) from None
     finally:
         ray.shutdown()

@@ -9,6 +9,7 @@ Caches: the decoded training images and the teacher's logits are node-local. The
 the node it runs on; every other node builds them in its first trial, once: concurrent first trials on a
 node wait on the builder's file lock (core/cache.py), then map them.
 """
+
 from __future__ import annotations
 
 import sys
@@ -43,8 +44,10 @@ def prepare_data(space: SearchSpace) -> None:
         space.base["val_groups"] = str(Path(space.base["val_groups"]).expanduser().resolve())
     if not root.exists() and space.demo_data is not None:
         d = space.demo_data
-        print(f"generating SYNTHETIC demo data (not real polyps) at {root}: {d.train} train, {d.test} per "
-              f"test set, {d.size}px, seed {d.seed}")
+        print(
+            f"generating SYNTHETIC demo data (not real polyps) at {root}: {d.train} train, {d.test} per "
+            f"test set, {d.size}px, seed {d.seed}"
+        )
         write_demo_dataset(root, size=d.size, n_train=d.train, n_test=d.test, seed=d.seed)
     data = discover(root)
     print(data.describe())
@@ -58,9 +61,11 @@ def check_foreground(space: SearchSpace, data: PolypData) -> None:
     for part, pairs in (("training", split.train), ("validation", split.val)):
         fraction, empty = mask_foreground(pairs)
         if fraction == 0:
-            raise UserError(f"{data.root / 'TrainDataset' / 'masks'}: all {len(pairs)} {part} masks are empty (no "
-                            f"polyp pixel); masks must be polyp white on black (check with `python -m core.data "
-                            f"check --data-root {data.root}`)")
+            raise UserError(
+                f"{data.root / 'TrainDataset' / 'masks'}: all {len(pairs)} {part} masks are empty (no "
+                f"polyp pixel); masks must be polyp white on black (check with `python -m core.data "
+                f"check --data-root {data.root}`)"
+            )
         if part == "training":
             report = CheckReport(0, fraction, empty)
             print(f"training masks: {100 * fraction:.1f} % polyp pixels, {empty} of {len(pairs)} empty")
@@ -77,10 +82,12 @@ def check_teacher_setting(space: SearchSpace) -> None:
     if storage.is_uri(path):  # in shared storage (where ./launch.sh sweep uploads a local teacher): check a copy
         path = storage.local_copy(path)
     if not Path(path).exists():
-        raise UserError(f"{space.source}: teacher.checkpoint {path} does not exist; train one with "
-                        f"`python -m tune.search --space teacher.yaml` then `python -m tune.best export "
-                        f"--sweep results/teacher` (writes results/teacher/export), or set "
-                        f"`teacher: {{checkpoint: null}}` to train one in this sweep")
+        raise UserError(
+            f"{space.source}: teacher.checkpoint {path} does not exist; train one with "
+            f"`python -m tune.search --space teacher.yaml` then `python -m tune.best export "
+            f"--sweep results/teacher` (writes results/teacher/export), or set "
+            f"`teacher: {{checkpoint: null}}` to train one in this sweep"
+        )
     path = require_teacher_path(str(Path(path).resolve()))
     cfg = space.base_config()
     check_teacher_split(teacher_split(path), training_split(cfg, discover(cfg.data_root).train).record, path)
@@ -111,13 +118,17 @@ def requests_gpu(space: SearchSpace, address: str | None) -> bool:
         return False
     if address:
         if ray.cluster_resources().get("GPU", 0) == 0:
-            print(f"cluster has no GPU yet: each trial asks for {space.resources.gpu:g} GPU, for which an "
-                  f"autoscaling cluster adds GPU workers (a cluster that cannot: set resources.gpu: 0)")
+            print(
+                f"cluster has no GPU yet: each trial asks for {space.resources.gpu:g} GPU, for which an "
+                f"autoscaling cluster adds GPU workers (a cluster that cannot: set resources.gpu: 0)"
+            )
         return True
     if torch.cuda.is_available():
         return True
-    print(f"no GPU on this machine: trials run on CPU and ask for none (resources.gpu {space.resources.gpu:g} "
-          f"applies on a cluster or a GPU machine)")
+    print(
+        f"no GPU on this machine: trials run on CPU and ask for none (resources.gpu {space.resources.gpu:g} "
+        f"applies on a cluster or a GPU machine)"
+    )
     return False
 
 
@@ -143,8 +154,9 @@ def _train_teacher(cfg: TrainConfig, resume_from: str | None, shared: str | None
 
 def _warm_caches(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.teacher_checkpoint:
-        cfg = cfg.replace(teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint,
-                                                                cfg.cache_dir or default_cache_dir()))
+        cfg = cfg.replace(
+            teacher_checkpoint=storage.local_copy(cfg.teacher_checkpoint, cfg.cache_dir or default_cache_dir())
+        )
     training_caches(cfg, discover(cfg.data_root).train, resolve_device(cfg.device))
     return _placement()
 
@@ -152,8 +164,9 @@ def _warm_caches(cfg: TrainConfig) -> dict[str, Any]:
 def warm_caches(space: SearchSpace, cfg: TrainConfig, use_gpu: bool) -> None:
     """Decode the training images and compute the teacher's logits once on one node, before trials start
     (on a single machine: the only node). Other nodes build theirs in their first trial."""
-    what = "decoded images" + (" and teacher logits" if cfg.mode == "distillation"
-                               and cfg.teacher_logits == "cached" else "")
+    what = "decoded images" + (
+        " and teacher logits" if cfg.mode == "distillation" and cfg.teacher_logits == "cached" else ""
+    )
     print(f"caches: preparing {what} at {cfg.img_size}px")
     gpus = space.resources.gpu if use_gpu else 0
     task = ray.remote(num_cpus=space.resources.cpu, num_gpus=gpus, max_retries=0)(_warm_caches)
@@ -190,8 +203,10 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
             print(f"teacher: using this sweep's {stored}")
             return str(stored)
         resume_from = str(last)
-    print(f"teacher: {'resuming' if resume_from else 'training'} UNet++/{cfg.teacher_backbone} for {cfg.epochs} epochs "
-          f"at {cfg.img_size}px -> {stored}")
+    print(
+        f"teacher: {'resuming' if resume_from else 'training'} UNet++/{cfg.teacher_backbone} for {cfg.epochs} epochs "
+        f"at {cfg.img_size}px -> {stored}"
+    )
     # Nothing else runs during this stage: give it the CPUs the concurrent trials will share, as many as one
     # node has now; on an autoscaling cluster with no worker yet, one trial's share, which any worker type
     # that fits a trial offers (a larger request could start a bigger node type just for the teacher).

@@ -1,6 +1,7 @@
 """What every stage of a running sweep shares (`SweepRun`), and the Ray Tune pieces they are built from:
 the trainable with its resources, ASHA, the run config, W&B's callback and mode, and Ray's own settings.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,10 +36,10 @@ class SweepRun:
     use_gpu: bool
     wandb_mode: RunMode
     signals: StopSignals = field(default_factory=StopSignals)
-    stored_name: str = ""   # the name the journal's studies carry (a renamed copy keeps it); default: the space's
+    stored_name: str = ""  # the name the journal's studies carry (a renamed copy keeps it); default: the space's
     wandb_entity: str | None = None
-    wandb_sweep_id: str | None = None   # the W&B Sweep (online only) every trial's run joins
-    students: dict[str, dict] | None = None   # each student backbone's latency at the deploy target (latency.json)
+    wandb_sweep_id: str | None = None  # the W&B Sweep (online only) every trial's run joins
+    students: dict[str, dict] | None = None  # each student backbone's latency at the deploy target (latency.json)
 
     def latency_ms(self) -> dict[str, float]:
         """Student backbone -> latency at the deploy target, ms (empty without a target)."""
@@ -54,10 +55,19 @@ def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
     if run.wandb_mode == "disabled":
         return []
     w = run.space.wandb
-    return [SweepWandbLoggerCallback(
-        project=w.project, entity=run.wandb_entity, group=w.group or run.space.name, mode=run.wandb_mode,
-        dir=str(run.paths.sweep_dir), job_type=job_type, excludes=["is_best", "node_id", "run_started_at"],
-        log_config=False, settings=TrialRunSettings(run.space.name, base, run.space.objective, run.wandb_sweep_id))]
+    return [
+        SweepWandbLoggerCallback(
+            project=w.project,
+            entity=run.wandb_entity,
+            group=w.group or run.space.name,
+            mode=run.wandb_mode,
+            dir=str(run.paths.sweep_dir),
+            job_type=job_type,
+            excludes=["is_best", "node_id", "run_started_at"],
+            log_config=False,
+            settings=TrialRunSettings(run.space.name, base, run.space.objective, run.wandb_sweep_id),
+        )
+    ]
 
 
 def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: Sequence[int] = ()) -> Callable[..., Any]:
@@ -65,22 +75,27 @@ def trainable_for(run: SweepRun, base: TrainConfig, rung_epochs: Sequence[int] =
     space = run.space
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu if run.use_gpu else 0}
     epochs = checkpoint_epochs(space.search.checkpoint_every, space.asha.max_t, rung_epochs)
-    trainable = tune.with_parameters(train_trial, base=base, checkpoint_epochs=epochs, latency_ms=run.latency_ms(),
-                                     trainer_kind=space.search.trainer)
+    trainable = tune.with_parameters(
+        train_trial, base=base, checkpoint_epochs=epochs, latency_ms=run.latency_ms(), trainer_kind=space.search.trainer
+    )
     return tune.with_resources(trainable, resources)
 
 
 def asha_scheduler(space: SearchSpace) -> ASHAScheduler:
     """The space's ASHA, deciding on the epoch each trial reports."""
     a = space.asha
-    return ASHAScheduler(time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period,
-                         reduction_factor=a.reduction_factor)
+    return ASHAScheduler(
+        time_attr="epoch", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor
+    )
 
 
 def run_config(run: SweepRun, name: str, callbacks: list) -> tune.RunConfig:
     return tune.RunConfig(
-        name=name, storage_path=run.paths.shared,
+        name=name,
+        storage_path=run.paths.shared,
         # Each checkpoint holds the last state *and* the best-validation weights: one is enough.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=run.space.search.max_failures),
-        callbacks=callbacks, verbose=1)
+        callbacks=callbacks,
+        verbose=1,
+    )

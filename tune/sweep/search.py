@@ -5,6 +5,7 @@ Each arm (distillation, and the no-teacher control) is searched by a Tuner of it
 with the same budget rules: its own study, so TPE learns only from its own arm's trials, and its own ASHA,
 so a baseline trial is only ever stopped by comparison with other baseline trials.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
         experiment = paths.search_experiment(arm)
         search_arm(run, base, arm, n, experiment)
         recorded = recorded_trials(experiment)
-        for note in journal_disagreements(paths.sweep_dir, run.study_name(arm), recorded,
-                                          space.objective.metric, space.asha.max_t, experiment):
+        for note in journal_disagreements(
+            paths.sweep_dir, run.study_name(arm), recorded, space.objective.metric, space.asha.max_t, experiment
+        ):
             print(note)
         trials += recorded
     rows = leaderboard(trials, space.objective, space.asha.max_t, paths.sweep_dir)
@@ -59,8 +61,9 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
     rows += infeasible_rows(run, trained)
     write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE)
     if any(r.end == "interrupted" for r in rows) or trained < space.search.num_samples:
-        raise SweepInterrupted(f"{sum(r.end != 'interrupted' for r in rows[:trained])} of "
-                               f"{space.search.num_samples} search trials ended")
+        raise SweepInterrupted(
+            f"{sum(r.end != 'interrupted' for r in rows[:trained])} of {space.search.num_samples} search trials ended"
+        )
     write_search(rows, paths.sweep_dir)
     return rows
 
@@ -78,11 +81,22 @@ def infeasible_rows(run: SweepRun, ranked: int) -> list[TrialRow]:
             if not t.user_attrs.get(INFEASIBLE_ATTR):
                 continue
             latency = t.user_attrs.get(LATENCY_ATTR)
-            rows.append(TrialRow(
-                trial_id=f"{arm}-infeasible-{t.number}", sampled=Sampled(arm, dict(t.params)), end="infeasible",
-                epochs=0, objective=nan, best_val_dice=nan, best_val_iou=nan, best_epoch=0, last_val_dice=nan,
-                latency_ms=latency, rank=ranked + len(rows) + 1,
-                error=f"{latency:.1f} ms at {space.deploy.describe()}: over budget, not trained"))
+            rows.append(
+                TrialRow(
+                    trial_id=f"{arm}-infeasible-{t.number}",
+                    sampled=Sampled(arm, dict(t.params)),
+                    end="infeasible",
+                    epochs=0,
+                    objective=nan,
+                    best_val_dice=nan,
+                    best_val_iou=nan,
+                    best_epoch=0,
+                    last_val_dice=nan,
+                    latency_ms=latency,
+                    rank=ranked + len(rows) + 1,
+                    error=f"{latency:.1f} ms at {space.deploy.describe()}: over budget, not trained",
+                )
+            )
     return rows
 
 
@@ -104,8 +118,14 @@ def completed_search(run: SweepRun) -> list[TrialRow] | None:
         return None
     for arm in space.arm_trials():
         experiment = paths.search_experiment(arm)
-        for note in reconcile_journal(paths.sweep_dir, run.study_name(arm), recorded_trials(experiment),
-                                      space.objective.metric, space.asha.max_t, experiment):
+        for note in reconcile_journal(
+            paths.sweep_dir,
+            run.study_name(arm),
+            recorded_trials(experiment),
+            space.objective.metric,
+            space.asha.max_t,
+            experiment,
+        ):
             print(note)
     print(f"search stage already complete ({len(rows)} trials); continuing")
     return rows
@@ -115,18 +135,23 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
     """One arm's Tuner, new or restored; returns when its trials have ended (or Ctrl-C stopped it)."""
     # ASHA decides at its rungs: a checkpoint there means a stopped trial's checkpoint is where it stopped.
     trainable = trainable_for(run, base, run.space.asha.rungs())
-    callbacks = [*wandb_callbacks(run, "trial", base), KeepGoodStateCopies(),
-                 *stage_callbacks(f"search {arm}", run.space.objective.metric, run.space.asha.max_t)]
+    callbacks = [
+        *wandb_callbacks(run, "trial", base),
+        KeepGoodStateCopies(),
+        *stage_callbacks(f"search {arm}", run.space.objective.metric, run.space.asha.max_t),
+    ]
     if tune.Tuner.can_restore(experiment):
-        for note in prepare_restore(run.paths.sweep_dir, experiment, run.study_name(arm),
-                                    run.space.objective.metric, run.space.asha.max_t):
+        for note in prepare_restore(
+            run.paths.sweep_dir, experiment, run.study_name(arm), run.space.objective.metric, run.space.asha.max_t
+        ):
             print(note)
         tuner = restore_tuner(experiment, trainable, callbacks, tune_config(run, arm, num_samples))
     else:
         name = experiment.rstrip("/").rsplit("/", 1)[-1]
         print(f"\nsearching arm {arm}: {num_samples} trials")
-        tuner = tune.Tuner(trainable, tune_config=tune_config(run, arm, num_samples),
-                           run_config=run_config(run, name, callbacks))
+        tuner = tune.Tuner(
+            trainable, tune_config=tune_config(run, arm, num_samples), run_config=run_config(run, name, callbacks)
+        )
     with run.signals.during_fit():
         tuner.fit()
 
@@ -137,15 +162,28 @@ def tune_config(run: SweepRun, arm: str, num_samples: int) -> tune.TuneConfig:
     space, objective = run.space, run.space.objective
     budget = space.deploy.latency_budget_ms if space.deploy else None
     searcher = TruthfulOptunaSearch(
-        space=DefineByRun(space.parameters, arm), metric=objective.metric, mode=objective.mode,
-        sampler=tpe_sampler(num_samples, space.search.seed), study_name=run.study_name(arm),
-        storage=journal_storage(run.paths.sweep_dir), max_t=space.asha.max_t, arm=arm,
-        wandb_runs=run.wandb_mode != "disabled", latency_ms=run.latency_ms(), budget_ms=budget,
-        base_backbone=space.base_config().student_backbone)
-    return tune.TuneConfig(search_alg=searcher, scheduler=asha_scheduler(space), metric=objective.metric,
-                           mode=objective.mode, num_samples=num_samples,
-                           max_concurrent_trials=space.search.max_concurrent_trials,
-                           reuse_actors=space.search.reuse_actors)
+        space=DefineByRun(space.parameters, arm),
+        metric=objective.metric,
+        mode=objective.mode,
+        sampler=tpe_sampler(num_samples, space.search.seed),
+        study_name=run.study_name(arm),
+        storage=journal_storage(run.paths.sweep_dir),
+        max_t=space.asha.max_t,
+        arm=arm,
+        wandb_runs=run.wandb_mode != "disabled",
+        latency_ms=run.latency_ms(),
+        budget_ms=budget,
+        base_backbone=space.base_config().student_backbone,
+    )
+    return tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=asha_scheduler(space),
+        metric=objective.metric,
+        mode=objective.mode,
+        num_samples=num_samples,
+        max_concurrent_trials=space.search.max_concurrent_trials,
+        reuse_actors=space.search.reuse_actors,
+    )
 
 
 def trial_end(trial: TrialState, max_t: int) -> str:
@@ -160,26 +198,40 @@ def trial_end(trial: TrialState, max_t: int) -> str:
     return "finished" if epochs >= max_t else "stopped by ASHA"
 
 
-def leaderboard(trials: list[TrialState], objective: Objective, max_t: int,
-                sweep_dir: Path | None = None) -> list[TrialRow]:
+def leaderboard(
+    trials: list[TrialState], objective: Objective, max_t: int, sweep_dir: Path | None = None
+) -> list[TrialRow]:
     """One row per trial, ranked by exactly the objective; unusable trials last."""
     rows = []
     for t in trials:
         m = t.last_result
         if "epoch" in m and objective.metric not in m:
-            raise UserError(f"objective.metric '{objective.metric}': trial {t.trial_id} never reported it (it "
-                            f"reports {', '.join(sorted(k for k in m if 'val' in k))}); fix objective.metric "
-                            f"in the space")
-        rows.append(TrialRow(
-            trial_id=t.trial_id, sampled=Sampled.from_ray(t.config), end=trial_end(t, max_t),
-            epochs=int(m.get("epoch", 0) or 0), objective=objective.value(m),
-            best_val_dice=float(m.get("best_val_dice", float("nan"))),
-            best_val_iou=float(m.get("best_val_iou", float("nan"))), best_epoch=int(m.get("best_epoch", 0) or 0),
-            last_val_dice=float(m.get("val_dice", float("nan"))), node_id=str(m.get("node_id", "")),
-            gpus_assigned=float(m.get("gpus_assigned", 0.0) or 0.0), device=str(m.get("device", "")),
-            error=t.error or str(m.get("error", "")), checkpoint=relative(t.checkpoint_path, sweep_dir),
-            trial_dir=relative(t.path, sweep_dir), latency_ms=m.get("latency_ms"),
-            curve={int(h["epoch"]): objective.value(h) for h in t.history if "epoch" in h}))
+            raise UserError(
+                f"objective.metric '{objective.metric}': trial {t.trial_id} never reported it (it "
+                f"reports {', '.join(sorted(k for k in m if 'val' in k))}); fix objective.metric "
+                f"in the space"
+            )
+        rows.append(
+            TrialRow(
+                trial_id=t.trial_id,
+                sampled=Sampled.from_ray(t.config),
+                end=trial_end(t, max_t),
+                epochs=int(m.get("epoch", 0) or 0),
+                objective=objective.value(m),
+                best_val_dice=float(m.get("best_val_dice", float("nan"))),
+                best_val_iou=float(m.get("best_val_iou", float("nan"))),
+                best_epoch=int(m.get("best_epoch", 0) or 0),
+                last_val_dice=float(m.get("val_dice", float("nan"))),
+                node_id=str(m.get("node_id", "")),
+                gpus_assigned=float(m.get("gpus_assigned", 0.0) or 0.0),
+                device=str(m.get("device", "")),
+                error=t.error or str(m.get("error", "")),
+                checkpoint=relative(t.checkpoint_path, sweep_dir),
+                trial_dir=relative(t.path, sweep_dir),
+                latency_ms=m.get("latency_ms"),
+                curve={int(h["epoch"]): objective.value(h) for h in t.history if "epoch" in h},
+            )
+        )
     if sweep_dir is not None:
         for row in missing_rows(rows, sweep_dir):  # deleted while the search ran: never a candidate
             row.end, row.checkpoint = "missing", ""

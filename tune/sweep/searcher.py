@@ -3,6 +3,7 @@ budget, enforced before a proposal is ever trained.
 
 Built on ray_compat.optuna_search.OptunaSearchInternals, which names the parts of Ray's OptunaSearch it uses.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from tune.sweep.ray_compat.conventions import wandb_run_id
 from tune.sweep.ray_compat.optuna_search import OptunaSearchInternals, reported_steps, storage_id
 from tune.sweep.study import INFEASIBLE_ATTR, LATENCY_ATTR, LATENCY_CONSTRAINT
 
-RAY_TRIAL_ATTR = "ray_trial_id"   # Optuna trial user attributes: the Ray trial it ran as, its arm, its W&B run
+RAY_TRIAL_ATTR = "ray_trial_id"  # Optuna trial user attributes: the Ray trial it ran as, its arm, its W&B run
 ARM_ATTR = "arm"
 WANDB_RUN_ATTR = "wandb_run_id"
 # With a fast student in the space (the sweep checks that one meets the budget) TPE finds it long before this.
@@ -35,9 +36,17 @@ class TruthfulOptunaSearch(OptunaSearchInternals):
     or diverged trial is FAIL.
     """
 
-    def __init__(self, *args: Any, max_t: int, arm: str = "kd", wandb_runs: bool = False,
-                 latency_ms: dict[str, float] | None = None, budget_ms: float | None = None,
-                 base_backbone: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_t: int,
+        arm: str = "kd",
+        wandb_runs: bool = False,
+        latency_ms: dict[str, float] | None = None,
+        budget_ms: float | None = None,
+        base_backbone: str = "",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_t, self.arm, self.wandb_runs = max_t, arm, wandb_runs
         self.latency_ms, self.budget_ms, self.base_backbone = latency_ms or {}, budget_ms, base_backbone
@@ -65,8 +74,11 @@ class TruthfulOptunaSearch(OptunaSearchInternals):
                 return config
             trial.set_user_attr(INFEASIBLE_ATTR, True)
             self.study.tell(trial, state=OptunaTrialState.PRUNED)
-            print(f"infeasible, not trained: {self.arm} proposal {trial.number} ({backbone}, {latency:.1f} ms) is over "
-                  f"the {self.budget_ms:g} ms latency budget", flush=True)
+            print(
+                f"infeasible, not trained: {self.arm} proposal {trial.number} ({backbone}, {latency:.1f} ms) is over "
+                f"the {self.budget_ms:g} ms latency budget",
+                flush=True,
+            )
             self.forget(trial_id)
         raise RuntimeError(f"{MAX_INFEASIBLE_IN_A_ROW} proposals in a row were over the latency budget")
 
@@ -92,13 +104,12 @@ class TruthfulOptunaSearch(OptunaSearchInternals):
         if step not in reported_steps(trial):
             trial.report(float(value), step)
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
-                          error: bool = False) -> None:
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         trial = self.open_trial(trial_id)
         if trial is None:
             return
         state, value = optuna_end(result, error, self.metric, self.max_t)
-        if state != OptunaTrialState.FAIL and result is not None:   # a trial that did not FAIL has a result
+        if state != OptunaTrialState.FAIL and result is not None:  # a trial that did not FAIL has a result
             # The result ASHA stopped a trial on reaches the searcher here only, not through
             # on_trial_result: record it, so the pruned trial's last intermediate value is its value there.
             self.on_trial_result(trial_id, result)
@@ -110,15 +121,19 @@ class TruthfulOptunaSearch(OptunaSearchInternals):
         tune.sweep.state_files added back (under a new Optuna id, marked with its Ray trial id) is linked
         again, so its results go to the added trial."""
         super().restore(checkpoint_path)
-        added = {t.user_attrs[RAY_TRIAL_ATTR]: t for t in self.study.get_trials(deepcopy=False)
-                 if RAY_TRIAL_ATTR in t.user_attrs}
+        added = {
+            t.user_attrs[RAY_TRIAL_ATTR]: t
+            for t in self.study.get_trials(deepcopy=False)
+            if RAY_TRIAL_ATTR in t.user_attrs
+        }
         for trial_id, trial in self.links().items():
             if trial_id in added and storage_id(added[trial_id]) != storage_id(trial):
                 self.link(trial_id, added[trial_id])
 
 
-def optuna_end(result: dict[str, Any] | None, error: bool, metric: str,
-               max_t: int) -> tuple[OptunaTrialState, float | None]:
+def optuna_end(
+    result: dict[str, Any] | None, error: bool, metric: str, max_t: int
+) -> tuple[OptunaTrialState, float | None]:
     """What the Optuna study is told about a Ray trial that ended: (state, value to tell).
 
     Reached `max_t` epochs: COMPLETE with the objective; stopped earlier (ASHA): PRUNED (Optuna takes its

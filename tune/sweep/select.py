@@ -5,6 +5,7 @@ A single-seed ranking cannot tell apart trials that differ by less than seed noi
 The seeds are disjoint from the search's seed and from the verdict's (tune/sweep/verdict.py): the runs that
 chose a configuration never also report how good it is.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,7 @@ from tune.sweep.state_files import KeepGoodStateCopies, prepare_restore
 
 def seed_plan(search_seed: int, selection: int, verdict: int) -> tuple[list[int], list[int]]:
     """(selection seeds, verdict seeds): the next seeds after the search's, never one of them twice."""
-    return ([search_seed + 1 + i for i in range(selection)],
-            [search_seed + 1 + selection + i for i in range(verdict)])
+    return ([search_seed + 1 + i for i in range(selection)], [search_seed + 1 + selection + i for i in range(verdict)])
 
 
 def common_budget(rows: list[TrialRow], top_k: int, milestones: list[int]) -> int:
@@ -40,12 +40,19 @@ def common_budget(rows: list[TrialRow], top_k: int, milestones: list[int]) -> in
 
 def ranked_at(rows: list[TrialRow], budget: int, objective: Objective) -> list[TrialRow]:
     """The trials of `rows` with a value at epoch `budget`, best first (ties in trial-id order)."""
-    return objective.ranked([r for r in rows if not math.isnan(r.value_at(budget))], lambda r: r.value_at(budget),
-                            tie=lambda r: r.trial_id)
+    return objective.ranked(
+        [r for r in rows if not math.isnan(r.value_at(budget))], lambda r: r.value_at(budget), tie=lambda r: r.trial_id
+    )
 
 
-def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], objective: Objective,
-                      arms: tuple[str, ...] = ("kd", "baseline"), front_of: str | None = None) -> list[Candidate]:
+def choose_candidates(
+    rows: list[TrialRow],
+    top_k: int,
+    milestones: list[int],
+    objective: Objective,
+    arms: tuple[str, ...] = ("kd", "baseline"),
+    front_of: str | None = None,
+) -> list[Candidate]:
     """The `top_k` best configurations of each arm, ranked by the objective at the highest budget they all
     reached. Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are.
     With a deploy target (`front_of`: the base's student backbone), also the best configuration of every
@@ -65,12 +72,15 @@ def choose_candidates(rows: list[TrialRow], top_k: int, milestones: list[int], o
     return chosen
 
 
-def best_of_other_backbones(rows: list[TrialRow], picked: list[TrialRow], milestones: list[int], objective: Objective,
-                            base_backbone: str) -> list[tuple[TrialRow, int]]:
+def best_of_other_backbones(
+    rows: list[TrialRow], picked: list[TrialRow], milestones: list[int], objective: Objective, base_backbone: str
+) -> list[tuple[TrialRow, int]]:
     """For each student backbone none of `picked` trains: its best trial at the highest budget one of its trials
     reached (ASHA may have stopped all of a slower-learning backbone early: it is on the front all the same)."""
+
     def backbone(row: TrialRow) -> str:
         return row.params.get("student_backbone", base_backbone)
+
     out = []
     for name in sorted({backbone(r) for r in rows} - {backbone(r) for r in picked}):
         theirs = [r for r in rows if backbone(r) == name]
@@ -91,30 +101,41 @@ def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow]) -> list[Confi
     if not any(c.arm == "kd" for c in candidates):
         raise UserError(f"{run.paths.sweep_dir}: no trial of the search ended usable; see leaderboard.csv")
     seeds, _ = seed_plan(base.seed, confirm.seeds, confirm.verdict_seeds)
-    print(f"\nselection: {len(candidates)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) "
-          f"at {space.asha.max_t} epochs: " + ", ".join(f"{c.name} (trial {c.trial_id}, {c.search_value:.3f} at "
-                                                      f"epoch {c.search_epochs})" for c in candidates))
+    print(
+        f"\nselection: {len(candidates)} configurations x {len(seeds)} seeds ({', '.join(map(str, seeds))}) "
+        f"at {space.asha.max_t} epochs: "
+        + ", ".join(
+            f"{c.name} (trial {c.trial_id}, {c.search_value:.3f} at epoch {c.search_epochs})" for c in candidates
+        )
+    )
     return retrain(run, base, candidates, seeds, run.paths.confirm, "confirm")
 
 
-def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds: list[int], experiment: str,
-            job_type: str) -> list[Confirmed]:
+def retrain(
+    run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds: list[int], experiment: str, job_type: str
+) -> list[Confirmed]:
     """Every candidate trained from scratch with every seed, as one resumable Ray experiment."""
     space = run.space
     trainable = trainable_for(run, base)
-    callbacks = [*wandb_callbacks(run, job_type, base), KeepGoodStateCopies(),
-                 *stage_callbacks("selection" if job_type == "confirm" else job_type, space.objective.metric)]
+    callbacks = [
+        *wandb_callbacks(run, job_type, base),
+        KeepGoodStateCopies(),
+        *stage_callbacks("selection" if job_type == "confirm" else job_type, space.objective.metric),
+    ]
     if tune.Tuner.can_restore(experiment):
         for note in prepare_restore(run.paths.sweep_dir, experiment, None, space.objective.metric, space.asha.max_t):
             print(note)
         tuner = restore_tuner(experiment, trainable, callbacks)
     else:
         grid = [candidate_config(c.name, c.sampled) for c in candidates]
-        tuner = tune.Tuner(trainable, param_space={"candidate": tune.grid_search(grid),
-                                                   "seed": tune.grid_search(seeds)},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials,
-                                                       reuse_actors=space.search.reuse_actors),
-                           run_config=run_config(run, experiment.rstrip("/").rsplit("/", 1)[-1], callbacks))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"candidate": tune.grid_search(grid), "seed": tune.grid_search(seeds)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=space.search.reuse_actors
+            ),
+            run_config=run_config(run, experiment.rstrip("/").rsplit("/", 1)[-1], callbacks),
+        )
     with run.signals.during_fit():
         tuner.fit()
     trials = recorded_trials(experiment)
@@ -124,8 +145,9 @@ def retrain(run: SweepRun, base: TrainConfig, candidates: list[Candidate], seeds
     return [seed_runs(c, seeds, trials, space.objective, run) for c in candidates]
 
 
-def seed_runs(candidate: Candidate, seeds: list[int], trials: list[TrialState], objective: Objective,
-              run: SweepRun) -> Confirmed:
+def seed_runs(
+    candidate: Candidate, seeds: list[int], trials: list[TrialState], objective: Objective, run: SweepRun
+) -> Confirmed:
     """A candidate's seed runs read back from Ray's records; a failed or diverged seed counts as NaN."""
     runs = {key[1]: t for t in trials if (key := run_candidate(t.config)) is not None and key[0] == candidate.name}
     values, dice, checkpoints, ids = [], [], [], []

@@ -7,6 +7,7 @@ stop its trials and save a resumable state, within GRACE_S seconds. Either way t
 one that arrives just as the last trial ends still stops the sweep; the driver exits 130 (SIGINT) or 143
 (SIGTERM), no winner.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,7 @@ from typing import Any
 
 from tune.sweep.ray_compat.conventions import TUNE_STOP_SIGNAL
 
-GRACE_S = 4.0   # how long Tune may take to stop gracefully after a signal
+GRACE_S = 4.0  # how long Tune may take to stop gracefully after a signal
 # What signal.getsignal returns and signal.signal takes (typeshed's own alias, signal._HANDLER, is private).
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
@@ -30,9 +31,9 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._in_fit = False
-        self._usr1_before: Handler = None   # TUNE_STOP_SIGNAL's handler before the current run: not Tune's
+        self._usr1_before: Handler = None  # TUNE_STOP_SIGNAL's handler before the current run: not Tune's
         self._original: dict[int, Handler] = {}
-        self._deadline: threading.Timer | None = None   # cuts Tune's graceful stop short
+        self._deadline: threading.Timer | None = None  # cuts Tune's graceful stop short
 
     @property
     def exit_code(self) -> int:
@@ -67,8 +68,9 @@ class StopSignals:
             # Tune saves its state first, then waits up to 5 s (conventions.TUNE_STOP_WAIT_S) for trial
             # processes still starting to stop (measured: up to 9.5 s from signal to exit on 2 idle cores); past
             # GRACE_S it is cut short like a second Ctrl-C, and ray.shutdown ends those processes.
-            self._deadline = threading.Timer(GRACE_S, signal.pthread_kill, (threading.main_thread().ident,
-                                                                            signal.SIGINT))
+            self._deadline = threading.Timer(
+                GRACE_S, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+            )
             self._deadline.daemon = True
             self._deadline.start()
             return

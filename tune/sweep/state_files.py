@@ -6,6 +6,7 @@ Optuna appends to its journal and Ray copies its state into the sweep folder in 
 a full disk or a kill mid-write leaves a file that the next --resume crashed on or, worse, read wrongly
 without a word. Each repair here prints one line; what cannot be repaired is one UserError with the fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,12 +42,13 @@ from tune.sweep.study import journal_storage
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-GOOD_COPY_SUFFIX = ".good"   # not .json/.pkl: Ray's restore neither reads nor downloads it
+GOOD_COPY_SUFFIX = ".good"  # not .json/.pkl: Ray's restore neither reads nor downloads it
 ENDED = ("TERMINATED", "ERROR")
 
 
-def prepare_restore(sweep_dir: Path, experiment: str, study_name: str | None, objective_metric: str,
-                    max_t: int) -> list[str]:
+def prepare_restore(
+    sweep_dir: Path, experiment: str, study_name: str | None, objective_metric: str, max_t: int
+) -> list[str]:
     """Every check and repair, in order, of one Ray experiment about to be restored (`study_name`: the
     arm's Optuna study, None for the selection and verdict runs); one line per repair."""
     notes = check_experiment(experiment)
@@ -59,6 +61,7 @@ def prepare_restore(sweep_dir: Path, experiment: str, study_name: str | None, ob
 
 
 # --- the Optuna journal --------------------------------------------------------------------------------
+
 
 def repair_journal(sweep_dir: Path) -> str | None:
     """Make the journal readable again after a write was cut; one line saying what changed, or None.
@@ -75,9 +78,11 @@ def repair_journal(sweep_dir: Path) -> str | None:
         if whole and line.endswith(b"\n"):
             continue
         if number < len(lines):
-            raise UserError(f"{path}: line {number} of {len(lines)} is not an Optuna journal record (damaged in "
-                            f"the middle, not cut at the end); restore the file from a backup, or continue the "
-                            f"sweep under a new --name")
+            raise UserError(
+                f"{path}: line {number} of {len(lines)} is not an Optuna journal record (damaged in "
+                f"the middle, not cut at the end); restore the file from a backup, or continue the "
+                f"sweep under a new --name"
+            )
         if whole:  # the record was written whole; only its line end was not
             with path.open("ab") as f:
                 f.write(b"\n")
@@ -95,8 +100,14 @@ def _journal_record(line: bytes) -> bool:
         return False
 
 
-def reconcile_journal(sweep_dir: Path, study_name: str, trials: list[TrialState], objective_metric: str,
-                      max_t: int, experiment: str | None = None) -> list[str]:
+def reconcile_journal(
+    sweep_dir: Path,
+    study_name: str,
+    trials: list[TrialState],
+    objective_metric: str,
+    max_t: int,
+    experiment: str | None = None,
+) -> list[str]:
     """Bring the arm's Optuna study in line with Ray's record of the arm's trials (`trials`: all of them,
     as recorded_trials reads them) before its Tuner is restored; one line per trial changed.
 
@@ -116,10 +127,12 @@ def reconcile_journal(sweep_dir: Path, study_name: str, trials: list[TrialState]
         frozen = links[trial.trial_id]
         ended = trial.status in ENDED
         if frozen is None:
-            state = _add_back(study, journal, trial, sampled_by_searcher.get(trial.trial_id), ended,
-                              objective_metric, max_t)
-            notes.append(f"{JOURNAL_FILE}: study {study_name} had lost Ray trial {trial.trial_id}; added it back "
-                         f"({state.name})")
+            state = _add_back(
+                study, journal, trial, sampled_by_searcher.get(trial.trial_id), ended, objective_metric, max_t
+            )
+            notes.append(
+                f"{JOURNAL_FILE}: study {study_name} had lost Ray trial {trial.trial_id}; added it back ({state.name})"
+            )
         elif frozen.state == OptunaTrialState.RUNNING and ended:
             state, value = optuna_end(trial.last_result, trial.status == "ERROR", objective_metric, max_t)
             live = optuna_trial(study, frozen)
@@ -128,19 +141,29 @@ def reconcile_journal(sweep_dir: Path, study_name: str, trials: list[TrialState]
                     if step not in frozen.intermediate_values:
                         live.report(step_value, step)
             study.tell(live, value, state=state)
-            notes.append(f"{JOURNAL_FILE}: trial {frozen.number} of study {study_name} (Ray trial "
-                         f"{trial.trial_id}) was RUNNING though Ray's record says it ended; told {state.name}")
+            notes.append(
+                f"{JOURNAL_FILE}: trial {frozen.number} of study {study_name} (Ray trial "
+                f"{trial.trial_id}) was RUNNING though Ray's record says it ended; told {state.name}"
+            )
     linked = {storage_id(f) for f in links.values() if f is not None}
     for frozen in journal:
         if frozen.state == OptunaTrialState.RUNNING and storage_id(frozen) not in linked:
             study.tell(frozen.number, state=OptunaTrialState.FAIL)
-            notes.append(f"{JOURNAL_FILE}: trial {frozen.number} of study {study_name} was RUNNING but Ray never "
-                         f"recorded it (asked after Ray's last snapshot); told FAIL")
+            notes.append(
+                f"{JOURNAL_FILE}: trial {frozen.number} of study {study_name} was RUNNING but Ray never "
+                f"recorded it (asked after Ray's last snapshot); told FAIL"
+            )
     return notes
 
 
-def journal_disagreements(sweep_dir: Path, study_name: str, trials: list[TrialState], objective_metric: str,
-                          max_t: int, experiment: str | None = None) -> list[str]:
+def journal_disagreements(
+    sweep_dir: Path,
+    study_name: str,
+    trials: list[TrialState],
+    objective_metric: str,
+    max_t: int,
+    experiment: str | None = None,
+) -> list[str]:
     """After the search: one line if the study's states differ from what Ray's record of its ended trials
     implies (the leaderboard follows Ray's record; TPE learned from the journal), else none."""
     study = _load_study(sweep_dir, study_name)
@@ -156,16 +179,20 @@ def journal_disagreements(sweep_dir: Path, study_name: str, trials: list[TrialSt
             differences.append(f"{trial.trial_id} (journal: {held}, Ray's record: {implied.name})")
     if not differences:
         return []
-    return [f"{JOURNAL_FILE}: study {study_name} disagrees with Ray's record on {len(differences)} trial(s): "
-            f"{', '.join(differences)}; the leaderboard follows Ray's record"]
+    return [
+        f"{JOURNAL_FILE}: study {study_name} disagrees with Ray's record on {len(differences)} trial(s): "
+        f"{', '.join(differences)}; the leaderboard follows Ray's record"
+    ]
 
 
 def _load_study(sweep_dir: Path, study_name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=journal_storage(sweep_dir))
     except KeyError:
-        raise UserError(f"{sweep_dir / JOURNAL_FILE}: has no study '{study_name}', though Ray ran its trials; "
-                        f"restore the file from a backup, or continue the sweep under a new --name") from None
+        raise UserError(
+            f"{sweep_dir / JOURNAL_FILE}: has no study '{study_name}', though Ray ran its trials; "
+            f"restore the file from a backup, or continue the sweep under a new --name"
+        ) from None
 
 
 def _searcher_trials(experiment: str | None) -> dict[str, optuna.trial.Trial]:
@@ -176,8 +203,11 @@ def _searcher_trials(experiment: str | None) -> dict[str, optuna.trial.Trial]:
     return searcher_trials(_read(fs, posixpath.join(root, name))) if name else {}
 
 
-def _links(trials: list[TrialState], journal: list[optuna.trial.FrozenTrial],
-           sampled_by_searcher: dict[str, optuna.trial.Trial]) -> dict[str, optuna.trial.FrozenTrial | None]:
+def _links(
+    trials: list[TrialState],
+    journal: list[optuna.trial.FrozenTrial],
+    sampled_by_searcher: dict[str, optuna.trial.Trial],
+) -> dict[str, optuna.trial.FrozenTrial | None]:
     """Each Ray trial's Optuna trial (None: the journal lost it): the one added back for it, else the one
     the searcher's saved state names, else the first unclaimed trial with exactly its parameters. A trial
     whose parameters differ from the Ray trial's is never its link (its id was reused after a loss)."""
@@ -214,8 +244,15 @@ def _intermediate_values(trial: TrialState, metric: str) -> dict[int, float]:
     return dict(sorted(values.items()))
 
 
-def _add_back(study: optuna.Study, journal: list[optuna.trial.FrozenTrial], trial: TrialState,
-              sampled: optuna.trial.Trial | None, ended: bool, metric: str, max_t: int) -> OptunaTrialState:
+def _add_back(
+    study: optuna.Study,
+    journal: list[optuna.trial.FrozenTrial],
+    trial: TrialState,
+    sampled: optuna.trial.Trial | None,
+    ended: bool,
+    metric: str,
+    max_t: int,
+) -> OptunaTrialState:
     """Add a trial the journal lost, with its parameters' distributions as the searcher saved them, else as
     other trials of the study record them."""
     params = _params(trial)
@@ -225,21 +262,34 @@ def _add_back(study: optuna.Study, journal: list[optuna.trial.FrozenTrial], tria
             distributions.setdefault(name, distribution)
     unknown = sorted(set(params) - set(distributions))
     if unknown:
-        raise UserError(f"{JOURNAL_FILE} (study {study.study_name}): lost Ray trial {trial.trial_id}, and no "
-                        f"record says how its {', '.join(unknown)} was sampled; restore the file from a backup, or "
-                        f"continue the sweep under a new --name")
-    state, value = (optuna_end(trial.last_result, trial.status == "ERROR", metric, max_t) if ended
-                    else (OptunaTrialState.RUNNING, None))
+        raise UserError(
+            f"{JOURNAL_FILE} (study {study.study_name}): lost Ray trial {trial.trial_id}, and no "
+            f"record says how its {', '.join(unknown)} was sampled; restore the file from a backup, or "
+            f"continue the sweep under a new --name"
+        )
+    state, value = (
+        optuna_end(trial.last_result, trial.status == "ERROR", metric, max_t)
+        if ended
+        else (OptunaTrialState.RUNNING, None)
+    )
     steps = _intermediate_values(trial, metric) if state != OptunaTrialState.FAIL else {}
     if state == OptunaTrialState.PRUNED and steps:
         value = steps[max(steps)]  # as Optuna's tell records a pruned trial: its last intermediate value
-    study.add_trial(optuna.trial.create_trial(
-        state=state, value=value, params=params, distributions={k: distributions[k] for k in params},
-        intermediate_values=steps, user_attrs={RAY_TRIAL_ATTR: trial.trial_id}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=state,
+            value=value,
+            params=params,
+            distributions={k: distributions[k] for k in params},
+            intermediate_values=steps,
+            user_attrs={RAY_TRIAL_ATTR: trial.trial_id},
+        )
+    )
     return state
 
 
 # --- Ray's experiment state ----------------------------------------------------------------------------
+
 
 class KeepGoodStateCopies(Callback):
     """Keeps, beside each of Ray's state files in the experiment folder, a copy that reads whole
@@ -251,11 +301,11 @@ class KeepGoodStateCopies(Callback):
 
     def __init__(self) -> None:
         self._trials: list[Trial] = []
-        self._kept: dict[str, tuple[int, int]] = {}   # file name: (size, mtime) of the staged file copied
+        self._kept: dict[str, tuple[int, int]] = {}  # file name: (size, mtime) of the staged file copied
         self._warned = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_trials": [], "_kept": {}}   # Ray pickles its callbacks in tuner.pkl
+        return {**self.__dict__, "_trials": [], "_kept": {}}  # Ray pickles its callbacks in tuner.pkl
 
     def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self._trials = trials
@@ -269,7 +319,7 @@ class KeepGoodStateCopies(Callback):
     def keep_copies(self, staging: str, fs: pafs.FileSystem, experiment: str) -> None:
         local = pafs.LocalFileSystem()
         sources = [(local, staging, pattern) for pattern in STATE_FILES if pattern != TUNER_FILE]
-        sources.append((fs, experiment, TUNER_FILE))   # written once, in the experiment folder itself
+        sources.append((fs, experiment, TUNER_FILE))  # written once, in the experiment folder itself
         for source_fs, folder, pattern in sources:
             name = _newest(source_fs, folder, pattern)
             if name is None:
@@ -306,12 +356,16 @@ def check_experiment(experiment: str) -> list[str]:
         good_path = path + GOOD_COPY_SUFFIX
         good = _read(fs, good_path) if fs.get_file_info(good_path).type == pafs.FileType.File else None
         if good is None or not _reads_whole(name, good):
-            raise UserError(f"{storage.join(experiment, name)}: Ray's state, cut short ({len(data)} bytes), and no "
-                            f"good copy of it was kept; continue the sweep under a new --name (this one's trials "
-                            f"stay readable in its folder)")
+            raise UserError(
+                f"{storage.join(experiment, name)}: Ray's state, cut short ({len(data)} bytes), and no "
+                f"good copy of it was kept; continue the sweep under a new --name (this one's trials "
+                f"stay readable in its folder)"
+            )
         _write_atomic(fs, path, good)
-        notes.append(f"{_folder_name(experiment)}/{name}: cut short ({len(data)} of {len(good)} bytes); replaced "
-                     f"it with the copy kept at Ray's last snapshot")
+        notes.append(
+            f"{_folder_name(experiment)}/{name}: cut short ({len(data)} of {len(good)} bytes); replaced "
+            f"it with the copy kept at Ray's last snapshot"
+        )
     return notes
 
 
@@ -332,6 +386,7 @@ def _reads_whole(name: str, data: bytes) -> bool:
 
 # --- trials whose folder is gone -----------------------------------------------------------------------
 
+
 def missing_trials(trials: list[TrialState]) -> list[TrialState]:
     """Trials that reported or checkpointed but whose folder, or recorded checkpoint, is gone (local
     storage only: a trial in remote storage is not checked here). Run after restore_recorded_checkpoints,
@@ -347,8 +402,10 @@ def missing_trials(trials: list[TrialState]) -> list[TrialState]:
 
 def missing_rows(rows: list[TrialRow], sweep_dir: Path) -> list[TrialRow]:
     """Leaderboard rows (search.json) whose trial folder or checkpoint is gone from this machine."""
+
     def gone(path: str) -> bool:
         return bool(path) and "://" not in path and not Path(resolve(path, sweep_dir)).exists()
+
     return [r for r in rows if gone(r.trial_dir) or gone(r.checkpoint)]
 
 
@@ -363,11 +420,13 @@ def rerun_missing(experiment: str, missing: list[TrialState]) -> list[str]:
     path = posixpath.join(root, name)
     state = rerun_from_scratch(json.loads(_read(fs, path)), {t.trial_id for t in missing})
     _write_atomic(fs, path, json.dumps(state).encode())
-    return [f"trial {t.trial_id}: its folder or checkpoint is gone ({t.path}); it runs again from scratch"
-            for t in missing]
+    return [
+        f"trial {t.trial_id}: its folder or checkpoint is gone ({t.path}); it runs again from scratch" for t in missing
+    ]
 
 
 # --- files on a local or remote filesystem -------------------------------------------------------------
+
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if storage.is_uri(location):
@@ -381,8 +440,11 @@ def _folder_name(location: str) -> str:
 
 def _newest(fs: pafs.FileSystem, folder: str, pattern: str) -> str | None:
     """The file Ray reads of `pattern` in `folder`."""
-    names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-             if info.type == pafs.FileType.File]
+    names = [
+        info.base_name
+        for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        if info.type == pafs.FileType.File
+    ]
     return newest_state_file(names, pattern)
 
 
@@ -401,5 +463,5 @@ def _write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         fs.move(tmp, path)
     except OSError:
         if fs.get_file_info(tmp).type == pafs.FileType.File:
-            fs.delete_file(tmp)   # a partial copy (a full disk) is never left behind
+            fs.delete_file(tmp)  # a partial copy (a full disk) is never left behind
         raise

@@ -5,6 +5,7 @@ Each arm has a study of its own in the one journal, so that TPE's good/bad split
 arm: `<sweep>` for the main (distillation) arm, `<sweep>.baseline` for the control arm.
 `optuna-dashboard results/<sweep>/optuna.journal` opens both.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def journal_storage(sweep_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
 
 
-LATENCY_ATTR = "latency_ms"    # Optuna user attributes of a trial in a sweep with a deploy target
+LATENCY_ATTR = "latency_ms"  # Optuna user attributes of a trial in a sweep with a deploy target
 INFEASIBLE_ATTR = "infeasible"  # over the latency budget: told PRUNED, never trained
 # The trial's latency minus the budget as an Optuna constraint (> 0: infeasible): TPE learns where it lies.
 LATENCY_CONSTRAINT = "latency_over_budget_ms"
@@ -44,8 +45,9 @@ def tpe_sampler(num_samples: int, seed: int) -> optuna.samplers.TPESampler:
     startup = min(10, max(2, num_samples // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup,
-                                          constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=startup, constant_liar=True
+        )
 
 
 def study_name(sweep: str, arm: str) -> str:
@@ -78,8 +80,11 @@ def param_importance(study: optuna.Study, at_epoch: int | None = None) -> dict[s
     (the sweep passes ASHA's first rung, `grace_period`: the one budget every trial reached; most trials of an
     ASHA sweep are PRUNED, and importance on COMPLETE trials alone would rest on a handful). Default: the
     earliest epoch every usable trial reported. None when fewer than 3 trials are usable."""
-    kd = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-          if t.intermediate_values]
+    kd = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.intermediate_values
+    ]
     if len(kd) < 3:
         return None
     step = at_epoch if at_epoch is not None else max(min(t.intermediate_values) for t in kd)
@@ -96,7 +101,8 @@ def param_importance(study: optuna.Study, at_epoch: int | None = None) -> dict[s
         try:
             # PED-ANOVA needs no scikit-learn (Optuna's fANOVA does) and suits few trials.
             importance = optuna.importance.get_param_importances(
-                proxy, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                proxy, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+            )
         except (RuntimeError, ValueError):
             return None  # e.g. no parameter common to all trials
     return {"at_epoch": step, "trials": len(proxy.trials), "importance": dict(importance)}

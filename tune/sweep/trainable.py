@@ -6,6 +6,7 @@ continues from `tune.get_checkpoint()`. A trial whose loss diverges ends at once
 with `diverged: 1` in its last result (a retry from its checkpoint would diverge again). Test sets are
 never scored here: the sweep scores only its confirmed winner and baseline, once, at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ from tune.sampling import trial_config
 _PROCESS_HELD: dict[str, Trainer] = {}
 
 
-def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: list[int] | None = None,
-                latency_ms: dict[str, float] | None = None, trainer_kind: str = "torch") -> None:
+def train_trial(
+    config: dict[str, Any],
+    base: TrainConfig,
+    checkpoint_epochs: list[int] | None = None,
+    latency_ms: dict[str, float] | None = None,
+    trainer_kind: str = "torch",
+) -> None:
     """`config` is what Ray holds for this trial (tune/sampling.py: a search trial's sample or a confirmation
     run); `base` the sweep's TrainConfig; `checkpoint_epochs` the epochs whose report carries a checkpoint
     (None: every epoch); `latency_ms` each student backbone's measured latency at the deploy target;
@@ -56,15 +62,25 @@ def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: li
     # Where and when this run of the trial started, on which node and with which share of a GPU: how a
     # sweep survived lost nodes, and how it was packed, shows in every result. Ray's own `timestamp` is
     # whole seconds, too coarse to order trials that follow each other in one reused process.
-    fixed = {"restored_from_epoch": trainer.epoch, "run_started_at": started_at, "node_id": context.get_node_id(),
-             "gpus_assigned": float(context.get_assigned_resources().get("GPU", 0.0)),
-             "device": str(trainer.device), "mode": cfg.mode}
+    fixed = {
+        "restored_from_epoch": trainer.epoch,
+        "run_started_at": started_at,
+        "node_id": context.get_node_id(),
+        "gpus_assigned": float(context.get_assigned_resources().get("GPU", 0.0)),
+        "device": str(trainer.device),
+        "mode": cfg.mode,
+    }
     if latency_ms:
         fixed["latency_ms"] = latency_ms.get(cfg.student_backbone)
     try:
         for result in trainer.epochs():
-            metrics = {**result.to_dict(), **_best_so_far(trainer), **fixed, "diverged": 0,
-                       "is_best": int(result.is_best)}
+            metrics = {
+                **result.to_dict(),
+                **_best_so_far(trainer),
+                **fixed,
+                "diverged": 0,
+                "is_best": int(result.is_best),
+            }
             if checkpoint_epochs is not None and trainer.epoch not in checkpoint_epochs:
                 tune.report(metrics)
                 continue
@@ -74,8 +90,17 @@ def train_trial(config: dict[str, Any], base: TrainConfig, checkpoint_epochs: li
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
     except DivergedError as err:
         print(f"trial diverged, ended without retry: {err}", flush=True)
-        tune.report({"epoch": trainer.epoch, **_best_so_far(trainer), **fixed, "diverged": 1,
-                     "val_dice": 0.0, "val_iou": 0.0, "error": str(err)})
+        tune.report(
+            {
+                "epoch": trainer.epoch,
+                **_best_so_far(trainer),
+                **fixed,
+                "diverged": 1,
+                "val_dice": 0.0,
+                "val_iou": 0.0,
+                "error": str(err),
+            }
+        )
 
 
 def _best_so_far(trainer: Trainer) -> dict[str, Any]:

@@ -5,6 +5,7 @@ same student, paired by seed, read as one of three outcomes with what the seeds 
 Fresh seeds matter: the selection runs chose the winner, so their values are a maximum over candidates and
 overstate it; seeds no run has used before give an unbiased estimate and an honest test.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,13 +33,13 @@ class Verdict:
     baseline: str
     student: str
     metric: str
-    outcome: str                    # one of OUTCOMES
+    outcome: str  # one of OUTCOMES
     diff_mean: float
     ci95: tuple[float, float]
-    n_valid: int                    # pairs where both runs ended with a value
-    mde80: float                    # the difference these pairs detect with 80% power (t-based)
+    n_valid: int  # pairs where both runs ended with a value
+    mde80: float  # the difference these pairs detect with 80% power (t-based)
     verdict_seeds: list[int]
-    excluded: list[int] = field(default_factory=list)   # seeds whose KD or baseline run failed or diverged
+    excluded: list[int] = field(default_factory=list)  # seeds whose KD or baseline run failed or diverged
     sentence: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,8 +60,7 @@ def backbone(sampled: Sampled, base: TrainConfig) -> str:
     return sampled.params.get("student_backbone", base.student_backbone)
 
 
-def partner_for(kd: Confirmed, confirmed: list[Confirmed], objective: Objective,
-                base: TrainConfig) -> Candidate | None:
+def partner_for(kd: Confirmed, confirmed: list[Confirmed], objective: Objective, base: TrainConfig) -> Candidate | None:
     """The baseline the KD configuration is judged against: the best selected baseline of the same student;
     without one, that student trained without a teacher at the best selected baseline's other settings."""
     student = backbone(kd.candidate.sampled, base)
@@ -90,8 +90,10 @@ def verdict_stage(run: SweepRun, base: TrainConfig, confirmed: list[Confirmed]) 
     compared = [kd.candidate, partner] if kd is not None and partner is not None else []
     chosen = {c.name: c for c in [winner.candidate, *compared]}
     _, seeds = seed_plan(base.seed, confirm.seeds, confirm.verdict_seeds)
-    print(f"\nverdict: {len(chosen)} configurations x {len(seeds)} fresh seeds ({', '.join(map(str, seeds))}): "
-          + ", ".join(chosen))
+    print(
+        f"\nverdict: {len(chosen)} configurations x {len(seeds)} fresh seeds ({', '.join(map(str, seeds))}): "
+        + ", ".join(chosen)
+    )
     runs = retrain(run, base, list(chosen.values()), seeds, run.paths.verdict, "verdict")
     by_name = {r.candidate.name: r for r in runs}
     result = None
@@ -111,8 +113,19 @@ def paired_verdict(kd: Confirmed, baseline: Confirmed, objective: Objective, stu
     diffs = [d for _, d in valid]
     diff, ci = mean_ci95(diffs)
     spread = statistics.stdev(diffs) if len(diffs) >= 2 else math.nan
-    verdict = Verdict(kd.candidate.name, baseline.candidate.name, student, objective.metric, "none", diff, ci,
-                      len(diffs), mde80(spread, len(diffs)), list(kd.seeds), excluded)
+    verdict = Verdict(
+        kd.candidate.name,
+        baseline.candidate.name,
+        student,
+        objective.metric,
+        "none",
+        diff,
+        ci,
+        len(diffs),
+        mde80(spread, len(diffs)),
+        list(kd.seeds),
+        excluded,
+    )
     if len(diffs) < 2:
         reason = f"only {len(diffs)} seed pair{'s' if len(diffs) != 1 else ''} ended with a value"
     elif spread == 0:
@@ -127,13 +140,20 @@ def paired_verdict(kd: Confirmed, baseline: Confirmed, objective: Objective, stu
 
 
 def sentence(v: Verdict, objective: Objective, reason: str) -> str:
-    dropped = (f"; seed{'s' if len(v.excluded) > 1 else ''} {', '.join(map(str, v.excluded))} excluded "
-               f"(a run failed or diverged)") if v.excluded else ""
+    dropped = (
+        (
+            f"; seed{'s' if len(v.excluded) > 1 else ''} {', '.join(map(str, v.excluded))} excluded "
+            f"(a run failed or diverged)"
+        )
+        if v.excluded
+        else ""
+    )
     if v.outcome == "none":
         return f"no verdict on {v.student}: {reason}{dropped}"
-    effect = (f"{v.diff_mean:+.3f} {objective.label} (95% CI {v.ci95[0]:+.3f} … {v.ci95[1]:+.3f}) on {v.student}, "
-              f"{v.n_valid} seeds{dropped}")
+    effect = (
+        f"{v.diff_mean:+.3f} {objective.label} (95% CI {v.ci95[0]:+.3f} … {v.ci95[1]:+.3f}) on {v.student}, "
+        f"{v.n_valid} seeds{dropped}"
+    )
     if v.outcome == "inconclusive":
-        return (f"inconclusive: {effect} — {v.n_valid} seeds could detect a difference of ±{v.mde80:.3f} with "
-                f"80% power")
+        return f"inconclusive: {effect} — {v.n_valid} seeds could detect a difference of ±{v.mde80:.3f} with 80% power"
     return f"distillation {v.outcome}: {effect}"

@@ -1,6 +1,7 @@
 """The W&B artifacts a sweep leaves: the exported winner as a model artifact (`tune.best export`), report.html
 as a report artifact and the winner's validation gallery as masked images (both for the summary run).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ from tune.tracking.mode import RunMode
 if TYPE_CHECKING:
     from tune.report.gallery import Gallery
 
-MODEL_FILES = (WEIGHTS_FILENAME, ONNX_FILENAME, INT8_ONNX_FILENAME, CONFIG_FILENAME, METRICS_FILENAME,
-               CARD_FILENAME)  # model.int8.onnx only where the export wrote it
+MODEL_FILES = (
+    WEIGHTS_FILENAME,
+    ONNX_FILENAME,
+    INT8_ONNX_FILENAME,
+    CONFIG_FILENAME,
+    METRICS_FILENAME,
+    CARD_FILENAME,
+)  # model.int8.onnx only where the export wrote it
 CLASS_LABELS = {0: "background", 1: "polyp"}
 
 
@@ -42,10 +49,13 @@ def model_artifact(export_dir: Path, sweep: str) -> wandb.Artifact:
         metrics = json.loads((export_dir / METRICS_FILENAME).read_text())
         config = yaml.safe_load((export_dir / CONFIG_FILENAME).read_text())
     except (OSError, ValueError, yaml.YAMLError) as err:
-        raise UserError(f"{export_dir}: not a complete export ({type(err).__name__}: {err}); write it again "
-                        f"with `python -m tune.best export`") from None
-    artifact = wandb.Artifact(f"{artifact_name(sweep)}-student", type="model", description=card,
-                              metadata={**metrics, "config": config})
+        raise UserError(
+            f"{export_dir}: not a complete export ({type(err).__name__}: {err}); write it again "
+            f"with `python -m tune.best export`"
+        ) from None
+    artifact = wandb.Artifact(
+        f"{artifact_name(sweep)}-student", type="model", description=card, metadata={**metrics, "config": config}
+    )
     for name in MODEL_FILES:
         if (export_dir / name).is_file():
             # Copied to wandb's staging folder: an offline run uploads that copy on `wandb sync`, so a later
@@ -54,8 +64,9 @@ def model_artifact(export_dir: Path, sweep: str) -> wandb.Artifact:
     return artifact
 
 
-def log_model_artifact(export_dir: Path, sweep: str, project: str, entity: str | None, mode: RunMode, group: str,
-                       sweep_dir: Path) -> str:
+def log_model_artifact(
+    export_dir: Path, sweep: str, project: str, entity: str | None, mode: RunMode, group: str, sweep_dir: Path
+) -> str:
     """Log the export as the sweep's model artifact, aliases `best` and the sweep's name, from a short run
     (job_type export) beside the sweep's other runs in <sweep_dir>/wandb/. Returns the run's URL online, its
     folder (what `wandb sync` takes) offline."""
@@ -64,11 +75,19 @@ def log_model_artifact(export_dir: Path, sweep: str, project: str, entity: str |
     # sweep's one `wandb sync <sweep>/wandb/offline-run-*` uploads it too; its id marks its folder as the
     # export's (offline-run-<time>-export-<hex>), as the summary run's does. silent: the export's own line
     # says where the artifact went; wandb's banner would bury it.
-    run = wandb.init(project=project, entity=entity, group=group, job_type="export", name=f"{sweep}-export",
-                     id=f"export-{uuid.uuid4().hex[:8]}",
-                     dir=str(Path(sweep_dir).resolve()), mode=mode, tags=[artifact_name(sweep), "export"],
-                     config={"sweep": sweep, "export_dir": str(Path(export_dir).resolve())},
-                     settings=wandb.Settings(silent=True, console="off"))
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="export",
+        name=f"{sweep}-export",
+        id=f"export-{uuid.uuid4().hex[:8]}",
+        dir=str(Path(sweep_dir).resolve()),
+        mode=mode,
+        tags=[artifact_name(sweep), "export"],
+        config={"sweep": sweep, "export_dir": str(Path(export_dir).resolve())},
+        settings=wandb.Settings(silent=True, console="off"),
+    )
     try:
         run.log_artifact(artifact, aliases=["best", artifact_name(sweep)])
         if mode == "offline" or run.url is None:  # no URL: nothing went to the server
@@ -81,20 +100,31 @@ def log_model_artifact(export_dir: Path, sweep: str, project: str, entity: str |
 def gallery_images(gallery: Gallery) -> list[wandb.Image]:
     """The winner's best, median and worst validation images with its prediction and the ground truth as
     W&B masks (toggled and compared in W&B's viewer), captioned with their kind and Dice."""
-    return [wandb.Image(case.image, caption=f"{case.kind}: {case.stem}, Dice {case.dice:.3f}", masks={
-        "prediction": {"mask_data": case.prediction, "class_labels": CLASS_LABELS},
-        "ground_truth": {"mask_data": case.ground_truth, "class_labels": CLASS_LABELS}})
-        for case in gallery.cases]
+    return [
+        wandb.Image(
+            case.image,
+            caption=f"{case.kind}: {case.stem}, Dice {case.dice:.3f}",
+            masks={
+                "prediction": {"mask_data": case.prediction, "class_labels": CLASS_LABELS},
+                "ground_truth": {"mask_data": case.ground_truth, "class_labels": CLASS_LABELS},
+            },
+        )
+        for case in gallery.cases
+    ]
 
 
 def report_artifact(sweep_dir: Path, sweep: str) -> wandb.Artifact:
     """report.html, with the charts/ folder of PNGs where present, as `<sweep>-report` (type report)."""
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / REPORT_FILE).is_file():
-        raise UserError(f"{sweep_dir / REPORT_FILE}: not found; write it with "
-                        f"`python -m tune.report --sweep {sweep_dir}`")
-    artifact = wandb.Artifact(f"{artifact_name(sweep)}-report", type="report",
-                              description=f"report.html of sweep {sweep}: trials, selection, verdict, gallery")
+        raise UserError(
+            f"{sweep_dir / REPORT_FILE}: not found; write it with `python -m tune.report --sweep {sweep_dir}`"
+        )
+    artifact = wandb.Artifact(
+        f"{artifact_name(sweep)}-report",
+        type="report",
+        description=f"report.html of sweep {sweep}: trials, selection, verdict, gallery",
+    )
     artifact.add_file(str(sweep_dir / REPORT_FILE), name=REPORT_FILE)
     if (sweep_dir / CHARTS_DIRNAME).is_dir():
         artifact.add_dir(str(sweep_dir / CHARTS_DIRNAME), name=CHARTS_DIRNAME)

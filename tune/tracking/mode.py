@@ -1,6 +1,7 @@
 """Where W&B runs go: online when wandb finds an API key (WANDB_API_KEY, `wandb login`'s netrc, its
 settings), offline otherwise; WANDB_MODE in the environment wins. The key itself is never read here.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,6 +35,7 @@ def has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     import wandb
+
     try:
         return bool(wandb.login(prompt=False, verify=False))
     except Exception:  # noqa: BLE001 - an unreadable netrc or settings file is "no credentials", not a crash
@@ -51,8 +53,9 @@ def resolve_mode(configured: str, entity: str | None = None) -> WandbTarget:
         return WandbTarget(chosen, f"wandb.mode: {configured} in the space", entity)
     found = has_credentials()
     if configured == "online" and not found:
-        return WandbTarget("offline", "wandb.mode: online, but no API key: run `wandb login` or set "
-                                      "WANDB_API_KEY", entity)
+        return WandbTarget(
+            "offline", "wandb.mode: online, but no API key: run `wandb login` or set WANDB_API_KEY", entity
+        )
     if found:
         return WandbTarget("online", "an API key was found (WANDB_API_KEY or `wandb login`)", entity)
     return WandbTarget("offline", "no API key found; `wandb login` to log online", entity)

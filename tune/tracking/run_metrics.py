@@ -1,5 +1,6 @@
 """How a trial's W&B run charts: every per-epoch key against `epoch`, and the objective summarised by its best
 value (`<metric>.<max|min>` in the run's summary, which the W&B Report and Sweep read)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -3,6 +3,7 @@ as it trains; Ray would log only the sampled values), its tags (sweep, arm, stud
 W&B Sweep it joins and its metrics' definitions. No Ray here: tune/sweep/ray_compat/wandb_actor.py hands
 these to Ray's W&B logging.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,9 +31,11 @@ class TrialRunSettings:
         cfg = trial_config(trial_params, self.base)
         sampled, _ = run_sample(trial_params)
         arm = sampled.arm
-        kwargs = {**init_kwargs,
-                  "config": {**cfg.to_dict(), "arm": arm, "sweep": self.sweep, "trial_params": sampled.params},
-                  "tags": [self.sweep, f"arm:{arm}", cfg.student_backbone, init_kwargs.get("job_type", "trial")]}
+        kwargs = {
+            **init_kwargs,
+            "config": {**cfg.to_dict(), "arm": arm, "sweep": self.sweep, "trial_params": sampled.params},
+            "tags": [self.sweep, f"arm:{arm}", cfg.student_backbone, init_kwargs.get("job_type", "trial")],
+        }
         return join_sweep(kwargs, self.wandb_sweep_id)
 
     def run_started(self, run: Any) -> None:

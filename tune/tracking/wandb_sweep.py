@@ -4,6 +4,7 @@ its configuration generated from the search space, its registration, and the wan
 Ray Tune schedules the runs and Optuna's TPE chooses them; W&B only groups them (a local controller that nobody
 runs). Checked against wandb 0.31.0 (wandb/sdk/wandb_init.py, wandb/sdk/interface/interface.py, wandb/cli/cli.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from core.files import write_file_atomic
 from tune.sampling import bounds
 from tune.space import Parameter, SearchSpace, all_parameters, parameter_specs
 
-SWEEP_YAML = "wandb-sweep.yaml"   # in the sweep folder: what `wandb sweep` registers later, offline sweeps included
+SWEEP_YAML = "wandb-sweep.yaml"  # in the sweep folder: what `wandb sweep` registers later, offline sweeps included
 # W&B's method closest to Optuna's TPE: `bayes` is W&B's sequential model-based search, as TPE is (`random`
 # and `grid` say the runs were drawn independently, which they were not). With a local controller that nobody
 # runs, W&B never proposes a run with it; it also needs the metric, which every space has.
@@ -66,28 +67,36 @@ def parameter_spec(p: Parameter) -> dict[str, Any]:
 def conditional_notes(space: SearchSpace) -> list[str]:
     """What a W&B sweep configuration cannot say: the parameters only one value of a choice opens, and the
     teacher-only ones the control arm does not search (its runs hold the base values)."""
-    notes = [f"{sub.name} is searched only when {p.name}={value}"
-             for p in all_parameters(space.parameters) for value, subs in p.when.items() for sub in subs]
+    notes = [
+        f"{sub.name} is searched only when {p.name}={value}"
+        for p in all_parameters(space.parameters)
+        for value, subs in p.when.items()
+        for sub in subs
+    ]
     skipped = sorted({p.name for p in all_parameters(space.parameters)} & teacher_only_keys())
     if space.has_control and skipped:
-        notes.append(f"the baseline arm (no teacher) does not search {', '.join(skipped)}: its runs hold "
-                     f"the base values")
+        notes.append(
+            f"the baseline arm (no teacher) does not search {', '.join(skipped)}: its runs hold the base values"
+        )
     return notes
 
 
 def description(space: SearchSpace) -> str:
     """The sweep's description on its W&B page: who chose the runs, and what its parameters cannot show."""
-    text = (f"polyp-kd-tune sweep {space.name}: Optuna TPE chose the configurations and Ray Tune ran them "
-            f"(ASHA over {space.asha.max_t} epochs); W&B only groups the runs. Search runs have job_type trial; "
-            f"confirmation runs (job_type confirm) retrain chosen configurations over seeds.")
+    text = (
+        f"polyp-kd-tune sweep {space.name}: Optuna TPE chose the configurations and Ray Tune ran them "
+        f"(ASHA over {space.asha.max_t} epochs); W&B only groups the runs. Search runs have job_type trial; "
+        f"confirmation runs (job_type confirm) retrain chosen configurations over seeds."
+    )
     notes = conditional_notes(space)
     if notes:
         text += " What W&B's parameters cannot show: " + "; ".join(notes) + "."
     return text
 
 
-def register_sweep(space: SearchSpace, entity: str | None, project: str | None, name: str | None = None,
-                   prior_runs: Sequence[str] = ()) -> str | None:
+def register_sweep(
+    space: SearchSpace, entity: str | None, project: str | None, name: str | None = None, prior_runs: Sequence[str] = ()
+) -> str | None:
     """Register the W&B Sweep (online only: W&B creates sweeps on its server) and return its id; `prior_runs`
     (W&B run ids in `project`) become members, e.g. the runs of a sweep that ran before it was registered.
 
@@ -98,12 +107,15 @@ def register_sweep(space: SearchSpace, entity: str | None, project: str | None, 
     import wandb
 
     try:
-        return wandb.sweep(sweep=sweep_config(space, name), entity=entity, project=project,
-                           prior_runs=list(prior_runs) or None)
+        return wandb.sweep(
+            sweep=sweep_config(space, name), entity=entity, project=project, prior_runs=list(prior_runs) or None
+        )
     except (wandb.errors.Error, OSError) as err:  # CommError (network, HTTP), UsageError/AuthenticationError (key)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"W&B: the sweep was not registered as a W&B Sweep ({reason}); its runs are logged without one. "
-              f"To register it later: see the header of {SWEEP_YAML} in the sweep folder")
+        print(
+            f"W&B: the sweep was not registered as a W&B Sweep ({reason}); its runs are logged without one. "
+            f"To register it later: see the header of {SWEEP_YAML} in the sweep folder"
+        )
         return None
 
 

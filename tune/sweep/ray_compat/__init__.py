@@ -47,6 +47,7 @@ changes it. Importing this package with another Ray version warns once. Product 
                              the actor's runtime_env
   ReusableWandbLoggingActor  _WandbLoggingActor: its constructor's arguments, `_wandb`, `run`
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -64,6 +65,9 @@ def installed_ray_version() -> str | None:
 
 
 if installed_ray_version() not in (None, VERIFIED_RAY_VERSION):
-    warnings.warn(f"tune/sweep/ray_compat was verified against Ray {VERIFIED_RAY_VERSION}, this is Ray "
-                  f"{installed_ray_version()}: run tests/test_ray_compat.py, which checks each dependency its "
-                  f"docstring lists", stacklevel=2)
+    warnings.warn(
+        f"tune/sweep/ray_compat was verified against Ray {VERIFIED_RAY_VERSION}, this is Ray "
+        f"{installed_ray_version()}: run tests/test_ray_compat.py, which checks each dependency its "
+        f"docstring lists",
+        stacklevel=2,
+    )

@@ -4,6 +4,7 @@ written once here, as a name or a rule, and checked against the installed Ray by
 No Ray import (the standard library only): readers of a finished sweep (tune.records, tune.space, the report,
 `--plan`) use these too, and never import Ray.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -14,11 +15,17 @@ import signal
 # Of each pattern, Ray reads the newest file (`newest_state_file`). Ray writes each in its driver's staging
 # folder and copies it into the experiment folder in place (pyarrow's copy_files: truncate, then write); only
 # tuner.pkl is written there directly, once, when the Tuner starts.
-EXPERIMENT_STATE = "experiment_state-*.json"   # JSON; every other state file is a pickle, *.json ones included
-SEARCHER_STATE = "searcher-state-*.pkl"        # the searcher's pickled __dict__
+EXPERIMENT_STATE = "experiment_state-*.json"  # JSON; every other state file is a pickle, *.json ones included
+SEARCHER_STATE = "searcher-state-*.pkl"  # the searcher's pickled __dict__
 TUNER_FILE = "tuner.pkl"
-STATE_FILES = (EXPERIMENT_STATE, "search_gen_state-*.json", SEARCHER_STATE, "basic-variant-state-*.json",
-               "callback-states-*.pkl", TUNER_FILE)
+STATE_FILES = (
+    EXPERIMENT_STATE,
+    "search_gen_state-*.json",
+    SEARCHER_STATE,
+    "basic-variant-state-*.json",
+    "callback-states-*.pkl",
+    TUNER_FILE,
+)
 
 
 def newest_state_file(names: list[str], pattern: str) -> str | None:
@@ -33,7 +40,7 @@ def is_json_state(name: str) -> bool:
 
 
 # --- a trial's folder --------------------------------------------------------------------------------------
-RESULT_FILE = "result.json"            # every result the trial reported, one JSON object per line
+RESULT_FILE = "result.json"  # every result the trial reported, one JSON object per line
 CHECKPOINT_DIR_PREFIX = "checkpoint_"  # checkpoint_000000, ...: numbered by checkpoint, not by epoch
 
 
@@ -44,11 +51,12 @@ def is_checkpoint_dir(name: str) -> bool:
 
 # --- ASHA ----------------------------------------------------------------------------------------------------
 
+
 def rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
     """ASHA's milestones, as Ray's private `_Bracket` computes them for its single bracket (max_t may be one):
     the one place this rule is written (the sweep, its report and `--plan` all use it)."""
     count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [grace_period * reduction_factor ** k for k in range(count)]
+    return [grace_period * reduction_factor**k for k in range(count)]
 
 
 # --- stopping a run ----------------------------------------------------------------------------------------
@@ -60,6 +68,7 @@ TUNE_STOP_WAIT_S = 5.0
 
 
 # --- W&B -----------------------------------------------------------------------------------------------------
+
 
 def wandb_run_id(trial_id: str) -> str:
     """The W&B run id Ray's W&B callback gives a trial's run: the Ray trial id itself."""

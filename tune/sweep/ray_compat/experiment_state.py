@@ -2,6 +2,7 @@
 stages the snapshot, and its experiment state (experiment_state-*.json) edited so that Tuner.restore reruns
 chosen trials from scratch.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,18 @@ def recorded_trials(experiment: str) -> list[TrialState]:
         frame = analysis.trial_dataframes.get(trial.trial_id)
         columns = [c for c in HISTORY_COLUMNS if frame is not None and c in frame]
         history = frame[columns].to_dict("records") if frame is not None and "epoch" in columns else []
-        out.append(TrialState(trial.trial_id, trial.status, dict(trial.config), dict(trial.last_result or {}),
-                              trial.path, checkpoint.path if checkpoint else None,
-                              _read_error(trial) if trial.status == "ERROR" else None, history))
+        out.append(
+            TrialState(
+                trial.trial_id,
+                trial.status,
+                dict(trial.config),
+                dict(trial.last_result or {}),
+                trial.path,
+                checkpoint.path if checkpoint else None,
+                _read_error(trial) if trial.status == "ERROR" else None,
+                history,
+            )
+        )
     return out
 
 
@@ -82,8 +92,9 @@ def rerun_from_scratch(experiment_state: dict[str, Any], trial_ids: set[str]) ->
             trial["stopping_criterion"] = {**(trial.get("stopping_criterion") or {}), "epoch": int(epoch)}
         trial["status"] = "PENDING"
         old = cloudpickle.loads(bytes.fromhex(meta["checkpoint_manager"]["value"]))
-        meta["checkpoint_manager"] = json.loads(json.dumps(_CheckpointManager(old.checkpoint_config),
-                                                          cls=TuneFunctionEncoder))
+        meta["checkpoint_manager"] = json.loads(
+            json.dumps(_CheckpointManager(old.checkpoint_config), cls=TuneFunctionEncoder)
+        )
         meta.update(last_result={}, error_filename=None, pickled_error_filename=None)
         records.append([json.dumps(trial, indent=2), json.dumps(meta, indent=2)])
     data["trial_data"] = records

@@ -4,6 +4,7 @@ Ray 2.60 keeps the Optuna study and the Ray trial -> Optuna trial link in privat
 `_ot_trials`, `_completed_trials`, `_storage`, `_study_name`, `_sampler`) and pickles them whole as its
 saved state (searcher-state-*.pkl). What the sweep does with them is tune/sweep/searcher.py's.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -24,7 +25,7 @@ class OptunaSearchInternals(OptunaSearch):
 
     @property
     def study(self) -> optuna.Study:
-        return cast(optuna.Study, self._ot_study)   # Ray declares it None until the space is set
+        return cast(optuna.Study, self._ot_study)  # Ray declares it None until the space is set
 
     def asked(self, trial_id: str) -> optuna.trial.Trial | None:
         """The Optuna trial OptunaSearch asked for Ray trial `trial_id`, told or not; None if none."""
@@ -56,8 +57,11 @@ class OptunaSearchInternals(OptunaSearch):
         storage = self._storage
         super().restore(checkpoint_path)
         self._storage = storage
-        study = optuna.load_study(study_name=self._study_name, storage=storage,  # type: ignore[arg-type]
-                                  sampler=self._sampler)   # the sweep's searchers always have a storage
+        study = optuna.load_study(
+            study_name=self._study_name,
+            storage=storage,  # type: ignore[arg-type]
+            sampler=self._sampler,
+        )  # the sweep's searchers always have a storage
         self._ot_study = study  # type: ignore[assignment]  # Ray declares it None until the space is set
         for trial in self._ot_trials.values():
             trial.study, trial.storage = study, study._storage

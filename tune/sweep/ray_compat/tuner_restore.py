@@ -1,4 +1,5 @@
 """`Tuner.restore` that writes only where the experiment is now, with this run's callbacks and trial count."""
+
 from __future__ import annotations
 
 import copy
@@ -21,20 +22,21 @@ class _RestoredSearch(SearchGenerator):
     def __init__(self, searcher, num_samples: int, storage_path: str):
         super().__init__(searcher)
         self.num_samples = num_samples
-        self.storage_path = storage_path   # the folder (or URI) that holds the experiment now
+        self.storage_path = storage_path  # the folder (or URI) that holds the experiment now
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         self._total_samples = max(self._total_samples, self.num_samples)
-        experiment = cast(Experiment, self._experiment)   # Ray declares it None until set_state
+        experiment = cast(Experiment, self._experiment)  # Ray declares it None until set_state
         storage = copy.copy(experiment.spec["storage"])
         storage.storage_filesystem, fs_path = get_fs_and_path(self.storage_path, None)
         storage.storage_fs_path = Path(fs_path).as_posix()
         experiment.spec["storage"] = experiment.storage = storage
 
 
-def restore_tuner(experiment: str, trainable, callbacks: list, tune_config: tune.TuneConfig | None = None
-                  ) -> tune.Tuner:
+def restore_tuner(
+    experiment: str, trainable, callbacks: list, tune_config: tune.TuneConfig | None = None
+) -> tune.Tuner:
     """`Tuner.restore` that writes only where the experiment is now.
 
     Ray re-points trial folders and checkpoints of a moved experiment itself, but runs the restored run's

@@ -2,6 +2,7 @@
 tune.tracking.run_settings.TrialRunSettings), logging processes are reused, no API key leaks into Ray's logs,
 and an interrupted sweep's runs end without the driver hanging.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,12 @@ class _WandbWithStartHook:
 
     def __getattr__(self, name: str):
         import wandb
+
         return getattr(wandb, name)
 
     def init(self, *args, **kwargs):
         import wandb
+
         run = wandb.init(*args, **kwargs)
         if self.run_started is not None:
             self.run_started(run)
@@ -38,8 +41,16 @@ class ReusableWandbLoggingActor(_WandbLoggingActor):
     """Ray's W&B logging actor that calls `run_started` on its run, and can log another trial's run after its
     last one finished."""
 
-    def __init__(self, logdir: str, queue, exclude: list[str], to_config: list[str], *args,
-                 run_started: Callable[[Any], None] | None = None, **kwargs):
+    def __init__(
+        self,
+        logdir: str,
+        queue,
+        exclude: list[str],
+        to_config: list[str],
+        *args,
+        run_started: Callable[[Any], None] | None = None,
+        **kwargs,
+    ):
         super().__init__(logdir, queue, exclude, to_config, *args, **kwargs)
         self._wandb = _WandbWithStartHook(run_started)  # type: ignore[assignment]  # the hook: wandb, wrapped
 
@@ -62,8 +73,8 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
     def __init__(self, *args, settings: TrialRunSettings, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = settings
-        self._idle: list[tuple[Any, Any]] = []   # (logging actor, its queue) whose run has finished
-        self._failed: set = set()                # trials that errored: Ray may restart them, never reuse
+        self._idle: list[tuple[Any, Any]] = []  # (logging actor, its queue) whose run has finished
+        self._failed: set = set()  # trials that errored: Ray may restart them, never reuse
         self._ending = False
 
     def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
@@ -75,8 +86,13 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         self._cleanup_logging_actors()  # collect runs that have finished since: their actors are free
         if self._idle:
             actor, queue = self._idle.pop()
-            actor.reset.remote(logdir=trial.local_path, queue=queue, exclude=exclude_results,
-                               to_config=self.AUTO_CONFIG_KEYS, **wandb_init_kwargs)
+            actor.reset.remote(
+                logdir=trial.local_path,
+                queue=queue,
+                exclude=exclude_results,
+                to_config=self.AUTO_CONFIG_KEYS,
+                **wandb_init_kwargs,
+            )
             self._trial_queues[trial], self._trial_logging_actors[trial] = queue, actor
             future = actor.run.remote()  # an actor runs its calls in order: after reset
             self._trial_logging_futures[trial] = future
