@@ -1,5 +1,5 @@
 """The project's shape holds: no import circle among its modules, no Ray in core/ nor on the paths that only
-read a finished sweep or run an exported model, and no function over 60 lines in core/ or tune/."""
+read a finished sweep or run an exported model, and no function over 50 statements in core/ or tune/."""
 
 import ast
 import sys
@@ -9,7 +9,9 @@ from conftest import LIGHT_SWEEP_MODULES, heavy_modules_imported
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "tune")
-MAX_FUNCTION_LINES = 60
+# Statements, not lines: ruff format wraps one call over many lines (an argparse option is one statement and
+# five lines), so a line count measures the formatter. 50 statements is what 60 unwrapped lines held.
+MAX_FUNCTION_STATEMENTS = 50
 
 
 def modules() -> dict[str, Path]:
@@ -76,14 +78,14 @@ def test_core_never_imports_ray():
             assert "import ray" not in text and "from ray" not in text, name
 
 
-def test_no_function_is_longer_than_sixty_lines():
+def test_no_function_is_longer_than_fifty_statements():
     long = []
     for path in modules().values():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+                statements = len({s.lineno for s in ast.walk(node) if isinstance(s, ast.stmt)})
+                if statements > MAX_FUNCTION_STATEMENTS:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({statements} statements)")
     assert not long, long
 
 

@@ -490,7 +490,8 @@ def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_r
         control=None,
         confirm={"top_k": 1, "seeds": 4, "verdict_seeds": 2},
     )
-    space["search"]["max_concurrent_trials"] = 1
+    # Real epochs: the kill must land while some selection seeds are still training.
+    space["search"].update(max_concurrent_trials=1, trainer="torch")
     space_file, storage = tmp_path / "s.yaml", tmp_path / "results"
     confirm = storage / "confirmkill" / "confirm"
     proc, _ = start_driver(space, tmp_path)

@@ -50,6 +50,7 @@ def test_interrupted_sweep_names_no_winner_and_says_how_to_resume(moment, sig, c
         confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2},
     )
     space["teacher"]["train"]["epochs"] = 3  # long enough to be signalled mid-teacher
+    space["search"]["trainer"] = "torch"  # real epochs: each stage lasts long enough to be signalled in it
     proc, log = start_driver(space, tmp_path)
     sweep = tmp_path / "results" / "cut"
     try:
