@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
+import yaml
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
 from core.errors import UserError
 from tune import search as search_cli
 from tune.cluster.plan import ClusterShape, WorkerType, cluster_shape, make_plan, measure_epoch_seconds, simulate_asha
-from tune.space import load_space
+from tune.space import SPACES_DIR, load_space
 from tune.sweep.ray_compat.conventions import rungs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,8 +99,11 @@ def test_workers_without_plan_is_an_error():
     assert exit_info.value.code == 2
 
 
-def test_one_epoch_is_measured_the_way_plan_does():
+def test_one_epoch_is_measured_the_way_plan_does(demo_root, tmp_path):
     """What --plan prices a trial-epoch at, timed here on the demo space's settings (no Ray). The trial-epochs
     it expects are checked against a real sweep's in tests/test_demo_golden.py."""
-    seconds, source = measure_epoch_seconds(load_space("demo"))
+    demo = yaml.safe_load((SPACES_DIR / "demo.yaml").read_text())
+    demo["base"].update(data_root=str(demo_root), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
+    seconds, source = measure_epoch_seconds(load_space(tmp_path / "demo.yaml"))
     assert seconds > 0 and "measured on this machine" in source

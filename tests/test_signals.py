@@ -23,6 +23,8 @@ def test_sigterm_outside_a_run_interrupts_at_once_and_exits_143():
 
 def test_a_signal_during_a_run_asks_tune_to_stop_and_is_honoured_after_the_run_returns():
     asked = []
+    # A fresh driver's SIGUSR1 (an earlier in-process Tune run of the suite leaves its handler installed).
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     with StopSignals().installed() as signals:
         with pytest.raises(KeyboardInterrupt), signals.during_fit():
             # What Tune's run loop does when it starts: its stop handler on SIGUSR1.
@@ -33,6 +35,7 @@ def test_a_signal_during_a_run_asks_tune_to_stop_and_is_honoured_after_the_run_r
         assert asked == [signal.SIGINT]
         assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # a finished run's handler is never called
     assert signals.exit_code == 130
+    signal.signal(signal.SIGUSR1, previous)
 
 
 def test_a_run_slow_to_stop_is_cut_short_after_the_grace_period():

@@ -45,8 +45,8 @@ def pristine(demo_root, tmp_path_factory):
     space = tiny_space(
         demo_root, num_samples=2, max_t=2, cache_dir=tmp / "cache", name=NAME, control=None, confirm=None
     )
-    # Real training: the tests below were written for the trial ends it gives here (both trials finish).
-    space["search"]["trainer"] = "torch"
+    # Both trials finish on every CPU: ASHA's first rung is max_t, so no trial value can stop one.
+    space["asha"]["grace_period"] = space["asha"]["max_t"]
     (tmp / "s.yaml").write_text(yaml.safe_dump(space))
     with pytest.MonkeyPatch.context() as patch:
         keep_good_copies(patch)

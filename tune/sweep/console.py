@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from tune.sampling import Sampled, run_candidate
+from tune.sweep.ray_compat.conventions import TQDM_RAY_PRINT
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -121,6 +122,14 @@ def error_summary(trial: Trial) -> str:
     return f"{last or 'Ray recorded no message'}; see {where}"
 
 
+def _print_wrappers() -> set[object]:
+    """The code of Python functions standing in for the builtin print: today's builtins.print, and Ray's own
+    replacement even when another wrapper now calls it (it stays in place after a first Ray run)."""
+    module_name, function_name = TQDM_RAY_PRINT
+    ray_print = getattr(sys.modules.get(module_name), function_name, None)
+    return {getattr(f, "__code__", None) for f in (builtins.print, ray_print)} - {None}
+
+
 class RoutedStream(io.TextIOBase):
     """sys.stdout or sys.stderr while Ray runs: what Ray writes (its tables and log records, the output it
     forwards from its processes) and warnings go to `log`, with `echo` to `console` as well; anything else
@@ -133,8 +142,8 @@ class RoutedStream(io.TextIOBase):
         # The writer is the module of the frame that called print (the builtin is no Python frame; a Python
         # function that replaced it is skipped: Ray's tqdm_ray does, once it prints its processes' output).
         # Ray prints its tables and its processes' output from ray.* modules, its log records through logging.
-        frame, replaced_print = sys._getframe(1), getattr(builtins.print, "__code__", None)
-        while frame.f_back is not None and frame.f_code is replaced_print:
+        frame, wrappers = sys._getframe(1), _print_wrappers()
+        while frame.f_back is not None and frame.f_code in wrappers:
             frame = frame.f_back
         if frame.f_globals.get("__name__", "").partition(".")[0] not in LOG_WRITERS:
             return self.console.write(text)

@@ -73,3 +73,8 @@ TUNE_STOP_WAIT_S = 5.0
 def wandb_run_id(trial_id: str) -> str:
     """The W&B run id Ray's W&B callback gives a trial's run: the Ray trial id itself."""
     return trial_id
+
+
+# Ray's tqdm_ray replaces builtins.print with this function once it forwards its processes' output, and leaves
+# it there: the console's router looks through it for the module that printed.
+TQDM_RAY_PRINT = ("ray.experimental.tqdm_ray", "safe_print")
