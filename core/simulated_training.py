@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import time
-import warnings
 
 from core.config import TrainConfig
-from core.train import EpochResult, Trainer
+from core.train import Trainer
 
 # The landscape: a best learning rate, a backbone offset, a teacher effect that depends on alpha and T,
 # a saturating learning curve and seed-to-seed noise of about the size real 64 px runs show.
@@ -51,31 +49,14 @@ def simulated_val_dice(cfg: TrainConfig, epoch: int) -> float:
 
 
 class SimulatedTrainer(Trainer):
-    """`Trainer` with `run_epoch` replaced: no gradient step, no validation pass. The model keeps its seeded
-    initial weights, so checkpoints, export and prediction downstream work unchanged."""
+    """`Trainer` whose epoch is no gradient step and no validation pass, only `simulated_val_dice`. The model
+    keeps its seeded initial weights, so checkpoints, export and prediction downstream work unchanged."""
 
-    def run_epoch(self) -> EpochResult:
-        start = time.perf_counter()
-        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": no step is the point
-            warnings.simplefilter("ignore", UserWarning)
-            self.scheduler.step()
-        self.epoch += 1
-        dice = simulated_val_dice(self.cfg, self.epoch)
-        is_best = dice > self.best_val_dice
-        if is_best:
-            self.best_val_dice = dice
-            self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        result = EpochResult(
-            self.epoch,
-            1.0 - dice,
-            dice,
-            dice / (2.0 - dice),
-            time.perf_counter() - start,
-            self.optimizer.param_groups[0]["lr"],
-            is_best,
-        )
-        self.history.append(result.to_dict())
-        return result
+    def train_and_validate(self) -> tuple[float, float, float]:
+        # A step without gradients changes no weight and keeps the learning-rate schedule's order check quiet.
+        self.optimizer.step()
+        dice = simulated_val_dice(self.cfg, self.epoch + 1)
+        return 1.0 - dice, dice, dice / (2.0 - dice)
 
 
 TRAINERS: dict[str, type[Trainer]] = {"torch": Trainer, "simulated": SimulatedTrainer}

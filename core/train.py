@@ -120,25 +120,30 @@ class Trainer:
 
     def run_epoch(self) -> EpochResult:
         start = time.perf_counter()
-        train_loss = self._train_one_epoch()
-        val = score_loader(self.model, self.val_loader, self.device, self.amp).summary()
+        train_loss, val_dice, val_iou = self.train_and_validate()
         self.scheduler.step()
         self.epoch += 1
-        is_best = val["dice"] > self.best_val_dice
+        is_best = val_dice > self.best_val_dice
         if is_best:
-            self.best_val_dice = val["dice"]
+            self.best_val_dice = val_dice
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         result = EpochResult(
             self.epoch,
             train_loss,
-            val["dice"],
-            val["iou"],
+            val_dice,
+            val_iou,
             time.perf_counter() - start,
             self.optimizer.param_groups[0]["lr"],
             is_best,
         )
         self.history.append(result.to_dict())
         return result
+
+    def train_and_validate(self) -> tuple[float, float, float]:
+        """One epoch of training, then the validation set: (train loss, val Dice, val IoU)."""
+        train_loss = self._train_one_epoch()
+        val = score_loader(self.model, self.val_loader, self.device, self.amp).summary()
+        return train_loss, val["dice"], val["iou"]
 
     def _train_one_epoch(self) -> float:
         self.model.train()
