@@ -1,5 +1,5 @@
-"""Shared fixtures (tiny synthetic datasets made on the fly, a tiny trained teacher, one shared sweep) and the
-test tiers' guard: a test that starts Ray or a sweep driver must be marked `slow`."""
+"""Shared fixtures (tiny synthetic datasets made on the fly, a tiny trained teacher, one shared sweep), and the
+test tiers' guard (tests/tier_guard.py): a test that starts Ray or a sweep driver must be marked `slow`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The tiers' guard: its hooks, imported here, are registered for every test.
+from tier_guard import pytest_runtest_call, pytest_runtest_setup  # noqa: F401
+
 from core.config import TrainConfig, config_from_dict
 from core.synthetic import write_demo_dataset
 from tune import search as search_cli
@@ -28,41 +31,6 @@ os.environ["POLYP_KD_TUNE_CACHE"] = tempfile.mkdtemp(prefix="polyp-kd-tune-test-
 TEST_TEACHER_BACKBONE = "mobilenet_v2"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "polyp"
 FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    return (yield from _fail_if_ray_started(item, "its fixtures"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    return (yield from _fail_if_ray_started(item, "it"))
-
-
-def _fail_if_ray_started(item, who: str):
-    """The fast tier (`-m "not slow"`) must not start Ray: an unmarked test runs with Ray's temporary folder
-    pointed at an empty folder of its own (subprocesses inherit it), and any Ray session found there after the
-    test, or a Ray still connected in this process, fails it."""
-    if item.get_closest_marker("slow"):
-        return (yield)
-    saved = os.environ.get("RAY_TMPDIR")
-    # Short: Ray's socket paths live under it, and a Unix socket path has at most 107 characters.
-    os.environ["RAY_TMPDIR"] = probe = tempfile.mkdtemp(prefix="raygd", dir="/tmp")
-    try:
-        result = yield
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        started = any(Path(probe).glob("ray/session_*")) or (
-            "ray" in sys.modules and sys.modules["ray"].is_initialized()
-        )
-        shutil.rmtree(probe, ignore_errors=True)
-    if started:
-        pytest.fail(f"{item.nodeid}: {who} started Ray; mark the test @pytest.mark.slow", pytrace=False)
-    return result
 
 
 def trial_reports(result_json: Path) -> list[dict]:

@@ -191,7 +191,11 @@ def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root,
         assert (sweep / "trials" / name / "progress.csv").read_text() == progress, f"{name} was re-run"
     assert {p.name for p in (sweep / "superseded-1").iterdir()} == {"search.json", "best.json"}
     assert yaml.safe_load((sweep / "space.yaml").read_text())["search"]["num_samples"] == 3
-    search_cli.main([*args, "--resume", "--num-samples", "3"])  # bound to the extended space from now on
+    # Bound to the extended space from now on: resuming it with 3 trials is no longer an extension.
+    extended = load_space(space_file)
+    extended.search.num_samples = 3
+    bind_to_space(SweepPaths.local(sweep), extended, resume=True, extend=False)
+    assert len(list(sweep.glob("superseded-*"))) == 1
 
 
 @pytest.mark.slow

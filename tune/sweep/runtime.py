@@ -40,6 +40,8 @@ class SweepRun:
     wandb_entity: str | None = None
     wandb_sweep_id: str | None = None  # the W&B Sweep (online only) every trial's run joins
     students: dict[str, dict] | None = None  # each student backbone's latency at the deploy target (latency.json)
+    # Free W&B logging actors, kept from one stage to the next (they end with the driver's Ray).
+    wandb_actors: list[tuple[Any, Any]] = field(default_factory=list)
 
     def latency_ms(self) -> dict[str, float]:
         """Student backbone -> latency at the deploy target, ms (empty without a target)."""
@@ -66,6 +68,8 @@ def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
             excludes=["is_best", "node_id", "run_started_at"],
             log_config=False,
             settings=TrialRunSettings(run.space.name, base, run.space.objective, run.wandb_sweep_id),
+            max_actors=run.space.search.max_concurrent_trials,
+            idle=run.wandb_actors,
         )
     ]
 

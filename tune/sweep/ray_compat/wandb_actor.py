@@ -70,12 +70,28 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
 
     _logger_actor_cls = ReusableWandbLoggingActor
 
-    def __init__(self, *args, settings: TrialRunSettings, **kwargs):
+    def __init__(
+        self,
+        *args,
+        settings: TrialRunSettings,
+        max_actors: int = 1,
+        idle: list[tuple[Any, Any]] | None = None,
+        **kwargs,
+    ):
+        """`max_actors`: trials that run at once (no more logging processes are started ahead of a result).
+        `idle`: a pool of free logging actors shared with the sweep's other stages (they then outlive this
+        experiment and end with the driver's Ray); without it, this callback's own, ended with the experiment."""
         super().__init__(*args, **kwargs)
         self.settings = settings
-        self._idle: list[tuple[Any, Any]] = []  # (logging actor, its queue) whose run has finished
+        self.max_actors = max_actors
+        self._shared = idle is not None
+        self._idle: list[tuple[Any, Any]] = idle if idle is not None else []  # (actor, its queue): run finished
         self._failed: set = set()  # trials that errored: Ray may restart them, never reuse
-        self._ending = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray pickles the callback into the experiment's state: the shared pool's actor handles belong to
+        this driver's Ray and are left out (a restored experiment gets this run's callbacks anyway)."""
+        return {**self.__dict__, "_idle": [], "_shared": False}
 
     def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
         if trial in self._trial_logging_futures:  # a restarted trial goes on logging to its run
@@ -106,8 +122,12 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
                 os.environ["WANDB_API_KEY"] = key
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        """A trial's run starts with its first result (`log_trial_result` starts it), an epoch later: by
-        then the run of the trial whose process it reuses has finished and its logging actor is free."""
+        """A trial's run starts now where a free logging actor waits, or fewer than `max_actors` exist (its
+        process then starts while the trial's does); otherwise with its first result (`log_trial_result`
+        starts it), an epoch later, when the run of an ended trial has finished and its actor is free."""
+        self._cleanup_logging_actors()
+        if self._idle or len(self._trial_logging_actors) < self.max_actors:
+            self.log_trial_start(trial)
 
     def log_trial_end(self, trial, failed: bool = False):
         if trial not in self._trial_queues:
@@ -121,7 +141,7 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
     def _cleanup_logging_actor(self, trial):
         """Called for a run that finished (or, at the end, timed out): keep a cleanly finished actor."""
         future = self._trial_logging_futures[trial]
-        if self._ending or trial in self._failed or not ray.wait([future], timeout=0)[0]:
+        if trial in self._failed or not ray.wait([future], timeout=0)[0]:
             return super()._cleanup_logging_actor(trial)
         queue = self._trial_queues.pop(trial)
         while not queue.empty():  # nothing of an earlier trial may land in the next run
@@ -136,11 +156,12 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         Ray signals the end of a run only for trials that ended; the run of a trial still running when the
         sweep is interrupted never got it (seen with `reuse_actors`), and Ray then waited its whole
         `upload_timeout` (30 min) for that run: a Ctrl-C that hung the driver. Signalling every open run
-        first makes each finish (and stay syncable) with what it logged."""
-        self._ending = True
+        first makes each finish (and stay syncable) with what it logged. Actors whose run finished go back to
+        the shared pool, where there is one: the next stage's runs start without new processes."""
         for trial in list(self._trial_queues):
             self._signal_logging_actor_stop(trial)
         self._cleanup_logging_actors(timeout=self._upload_timeout, kill_on_timeout=True)
-        for actor, _ in self._idle:
-            ray.kill(actor)
-        self._idle.clear()
+        if not self._shared:
+            for actor, _ in self._idle:
+                ray.kill(actor)
+            self._idle.clear()
