@@ -1,17 +1,18 @@
-"""A whole KD sweep on a subset of the real polyp data, small enough for a 2-core CPU: does distillation
-beat the same student trained without a teacher, judged on fresh seeds?
+"""A whole KD sweep on a subset of the real polyp data, small enough for a 2-core CPU: does the teacher help
+the student, judged on fresh seeds?
 
 Writes a subset (every k-th training image, the first test images), a space (teacher trained in the sweep;
 a no-teacher control arm searched on its own with half the trials; selection: the top --top-k of each arm
-retrained over --seeds seeds; verdict: the winner, the best KD configuration and the baseline of the same
-student retrained over --verdict-seeds fresh seeds) and runs `python -m tune.search` on it. Prints the
-verdict sentence and ends with `RESULT winner=... student=... estimate_mean=... estimate_ci95=lo,hi
-outcome=helped|hurt|inconclusive|none kd_minus_baseline=... kd_ci95=lo,hi mde80=... n_valid=...
-test_mean_dice=...` (estimate: the winner's val Dice over the verdict seeds; kd_*: KD minus baseline,
-paired by verdict seed).
+retrained over --seeds seeds; verdict (--design, default factorial): the KD winner with and without its
+teacher and the tuned baseline of the same student without and with it, retrained over --verdict-seeds fresh
+seeds) and runs `python -m tune.search` on it. Prints the verdict with its interaction and tuned lines and
+ends with `RESULT winner=... student=... estimate_mean=... estimate_ci95=lo,hi design=... outcome=helped|hurt|
+no effect|inconclusive|no verdict effect=... ci95=lo,hi mde80=... n_valid=... tuned_diff=... trial_epochs=...
+test_mean_dice=...` (estimate: the winner's val Dice over the verdict seeds; effect: with minus without the
+teacher, paired by verdict seed; trial_epochs: search + selection + verdict, as run).
 
     python bench/real_kd_sweep.py [--train-images 360 --img-size 64 --max-t 10 --num-samples 8
-                                   --top-k 1 --seeds 2 --verdict-seeds 6 --out results]
+                                   --top-k 1 --seeds 2 --verdict-seeds 6 --design factorial --out results]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=1, help="configurations of each arm retrained for selection")
     parser.add_argument("--seeds", type=int, default=2, help="selection seeds per configuration")
     parser.add_argument("--verdict-seeds", type=int, default=6, help="fresh seeds of the verdict")
+    parser.add_argument("--design", default="factorial", choices=("factorial", "ablation", "tuned"))
     parser.add_argument("--out", default="results", help="storage folder; the sweep is <out>/bench-real-kd")
     args = parser.parse_args()
     if not REAL_DATA.is_dir():
@@ -68,7 +70,12 @@ def main() -> None:
             "asha": {"max_t": args.max_t, "grace_period": 3, "reduction_factor": 2},
             "resources": {"cpu": 1},
             "control": {"baseline": True, "fraction": 0.5},
-            "confirm": {"top_k": args.top_k, "seeds": args.seeds, "verdict_seeds": args.verdict_seeds},
+            "confirm": {
+                "top_k": args.top_k,
+                "seeds": args.seeds,
+                "verdict_seeds": args.verdict_seeds,
+                "verdict": args.design,
+            },
             "teacher": {
                 "checkpoint": None,
                 "train": {"epochs": 15, "learning_rate": 3.0e-3, "teacher_backbone": "resnet18"},
@@ -85,20 +92,41 @@ def main() -> None:
     nan = float("nan")
     estimate = best["estimate"] or {"mean": nan, "ci95": [nan, nan]}
     v = best["kd_vs_baseline"] or {
-        "outcome": "none",
-        "diff_mean": nan,
+        "design": args.design,
+        "outcome": "no verdict",
+        "effect": nan,
         "ci95": [nan, nan],
         "mde80": nan,
         "n_valid": 0,
-        "sentence": "no verdict (no control arm or no selection)",
+        "tuned": None,
+        "sentence": "no verdict (no selection)",
     }
     print(f"verdict: {v['sentence']}")
+    if v.get("interaction"):
+        print(f"interaction: {v['interaction']['effect']:+.4f} (95% CI {v['interaction']['ci95']})")
+    tuned = (v.get("tuned") or {}).get("diff", nan)
+    epochs = trial_epochs(sweep_dir)
     print(
         f"RESULT winner={best['winner']} student={best['student']} estimate_mean={estimate['mean']:.4f} "
-        f"estimate_ci95={estimate['ci95'][0]:.4f},{estimate['ci95'][1]:.4f} outcome={v['outcome']} "
-        f"kd_minus_baseline={v['diff_mean']:+.4f} kd_ci95={v['ci95'][0]:+.4f},{v['ci95'][1]:+.4f} "
-        f"mde80={v['mde80']:.4f} n_valid={v['n_valid']} test_mean_dice={best['test']['mean']['dice']:.4f}"
+        f"estimate_ci95={estimate['ci95'][0]:.4f},{estimate['ci95'][1]:.4f} design={v['design']} "
+        f"outcome={v['outcome'].replace(' ', '_')} effect={v['effect']:+.4f} ci95={v['ci95'][0]:+.4f},"
+        f"{v['ci95'][1]:+.4f} mde80={v['mde80']:.4f} n_valid={v['n_valid']} tuned_diff={tuned:+.4f} "
+        f"trial_epochs={epochs['search']}+{epochs['confirm']}+{epochs['verdict']} "
+        f"test_mean_dice={best['test']['mean']['dice']:.4f}"
     )
+
+
+def trial_epochs(sweep_dir: Path) -> dict[str, int]:
+    """Epochs trained per stage, from each Ray trial's result file (its last reported epoch)."""
+    out = {}
+    for stage, folders in (("search", ("trials", "control")), ("confirm", ("confirm",)), ("verdict", ("verdict",))):
+        total = 0
+        for folder in folders:
+            for result in (sweep_dir / folder).glob("*/result.json"):
+                lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+                total += max((int(r.get("epoch", 0)) for r in lines), default=0)
+        out[stage] = total
+    return out
 
 
 if __name__ == "__main__":

@@ -164,7 +164,9 @@ def tiny_space(data_root: Path, num_samples: int, max_t: int, cache_dir: Path, *
         "resources": {"cpu": 1},
         "teacher": {"train": {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}},
         "wandb": {"project": "polyp-kd-tune-tests", "mode": "disabled"},
-        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2},
+        # The ablation: the KD winner with and without its teacher (the factorial design adds two more
+        # configurations; the golden demo test runs it).
+        "confirm": {"top_k": 1, "seeds": 2, "verdict_seeds": 2, "verdict": "ablation"},
     }
     space.update(changes)
     return space

@@ -39,7 +39,7 @@ def demo_space(data_root: Path, cache_dir: Path) -> dict:
     space["search"].update(num_samples=8, max_concurrent_trials=1, trainer="simulated")
     space["asha"] = {"max_t": 4, "grace_period": 1, "reduction_factor": 2}
     space["resources"] = {"cpu": 1}
-    space["confirm"] = {"top_k": 1, "seeds": 2, "verdict_seeds": 2}
+    space["confirm"].update(seeds=2, verdict_seeds=2)  # demo.yaml's design (factorial) and top_k
     space["teacher"]["train"] = {"epochs": 1, "learning_rate": 3.0e-3, "teacher_backbone": TEST_TEACHER_BACKBONE}
     return space
 
@@ -63,6 +63,7 @@ def sweep_values(sweep_dir: Path) -> dict:
         key=json.dumps,
     )
     best = json.loads((sweep_dir / "best.json").read_text())
+    verdict = best["kd_vs_baseline"]
     confirmation = sorted(
         (
             {"name": c["name"], "arm": c["arm"], "seeds": c["seeds"], "values": [round(v, 9) for v in c["values"]]}
@@ -76,8 +77,17 @@ def sweep_values(sweep_dir: Path) -> dict:
         "winner": best["winner"],
         "best_val_dice": round(best["best_val_dice"], 9),
         "estimate": round(best["estimate"]["mean"], 9),
-        "verdict_diff": round(best["kd_vs_baseline"]["diff_mean"], 9),
-        "verdict_outcome": best["kd_vs_baseline"]["outcome"],
+        "verdict": {
+            "design": verdict["design"],
+            "pairs": verdict["pairs"],
+            "effect": round(verdict["effect"], 9),
+            "outcome": verdict["outcome"],
+            "interaction": round(verdict["interaction"]["effect"], 9),
+            "tuned": round(verdict["tuned"]["diff"], 9),
+        },
+        "verdict_runs": sorted(
+            [r["name"], r["arm"], r["teacher"], [round(v, 9) for v in r["values"]]] for r in best["verdict_runs"]
+        ),
     }
 
 
@@ -108,6 +118,15 @@ def test_demo_sweep_gives_the_recorded_leaderboard_and_winner(demo_root, tmp_pat
     if os.environ.get("RECORD_GOLDEN"):
         GOLDEN.write_text(json.dumps(values, indent=1) + "\n")
     assert values == json.loads(GOLDEN.read_text())
+    # The verdict isolates the teacher: kd-1 without it differs from kd-1 only in its teacher-only keys.
+    best = json.loads((tmp_path / "results" / "demo" / "best.json").read_text())
+    runs = {r["name"]: r for r in best["verdict_runs"]}
+    kd, ablated = runs["kd-1"], runs["kd-1.no-teacher"]
+    assert kd["teacher"] and not ablated["teacher"] and ablated["arm"] == "baseline"
+    assert {k: v for k, v in kd["params"].items() if k not in ("alpha", "temperature")} == ablated["params"]
+    assert runs["baseline-1.with-teacher"]["params"]["alpha"] == kd["params"]["alpha"]
+    selection_seeds = {s for c in best["confirmation"] for s in c["seeds"]}
+    assert not selection_seeds & set(best["kd_vs_baseline"]["verdict_seeds"])
     # `--plan`'s simulation of this schedule (one trial at a time) expects the trial-epochs ASHA let run.
     expected = expected_search(load_space(space_file), 1, epoch_seconds=1.0)
     real = sum(trial["epochs"] for trial in values["trials"])

@@ -43,7 +43,7 @@ def confirmed(name: str, backbone: str, values: list[float], arm: str = "kd") ->
         arm, {"student_backbone": backbone, "learning_rate": 1e-3} | ({"alpha": 0.5} if arm == "kd" else {})
     )
     return Confirmed(
-        Candidate(name, f"t-{name}", sampled, max(values), 4),
+        Candidate(name, f"t-{name}", sampled, max(values), 4, front=arm == "kd"),  # each backbone's front entry
         [43, 44, 45],
         values,
         values,

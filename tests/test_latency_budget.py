@@ -30,7 +30,7 @@ def budget_space(demo_root: Path, tmp_path: Path, **deploy) -> Path:
         cache_dir=tmp_path / "cache",
         name="rt",
         control=None,
-        confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2},
+        confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2, "verdict": "ablation"},
         deploy={**DEPLOY, **deploy},
         wandb={"mode": "disabled"},
     )

@@ -15,7 +15,16 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 
 from core.errors import UserError
 from tune import search as search_cli
-from tune.cluster.plan import ClusterShape, WorkerType, cluster_shape, make_plan, measure_epoch_seconds, simulate_asha
+from tune.cluster.plan import (
+    ClusterShape,
+    WorkerType,
+    cluster_shape,
+    format_plan,
+    make_plan,
+    measure_epoch_seconds,
+    simulate_asha,
+    verdict_configurations,
+)
 from tune.space import SPACES_DIR, load_space
 from tune.sweep.ray_compat.conventions import rungs
 
@@ -70,8 +79,17 @@ def test_packing_and_cost_follow_cluster_yaml():
     assert row["workers"] == 2 and row["concurrency"] == 4
     hours = row["wall"] / 3600
     assert row["cost"] == pytest.approx(hours * (0.192 + 2 * 1.006) + shape.idle_timeout_minutes / 60 * 2 * 1.006)
-    # Selection: top_k 3 of each of 2 arms x 3 seeds; verdict: 3 configurations x 8 fresh seeds; 40 epochs each.
-    assert plan.confirm_epochs == (3 * 2 * 3 + 3 * 8) * 40
+    # Selection: top_k 3 of each of 2 arms x 3 seeds, and one front configuration per student backbone (6) x 3
+    # seeds; verdict (factorial): the winner, the KD winner with and without its teacher, the tuned baseline
+    # without and with it: 5 configurations x 8 fresh seeds; 40 epochs each, at most.
+    assert plan.confirm_epochs == (3 * 2 * 3 + 6 * 3 + 5 * 8) * 40
+    text = format_plan(plan, shape)
+    assert "selection: at most 36 runs (3 configurations of each arm x 3 seeds + 6 front configurations" in text
+    assert "verdict (factorial): at most 40 runs (5 configurations x 8 fresh seeds) x 40 epochs = 1600" in text
+    kd.confirm.verdict = "ablation"
+    assert verdict_configurations(kd) == 4
+    kd.confirm.verdict, kd.control = "tuned", None
+    assert verdict_configurations(kd) == 1
 
 
 def test_a_trial_that_fits_no_worker_type_is_an_error():
@@ -86,7 +104,7 @@ def test_plan_cli_prints_epochs_wall_time_and_cost_without_starting_ray(capsys):
     search_cli.main(["--space", "kd.yaml", "--plan", "--epoch-seconds", "45", "--workers", "3"])
     out = capsys.readouterr().out
     assert not ray.is_initialized()
-    assert "expected" in out and "trial-epochs" in out and "1680 trial-epochs" in out
+    assert "expected" in out and "trial-epochs" in out and "= 1440 trial-epochs" in out and "= 1600 trial-epochs" in out
     for worker in cluster_shape().workers:
         line = next(line for line in out.splitlines() if line.strip().startswith(worker.name))
         assert worker.instance in line and "$" in line

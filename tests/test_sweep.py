@@ -205,15 +205,20 @@ def test_winner_is_selected_and_estimated_on_different_seeds_with_a_verdict(fini
     estimate = best["estimate"]
     assert estimate["seeds"] == [45, 46] and estimate["mean"] == pytest.approx(runs[best["winner"]]["mean"])
     assert best["best_val_dice"] == pytest.approx(max(runs[best["winner"]]["val_dice"]))  # its best run exported
-    verdict = best["kd_vs_baseline"]
-    assert verdict["verdict_seeds"] == [45, 46] and verdict["n_valid"] == 2
-    assert verdict["outcome"] in ("helped", "hurt", "inconclusive", "none")
-    kd, base = runs[verdict["kd"]], runs[verdict["baseline"]]
-    assert verdict["diff_mean"] == pytest.approx(kd["mean"] - base["mean"])
-    assert f"on {verdict['student']}, 2 seeds" in verdict["sentence"] or verdict["outcome"] == "none"
+    verdict = best["kd_vs_baseline"]  # the ablation (tests/conftest.py: tiny_space)
+    assert verdict["design"] == "ablation" and verdict["verdict_seeds"] == [45, 46] and verdict["n_valid"] == 2
+    assert verdict["outcome"] in ("helped", "hurt", "no effect", "inconclusive", "no verdict")
+    assert verdict["pairs"] == [[verdict["kd"], f"{verdict['kd']}.no-teacher"]] and verdict["margin"] == 0.01
+    kd, ablated, base = runs[verdict["kd"]], runs[f"{verdict['kd']}.no-teacher"], runs[verdict["baseline"]]
+    assert (kd["teacher"], ablated["teacher"], base["teacher"]) == (True, False, False)
+    assert verdict["effect"] == pytest.approx(kd["mean"] - ablated["mean"])
+    assert verdict["tuned"]["diff"] == pytest.approx(kd["mean"] - base["mean"])
+    assert "2 seeds" in verdict["sentence"] or verdict["outcome"] == "no verdict"
     kd_student = kd["params"].get("student_backbone", "mobilenet_v2")
     assert base["params"].get("student_backbone", "mobilenet_v2") == kd_student == verdict["student"]
-    # Test sets scored once, for the winner (and the baseline where it is not the winner).
+    assert {k: v for k, v in kd["params"].items() if k not in ("alpha", "temperature")} == ablated["params"]
+    assert best["selection_failures"] == {"kd": 0, "baseline": 0}
+    # Test sets scored once, for the winner (and its settings with the teacher taken away or added).
     assert set(best["test"]["test_sets"]) == {"Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300", "ETIS-LaribPolypDB"}
     assert 0 <= best["test"]["mean"]["dice"] <= 1 and best["synthetic_data"] is True
     # Paths in best.json are relative to the sweep folder (a copied sweep still exports).
@@ -225,7 +230,7 @@ def test_winner_is_selected_and_estimated_on_different_seeds_with_a_verdict(fini
 def test_no_trial_scores_or_logs_test_sets(finished_sweep):
     results = [p for d in RAY_EXPERIMENTS for p in finished_sweep.glob(f"{d}/*/result.json")]
     verdict_runs = len(list(finished_sweep.glob("verdict/*/result.json")))
-    assert len(results) == 6 + 4 + verdict_runs and verdict_runs in (4, 6)
+    assert len(results) == 6 + 4 + verdict_runs and verdict_runs in (6, 8)  # 3 or 4 configurations x 2 seeds
     for path in results:
         assert "test/" not in path.read_text(), path
 
@@ -490,7 +495,7 @@ def test_confirmation_resumed_after_a_driver_kill_reruns_no_finished_seed(demo_r
         name="confirmkill",
         teacher={"checkpoint": str(teacher_checkpoint)},
         control=None,
-        confirm={"top_k": 1, "seeds": 4, "verdict_seeds": 2},
+        confirm={"top_k": 1, "seeds": 4, "verdict_seeds": 2, "verdict": "tuned"},  # no verdict runs but the winner's
     )
     # Real epochs: the kill must land while some selection seeds are still training.
     space["search"].update(max_concurrent_trials=1, trainer="torch")

@@ -44,7 +44,7 @@ from tune.records import (
     read_leaderboard,
     resolve,
 )
-from tune.report.format import estimate_text, fmt
+from tune.report.format import estimate_text, fmt, verdict_details
 from tune.report.tables import format_confirmation, format_front, format_leaderboard
 from tune.space import load_space
 from tune.tracking.artifacts import artifact_name, log_model_artifact
@@ -133,6 +133,8 @@ def show(sweep_dir: Path) -> None:
     print(format_table(winner.test, title="winner on the test sets"))
     if winner.verdict:
         print(f"\nverdict: {winner.verdict}")
+        for line in verdict_details(best["kd_vs_baseline"], objective.label):
+            print(f"  {line}")
     importance = best.get("importance")
     if importance:
         print(

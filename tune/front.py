@@ -1,7 +1,7 @@
 """The Dice–latency front of a sweep with a `deploy:` target: for every student backbone the space names, its
-measured latency at the target and, where one of its configurations was confirmed over seeds, the best
-confirmed mean with its interval; the Pareto-optimal ones marked. best.json keeps it as `front`; export
-chooses from it by latency budget. No Ray.
+measured latency at the target and its front configuration (one per backbone, chosen on the search's values:
+tune/sweep/select.front_picks) with its mean and interval over the selection seeds, which never chose it; the
+Pareto-optimal ones marked. best.json keeps it as `front`; export chooses from it by latency budget. No Ray.
 """
 
 from __future__ import annotations
@@ -18,16 +18,20 @@ def build_front(
     students: dict[str, dict[str, Any]], confirmed: list[Confirmed], objective: Objective, base_backbone: str
 ) -> list[dict[str, Any]]:
     """One entry per backbone of `students` (latency.json's), fastest first: latency, whether it meets the
-    budget, and its best confirmed configuration (None where none was confirmed: over budget, or no usable
-    trial)."""
+    budget, and its front configuration's selection-seed estimate (None where it has none: over budget, no
+    usable trial, or every selection seed failed)."""
     front = []
     for backbone, latency in sorted(students.items(), key=lambda item: item[1]["latency_ms"]):
-        mine = [
-            c
-            for c in confirmed
-            if c.candidate.params.get("student_backbone", base_backbone) == backbone and not math.isnan(c.mean)
-        ]
-        best = objective.ranked(mine, lambda c: c.mean)[0] if mine else None
+        best = next(
+            (
+                c
+                for c in confirmed
+                if c.candidate.front
+                and c.candidate.params.get("student_backbone", base_backbone) == backbone
+                and not math.isnan(c.mean)
+            ),
+            None,
+        )
         entry = {
             "backbone": backbone,
             **latency,

@@ -40,6 +40,12 @@ class Objective:
         return self.mode == "max"
 
     @property
+    def worst(self) -> float:
+        """The worst value the metric can take (every metric here, Dice or IoU, lies in [0, 1]): what a failed
+        or diverged seed counts as when configurations are ranked."""
+        return 0.0 if self.maximize else 1.0
+
+    @property
     def label(self) -> str:
         """The metric in words, for sentences and table titles."""
         return METRICS[self.metric]

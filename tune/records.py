@@ -357,6 +357,11 @@ class Candidate(_OfASample):
     sampled: Sampled  # exactly what Optuna sampled, arm included
     search_value: float  # its objective value in the search (possibly at a partial budget)
     search_epochs: int
+    front: bool = False  # its student backbone's entry on the Dice–latency front (chosen on search values)
+
+    @property
+    def teacher(self) -> bool:
+        return self.arm == "kd"
 
 
 @dataclass
@@ -378,6 +383,18 @@ class Confirmed:
     def best_seed_index(self, objective: Objective) -> int:
         return objective.best(self.values)
 
+    @property
+    def failed(self) -> int:
+        """Seed runs that failed or diverged (NaN)."""
+        return sum(math.isnan(v) for v in self.values)
+
+    def ranking_mean(self, objective: Objective) -> float:
+        """The mean it is ranked by: a failed or diverged seed counts as the worst value the objective allows,
+        so a configuration never gains from the seeds it lost (NaN when every seed failed)."""
+        if not self.values or self.failed == len(self.values):
+            return math.nan
+        return sum(objective.worst if math.isnan(v) else v for v in self.values) / len(self.values)
+
     def to_dict(self) -> dict[str, Any]:
         c = self.candidate
         return {
@@ -388,6 +405,8 @@ class Confirmed:
             "sampled": c.sampled.values,
             "search_value": c.search_value,
             "search_epochs": c.search_epochs,
+            "teacher": c.teacher,
+            "front": c.front,
             "seeds": self.seeds,
             "values": self.values,
             "val_dice": self.val_dice,
@@ -401,7 +420,14 @@ class Confirmed:
     def from_dict(cls, record: dict[str, Any]) -> Confirmed:
         """A `Confirmed` read back from best.json's `confirmation` list."""
         sampled = Sampled(record["arm"], record.get("sampled", record["params"]))
-        candidate = Candidate(record["name"], record["trial"], sampled, record["search_value"], record["search_epochs"])
+        candidate = Candidate(
+            record["name"],
+            record["trial"],
+            sampled,
+            record["search_value"],
+            record["search_epochs"],
+            bool(record.get("front", False)),
+        )
         return cls(
             candidate,
             record["seeds"],
@@ -413,8 +439,9 @@ class Confirmed:
 
 
 def rank_confirmed(confirmed: list[Confirmed], objective: Objective) -> list[Confirmed]:
-    """Best mean first; a configuration whose every seed failed last."""
-    return objective.ranked(confirmed, lambda c: c.mean)
+    """Best first by the mean with failed seeds at the objective's worst value (`Confirmed.ranking_mean`);
+    a tie goes to the baseline arm (distillation must beat it, not match it); every seed failed: last."""
+    return objective.ranked(confirmed, lambda c: c.ranking_mean(objective), tie=lambda c: c.candidate.teacher)
 
 
 # --- the finished sweep -------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ Schema (every key optional except `parameters`; see search_spaces/kd.yaml for a 
     resources: {cpu: 2, gpu: 0.5}  # per trial; gpu asked for on a cluster (--address) or a GPU machine
     teacher: {checkpoint: null, train: {TrainConfig keys for training it in this sweep}}
     control: {baseline: true, fraction: 0.5}    # distillation spaces: a no-teacher arm, its own search
-    confirm: {top_k: 3, seeds: 3, verdict_seeds: 8}   # select over seeds, then estimate on fresh ones
+    confirm: {top_k: 3, seeds: 3, verdict_seeds: 8, verdict: factorial, margin: 0.01}
+                                  # select over seeds, then estimate and judge the teacher on fresh ones
     wandb: {project: polyp-kd-tune, group: null, mode: auto, entity: null}
     deploy: {runtime: onnxruntime, device: cpu, img_size: 320, batch: 1, threads: 4, latency_budget_ms: 40}
                                                   # where the student runs; over-budget students never train
@@ -71,6 +72,7 @@ from tune.tracking.mode import MODES
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 PARAMETER_TYPES = ("uniform", "loguniform", "int", "choice")
+VERDICT_DESIGNS = ("factorial", "ablation", "tuned")  # tune/sweep/verdict.py
 
 
 @dataclass
@@ -181,8 +183,14 @@ class ConfirmSettings:
     seeds: Annotated[
         Integer, at_least(2, "a confidence interval needs two seeds; confirm: null switches confirmation off")
     ] = 3
-    # Fresh seeds for the winner's estimate and the KD-vs-baseline verdict.
+    # Fresh seeds for the winner's estimate and the verdict on the teacher.
     verdict_seeds: Annotated[Integer, at_least(2, "an estimate with an interval needs two seeds")] = 8
+    # How the teacher is judged (tune/sweep/verdict.py): the KD winner with and without its teacher, and the
+    # tuned baseline without and with one (factorial); the first pair only (ablation); or the KD winner
+    # against the separately tuned baseline (tuned: not a test of the teacher alone).
+    verdict: Annotated[str, one_of(VERDICT_DESIGNS)] = "factorial"
+    # The smallest difference in the objective that matters: "no effect" when the 90% interval lies inside it.
+    margin: Annotated[Number, above(0)] = 0.01
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Statistics of repeated runs: a mean with its Student-t 95% interval over seeds.
+"""Statistics of repeated runs: a mean with its Student-t interval over seeds, and the effect seeds detect.
 
 Used where seeds are compared (confirmation, the KD-vs-baseline verdict) and where their results are read
 back (best.json); no Ray, no Optuna.
@@ -12,16 +12,20 @@ import statistics
 from scipy import stats
 
 
-def mean_ci95(values: list[float]) -> tuple[float, tuple[float, float]]:
-    """Mean and two-sided 95% Student-t interval over seeds (NaN interval for fewer than two values)."""
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """Mean and two-sided Student-t interval at `level` over seeds (NaN interval for fewer than two values)."""
     clean = [v for v in values if v is not None and not math.isnan(v)]
     if not clean:
         return math.nan, (math.nan, math.nan)
     mean = statistics.fmean(clean)
     if len(clean) < 2:
         return mean, (math.nan, math.nan)
-    half = stats.t.ppf(0.975, len(clean) - 1) * statistics.stdev(clean) / math.sqrt(len(clean))
+    half = stats.t.ppf(0.5 + level / 2, len(clean) - 1) * statistics.stdev(clean) / math.sqrt(len(clean))
     return mean, (mean - half, mean + half)
+
+
+def mean_ci95(values: list[float]) -> tuple[float, tuple[float, float]]:
+    return mean_ci(values, 0.95)
 
 
 def mde80(sd: float, n: int) -> float:

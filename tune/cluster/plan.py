@@ -186,13 +186,34 @@ def expected_search(
     )
 
 
-def confirmation_runs(space: SearchSpace) -> int:
-    """Runs after the search: the top-K configurations of each arm × selection seeds, then up to three
-    configurations (the winner, the best KD one and its same-student baseline) × verdict seeds."""
+def verdict_configurations(space: SearchSpace) -> int:
+    """At most how many configurations the verdict seeds train (tune/sweep/verdict.py): the winner, the best
+    distillation configuration and, by design, its no-teacher twin, the tuned baseline and that baseline with
+    the teacher."""
+    assert space.confirm is not None
+    design, control = space.confirm.verdict, space.has_control
+    if design == "tuned":
+        return 3 if control else 1
+    return 3 + (2 if design == "factorial" else 1) * control
+
+
+def post_search_runs(space: SearchSpace) -> dict[str, int]:
+    """At most how many runs follow the search: selection (each arm's top-K, plus one front configuration per
+    student backbone with a deploy target, all x selection seeds) and verdict (configurations x fresh seeds)."""
     if space.confirm is None:
-        return 0
+        return {"selection": 0, "front": 0, "verdict": 0}
     c, arms = space.confirm, len(space.arm_trials())
-    return c.top_k * arms * c.seeds + (3 if space.has_control else 1) * c.verdict_seeds
+    front = len(space.student_backbones()) if space.deploy else 0
+    return {
+        "selection": c.top_k * arms * c.seeds,
+        "front": front * c.seeds,
+        "verdict": verdict_configurations(space) * c.verdict_seeds,
+    }
+
+
+def confirmation_runs(space: SearchSpace) -> int:
+    """Every run after the search, at most (`post_search_runs` summed)."""
+    return sum(post_search_runs(space).values())
 
 
 def measure_epoch_seconds(space: SearchSpace, teacher: bool = False) -> tuple[float, str]:
@@ -327,11 +348,21 @@ def format_plan(plan: Plan, shape: ClusterShape | None = None) -> str:
         f"{search.epochs:.0f} trial-epochs (90% of {SIMULATIONS} simulations: {search.low}-{search.high})"
     )
     if space.confirm is not None:
-        c = space.confirm
+        c, runs = space.confirm, post_search_runs(space)
+        front = (
+            f" + {runs['front'] // c.seeds} front configurations (one per student backbone) x {c.seeds} seeds"
+            if runs["front"]
+            else ""
+        )
         lines.append(
-            f"  selection + verdict: at most {confirmation_runs(space)} runs ({c.top_k} configurations of "
-            f"each arm x {c.seeds} seeds, then {'3' if space.has_control else '1'} x {c.verdict_seeds} "
-            f"fresh seeds) x {a.max_t} epochs = {plan.confirm_epochs} trial-epochs"
+            f"  selection: at most {runs['selection'] + runs['front']} runs ({c.top_k} configurations of each arm "
+            f"x {c.seeds} seeds{front}) x {a.max_t} epochs = {(runs['selection'] + runs['front']) * a.max_t} "
+            "trial-epochs"
+        )
+        lines.append(
+            f"  verdict ({c.verdict}): at most {runs['verdict']} runs ({verdict_configurations(space)} "
+            f"configurations x {c.verdict_seeds} fresh seeds) x {a.max_t} epochs = {runs['verdict'] * a.max_t} "
+            "trial-epochs"
         )
     if plan.teacher_epochs:
         priced = (

@@ -48,3 +48,29 @@ def estimate_text(estimate: dict[str, Any]) -> str:
         f"{fmt(estimate['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) over {estimate['n_valid']} fresh seeds "
         f"{estimate['seeds']}"
     )
+
+
+def verdict_details(verdict: dict[str, Any], label: str) -> list[str]:
+    """The lines under a verdict (best.json's `kd_vs_baseline`): the interaction (factorial design) and the
+    comparison with the separately tuned baseline."""
+
+    def interval(ci: list[float]) -> str:
+        return f"{ci[0]:+.3f} … {ci[1]:+.3f}"
+
+    lines = []
+    interaction, tuned = verdict.get("interaction"), verdict.get("tuned")
+    if interaction is not None and interaction["effect"] is not None and not math.isnan(interaction["effect"]):
+        lo, hi = interaction["ci95"]
+        depends = lo is not None and not math.isnan(lo) and (lo > 0 or hi < 0)
+        lines.append(
+            f"interaction: the teacher's effect at {verdict['kd']}'s settings minus at {verdict['baseline']}'s: "
+            f"{interaction['effect']:+.3f} (95% CI {interval(interaction['ci95'])})"
+            + ("; the teacher's effect depends on the settings" if depends else "")
+        )
+    if tuned is not None:
+        lines.append(
+            f"against the separately tuned baseline ({tuned['kd']} minus {tuned['baseline']}): {tuned['diff']:+.3f} "
+            f"{label} (95% CI {interval(tuned['ci95'])}) — this includes what each search found; it is not a "
+            "test of the teacher"
+        )
+    return lines

@@ -369,7 +369,7 @@ def runs_table(records: list[dict[str, Any]], winner: str | None) -> str:
         lines.append(
             "<tr>"
             + text_cell(esc(c["name"]) + win)
-            + text_cell(esc(c["arm"]))
+            + text_cell(esc(c["arm"]) + (" (teacher)" if c.get("teacher", c["arm"] == "kd") else ""))
             + text_cell(esc(c["trial"]))
             + text_cell(esc(params_text(c["params"])), "wrap")
             + text_cell(f"{esc(fmt(c['search_value']))}{budget}", "num")
@@ -387,15 +387,31 @@ def runs_table(records: list[dict[str, Any]], winner: str | None) -> str:
 
 def verdict_callout(verdict: dict[str, Any] | None) -> str:
     if not verdict:
-        return note("no distillation-vs-baseline verdict (no control arm in this sweep)")
-    ci = verdict["ci95"]
-    return (
-        f'<p class="verdict">{esc(verdict["sentence"])}</p>'
-        f"<p>Outcome <b>{esc(verdict['outcome'])}</b>: {esc(verdict['kd'])} minus {esc(verdict['baseline'])} "
-        f"on {esc(verdict['student'])}, paired by seed over {verdict['n_valid']} valid pairs of the fresh seeds "
-        f"{esc(verdict['verdict_seeds'])}; mean difference {fmt(verdict['diff_mean'])}, 95% CI {fmt(ci[0])} … "
-        f"{fmt(ci[1])}; these seeds detect a difference of ±{fmt(verdict['mde80'])} with 80% power.</p>"
+        return note("no verdict on the teacher (no distillation configuration ended with a value)")
+    ci, ci90 = verdict["ci95"], verdict["ci90"]
+    pairs = "; ".join(f"{esc(a)} minus {esc(b)}" for a, b in verdict["pairs"])
+    lines = [f'<p class="verdict">{esc(verdict["sentence"])}</p>']
+    lines.append(
+        f"<p>Design <b>{esc(verdict['design'])}</b>, outcome <b>{esc(verdict['outcome'])}</b>: {pairs} on "
+        f"{esc(verdict['student'])}, paired by seed over {verdict['n_valid']} fresh seeds "
+        f"{esc(verdict['verdict_seeds'])}; teacher effect {fmt(verdict['effect'])}, 95% CI {fmt(ci[0])} … "
+        f"{fmt(ci[1])}, 90% CI {fmt(ci90[0])} … {fmt(ci90[1])} (no effect: inside ±{fmt(verdict['margin'])}); "
+        f"these seeds detect a difference of ±{fmt(verdict['mde80'])} with 80% power.</p>"
     )
+    interaction, tuned = verdict.get("interaction"), verdict.get("tuned")
+    if interaction:
+        lines.append(
+            f"<p>Interaction (the teacher's effect at {esc(verdict['kd'])}'s settings minus at "
+            f"{esc(verdict['baseline'])}'s): {fmt(interaction['effect'])}, 95% CI {fmt(interaction['ci95'][0])} … "
+            f"{fmt(interaction['ci95'][1])}.</p>"
+        )
+    if tuned:
+        lines.append(
+            f"<p>Against the separately tuned baseline ({esc(tuned['kd'])} minus {esc(tuned['baseline'])}): "
+            f"{fmt(tuned['diff'])}, 95% CI {fmt(tuned['ci95'][0])} … {fmt(tuned['ci95'][1])}: this includes what "
+            "each search found; it is not a test of the teacher.</p>"
+        )
+    return "".join(lines)
 
 
 def section_confirmation(s: FinishedSweep) -> str:
@@ -415,8 +431,9 @@ def section_confirmation(s: FinishedSweep) -> str:
         f"per seed, mean and Student-t 95% interval. The best mean is chosen, so it overstates.</p>"
         + runs_table(confirmation, b.get("winner"))
         + img(chart(s, confirmation_figure(confirmation, metric), "confirmation"), "selection over seeds")
-        + "<p><b>Verdict runs</b>: the winner, the best distillation configuration and the baseline of the "
-        "same student retrained on fresh seeds no other run used: the winner's estimate and the verdict.</p>"
+        + "<p><b>Verdict runs</b>: the winner, the best distillation configuration without its teacher and (the "
+        "factorial design) the tuned baseline of the same student with the teacher added, retrained on fresh seeds "
+        "no other run used: the winner's estimate and the verdict on the teacher.</p>"
         + verdict_callout(b.get("kd_vs_baseline"))
         + runs_table(b.get("verdict_runs") or [], b.get("winner"))
         + "</section>"
@@ -486,13 +503,18 @@ def section_front(s: FinishedSweep) -> str:
 
 
 def section_test(s: FinishedSweep) -> str:
-    test, base = s.best.get("test"), s.best.get("baseline_test")
+    test, base = s.best.get("test"), s.best.get("companion_test")
+    companion = s.best.get("companion") or {}
     title = '<section id="test"><h2>Test sets</h2>'
     if not test:
         return title + note("no test set was scored") + "</section>"
     head = "<th>test set</th><th>images</th><th>winner Dice</th><th>winner IoU</th>"
+    change = "with the teacher" if companion.get("teacher") else "without the teacher"
     if base:
-        head += "<th>baseline Dice (the verdict's)</th><th>baseline IoU</th><th>Δ Dice</th>"
+        head += (
+            f"<th>{esc(companion.get('name', 'companion'))} Dice (the winner's settings {change})</th>"
+            "<th>its IoU</th><th>Δ Dice</th>"
+        )
     lines = []
     for name, m in [*test["test_sets"].items(), ("mean", test["mean"])]:
         line = text_cell(esc(name)) + cell(m["n"]) + cell(m["dice"]) + cell(m["iou"])
@@ -509,7 +531,7 @@ def section_test(s: FinishedSweep) -> str:
     synthetic = ' <span class="tag">SYNTHETIC data</span>' if test.get("synthetic") else ""
     return (
         title + f"<p>Scored once, at the end, for the winner's exported checkpoint"
-        f"{' and the confirmed baseline' if base else ''}; never used to select anything. The mean is over "
+        f"{' and for the same settings ' + change if base else ''}; never used to select anything. The mean is over "
         f"test sets (each counts once).{synthetic}</p>"
         f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody>'
         f"</table></div>{missing}</section>"

@@ -96,8 +96,8 @@ STAGE_TITLES = {
     "selection": "selection ({label}: mean and 95% CI over the selection seeds, each run retrained from scratch at "
     "full budget; 'search' is the single-seed search value at the budget the candidates shared). The "
     "best mean is chosen, so it overstates the winner: its estimate comes from the verdict seeds",
-    "verdict": "verdict runs ({label} on fresh seeds, never used to choose: the winner's estimate, and KD against "
-    "the baseline of the same student)",
+    "verdict": "verdict runs ({label} on fresh seeds, never used to choose: the winner's estimate, and the same "
+    "settings with and without the teacher; arm kd: trained with the teacher)",
 }
 
 
@@ -105,14 +105,14 @@ def format_confirmation(confirmed: list[Confirmed], objective: Objective, stage:
     """One line per configuration, best mean first (`stage`: selection or verdict runs)."""
     lines = [
         STAGE_TITLES[stage].format(label=objective.label),
-        f"{'config':<22}{'arm':<10}{'search':>7}{'mean':>8}  {'95% CI':<17}{'per seed':<26}params",
+        f"{'config':<26}{'arm':<10}{'search':>7}{'mean':>8}  {'95% CI':<17}{'per seed':<26}params",
     ]
     for c in rank_confirmed(confirmed, objective):
         ci = f"[{fmt(c.ci95[0], 3)}, {fmt(c.ci95[1], 3)}]"
         per_seed = " ".join(fmt(v, 3) for v in c.values)
         params = " ".join(f"{k}={fmt(v, None)}" for k, v in c.candidate.params.items())
         lines.append(
-            f"{c.candidate.name:<22}{c.candidate.arm:<10}{fmt(c.candidate.search_value, 3):>7}"
+            f"{c.candidate.name:<26}{c.candidate.arm:<10}{fmt(c.candidate.search_value, 3):>7}"
             f"{fmt(c.mean):>8}  {ci:<17}{per_seed:<26}{params}"
         )
     return "\n".join(lines)

@@ -122,11 +122,7 @@ def verdict_markdown(sweep: FinishedSweep) -> str:
     b, label = sweep.best, sweep.objective.label
     lines = ["**SYNTHETIC demo data: these numbers say nothing about real polyps.**"] if b.get("synthetic_data") else []
     verdict = (b.get("kd_vs_baseline") or {}).get("sentence")
-    lines.append(
-        f"**Distillation vs. baseline:** {verdict}"
-        if verdict
-        else "No distillation-vs-baseline verdict (no control arm in this sweep)."
-    )
+    lines.append(f"**Does the teacher help?** {verdict}" if verdict else "No verdict on the teacher in this sweep.")
     winner = f"**Winner:** {b.get('winner')} ({b.get('arm')}, {b.get('student')}): {params_text(b.get('params') or {})}"
     estimate = b.get("estimate")
     winner += (

@@ -131,9 +131,11 @@ def confirmation_table(selection: list[dict[str, Any]], verdict: list[dict[str, 
 
 
 def test_table(best: dict[str, Any]) -> wandb.Table:
-    """Dice and IoU of the winner (and the baseline it was judged against) on each test set and their mean."""
+    """Dice and IoU of the winner (and of its settings with the teacher added or taken away, its companion of
+    the verdict) on each test set and their mean."""
     table = wandb.Table(columns=["model", "test_set", "dice", "iou"])
-    for model, test in (("winner", best["test"]), ("baseline", best.get("baseline_test"))):
+    companion = (best.get("companion") or {}).get("name", "companion")
+    for model, test in (("winner", best["test"]), (companion, best.get("companion_test"))):
         if test:
             for name, s in [*test["test_sets"].items(), ("mean", test["mean"])]:
                 table.add_data(model, name, _num(s["dice"]), _num(s["iou"]))
@@ -157,9 +159,11 @@ def summary_values(best: dict[str, Any]) -> dict[str, Any]:
     if verdict:
         summary.update(
             {
-                "kd_vs_baseline/diff_mean": _num(verdict["diff_mean"]),
+                "kd_vs_baseline/design": verdict["design"],
+                "kd_vs_baseline/effect": _num(verdict["effect"]),
                 "kd_vs_baseline/ci95_lo": _num(verdict["ci95"][0]),
                 "kd_vs_baseline/ci95_hi": _num(verdict["ci95"][1]),
+                "kd_vs_baseline/margin": verdict["margin"],
                 "kd_vs_baseline/seeds": verdict["n_valid"],
                 "kd_vs_baseline/mde80": _num(verdict["mde80"]),
                 "kd_vs_baseline/outcome": verdict["outcome"],

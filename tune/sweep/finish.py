@@ -35,7 +35,7 @@ from tune.records import (
     resolve,
     write_json,
 )
-from tune.report.format import estimate_text
+from tune.report.format import estimate_text, verdict_details
 from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_front, format_leaderboard
 from tune.report.wandb_report import publish_wandb_report
@@ -52,7 +52,10 @@ class Winner:
     record: dict[str, Any]  # what best.json says of how it was chosen and what it is estimated to score
     checkpoint: str  # the exported run's checkpoint (relative to the sweep folder where local)
     trial_id: str
-    baseline: Confirmed | None  # the baseline it was judged against, scored on the test sets beside it
+    # The other configuration of the winner's verdict pair (its settings with the teacher added or taken away),
+    # scored on the test sets beside it, and whether that one has the teacher.
+    companion: Confirmed | None
+    companion_teacher: bool = False
 
 
 def finish(
@@ -69,10 +72,13 @@ def finish(
     best.update(checkpoint=relative(str(Path(scored.pop("folder")) / CHECKPOINT_FILE), paths.sweep_dir), **scored)
     print_winner(best, winner)
     print(format_table(scored["test"], title="winner on the test sets (scored once, at the end; never selected on)"))
-    if winner.baseline is not None:
-        best["baseline_test"] = score_baseline(run, winner.baseline)
+    if winner.companion is not None:
+        best["companion"] = {"name": winner.companion.candidate.name, "teacher": winner.companion_teacher}
+        best["companion_test"] = score_companion(run, winner)
     if verdict:
         print(f"\nverdict: {verdict.sentence}")
+        for line in verdict_details(verdict.to_dict(), space.objective.label):
+            print(f"  {line}")
     importance = best["importance"]
     if importance:
         print(
@@ -156,7 +162,14 @@ def choose_winner(
         )
         return Winner(record, row.checkpoint, row.trial_id, None)
     ranked = rank_confirmed(selected, objective)
+    failures = {arm: sum(c.failed for c in selected if c.candidate.arm == arm) for arm in run.space.arm_trials()}
     print("\n" + format_confirmation(selected, objective, "selection"))
+    if any(failures.values()):
+        print(
+            "failed or diverged selection runs: "
+            + ", ".join(f"{arm} {n}" for arm, n in failures.items())
+            + f" (ranked at {objective.label} {objective.worst:g} for that seed)"
+        )
     print("\n" + format_confirmation(judged.runs, objective, "verdict"))
     runs, chosen = judged.winner, ranked[0]
     if math.isnan(runs.mean):
@@ -185,19 +198,24 @@ def choose_winner(
         selection_ci95=list(chosen.ci95),
         estimate=estimate,
         confirmation=[x.to_dict() for x in ranked],
+        selection_failures=failures,
         verdict_runs=[x.to_dict() for x in rank_confirmed(judged.runs, objective)],
     )
-    verdict = judged.verdict
-    partner = next((r for r in judged.runs if verdict and r.candidate.name == verdict.baseline), None)
-    if partner is not None and (math.isnan(partner.mean) or partner.candidate.name == c.name):
-        partner = None
-    return Winner(record, runs.checkpoints[pick], runs.trial_ids[pick], partner)
+    pair = judged.plan.companion(c.name) if judged.plan else None
+    companion = next((r for r in judged.runs if pair and r.candidate.name == pair[0]), None)
+    if companion is not None and math.isnan(companion.mean):
+        companion = None
+    return Winner(record, runs.checkpoints[pick], runs.trial_ids[pick], companion, bool(pair and pair[1]))
 
 
-def score_baseline(run: SweepRun, baseline: Confirmed) -> dict[str, Any]:
-    pick = baseline.best_seed_index(run.space.objective)
-    test = score_checkpoint(local_checkpoint(baseline.checkpoints[pick], run, "baseline_checkpoint"))["test"]
-    print(format_table(test, title=f"baseline of the verdict ({baseline.candidate.name}) on the test sets"))
+def score_companion(run: SweepRun, winner: Winner) -> dict[str, Any]:
+    """The winner's settings with the teacher added or taken away, on the test sets (its best verdict run)."""
+    companion = winner.companion
+    assert companion is not None
+    pick = companion.best_seed_index(run.space.objective)
+    test = score_checkpoint(local_checkpoint(companion.checkpoints[pick], run, "companion_checkpoint"))["test"]
+    change = "with the teacher added" if winner.companion_teacher else "without the teacher"
+    print(format_table(test, title=f"{companion.candidate.name} on the test sets: the winner's settings {change}"))
     return test
 
 

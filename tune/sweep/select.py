@@ -55,39 +55,46 @@ def choose_candidates(
 ) -> list[Candidate]:
     """The `top_k` best configurations of each arm, ranked by the objective at the highest budget they all
     reached. Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are.
-    With a deploy target (`front_of`: the base's student backbone), also the best configuration of every
-    other student backbone that reached that budget: the Dice–latency front is confirmed, not guessed."""
+    With a deploy target (`front_of`: the base's student backbone), also one configuration per student
+    backbone for the Dice–latency front (`front_picks`), marked `front`."""
     chosen = []
     for arm in arms:
         mine = [r for r in rows if r.arm == arm and r.usable]
         if not mine:
             continue
         budget = common_budget(mine, top_k, milestones)
-        ranked = ranked_at(mine, budget, objective)
-        picked = [(row, budget) for row in ranked[:top_k]]
-        if front_of is not None:
-            picked += best_of_other_backbones(mine, [row for row, _ in picked], milestones, objective, front_of)
-        for i, (row, at) in enumerate(picked, 1):
-            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(at), at))
+        for i, row in enumerate(ranked_at(mine, budget, objective)[:top_k], 1):
+            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(budget), budget))
+    if front_of is None:
+        return chosen
+    by_trial = {c.trial_id: c for c in chosen}
+    for name, (row, budget) in front_picks([r for r in rows if r.arm in arms], milestones, objective, front_of):
+        if row.trial_id in by_trial:
+            by_trial[row.trial_id].front = True
+        else:
+            chosen.append(Candidate(f"front-{name}", row.trial_id, row.sampled, row.value_at(budget), budget, True))
     return chosen
 
 
-def best_of_other_backbones(
-    rows: list[TrialRow], picked: list[TrialRow], milestones: list[int], objective: Objective, base_backbone: str
-) -> list[tuple[TrialRow, int]]:
-    """For each student backbone none of `picked` trains: its best trial at the highest budget one of its trials
-    reached (ASHA may have stopped all of a slower-learning backbone early: it is on the front all the same)."""
+def front_picks(
+    rows: list[TrialRow], milestones: list[int], objective: Objective, base_backbone: str
+) -> list[tuple[str, tuple[TrialRow, int]]]:
+    """Per student backbone, its front entry: the best of its usable trials (either arm) at the highest budget
+    one of them reached, chosen on the search's values, so that the selection seeds that then estimate it
+    never also chose it; one configuration per backbone, whatever the arms' top-k hold (ASHA may have
+    stopped every trial of a slower-learning backbone early: it is on the front all the same)."""
 
     def backbone(row: TrialRow) -> str:
         return row.params.get("student_backbone", base_backbone)
 
+    usable = [r for r in rows if r.usable]
     out = []
-    for name in sorted({backbone(r) for r in rows} - {backbone(r) for r in picked}):
-        theirs = [r for r in rows if backbone(r) == name]
+    for name in sorted({backbone(r) for r in usable}):
+        theirs = [r for r in usable if backbone(r) == name]
         budget = common_budget(theirs, 1, milestones)
         ranked = ranked_at(theirs, budget, objective)
         if ranked:
-            out.append((ranked[0], budget))
+            out.append((name, (ranked[0], budget)))
     return out
 
 

@@ -1,0 +1,31 @@
+"""bench/verdict_null.py at 200 runs: the default verdict design's error rates on a flat null and its power at
++0.02 (loose bounds: a fast check that the bench and the verdict it drives still agree)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str) -> dict[str, str]:
+    run = subprocess.run(
+        [sys.executable, "bench/verdict_null.py", "--runs", "200", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT "))
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def test_flat_null_error_rates_and_power_of_the_default_design():
+    null = bench("--effect", "0")
+    assert null["design"] == "factorial" and null["runs"] == "200"
+    assert float(null["helped_rate"]) <= 0.06 and float(null["hurt_rate"]) <= 0.06
+    assert float(null["no_effect_rate"]) > 0.2  # with no effect, "no effect" is a verdict the seeds can reach
+    power = bench("--effect", "0.02", "--seed", "1")
+    assert float(power["helped_rate"]) >= 0.85 and float(power["hurt_rate"]) == 0
