@@ -12,14 +12,13 @@ intended change of results.
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import TEST_TEACHER_BACKBONE
 
+from tune import search as search_cli
 from tune.cluster.plan import expected_search
 from tune.space import load_space
 
@@ -91,29 +90,12 @@ def sweep_values(sweep_dir: Path) -> dict:
     }
 
 
-def test_demo_sweep_gives_the_recorded_leaderboard_and_winner(demo_root, tmp_path):
+def test_demo_sweep_gives_the_recorded_leaderboard_and_winner(demo_root, tmp_path, monkeypatch, capsys):
     space_file = tmp_path / "demo.yaml"
     space_file.write_text(yaml.safe_dump(demo_space(demo_root, tmp_path / "cache")))
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tune.search",
-            "--space",
-            str(space_file),
-            "--storage",
-            str(tmp_path / "results"),
-            "--num-cpus",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    search_cli.main(["--space", str(space_file), "--storage", str(tmp_path / "results"), "--num-cpus", "2"])
+    capsys.readouterr()
     values = sweep_values(tmp_path / "results" / "demo")
     if os.environ.get("RECORD_GOLDEN"):
         GOLDEN.write_text(json.dumps(values, indent=1) + "\n")

@@ -30,7 +30,8 @@ def budget_space(demo_root: Path, tmp_path: Path, **deploy) -> Path:
         cache_dir=tmp_path / "cache",
         name="rt",
         control=None,
-        confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2, "verdict": "ablation"},
+        # No control arm and the tuned design: no verdict runs but the winner's (the front is what is tested).
+        confirm={"top_k": 1, "seeds": 2, "verdict_seeds": 2, "verdict": "tuned"},
         deploy={**DEPLOY, **deploy},
         wandb={"mode": "disabled"},
     )
