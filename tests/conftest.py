@@ -33,14 +33,6 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "po
 FAKE_KEY = "fake0wandb0key0for0tests0000000000000000"
 
 
-def pytest_collection_modifyitems(items):
-    """Which tests share a pytest-xdist worker (`--dist loadgroup`, pyproject.toml): those of one module (its
-    module-scoped fixtures are built once), and every test of the session's shared sweep (built once)."""
-    for item in items:
-        group = "finished_sweep" if "finished_sweep" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 def trial_reports(result_json: Path) -> list[dict]:
     """Every result a Ray trial reported, in order, from its result.json (one JSON object per line)."""
     return [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]

@@ -39,8 +39,6 @@ def test_an_unmarked_test_that_starts_ray_fails_and_a_slow_one_passes(tmp_path):
             "-m",
             "pytest",
             "-q",
-            "-n",
-            "0",  # in this process: the project's settings ask for two xdist workers
             "-p",
             "no:cacheprovider",
             "--noconftest",
