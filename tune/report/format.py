@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -50,13 +51,14 @@ def estimate_text(estimate: dict[str, Any]) -> str:
     )
 
 
+def interval(ci: Sequence[float]) -> str:
+    """A signed interval as the verdict's sentences print it: `-0.012 … +0.034`."""
+    return f"{ci[0]:+.3f} … {ci[1]:+.3f}"
+
+
 def verdict_details(verdict: dict[str, Any], label: str) -> list[str]:
     """The lines under a verdict (best.json's `kd_vs_baseline`): the interaction (factorial design) and the
     comparison with the separately tuned baseline."""
-
-    def interval(ci: list[float]) -> str:
-        return f"{ci[0]:+.3f} … {ci[1]:+.3f}"
-
     lines = []
     interaction, tuned = verdict.get("interaction"), verdict.get("tuned")
     if interaction is not None and interaction["effect"] is not None and not math.isnan(interaction["effect"]):

@@ -26,6 +26,7 @@ from core.config import TrainConfig, teacher_only_keys
 from core.errors import UserError
 from tune.objective import Objective
 from tune.records import Candidate, Confirmed, rank_confirmed
+from tune.report.format import interval
 from tune.sampling import Sampled, param_name
 from tune.statistics import mde80, mean_ci
 from tune.sweep.runtime import SweepRun
@@ -240,10 +241,6 @@ def _by_seed(a: Confirmed, b: Confirmed) -> dict[int, float]:
     }
 
 
-def _interval(ci: tuple[float, float] | list[float]) -> str:
-    return f"{ci[0]:+.3f} … {ci[1]:+.3f}"
-
-
 def sentence(v: Verdict, objective: Objective, reason: str = "") -> str:
     """The verdict in one line, leading with the teacher (the `tuned` design: with the tuned comparison)."""
     dropped = (
@@ -256,11 +253,11 @@ def sentence(v: Verdict, objective: Objective, reason: str = "") -> str:
         return f"no verdict on {v.student}: {reason}{dropped}"
     label = objective.label
     settings = f"{v.n_valid} seeds" + (f" × {len(v.pairs)} settings" if len(v.pairs) > 1 else "") + dropped
-    effect95 = f"{v.effect:+.3f} {label} (95% CI {_interval(v.ci95)}), {settings}"
-    effect90 = f"{v.effect:+.3f} {label} (90% CI {_interval(v.ci90)}), {settings}"
+    effect95 = f"{v.effect:+.3f} {label} (95% CI {interval(v.ci95)}), {settings}"
+    effect90 = f"{v.effect:+.3f} {label} (90% CI {interval(v.ci90)}), {settings}"
     power = (
         f" — these seeds could detect a difference of ±{v.mde80:.3f} with 80% power; no effect needs the 90% CI "
-        f"({_interval(v.ci90)}) inside ±{v.margin:.3f}"
+        f"({interval(v.ci90)}) inside ±{v.margin:.3f}"
     )
     if v.design == "tuned":
         caveat = " — this includes what each search found; it is not a test of the teacher"
