@@ -100,6 +100,21 @@ def student_checkpoint(demo_root, tmp_path_factory) -> Path:
     return trainer.save_best(save_dir / "run" / "best.pt")
 
 
+@pytest.fixture(scope="session")
+def student_export(student_checkpoint, tmp_path_factory) -> tuple[Path, dict]:
+    """(folder, metrics record) of `export_run` on student_checkpoint, made once: tests read it (one tries to
+    replace it with an export that must fail, and checks that nothing changed)."""
+    from core.export import export_run
+
+    old_umask = os.umask(0o022)  # what most shells use; the folder must then be readable by everyone
+    try:
+        out = tmp_path_factory.mktemp("exports") / "export"
+        record = export_run(student_checkpoint, out, device="cpu")
+    finally:
+        os.umask(old_umask)
+    return out, record
+
+
 # The light part of the Ray boundary (Ray's file names and rules, no Ray import) and the packages around it:
 # the only modules of tune.sweep that readers of a sweep may import.
 LIGHT_SWEEP_MODULES = ("tune.sweep", "tune.sweep.ray_compat", "tune.sweep.ray_compat.conventions")

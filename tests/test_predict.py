@@ -16,18 +16,15 @@ from conftest import heavy_modules_imported
 
 from core.data import discover, read_image, read_mask
 from core.errors import UserError
-from core.export import export_run
 from core.metrics import binarize, dice_iou
 from core.predict import PREDICTIONS_CSV, Predictor, predict_files
 from tune import best as best_cli
 
 
 @pytest.fixture(scope="module")
-def export_dir(student_checkpoint, tmp_path_factory):
-    """An export of a two-epoch baseline run on the tiny synthetic data."""
-    out = tmp_path_factory.mktemp("exports") / "export"
-    export_run(student_checkpoint, out, device="cpu")
-    return out
+def export_dir(student_export):
+    """An export of a two-epoch baseline run on the tiny synthetic data (shared: never changed here)."""
+    return student_export[0]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from core import quantize
 from core.config import config_from_dict
 from core.data import discover
 from core.errors import UserError
-from core.export import ONNX_FILENAME, export_run, write_onnx
+from core.export import ONNX_FILENAME, export_run
 from core.predict import Predictor
 from core.quantize import INT8_ONNX_FILENAME, export_int8
 from core.split import split_pairs, split_record
@@ -30,11 +30,8 @@ def trained(student_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(trained, tmp_path_factory):
-    _, state, model = trained
-    path = tmp_path_factory.mktemp("onnx") / ONNX_FILENAME
-    write_onnx(model, state["config"]["img_size"], path)  # ~10-25 s: written once for the module
-    return path
+def fp32_onnx(student_export):
+    return student_export[0] / ONNX_FILENAME  # the shared export's fp32 ONNX of the same run
 
 
 def config_of(state, **changes):

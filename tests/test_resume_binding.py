@@ -117,7 +117,8 @@ def test_an_interrupted_sweep_resumes_in_a_copy_without_rerunning_finished_trial
     """Ctrl-C while trials run in reused processes and log to W&B: Tune saves its state, every W&B run is ended
     and the driver is gone within 30 s (it used to wait 30 min for W&B). The folder, moved and renamed, then
     resumes inside the copy only: no trial Ray recorded as finished is trained again, the original keeps every
-    byte, and the journal's study keeps the name the sweep started with."""
+    byte, and the journal's study keeps the name the sweep started with. Extended by one trial, the copy then
+    runs only that trial and sets the later stages' records aside."""
     space = tiny_space(
         demo_root, num_samples=3, max_t=2, cache_dir=tmp_path / "cache", name="moved", control=None, confirm=None
     )
@@ -170,32 +171,20 @@ def test_an_interrupted_sweep_resumes_in_a_copy_without_rerunning_finished_trial
     assert list(states) == ["moved"], states  # the journal's study keeps the name the sweep started with
     assert sum(states["moved"].values()) == 3 and "RUNNING" not in states["moved"], states  # every tell landed
 
-
-@pytest.mark.slow
-def test_extend_runs_the_extra_trials_and_sets_the_later_stages_aside(demo_root, tmp_path):
-    space = tiny_space(
-        demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache", name="grow", control=None, confirm=None
-    )
-    space_file = tmp_path / "s.yaml"
-    space_file.write_text(yaml.safe_dump(space))
-    storage = tmp_path / "results"
-    args = ["--space", str(space_file), "--storage", str(storage), "--num-cpus", "2"]
-    search_cli.main(args)
-    sweep = storage / "grow"
-    first = {p.parent.name: p.read_text() for p in sweep.glob("trials/*/progress.csv")}
-    assert len(first) == 2
-    search_cli.main([*args, "--resume", "--extend", "--num-samples", "3"])
-    rows = read_rows(sweep)
-    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
+    first = {p.parent.name: p.read_text() for p in copy.glob("trials/*/progress.csv")}
+    args = ["--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "elsewhere"), "--name", "moved-again"]
+    search_cli.main([*args, "--num-cpus", "2", "--resume", "--extend", "--num-samples", "4"])
+    rows = read_rows(copy)
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
     for name, progress in first.items():
-        assert (sweep / "trials" / name / "progress.csv").read_text() == progress, f"{name} was re-run"
-    assert {p.name for p in (sweep / "superseded-1").iterdir()} == {"search.json", "best.json"}
-    assert yaml.safe_load((sweep / "space.yaml").read_text())["search"]["num_samples"] == 3
-    # Bound to the extended space from now on: resuming it with 3 trials is no longer an extension.
-    extended = load_space(space_file)
-    extended.search.num_samples = 3
-    bind_to_space(SweepPaths.local(sweep), extended, resume=True, extend=False)
-    assert len(list(sweep.glob("superseded-*"))) == 1
+        assert (copy / "trials" / name / "progress.csv").read_text() == progress, f"{name} was re-run"
+    assert {p.name for p in (copy / "superseded-1").iterdir()} == {"search.json", "best.json"}
+    assert yaml.safe_load((copy / "space.yaml").read_text())["search"]["num_samples"] == 4
+    # Bound to the extended space from now on: resuming it with 4 trials is no longer an extension.
+    extended = load_space(tmp_path / "s.yaml")
+    extended.search.num_samples = 4
+    bind_to_space(SweepPaths.local(copy), extended, resume=True, extend=False)
+    assert len(list(copy.glob("superseded-*"))) == 1
 
 
 @pytest.mark.slow
