@@ -18,7 +18,7 @@ import yaml
 
 from core.errors import UserError
 from core.kd_losses import KD_LOSSES
-from core.split import DEFAULT_GROUP_PATTERN, VAL_SPLITS
+from core.split import DEFAULT_GROUP_PATTERN, DEFAULT_SOURCE_PATTERN, VAL_SPLITS
 from core.validation import (
     Integer,
     Number,
@@ -77,6 +77,14 @@ FolderName = Annotated[
 ]
 Device = Annotated[str, must(_DEVICE_PATTERN.match, "one of auto, cpu, cuda, cuda:N, mps")]
 Pattern = Annotated[str, must(_compiles, "a valid regular expression")]
+SourcePattern = Annotated[
+    str,
+    must(
+        lambda v: _compiles(v) and "source" in re.compile(v).groupindex,
+        "a valid regular expression with a (?P<source>...) group",
+    ),
+]
+VAL_AVERAGES = ("sources", "images")
 
 
 @dataclass
@@ -104,7 +112,11 @@ class TrainConfig:
     # random | grouped (frames of one video stay on one side; core/split.py)
     val_split: Annotated[str, one_of(VAL_SPLITS)] = "random"
     val_group_pattern: Pattern = DEFAULT_GROUP_PATTERN
-    val_groups: OptionalText = None  # grouped only: a CSV of stem,group rows that replaces the found groups
+    val_groups: OptionalText = None  # grouped only: a CSV of stem,group[,source] rows replacing the found groups
+    val_source_pattern: SourcePattern = DEFAULT_SOURCE_PATTERN  # a stem's data set, e.g. clinicdb-12 -> clinicdb
+    # What val Dice (and so selection) averages over: each source equally, or every image; null: sources for
+    # a grouped split, images for a random one.
+    val_average: Annotated[OptionalText, one_of((None, *VAL_AVERAGES))] = None
     split_seed: Integer = 42  # the validation split; fixed while `seed` varies across repeated runs
     num_workers: Annotated[Integer, at_least(0)] = 2
     device: Device = "auto"
@@ -119,6 +131,11 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return config_from_dict({**self.to_dict(), **changes}, source="overrides")
+
+    @property
+    def val_averaging(self) -> str:
+        """What validation scores average over (`val_average`, or its default for the split)."""
+        return self.val_average or ("sources" if self.val_split == "grouped" else "images")
 
     @property
     def run_dir(self) -> Path:

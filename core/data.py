@@ -460,6 +460,13 @@ def _split_command(args: argparse.Namespace) -> None:
         f"{len(split.train) + len(val)}, first {largest[0]}); {len(split.train)} train, {len(val)} validation "
         f"(val_fraction {cfg.val_fraction}, split_seed {cfg.split_seed}); validation stems written to {args.out}"
     )
+    n_source = {
+        source: sum(s == source for s in split.sources.values()) for source in sorted(set(split.sources.values()))
+    }
+    print(
+        "by source (validation / all): "
+        + ", ".join(f"{src} {split.record['val_sources'].get(src, 0)} / {n}" for src, n in n_source.items())
+    )
 
 
 def split_file_kind(train: Sequence[SamplePair]) -> OutputKind:

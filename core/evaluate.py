@@ -62,6 +62,25 @@ def score_loader(
     return scores
 
 
+def score_test_sets(
+    model: nn.Module,
+    data: PolypData,
+    img_size: int,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    on_batch: Callable[[str, EvalBatch, torch.Tensor], None] | None = None,
+) -> dict[str, tuple[list[str], SegmentationScores]]:
+    """Per test set present: its images' stems and their Dice/IoU, in the same order."""
+    model.to(device)
+    per_set = {}
+    for name, pairs in data.test_sets.items():
+        loader = eval_loader(EvalSet(pairs, img_size), batch_size, num_workers)
+        hook = (lambda batch, logits, name=name: on_batch(name, batch, logits)) if on_batch else None
+        per_set[name] = ([p.stem for p in pairs], score_loader(model, loader, device, device.type == "cuda", hook))
+    return per_set
+
+
 def evaluate_test_sets(
     model: nn.Module,
     data: PolypData,
@@ -72,12 +91,13 @@ def evaluate_test_sets(
     on_batch: Callable[[str, EvalBatch, torch.Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """{'test_sets': {name: {dice, iou, n}}, 'mean': {...}, 'missing': [...], 'synthetic': bool}."""
-    model.to(device)
-    per_set = {}
-    for name, pairs in data.test_sets.items():
-        loader = eval_loader(EvalSet(pairs, img_size), batch_size, num_workers)
-        hook = (lambda batch, logits, name=name: on_batch(name, batch, logits)) if on_batch else None
-        per_set[name] = score_loader(model, loader, device, device.type == "cuda", hook).summary()
+    scored = score_test_sets(model, data, img_size, batch_size, device, num_workers, on_batch)
+    return summarize(scored, data)
+
+
+def summarize(scored: dict[str, tuple[list[str], SegmentationScores]], data: PolypData) -> dict[str, Any]:
+    """score_test_sets' per-image scores as evaluate_test_sets reports them."""
+    per_set = {name: scores.summary() for name, (_, scores) in scored.items()}
     return {
         "test_sets": per_set,
         "mean": mean_over_sets(per_set),

@@ -6,6 +6,7 @@ original resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -64,3 +65,19 @@ def mean_over_sets(per_set: dict[str, dict[str, float]]) -> dict[str, float]:
         "iou": sum(s["iou"] for s in per_set.values()) / len(per_set),
         "n": sum(int(s["n"]) for s in per_set.values()),
     }
+
+
+def source_summaries(scores: SegmentationScores, sources: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per source (the data set image i comes from is `sources[i]`): mean Dice and IoU over its images, and n."""
+    by_source: dict[str, SegmentationScores] = {}
+    for source, dice, iou in zip(sources, scores.dice, scores.iou, strict=True):
+        part = by_source.setdefault(source, SegmentationScores())
+        part.dice.append(dice)
+        part.iou.append(iou)
+    return {source: by_source[source].summary() for source in sorted(by_source)}
+
+
+def validation_average(scores: SegmentationScores, sources: Sequence[str], how: str) -> dict[str, float]:
+    """Validation Dice/IoU averaged over `how`: "sources" (each source's mean counts once, as the test sets'
+    mean does) or "images" (every image counts once)."""
+    return mean_over_sets(source_summaries(scores, sources)) if how == "sources" else scores.summary()

@@ -14,7 +14,7 @@ import math
 import random
 
 from core.config import TrainConfig
-from core.train import Trainer
+from core.train import Trainer, ValidationScores
 
 # The landscape: a best learning rate, a backbone offset, a teacher effect that depends on alpha and T,
 # a saturating learning curve and seed-to-seed noise of about the size real 64 px runs show.
@@ -52,11 +52,11 @@ class SimulatedTrainer(Trainer):
     """`Trainer` whose epoch is no gradient step and no validation pass, only `simulated_val_dice`. The model
     keeps its seeded initial weights, so checkpoints, export and prediction downstream work unchanged."""
 
-    def train_and_validate(self) -> tuple[float, float, float]:
+    def train_and_validate(self) -> tuple[float, ValidationScores]:
         # A step without gradients changes no weight and keeps the learning-rate schedule's order check quiet.
         self.optimizer.step()
         dice = simulated_val_dice(self.cfg, self.epoch + 1)
-        return 1.0 - dice, dice, dice / (2.0 - dice)
+        return 1.0 - dice, ValidationScores(dice, dice / (2.0 - dice))
 
 
 TRAINERS: dict[str, type[Trainer]] = {"torch": Trainer, "simulated": SimulatedTrainer}

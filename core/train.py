@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from core.data import CachedEvalSet, EpochSampler, PolypData, TrainSet, discover
 from core.errors import UserError, cli_errors
 from core.evaluate import evaluate_test_sets, format_table, score_loader
 from core.losses import DistillationLoss, SupervisedLoss
+from core.metrics import source_summaries, validation_average
 from core.models import (
     architecture,
     best_weights,
@@ -49,14 +50,22 @@ class DivergedError(UserError):
 class EpochResult:
     epoch: int  # epochs completed so far, 1-based
     train_loss: float
-    val_dice: float
+    val_dice: float  # averaged as cfg.val_averaging says (over sources or images)
     val_iou: float
     seconds: float
     learning_rate: float
     is_best: bool
+    val_dice_by_source: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class ValidationScores:
+    dice: float  # averaged as cfg.val_averaging says
+    iou: float
+    dice_by_source: dict[str, float] = field(default_factory=dict)
 
 
 class Trainer:
@@ -70,6 +79,7 @@ class Trainer:
         distill = cfg.mode == "distillation"
         split = training_split(cfg, self.data.train)
         train_pairs, val_pairs, self.split = split.train, split.val, split.record
+        self.val_sources = [split.sources[p.stem] for p in val_pairs]  # in the validation loader's order
         if distill:
             path = require_teacher_path(cfg.teacher_checkpoint)  # a wrong teacher fails before any decoding
             check_teacher_split(teacher_split(path), self.split, path)
@@ -120,30 +130,33 @@ class Trainer:
 
     def run_epoch(self) -> EpochResult:
         start = time.perf_counter()
-        train_loss, val_dice, val_iou = self.train_and_validate()
+        train_loss, val = self.train_and_validate()
         self.scheduler.step()
         self.epoch += 1
-        is_best = val_dice > self.best_val_dice
+        is_best = val.dice > self.best_val_dice
         if is_best:
-            self.best_val_dice = val_dice
+            self.best_val_dice = val.dice
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         result = EpochResult(
             self.epoch,
             train_loss,
-            val_dice,
-            val_iou,
+            val.dice,
+            val.iou,
             time.perf_counter() - start,
             self.optimizer.param_groups[0]["lr"],
             is_best,
+            val.dice_by_source,
         )
         self.history.append(result.to_dict())
         return result
 
-    def train_and_validate(self) -> tuple[float, float, float]:
-        """One epoch of training, then the validation set: (train loss, val Dice, val IoU)."""
+    def train_and_validate(self) -> tuple[float, ValidationScores]:
+        """One epoch of training, then the validation set: (train loss, its scores)."""
         train_loss = self._train_one_epoch()
-        val = score_loader(self.model, self.val_loader, self.device, self.amp).summary()
-        return train_loss, val["dice"], val["iou"]
+        scores = score_loader(self.model, self.val_loader, self.device, self.amp)
+        average = validation_average(scores, self.val_sources, self.cfg.val_averaging)
+        by_source = {source: s["dice"] for source, s in source_summaries(scores, self.val_sources).items()}
+        return train_loss, ValidationScores(average["dice"], average["iou"], by_source)
 
     def _train_one_epoch(self) -> float:
         self.model.train()
@@ -296,6 +309,11 @@ def run_training(trainer: Trainer, log: Callable[[str], None] = print) -> Path:
             f"epoch {result.epoch:3d}/{cfg.epochs}  loss {result.train_loss:.4f}  "
             f"val dice {result.val_dice:.4f}  iou {result.val_iou:.4f}  {result.seconds:5.1f}s"
             + ("  *best" if result.is_best else "")
+            + (
+                "  (" + ", ".join(f"{s} {d:.4f}" for s, d in result.val_dice_by_source.items()) + ")"
+                if len(result.val_dice_by_source) > 1
+                else ""
+            )
         )
     if trainer.best_model is not None:
         report = trainer.evaluate_best()

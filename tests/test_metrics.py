@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from core.metrics import SegmentationScores, dice_iou, mean_over_sets
+from core.metrics import SegmentationScores, dice_iou, mean_over_sets, source_summaries, validation_average
 
 
 def test_dice_and_iou_on_hand_made_masks():
@@ -45,3 +46,15 @@ def test_threshold_is_half_probability():
 def test_mean_over_sets_weights_each_set_once():
     mean = mean_over_sets({"a": {"dice": 1.0, "iou": 1.0, "n": 100}, "b": {"dice": 0.0, "iou": 0.5, "n": 1}})
     assert mean["dice"] == 0.5 and mean["iou"] == 0.75 and mean["n"] == 101
+
+
+def test_validation_averages_each_source_once_or_every_image_once():
+    scores = SegmentationScores(dice=[1.0, 0.8, 0.6, 0.2], iou=[1.0, 0.5, 0.5, 0.1])
+    sources = ["kvasir", "kvasir", "kvasir", "clinicdb"]
+    assert source_summaries(scores, sources) == {
+        "clinicdb": {"dice": 0.2, "iou": 0.1, "n": 1},
+        "kvasir": {"dice": pytest.approx(0.8), "iou": pytest.approx(2 / 3), "n": 3},
+    }
+    by_sources = validation_average(scores, sources, "sources")
+    assert by_sources["dice"] == pytest.approx(0.5) and by_sources["iou"] == pytest.approx((0.1 + 2 / 3) / 2)
+    assert validation_average(scores, sources, "images")["dice"] == pytest.approx(0.65)

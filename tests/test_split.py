@@ -14,12 +14,16 @@ from core.data import main as data_cli
 from core.errors import UserError
 from core.split import (
     DUPLICATE_CORRELATION,
-    SEQUENCE_CORRELATION,
+    SEQUENCE_SIMILARITY,
+    LinkFeatures,
     check_teacher_split,
     content_groups,
     csv_groups,
     frame_groups,
     image_signatures,
+    image_thumbnails,
+    read_val_groups,
+    source_of,
     split_pairs,
     split_record,
     split_stems,
@@ -100,9 +104,11 @@ def test_planted_frames_chain_across_a_gap_but_not_across_the_clip(planted, tmp_
     pairs = find_pairs(planted / "TrainDataset")
     signatures = image_signatures(pairs, tmp_path)
     row = {p.stem: i for i, p in enumerate(pairs)}
+    clip = [row[stem] for stem in PANNING_CLIP + AFTER_CUT]
+    links = LinkFeatures.of(image_thumbnails(pairs, tmp_path)[clip], clip)
     # Neighbours across the gap continue the clip; its ends are too far apart to be duplicates: the group
     # below comes from the chain, not from the all-pairs duplicate test.
-    assert signatures[row["clip-3"]] @ signatures[row["clip-5"]] > SEQUENCE_CORRELATION
+    assert links.similarity(row["clip-3"], row["clip-5"]) > SEQUENCE_SIMILARITY
     assert signatures[row["clip-1"]] @ signatures[row["clip-6"]] < DUPLICATE_CORRELATION
     groups = _sets(content_groups(pairs, cache_dir=tmp_path))
     assert frozenset(PANNING_CLIP) in groups
@@ -231,3 +237,85 @@ def test_teacher_trained_on_another_split_is_refused():
         check_teacher_split(split_record("/d", ["a", "c"], 0.1, 42, "random", 10), student, "t.pt")
     with pytest.raises(UserError, match="records no training split"):
         check_teacher_split(None, student, "t.pt")
+
+
+def _octagon_border(size: int) -> np.ndarray:
+    """True outside an octagon whose corners are cut at a quarter of the side: ClinicDB's black frame."""
+    yy, xx = np.mgrid[:size, :size]
+    cut = size // 4
+    return (xx + yy < cut) | (xx - yy > size - cut) | (yy - xx > size - cut) | (xx + yy > 2 * size - cut)
+
+
+def test_a_cut_between_two_videos_sharing_a_black_border_is_found(tmp_path):
+    # Two videos of the same colouring, each panning 1 px per frame over its own scene, inside the same black
+    # octagon: the border alone made the old grey correlation link them; the link similarity takes the
+    # source's shared look out.
+    root = tmp_path / "TrainDataset"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    border = _octagon_border(64)
+    tint = np.array([1.0, 0.6, 0.4])  # an orange mucosa colour for both videos
+    for first in (1, 7):
+        scene = _texture(rng, 96)
+        for k in range(6):
+            grey = np.clip(140 + 35 * scene[16:80, k : k + 64], 0, 255)
+            frame = (grey[..., None] * tint).astype(np.uint8)
+            frame[border] = 0
+            stem = f"endo-{first + k}"
+            cv2.imwrite(str(root / "images" / f"{stem}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(root / "masks" / f"{stem}.png"), np.zeros((64, 64), np.uint8))
+    pairs = find_pairs(root)
+    row = {p.stem: i for i, p in enumerate(pairs)}
+    signatures = image_signatures(pairs, tmp_path)
+    assert signatures[row["endo-6"]] @ signatures[row["endo-7"]] > 0.6  # the old measure's threshold: linked
+    links = LinkFeatures.of(image_thumbnails(pairs, tmp_path), list(range(len(pairs))))
+    assert links.similarity(row["endo-6"], row["endo-7"]) < SEQUENCE_SIMILARITY
+    assert _sets(content_groups(pairs, cache_dir=tmp_path)) == {
+        frozenset(f"endo-{n}" for n in range(1, 7)),
+        frozenset(f"endo-{n}" for n in range(7, 13)),
+    }
+
+
+def _planted_sources() -> tuple[list[str], list[list[str]]]:
+    """A video source of 20 videos of 5-40 frames (400 frames) and a photo source of 600 single images,
+    and their groups."""
+    rng = np.random.default_rng(3)
+    groups, frame = [], 1
+    for length in rng.integers(5, 41, size=20).tolist():
+        groups.append([f"video-{n}" for n in range(frame, frame + length)])
+        frame += length
+    groups += [[f"photo-{i:04d}"] for i in range(600)]
+    return [s for g in groups for s in g], groups
+
+
+@pytest.mark.parametrize("val_fraction", [0.1, 0.2])
+def test_grouped_split_gives_each_source_its_share_over_seeds(val_fraction):
+    stems, groups = _planted_sources()
+    n_video = sum(s.startswith("video") for s in stems)
+    for seed in range(20):
+        train, val = split_stems(stems, val_fraction, seed, "grouped", groups)
+        assert abs(len(val) - val_fraction * len(stems)) <= 0.1 * val_fraction * len(stems), (seed, len(val))
+        video_share = sum(s.startswith("video") for s in val) / len(val)
+        assert abs(video_share - n_video / len(stems)) <= 0.10, (seed, video_share)
+        for group in groups:
+            assert set(group) <= set(train) or set(group) <= set(val)
+
+
+def test_the_source_comes_from_the_name_or_the_val_groups_file(tmp_path):
+    assert source_of("clinicdb-12") == "clinicdb" and source_of("kvasir_cju0") == "kvasir"
+    assert source_of("cju0qkwl35piu") == "other"
+    assert source_of("A12-frame", r"^(?P<source>[A-Z])") == "A"
+    csv_file = tmp_path / "groups.csv"
+    csv_file.write_text("stem,group,source\nclinicdb-1,v1,hospital-a\nclinicdb-2,v1,hospital-a\nkvasir-x,k\n")
+    assert read_val_groups(csv_file) == (
+        {"clinicdb-1": "v1", "clinicdb-2": "v1", "kvasir-x": "k"},
+        {"clinicdb-1": "hospital-a", "clinicdb-2": "hospital-a"},
+    )
+    # The file's sources decide the strata: here every stem is of one source, so the split is that source's
+    # share of the whole, whatever the names say.
+    stems = [f"clinicdb-{i}" for i in range(40)] + [f"kvasir-{i}" for i in range(10)]
+    sources = dict.fromkeys(stems, "one")
+    for seed in range(5):
+        _, val = split_stems(stems, 0.2, seed, "grouped", [[s] for s in stems], sources)
+        assert len(val) == 10

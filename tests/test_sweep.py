@@ -221,9 +221,26 @@ def test_winner_is_selected_and_estimated_on_different_seeds_with_a_verdict(fini
     assert base["params"].get("student_backbone", "mobilenet_v2") == kd_student == verdict["student"]
     assert {k: v for k, v in kd["params"].items() if k not in ("alpha", "temperature")} == ablated["params"]
     assert best["selection_failures"] == {"kd": 0, "baseline": 0}
-    # Test sets scored once, for the winner (and its settings with the teacher taken away or added).
-    assert set(best["test"]["test_sets"]) == {"Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300", "ETIS-LaribPolypDB"}
+    # Test sets scored once, at the end: the exported run, and every verdict checkpoint of the winner and of
+    # the verdict's pair, per image, with intervals over seeds and images.
+    sets = {"Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300", "ETIS-LaribPolypDB"}
+    assert set(best["test"]["test_sets"]) == sets
     assert 0 <= best["test"]["mean"]["dice"] <= 1 and best["synthetic_data"] is True
+    assert set(best["winner_test"]) == set(best["test_effect"]) == sets | {"mean"}
+    for name, r in best["test_effect"].items():
+        assert r["n_seeds"] == 2 and r["n_images"] == (20 if name == "mean" else 4)
+        assert -1 <= r["ci95"][0] <= r["delta"] <= r["ci95"][1] <= 1
+    assert 0 <= best["winner_test"]["mean"]["ci95"][0] <= best["winner_test"]["mean"]["score"] <= 1
+    with open(finished_sweep / "test_per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    scored = {(r["config"], r["seed"]) for r in rows}
+    assert scored == {(name, seed) for name in {best["winner"], *verdict["pairs"][0]} for seed in ("45", "46")}
+    assert len(rows) == len(scored) * 20 and all(0 <= float(r["dice"]) <= 1 for r in rows)
+    kd_dice = [float(r["dice"]) for r in rows if r["config"] == verdict["kd"] and r["test_set"] == "Kvasir"]
+    no_teacher = [float(r["dice"]) for r in rows if r["config"] == ablated["name"] and r["test_set"] == "Kvasir"]
+    assert best["test_effect"]["Kvasir"]["delta"] == pytest.approx((sum(kd_dice) - sum(no_teacher)) / 8)
+    report = (finished_sweep / "report.html").read_text()
+    assert "The teacher on the test sets" in report and (finished_sweep / "charts" / "test_effect.png").is_file()
     # Paths in best.json are relative to the sweep folder (a copied sweep still exports).
     assert not Path(best["checkpoint"]).is_absolute()
     state = torch.load(finished_sweep / best["checkpoint"], weights_only=True)

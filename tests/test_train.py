@@ -36,6 +36,23 @@ def test_baseline_two_epochs_writes_loadable_checkpoints(demo_root, tmp_path):
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 
+def test_validation_dice_is_reported_per_source_and_averaged_over_sources_for_a_grouped_split(demo_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "two-sources"
+    shutil.copytree(demo_root, root)
+    for kind in ("images", "masks"):  # every other training image comes from a second source
+        for i, path in enumerate(sorted((root / "TrainDataset" / kind).iterdir())):
+            if i % 2:
+                path.rename(path.with_name(path.name.replace("synthetic-", "clinic-")))
+    trainer, results = run(tiny_config(root, tmp_path, epochs=1, val_split="grouped", val_fraction=0.5))
+    (result,) = results
+    assert set(result.val_dice_by_source) == {"clinic", "synthetic"}
+    assert result.val_dice == pytest.approx(sum(result.val_dice_by_source.values()) / 2)
+    assert trainer.split["val_sources"] == {"clinic": 4, "synthetic": 4}
+    assert trainer.history[0]["val_dice_by_source"] == result.val_dice_by_source
+
+
 def test_online_distillation_trains_against_a_frozen_teacher(demo_root, tmp_path, teacher_checkpoint):
     cfg = tiny_config(
         demo_root,

@@ -45,7 +45,7 @@ from tune.records import (
     resolve,
 )
 from tune.report.format import estimate_text, fmt, verdict_details
-from tune.report.tables import format_confirmation, format_front, format_leaderboard
+from tune.report.tables import format_confirmation, format_front, format_leaderboard, format_test_scores
 from tune.space import load_space
 from tune.tracking.artifacts import artifact_name, log_model_artifact
 from tune.tracking.mode import resolve_mode
@@ -108,7 +108,8 @@ def _selection(best: dict[str, Any]) -> str | None:
     winner = next(c for c in best["confirmation"] if c["name"] == best["winner"])
     return (
         f"configuration {best['winner']}, chosen by its mean {winner['mean']:.4f} over the selection seeds "
-        f"{winner['seeds']} (a maximum over candidates: it overstates); **estimated val Dice "
+        f"{winner['seeds']} (a maximum over candidates: it overstates); **estimated "
+        f"{Objective(**best['objective']).label} "
         f"{estimate_text(estimate)}**; these weights are its best run of those, seed {best['seed']} (the "
         f"validation Dice below is that run's: a selected maximum, not an estimate)"
     )
@@ -129,8 +130,17 @@ def show(sweep_dir: Path) -> None:
     )
     estimate = best.get("estimate")
     if estimate:
-        print(f"estimate: val Dice {estimate_text(estimate)}")
-    print(format_table(winner.test, title="winner on the test sets"))
+        print(f"estimate: {objective.label} {estimate_text(estimate)}")
+    label = objective.test_label
+    if best.get("winner_test"):
+        title = f"winner on the test sets: {label} over its verdict seeds"
+        print("\n" + format_test_scores(best["winner_test"], title, "score", winner.synthetic_data))
+    else:
+        print(format_table(winner.test, title="winner on the test sets"))
+    if best.get("test_effect"):
+        pair = best["kd_vs_baseline"]["pairs"][0]
+        title = f"the teacher on the test sets: {pair[0]} − {pair[1]}, {label} paired by seed"
+        print("\n" + format_test_scores(best["test_effect"], title, "delta", winner.synthetic_data))
     if winner.verdict:
         print(f"\nverdict: {winner.verdict}")
         for line in verdict_details(best["kd_vs_baseline"], objective.label):

@@ -50,6 +50,15 @@ class Objective:
         """The metric in words, for sentences and table titles."""
         return METRICS[self.metric]
 
+    @property
+    def test_metric(self) -> tuple[int, str]:
+        """Which per-image score the test sets report for this objective: (0, "Dice") or (1, "IoU")."""
+        return (1, "IoU") if "iou" in self.metric else (0, "Dice")
+
+    @property
+    def test_label(self) -> str:
+        return self.test_metric[1]
+
     def value(self, result: Mapping[str, Any]) -> float:
         """The objective's value in a trial result (NaN when it was never reported)."""
         value = result.get(self.metric)

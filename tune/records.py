@@ -42,6 +42,7 @@ JOURNAL_FILE = "optuna.journal"  # the Optuna study (optuna-dashboard opens it)
 REPORT_FILE = "report.html"
 LATENCY_FILE = "latency.json"  # a deploy target's measured latency of each student backbone
 RAY_LOG_FILE = "ray.log"  # everything Ray printed while the sweep ran (tune/sweep/console.py)
+TEST_PER_IMAGE_FILE = "test_per_image.csv"  # every verdict checkpoint's Dice and IoU on every test image
 CHARTS_DIRNAME = "charts"  # every chart of report.html as a PNG (W&B's summary run logs them)
 CURVES_PNG = f"{CHARTS_DIRNAME}/curves.png"
 PARALLEL_PNG = f"{CHARTS_DIRNAME}/parallel_coordinates.png"
@@ -60,6 +61,7 @@ SHARED_OUTPUTS = (
     SWEEP_FILE,
     LEADERBOARD_FILE,
     BEST_FILE,
+    TEST_PER_IMAGE_FILE,
     CHARTS_DIRNAME,
     JOURNAL_FILE,
     REPORT_FILE,
@@ -259,22 +261,34 @@ class TrialRow(_OfASample):
         return cls(sampled=Sampled(record["arm"], record["sampled"]), **values)
 
 
-def read_trial_curve(sweep_dir: Path, trial_dir: str) -> list[tuple[int, float]]:
-    """(epoch, validation Dice) of one Ray trial from its result file; the last report of an epoch wins
-    (a trial restored from a checkpoint reports its epochs again). Empty where the trial lives in remote
-    storage or its folder is gone."""
+def read_trial_curve(sweep_dir: Path, trial_dir: str, key: str = "val_dice") -> list[tuple[int, float]]:
+    """(epoch, `key`) of one Ray trial from its result file; the last report of an epoch wins (a trial
+    restored from a checkpoint reports its epochs again). Empty where the trial lives in remote storage or its
+    folder is gone."""
+    return read_trial_curves(sweep_dir, trial_dir, [key]).get(key, [])
+
+
+def read_trial_curves(
+    sweep_dir: Path, trial_dir: str, keys: list[str] | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """Like read_trial_curve, for several metrics at once: `keys`, or else val_dice and every per-source
+    val_dice/<source>."""
     path = Path(resolve(trial_dir, sweep_dir)) / RESULT_FILE
     if not trial_dir or "://" in trial_dir or not path.is_file():
-        return []
-    by_epoch: dict[int, float] = {}
+        return {}
+    by_key: dict[str, dict[int, float]] = {}
     for line in path.read_text(errors="replace").splitlines():
         try:
             result = json.loads(line) if line.strip() else {}
         except ValueError:
             continue  # a line cut by a full disk or a kill: the epochs before it still count
-        if "epoch" in result and "val_dice" in result:
-            by_epoch[int(result["epoch"])] = float(result["val_dice"])
-    return sorted(by_epoch.items())
+        if "epoch" not in result:
+            continue
+        for key, value in result.items():
+            wanted = key in keys if keys is not None else key == "val_dice" or key.startswith("val_dice/")
+            if wanted and isinstance(value, (int, float)):
+                by_key.setdefault(key, {})[int(result["epoch"])] = float(value)
+    return {key: sorted(values.items()) for key, values in by_key.items()}
 
 
 def write_search(rows: list[TrialRow], sweep_dir: Path) -> None:

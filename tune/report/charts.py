@@ -73,6 +73,31 @@ def curves_figure(
     return fig
 
 
+def source_curves_figure(curves: dict[str, list[tuple[int, float]]], max_t: int) -> plt.Figure:
+    """One trial's validation Dice per epoch: averaged (`val_dice`, thick) and on each source's images."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for key, points in curves.items():
+        epochs, dice = zip(*points)
+        average = key == "val_dice"
+        ax.plot(
+            epochs,
+            dice,
+            marker="o",
+            ms=3,
+            lw=2.4 if average else 1.3,
+            color="black" if average else None,
+            label="averaged (val_dice)" if average else key.split("/", 1)[1],
+        )
+    ax.set_xlim(0.5, max_t + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation Dice")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def small_multiples_figure(
     rows: list[TrialRow], curves: dict[str, list[tuple[int, float]]], milestones: list[int], max_t: int
 ) -> plt.Figure:
@@ -350,6 +375,31 @@ def confirmation_figure(confirmation: list[dict[str, Any]], metric: str) -> plt.
     ax.set_ylabel(metric)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def forest_figure(effect: dict[str, dict[str, Any]], label: str) -> plt.Figure:
+    """The teacher's effect on each test set and their mean (best.json's `test_effect`): a point per row with
+    its 95 % interval, the mean last and bold, and a line at zero (no effect)."""
+    names = list(effect)
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(names) + 1.3))
+    for y, name in enumerate(reversed(names)):
+        r = effect[name]
+        bold = name == "mean"
+        ax.errorbar(
+            [r["delta"]],
+            [y],
+            xerr=[[r["delta"] - r["ci95"][0]], [r["ci95"][1] - r["delta"]]],
+            fmt="D" if bold else "s",
+            color="black" if bold else "#1f77b4",
+            ms=7 if bold else 5,
+            capsize=3,
+        )
+    ax.axvline(0.0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(names)), [f"{n} ({effect[n]['n_images']} images)" for n in reversed(names)], fontsize=8)
+    ax.set_xlabel(f"Δ {label}: with the teacher − without (95% interval)")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 

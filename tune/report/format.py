@@ -43,12 +43,20 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def estimate_text(estimate: dict[str, Any]) -> str:
-    """best.json's `estimate` in words: `0.6476 (95% CI 0.4810 … 0.8141) over 3 fresh seeds [45, 46, 47]`."""
-    lo, hi = estimate["ci95"]
+    """best.json's `estimate` in words: `0.6476 (95% CI 0.4810 … 0.8141) over 3 fresh seeds [45, 46, 47], on
+    the validation set that chose it`. The interval is clipped to [0, 1], the range of Dice and IoU."""
+    lo, hi = (None if v is None or math.isnan(v) else min(1.0, max(0.0, v)) for v in estimate["ci95"])
     return (
         f"{fmt(estimate['mean'])} (95% CI {fmt(lo)} … {fmt(hi)}) over {estimate['n_valid']} fresh seeds "
-        f"{estimate['seeds']}"
+        f"{estimate['seeds']}, on the validation set that chose it"
     )
+
+
+def averaged_over(val_average: str | None) -> str:
+    """What a validation score averages, in words (TrainConfig.val_averaging)."""
+    if val_average == "sources":
+        return "validation scores average the data's sources, each counting once (val_average: sources)"
+    return "validation scores average every validation image alike (val_average: images)"
 
 
 def interval(ci: Sequence[float]) -> str:
@@ -59,7 +67,7 @@ def interval(ci: Sequence[float]) -> str:
 def verdict_details(verdict: dict[str, Any], label: str) -> list[str]:
     """The lines under a verdict (best.json's `kd_vs_baseline`): the interaction (factorial design) and the
     comparison with the separately tuned baseline."""
-    lines = []
+    lines = [averaged_over(verdict["val_average"])] if verdict.get("val_average") else []
     interaction, tuned = verdict.get("interaction"), verdict.get("tuned")
     if interaction is not None and interaction["effect"] is not None and not math.isnan(interaction["effect"]):
         lo, hi = interaction["ci95"]

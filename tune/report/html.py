@@ -29,12 +29,14 @@ from tune.records import (
     logged_wandb_runs,
     read_finished,
     read_trial_curve,
+    read_trial_curves,
     resolve,
 )
 from tune.report.charts import (
     MAX_SMALL_MULTIPLES,
     confirmation_figure,
     curves_figure,
+    forest_figure,
     importance_figure,
     latency_figure,
     parallel_axes,
@@ -42,8 +44,9 @@ from tune.report.charts import (
     png,
     rungs_figure,
     small_multiples_figure,
+    source_curves_figure,
 )
-from tune.report.format import duration, estimate_text, fmt, params_text
+from tune.report.format import averaged_over, duration, estimate_text, fmt, params_text
 from tune.report.gallery import validation_gallery
 from tune.space import Parameter, parameter_specs
 
@@ -60,7 +63,17 @@ def write_report(folder: str | Path) -> Path:
     return write_file_atomic(sweep.folder / REPORT_FILE, render(sweep))
 
 
-CHART_NAMES = ("curves", "trial_curves", "parallel_coordinates", "importance", "rungs", "confirmation", "latency")
+CHART_NAMES = (
+    "curves",
+    "trial_curves",
+    "parallel_coordinates",
+    "importance",
+    "rungs",
+    "confirmation",
+    "latency",
+    "test_effect",
+    "source_curves",
+)
 
 
 def chart(s: FinishedSweep, fig: Figure, name: str) -> str:
@@ -287,7 +300,21 @@ def section_curves(s: FinishedSweep, curves: dict[str, list[tuple[int, float]]],
             chart(s, small_multiples_figure(s.rows, curves, milestones, s.space.asha.max_t), "trial_curves"),
             "validation curve of each trial",
         )
+        + _source_curves(s)
         + "</section>"
+    )
+
+
+def _source_curves(s: FinishedSweep) -> str:
+    """The best-ranked search trial's validation Dice per source, where the data has more than one."""
+    top = next((r for r in s.rows if r.trial_dir), None)
+    curves = read_trial_curves(s.folder, top.trial_dir) if top else {}
+    if top is None or sum(key.startswith("val_dice/") for key in curves) < 2:
+        return ""
+    averaged = averaged_over(s.best.get("val_average"))
+    figure = source_curves_figure(curves, s.space.asha.max_t)
+    return f"<p>Trial #{top.rank} {esc(top.trial_id)} on each source's validation images: {esc(averaged)}.</p>" + img(
+        chart(s, figure, "source_curves"), "validation Dice per source"
     )
 
 
@@ -396,7 +423,9 @@ def verdict_callout(verdict: dict[str, Any] | None) -> str:
         f"{esc(verdict['student'])}, paired by seed over {verdict['n_valid']} fresh seeds "
         f"{esc(verdict['verdict_seeds'])}; teacher effect {fmt(verdict['effect'])}, 95% CI {fmt(ci[0])} … "
         f"{fmt(ci[1])}, 90% CI {fmt(ci90[0])} … {fmt(ci90[1])} (no effect: inside ±{fmt(verdict['margin'])}); "
-        f"these seeds detect a difference of ±{fmt(verdict['mde80'])} with 80% power.</p>"
+        f"these seeds detect a difference of ±{fmt(verdict['mde80'])} with 80% power."
+        + (f" The {esc(averaged_over(verdict['val_average']))}." if verdict.get("val_average") else "")
+        + "</p>"
     )
     interaction, tuned = verdict.get("interaction"), verdict.get("tuned")
     if interaction:
@@ -503,38 +532,66 @@ def section_front(s: FinishedSweep) -> str:
 
 
 def section_test(s: FinishedSweep) -> str:
-    test, base = s.best.get("test"), s.best.get("companion_test")
-    companion = s.best.get("companion") or {}
+    test, winner, effect = s.best.get("test"), s.best.get("winner_test"), s.best.get("test_effect")
     title = '<section id="test"><h2>Test sets</h2>'
     if not test:
         return title + note("no test set was scored") + "</section>"
-    head = "<th>test set</th><th>images</th><th>winner Dice</th><th>winner IoU</th>"
-    change = "with the teacher" if companion.get("teacher") else "without the teacher"
-    if base:
-        head += (
-            f"<th>{esc(companion.get('name', 'companion'))} Dice (the winner's settings {change})</th>"
-            "<th>its IoU</th><th>Δ Dice</th>"
-        )
-    lines = []
-    for name, m in [*test["test_sets"].items(), ("mean", test["mean"])]:
-        line = text_cell(esc(name)) + cell(m["n"]) + cell(m["dice"]) + cell(m["iou"])
-        if base:
-            other = base["mean"] if name == "mean" else base["test_sets"].get(name)
-            line += (
-                cell(other["dice"]) + cell(other["iou"]) + text_cell(f"{m['dice'] - other['dice']:+.4f}", "num")
-                if other
-                else "<td></td>" * 3
-            )
-        total = ' class="total"' if name == "mean" else ""
-        lines.append(f"<tr{total}>{line}</tr>")
-    missing = note(f"missing (not evaluated): {', '.join(test['missing'])}") if test.get("missing") else ""
+    label = s.objective.test_label
     synthetic = ' <span class="tag">SYNTHETIC data</span>' if test.get("synthetic") else ""
+    missing = note(f"missing (not evaluated): {', '.join(test['missing'])}") if test.get("missing") else ""
+    if not winner:  # no verdict seeds (confirm: null): the exported run alone
+        lines = []
+        for name, m in [*test["test_sets"].items(), ("mean", test["mean"])]:
+            total = ' class="total"' if name == "mean" else ""
+            lines.append(
+                f"<tr{total}>" + text_cell(esc(name)) + cell(m["n"]) + cell(m["dice"]) + cell(m["iou"]) + "</tr>"
+            )
+        head = "<th>test set</th><th>images</th><th>Dice</th><th>IoU</th>"
+        return (
+            title + f"<p>The exported run, scored once at the end; never used to select anything.{synthetic}</p>"
+            f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}'
+            f"</tbody></table></div>{missing}</section>"
+        )
+    out = title + (
+        f"<p>Every verdict checkpoint of the winner{' and of the verdict&#39;s first pair' if effect else ''} "
+        f"scored once, at the end; never used to select anything. 95% intervals from a two-way bootstrap: seeds "
+        f"and test images resampled (a video's frames together). The mean counts each test set once; per-image "
+        f"scores are in <code>test_per_image.csv</code>.{synthetic}</p>"
+        + _interval_table(winner, "score", f"{esc(s.best['winner'])} {label}")
+    )
+    if effect:
+        pair = (s.best.get("kd_vs_baseline") or {}).get("pairs", [["with", "without"]])[0]
+        out += (
+            f"<h3>The teacher on the test sets: {esc(pair[0])} − {esc(pair[1])}</h3>"
+            + img(chart(s, forest_figure(effect, label), "test_effect"), "the teacher's effect per test set")
+            + _interval_table(effect, "delta", f"Δ {label}")
+        )
+    return out + missing + "</section>"
+
+
+def _interval_table(record: dict[str, Any], key: str, heading: str) -> str:
+    head = f"<th>test set</th><th>images</th><th>seeds</th><th>{heading}</th><th>95% interval</th>"
+    lines = []
+    for name, r in record.items():
+        total = ' class="total"' if name == "mean" else ""
+        value = text_cell(f"{r[key]:+.4f}", "num") if key == "delta" else cell(r[key])
+        span = (
+            f"{r['ci95'][0]:+.3f} … {r['ci95'][1]:+.3f}"
+            if key == "delta"
+            else f"{fmt(r['ci95'][0], 3)} … {fmt(r['ci95'][1], 3)}"
+        )
+        lines.append(
+            f"<tr{total}>"
+            + text_cell(esc(name))
+            + cell(r["n_images"])
+            + cell(r["n_seeds"])
+            + value
+            + text_cell(esc(span), "num")
+            + "</tr>"
+        )
     return (
-        title + f"<p>Scored once, at the end, for the winner's exported checkpoint"
-        f"{' and for the same settings ' + change if base else ''}; never used to select anything. The mean is over "
-        f"test sets (each counts once).{synthetic}</p>"
-        f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody>'
-        f"</table></div>{missing}</section>"
+        f'<div class="scroll"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}'
+        f"</tbody></table></div>"
     )
 
 

@@ -1,6 +1,6 @@
 """The sweep's console tables: the leaderboard (one row per search trial), the confirmation (one row per
-selected configuration) and the Dice–latency front (one row per student backbone), printed at the end of a
-sweep and by `tune.best show`.
+selected configuration), the Dice–latency front (one row per student backbone) and the test sets' scores
+with intervals (one row per test set), printed at the end of a sweep and by `tune.best show`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from tune.objective import Objective
 from tune.records import Confirmed, TrialRow, rank_confirmed
-from tune.report.format import fmt
+from tune.report.format import fmt, interval
 
 
 def format_leaderboard(rows: list[dict[str, Any]] | list[TrialRow], limit: int = 20) -> str:
@@ -116,3 +116,20 @@ def format_confirmation(confirmed: list[Confirmed], objective: Objective, stage:
             f"{fmt(c.mean):>8}  {ci:<17}{per_seed:<26}{params}"
         )
     return "\n".join(lines)
+
+
+def format_test_scores(
+    record: dict[str, Any], title: str, key: str, synthetic: bool = False, missing: list[str] | None = None
+) -> str:
+    """best.json's `winner_test` (key "score") or `test_effect` (key "delta"): one row per test set and the
+    mean (each test set counts once), with the 95 % interval, the images and the seeds behind it."""
+    signed = key == "delta"
+    lines = [["test set", "images", "seeds", "Δ" if signed else "mean", "95% interval"]]
+    for name, r in record.items():
+        value = f"{r[key]:+.3f}" if signed else f"{r[key]:.3f}"
+        span = interval(r["ci95"]) if signed else f"{r['ci95'][0]:.3f} … {r['ci95'][1]:.3f}"
+        lines.append([name, str(r["n_images"]), str(r["n_seeds"]), value, span])
+    out = [title + (" [SYNTHETIC data]" if synthetic else ""), _aligned(lines)]
+    if missing:
+        out.append(f"missing (not evaluated): {', '.join(missing)}")
+    return "\n".join(out)

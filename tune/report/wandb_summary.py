@@ -131,14 +131,16 @@ def confirmation_table(selection: list[dict[str, Any]], verdict: list[dict[str, 
 
 
 def test_table(best: dict[str, Any]) -> wandb.Table:
-    """Dice and IoU of the winner (and of its settings with the teacher added or taken away, its companion of
-    the verdict) on each test set and their mean."""
-    table = wandb.Table(columns=["model", "test_set", "dice", "iou"])
-    companion = (best.get("companion") or {}).get("name", "companion")
-    for model, test in (("winner", best["test"]), (companion, best.get("companion_test"))):
-        if test:
-            for name, s in [*test["test_sets"].items(), ("mean", test["mean"])]:
-                table.add_data(model, name, _num(s["dice"]), _num(s["iou"]))
+    """Per test set and their mean: the winner's score over its verdict seeds and the teacher's effect (the
+    verdict's first pair), each with its 95 % interval; without them, the exported run's Dice."""
+    table = wandb.Table(columns=["what", "test_set", "value", "ci95_lo", "ci95_hi", "n_images", "n_seeds"])
+    for what, key in (("winner", "winner_test"), ("teacher effect", "test_effect")):
+        for name, r in (best.get(key) or {}).items():
+            value = r["score"] if "score" in r else r["delta"]
+            table.add_data(what, name, _num(value), _num(r["ci95"][0]), _num(r["ci95"][1]), r["n_images"], r["n_seeds"])
+    if not best.get("winner_test"):
+        for name, s in [*best["test"]["test_sets"].items(), ("mean", best["test"]["mean"])]:
+            table.add_data("exported run", name, _num(s["dice"]), None, None, s["n"], 1)
     return table
 
 
@@ -155,6 +157,8 @@ def summary_values(best: dict[str, Any]) -> dict[str, Any]:
     }
     for name, s in best["test"]["test_sets"].items():
         summary.update({f"test/{name}/dice": s["dice"], f"test/{name}/iou": s["iou"]})
+    for name, r in (best.get("test_effect") or {}).items():
+        summary.update({f"test_effect/{name}/delta": _num(r["delta"]), f"test_effect/{name}/ci95": r["ci95"]})
     verdict = best.get("kd_vs_baseline")
     if verdict:
         summary.update(

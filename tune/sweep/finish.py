@@ -1,6 +1,6 @@
-"""Stage 5 of a sweep, finish: name the winner, score it (and the confirmed baseline) on the test sets
-once, write best.json, then the reports: console, report.html with its pictures, W&B's summary run, and a
-copy in shared storage.
+"""Stage 5 of a sweep, finish: name the winner, score its verdict runs and the verdict's first pair on the
+test sets once (tune/sweep/test_sets.py), write best.json, then the reports: console, report.html with its
+pictures, W&B's summary run, and a copy in shared storage.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tune.records import (
     ENDS,
     JOURNAL_FILE,
     SHARED_OUTPUTS,
+    TEST_PER_IMAGE_FILE,
     WANDB_DIRNAME,
     Confirmed,
     TrialRow,
@@ -35,13 +36,14 @@ from tune.records import (
     resolve,
     write_json,
 )
-from tune.report.format import estimate_text, verdict_details
+from tune.report.format import averaged_over, estimate_text, verdict_details
 from tune.report.html import write_report
-from tune.report.tables import format_confirmation, format_front, format_leaderboard
+from tune.report.tables import format_confirmation, format_front, format_leaderboard, format_test_scores
 from tune.report.wandb_report import publish_wandb_report
 from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
 from tune.sweep.study import load_study, param_importance, state_counts
+from tune.sweep.test_sets import TestSetScores, over_seeds, score_verdict_checkpoints, teacher_effect
 from tune.sweep.verdict import VerdictRuns, backbone
 
 
@@ -52,10 +54,6 @@ class Winner:
     record: dict[str, Any]  # what best.json says of how it was chosen and what it is estimated to score
     checkpoint: str  # the exported run's checkpoint (relative to the sweep folder where local)
     trial_id: str
-    # The other configuration of the winner's verdict pair (its settings with the teacher added or taken away),
-    # scored on the test sets beside it, and whether that one has the teacher.
-    companion: Confirmed | None
-    companion_teacher: bool = False
 
 
 def finish(
@@ -67,17 +65,26 @@ def finish(
     best = {"sweep": space.name, "objective": space.objective.to_dict(), **study_summary(run)}
     winner = choose_winner(run, rows, selected, judged)
     verdict = judged.verdict if judged else None
-    best.update(winner.record, kd_vs_baseline=verdict.to_dict() if verdict else None)
-    scored = score_checkpoint(local_checkpoint(winner.checkpoint, run, "winner_checkpoint"))
+    val_average = space.base_config().val_averaging
+    best.update(
+        winner.record,
+        val_average=val_average,
+        kd_vs_baseline={**verdict.to_dict(), "val_average": val_average} if verdict else None,
+    )
+    tested = score_verdict_runs(run, judged, best["winner"]) if judged is not None and selected else None
+    exported_test = tested.summary(best["winner"], best["seed"]) if tested else None
+    scored = score_checkpoint(local_checkpoint(winner.checkpoint, run, "winner_checkpoint"), test=exported_test)
     best.update(checkpoint=relative(str(Path(scored.pop("folder")) / CHECKPOINT_FILE), paths.sweep_dir), **scored)
-    print_winner(best, winner)
-    print(format_table(scored["test"], title="winner on the test sets (scored once, at the end; never selected on)"))
-    if winner.companion is not None:
-        best["companion"] = {"name": winner.companion.candidate.name, "teacher": winner.companion_teacher}
-        best["companion_test"] = score_companion(run, winner)
+    print_winner(best, winner, space.objective.label)
+    if tested is not None and judged is not None:
+        best.update(test_intervals(run, judged, tested, best["winner"]))
+    else:
+        print(
+            format_table(scored["test"], title="winner on the test sets (scored once, at the end; never selected on)")
+        )
     if verdict:
         print(f"\nverdict: {verdict.sentence}")
-        for line in verdict_details(verdict.to_dict(), space.objective.label):
+        for line in verdict_details(best["kd_vs_baseline"], space.objective.label):
             print(f"  {line}")
     importance = best["importance"]
     if importance:
@@ -100,7 +107,10 @@ def deployment(run: SweepRun, selected: list[Confirmed]) -> dict[str, Any]:
     assert target is not None and students is not None, "finish writes a front only with a deploy target"
     front = build_front(students, selected, run.space.objective, run.space.base_config().student_backbone)
     measured_at = next(iter(students.values()))["measured_at"]
-    print(f"\nDice–latency front at {target.describe()}, measured on {measured_at} (selection-seed means)")
+    print(
+        f"\nDice–latency front at {target.describe()}, measured on {measured_at} (selection-seed means; "
+        f"{averaged_over(run.space.base_config().val_averaging)})"
+    )
     print(format_front(front, target.batch, target.latency_budget_ms, run.space.objective.label))
     return {
         "deploy": {"target": target.to_dict(), "described": target.describe(), "measured_at": measured_at},
@@ -108,11 +118,11 @@ def deployment(run: SweepRun, selected: list[Confirmed]) -> dict[str, Any]:
     }
 
 
-def print_winner(best: dict[str, Any], winner: Winner) -> None:
+def print_winner(best: dict[str, Any], winner: Winner, label: str) -> None:
     estimate = best.get("estimate")
     print(f"\nwinner: {best['winner']} ({best['arm']}, {best['student']})")
     if estimate:
-        print(f"  estimate: val Dice {estimate_text(estimate)}")
+        print(f"  estimate: {label} {estimate_text(estimate)}")
     print(
         f"  exported run {winner.trial_id}: val Dice {best['best_val_dice']:.4f} (epoch {best['best_epoch']})"
         + (" — the best of those seeds: a selected maximum, not an estimate" if estimate else "")
@@ -160,7 +170,7 @@ def choose_winner(
             confirmation=None,
             estimate=None,
         )
-        return Winner(record, row.checkpoint, row.trial_id, None)
+        return Winner(record, row.checkpoint, row.trial_id)
     ranked = rank_confirmed(selected, objective)
     failures = {arm: sum(c.failed for c in selected if c.candidate.arm == arm) for arm in run.space.arm_trials()}
     print("\n" + format_confirmation(selected, objective, "selection"))
@@ -201,32 +211,55 @@ def choose_winner(
         selection_failures=failures,
         verdict_runs=[x.to_dict() for x in rank_confirmed(judged.runs, objective)],
     )
-    pair = judged.plan.companion(c.name) if judged.plan else None
-    companion = next((r for r in judged.runs if pair and r.candidate.name == pair[0]), None)
-    if companion is not None and math.isnan(companion.mean):
-        companion = None
-    return Winner(record, runs.checkpoints[pick], runs.trial_ids[pick], companion, bool(pair and pair[1]))
+    return Winner(record, runs.checkpoints[pick], runs.trial_ids[pick])
 
 
-def score_companion(run: SweepRun, winner: Winner) -> dict[str, Any]:
-    """The winner's settings with the teacher added or taken away, on the test sets (its best verdict run)."""
-    companion = winner.companion
-    assert companion is not None
-    pick = companion.best_seed_index(run.space.objective)
-    test = score_checkpoint(local_checkpoint(companion.checkpoints[pick], run, "companion_checkpoint"))["test"]
-    change = "with the teacher added" if winner.companion_teacher else "without the teacher"
-    print(format_table(test, title=f"{companion.candidate.name} on the test sets: the winner's settings {change}"))
-    return test
+def score_verdict_runs(run: SweepRun, judged: VerdictRuns, winner: str) -> TestSetScores:
+    """Every verdict checkpoint of the winner and of the verdict's pairs, scored on the test sets."""
+    paired = {c.name for pair in judged.plan.pairs for c in pair} if judged.plan and judged.verdict else set()
+    compared = [r for r in judged.runs if r.candidate.name in {winner, *paired}]
+    started = time.perf_counter()
+    tested = score_verdict_checkpoints(run, compared)
+    print(
+        f"\ntest sets: {sum(len(s) for s in tested.scores.values())} verdict checkpoints of "
+        f"{', '.join(r.candidate.name for r in compared)} scored in {time.perf_counter() - started:.0f}s "
+        f"(per image: {TEST_PER_IMAGE_FILE})"
+    )
+    return tested
 
 
-def score_checkpoint(folder: str, data_root: str | None = None) -> dict[str, Any]:
-    """Score a trial checkpoint's best-validation weights on every test set present; with its best epoch
-    (from the checkpoint's history), as best.json records them."""
+def test_intervals(run: SweepRun, judged: VerdictRuns, tested: TestSetScores, winner: str) -> dict[str, Any]:
+    """best.json's `winner_test` (the winner over its verdict seeds) and `test_effect` (the verdict's first
+    pair: with minus without the teacher), with their intervals; printed."""
+    metric, label = run.space.objective.test_metric
+    out: dict[str, Any] = {"winner_test": over_seeds(tested, winner, metric)}
+    title = f"winner {winner} on the test sets: {label} over its verdict seeds (never selected on)"
+    print("\n" + format_test_scores(out["winner_test"], title, "score", tested.data.synthetic, tested.missing))
+    first = _first_pair(judged)
+    if first:
+        out["test_effect"] = teacher_effect(tested, first[0], first[1], metric)
+        title = f"the teacher on the test sets: {first[0]} − {first[1]}, {label} paired by seed"
+        print("\n" + format_test_scores(out["test_effect"], title, "delta", tested.data.synthetic))
+    print(
+        "(95% intervals: a two-way bootstrap over seeds and test images, a video's frames resampled together; "
+        "the mean counts each test set once)"
+    )
+    return out
+
+
+def _first_pair(judged: VerdictRuns) -> list[str]:
+    """The verdict's first pair (with the teacher, without), when there is a verdict."""
+    return [c.name for c in judged.plan.pairs[0]] if judged.plan and judged.verdict else []
+
+
+def score_checkpoint(folder: str, data_root: str | None = None, test: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score a trial checkpoint's best-validation weights on every test set present (unless its `test` scores
+    are given); with its best epoch (from the checkpoint's history), as best.json records them."""
     path = Path(folder) / CHECKPOINT_FILE
     model, state = load_model(str(path))
     cfg = config_from_dict(state["config"], source=f"{path}: config")
     data = discover(data_root or cfg.data_root)
-    report = evaluate_test_sets(model, data, cfg.img_size, cfg.batch_size, resolve_device("auto"))
+    report = test or evaluate_test_sets(model, data, cfg.img_size, cfg.batch_size, resolve_device("auto"))
     best = best_epoch(state["history"])
     if best is None:
         raise UserError(f"{path}: checkpoint has no training history (a trial's records every epoch it trained)")

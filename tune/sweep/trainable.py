@@ -74,8 +74,11 @@ def train_trial(
         fixed["latency_ms"] = latency_ms.get(cfg.student_backbone)
     try:
         for result in trainer.epochs():
+            epoch = result.to_dict()
+            by_source = epoch.pop("val_dice_by_source")
             metrics = {
-                **result.to_dict(),
+                **epoch,
+                **{f"val_dice/{source}": dice for source, dice in by_source.items()},
                 **_best_so_far(trainer),
                 **fixed,
                 "diverged": 0,

@@ -80,15 +80,6 @@ class VerdictPlan:
             chosen.update({c.name: c for c in pair})
         return list(chosen.values())
 
-    def companion(self, name: str) -> tuple[str, bool] | None:
-        """(the other configuration of `name`'s pair, whether that one has the teacher), or None."""
-        for with_teacher, without in self.pairs:
-            if name == with_teacher.name:
-                return without.name, False
-            if name == without.name:
-                return with_teacher.name, True
-        return None
-
 
 @dataclass
 class VerdictRuns:
