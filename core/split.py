@@ -182,7 +182,10 @@ def image_thumbnails(pairs: Sequence, cache_dir: str | Path | None = None) -> np
 def csv_groups(path: str | Path, stems: Sequence[str]) -> list[list[str]]:
     """The groups a `val_groups` CSV names, over `stems`; a stem it does not list is a group of its own
     (and a stem it lists that is not among `stems` is ignored: one file may cover more data)."""
-    label_of, _ = read_val_groups(path)
+    return _labelled_groups(read_val_groups(path)[0], stems)
+
+
+def _labelled_groups(label_of: dict[str, str], stems: Sequence[str]) -> list[list[str]]:
     groups: dict[tuple[str, str], list[str]] = {}
     for stem in sorted(stems):
         key = ("file", label_of[stem]) if stem in label_of else ("own", stem)
@@ -418,8 +421,8 @@ def _split(
     by_stem = {p.stem: p for p in pairs}
     sources = {stem: source_of(stem, source_pattern) for stem in by_stem}
     if how == "grouped" and val_groups is not None:
-        groups = csv_groups(val_groups, list(by_stem))
-        listed = read_val_groups(val_groups)[1]
+        label_of, listed = read_val_groups(val_groups)
+        groups = _labelled_groups(label_of, list(by_stem))
         sources.update((stem, source) for stem, source in listed.items() if stem in by_stem)
     elif how == "grouped":
         groups = content_groups(list(by_stem.values()), pattern, cache_dir, sources)

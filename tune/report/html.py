@@ -124,12 +124,19 @@ def section_summary(s: FinishedSweep) -> str:
     ]
     estimate = b.get("estimate")
     if estimate:
-        items.insert(
-            2, (f"estimated {s.objective.label} (fresh seeds)", f"{estimate_text(estimate)}: the number to quote")
-        )
+        items.insert(2, (f"estimated {s.objective.label} (fresh seeds)", estimate_text(estimate)))
         items.append(("selection mean (a maximum over candidates)", fmt(b.get("selection_mean"))))
-    test = b.get("test")
-    if test:
+    test, winner_test = b.get("test"), b.get("winner_test")
+    if winner_test:
+        mean, label = winner_test["mean"], s.objective.test_label
+        items.append(
+            (
+                f"mean test {label} (over its verdict seeds)",
+                f"{fmt(mean['score'])} (95% interval {fmt(mean['ci95'][0])} … {fmt(mean['ci95'][1])}) over "
+                f"{len(winner_test) - 1} test sets: the number for new patients",
+            )
+        )
+    elif test:
         mean = test["mean"]
         items.append(
             (
@@ -553,7 +560,7 @@ def section_test(s: FinishedSweep) -> str:
             f"</tbody></table></div>{missing}</section>"
         )
     out = title + (
-        f"<p>Every verdict checkpoint of the winner{' and of the verdict&#39;s first pair' if effect else ''} "
+        f"<p>Every verdict checkpoint of the winner{' and of the verdict&#39;s pairs' if effect else ''} "
         f"scored once, at the end; never used to select anything. 95% intervals from a two-way bootstrap: seeds "
         f"and test images resampled (a video's frames together). The mean counts each test set once; per-image "
         f"scores are in <code>test_per_image.csv</code>.{synthetic}</p>"
@@ -562,7 +569,7 @@ def section_test(s: FinishedSweep) -> str:
     if effect:
         pair = (s.best.get("kd_vs_baseline") or {}).get("pairs", [["with", "without"]])[0]
         out += (
-            f"<h3>The teacher on the test sets: {esc(pair[0])} − {esc(pair[1])}</h3>"
+            f'<h3 class="named">The teacher on the test sets: {esc(pair[0])} − {esc(pair[1])}</h3>'
             + img(chart(s, forest_figure(effect, label), "test_effect"), "the teacher's effect per test set")
             + _interval_table(effect, "delta", f"Δ {label}")
         )

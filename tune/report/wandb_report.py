@@ -126,7 +126,7 @@ def verdict_markdown(sweep: FinishedSweep) -> str:
     winner = f"**Winner:** {b.get('winner')} ({b.get('arm')}, {b.get('student')}): {params_text(b.get('params') or {})}"
     estimate = b.get("estimate")
     winner += (
-        f"; estimated {label} {estimate_text(estimate)} (the number to quote)"
+        f"; estimated {label} {estimate_text(estimate)}"
         if estimate
         else f"; {label} {fmt(b.get('best_val_dice'))} (the run that selected it)"
     )
