@@ -19,9 +19,9 @@ from ray import tune
 
 from core.config import config_from_dict
 from core.data import PolypData, discover
-from core.evaluate import score_test_sets
+from core.evaluate import score_test_sets, summarize
 from core.files import atomic_file
-from core.metrics import mean_over_sets
+from core.metrics import SegmentationScores
 from core.models import load_model, resolve_device
 from core.split import content_groups
 from tune.cluster import storage
@@ -52,13 +52,11 @@ class TestSetScores:
         by_set = self.scores.get(name, {}).get(seed)
         if by_set is None:
             return None
-        per_set = {test_set: _summary(values) for test_set, (_, values) in by_set.items()}
-        return {
-            "test_sets": per_set,
-            "mean": mean_over_sets(per_set),
-            "missing": self.missing,
-            "synthetic": self.data.synthetic,
+        scored = {
+            test_set: (stems, SegmentationScores(values[:, 0].tolist(), values[:, 1].tolist()))
+            for test_set, (stems, values) in by_set.items()
         }
+        return summarize(scored, self.data)
 
     def seeds(self, *names: str) -> list[int]:
         """The seeds every named configuration has a scored checkpoint of (failed runs have none)."""
@@ -127,10 +125,6 @@ def write_per_image(scores: Scores, path: Path) -> None:
                 for test_set, (stems, values) in by_set.items():
                     for stem, (dice, iou) in zip(stems, values.tolist()):
                         writer.writerow([name, seed, test_set, stem, f"{dice:.6f}", f"{iou:.6f}"])
-
-
-def _summary(values: np.ndarray) -> dict[str, float]:
-    return {"dice": float(values[:, 0].mean()), "iou": float(values[:, 1].mean()), "n": len(values)}
 
 
 def _as_record(results: dict[str, Any], key: str) -> dict[str, Any]:
