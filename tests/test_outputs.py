@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from core import export as export_module
 from core import files as files_module
@@ -207,6 +208,37 @@ def fake_sweep(student_checkpoint, tmp_path):
     (sweep / "best.json").write_text(json.dumps(best))
     (sweep / "sweep.json").write_text("{}")
     return sweep
+
+
+@pytest.mark.parametrize("pointer", ["../../../../etc/hostname", "/etc/hostname", "confirm/../../outside.pt"])
+def test_a_record_pointing_outside_its_sweep_is_refused_and_never_followed(pointer, fake_sweep, tmp_path, capsys):
+    best = json.loads((fake_sweep / "best.json").read_text())
+    (fake_sweep / "best.json").write_text(json.dumps({**best, "checkpoint": pointer}))
+    with pytest.raises(SystemExit) as info:
+        best_cli.main(["export", "--sweep", str(fake_sweep), "--out", str(tmp_path / "export")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1
+    assert f"a record names {pointer!r}, outside the sweep folder" in err
+    assert not (tmp_path / "export").exists()
+
+
+def test_sweep_names_are_one_folder_inside_the_storage(tmp_path, capsys):
+    from tune import search as search_cli
+
+    for name in ("../../ESCAPED dir", "..", "a/b", "-rf", ".hidden"):
+        with pytest.raises(SystemExit) as info:
+            search_cli.main(["--space", "demo.yaml", f"--name={name}", "--storage", str(tmp_path / "results")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "--name: must be letters, digits" in err and repr(name) in err, name
+    assert not (tmp_path / "results").exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    space = tmp_path / "spaces" / "my sweep.yaml"  # a space named by its file: the file name must pass too
+    space.parent.mkdir()
+    demo = yaml.safe_load((Path(search_cli.__file__).parents[1] / "search_spaces" / "demo.yaml").read_text())
+    space.write_text(yaml.safe_dump({k: v for k, v in demo.items() if k != "name"}))
+
+    with pytest.raises(SystemExit):
+        search_cli.main(["--space", str(space), "--storage", str(tmp_path / "results")])
+    assert "name: must be letters, digits" in capsys.readouterr().err
 
 
 def test_sweep_export_refuses_an_out_inside_or_around_the_sweep(fake_sweep, capsys):

@@ -3,6 +3,7 @@ self-contained, a row per trial, rebuilt by `python -m tune.report`; the paralle
 rungs and the gallery's case picking on their own."""
 
 import csv
+import json
 import re
 import shutil
 from pathlib import Path
@@ -90,6 +91,36 @@ def test_report_cli_rebuilds_the_page_and_names_a_missing_sweep(sweep_copy, caps
     with pytest.raises(SystemExit) as info:
         report_cli.main(["--sweep", str(tmp_path / "nowhere")])
     assert info.value.code == 2 and "best.json" in capsys.readouterr().err
+
+
+PAYLOAD = "<script>alert(1)</script>"
+# Keys whose value the report uses as a path or an enumeration rather than prints: a crafted value there fails
+# its own check. Every other string, dictionary key of free names and number below gets the payload.
+NOT_TEXT = {"checkpoint", "metric", "mode", "journal"}
+NAMED_KEYS = {"params", "sampled", "test_sets", "importance"}
+NUMBERS = {"effect", "margin", "mde80", "n_valid", "diff", "trials", "at_epoch", "search_epochs"}
+
+
+def crafted(node, key=None):
+    """best.json with a script payload in every text, free-named key and the numbers running text prints."""
+    if isinstance(node, dict):
+        return {(k + PAYLOAD if key in NAMED_KEYS else k): crafted(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [crafted(v, key) for v in node]
+    if isinstance(node, str) and key not in NOT_TEXT:
+        return node + PAYLOAD
+    if isinstance(node, (int, float)) and not isinstance(node, bool) and key in NUMBERS:
+        return PAYLOAD
+    return node
+
+
+@pytest.mark.slow
+def test_a_crafted_best_json_puts_no_raw_markup_in_the_page(sweep_copy):
+    best = json.loads((sweep_copy / "best.json").read_text())
+    (sweep_copy / "best.json").write_text(json.dumps(crafted(best)))
+    report_cli.main(["--sweep", str(sweep_copy)])
+    page = (sweep_copy / "report.html").read_text()
+    assert PAYLOAD not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def row(trial_id, arm, params, objective, end="finished"):

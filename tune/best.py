@@ -78,7 +78,7 @@ def read_winner(sweep_dir: Path) -> Winner:
     try:
         verdict = best["kd_vs_baseline"]
         return Winner(
-            checkpoint=sweep_dir / best["checkpoint"],
+            checkpoint=Path(resolve(best["checkpoint"], sweep_dir)),
             metrics=ExportMetrics(
                 best_val_dice=best["best_val_dice"],
                 best_val_iou=best["best_val_iou"],

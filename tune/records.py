@@ -148,10 +148,18 @@ def relative(path: str | None, sweep_dir: Path | None) -> str:
 
 
 def resolve(path: str, sweep_dir: Path) -> str:
-    """Inverse of `relative`: a path recorded in the sweep folder, made usable from here."""
-    if not path or "://" in path or posixpath.isabs(path):
+    """Inverse of `relative`: a path recorded in the sweep folder, made usable from here. A record names only
+    places inside the sweep folder (or a storage URI): any other path is one UserError, never followed."""
+    if not path or "://" in path:
         return path
-    return str(sweep_dir / path)
+    full = os.path.normpath(path if posixpath.isabs(path) else os.path.join(sweep_dir, path))
+    inside = os.path.normpath(os.path.abspath(sweep_dir))
+    if os.path.commonpath([os.path.abspath(full), inside]) != inside:
+        raise UserError(
+            f"{sweep_dir}: a record names {path!r}, outside the sweep folder; a sweep's records only point "
+            "inside it: restore the record from the sweep's own output, or run the sweep again"
+        )
+    return full
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

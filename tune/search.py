@@ -24,7 +24,7 @@ from core.config import parse_overrides
 from core.errors import UserError, cli_errors
 from tune.cluster import storage
 from tune.cluster.plan import print_plan
-from tune.space import SearchSpace, load_space
+from tune.space import SearchSpace, check_sweep_name, load_space
 from tune.sweep.pipeline import run_sweep
 from tune.sweep.prepare import prepare_data
 from tune.sweep.signals import StopSignals
@@ -123,7 +123,7 @@ def space_from_args(args: argparse.Namespace) -> SearchSpace:
     """The space file with the command line's changes (name, trials, base keys, teacher)."""
     space = load_space(args.space, parse_overrides(args.overrides))
     if args.name:
-        space.name = args.name
+        space.name = check_sweep_name(args.name, "--name", "")
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise UserError("--num-samples must be >= 1")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,17 @@ def resolve_space_path(name: str | Path) -> Path:
     raise UserError(f"{name}: search-space file not found; pass a path or one of: {shipped}")
 
 
+# A sweep's name names its folder under --storage (and a bucket prefix): one path component, never `..`.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SWEEP_NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit (it names the sweep's folder)"
+
+
+def check_sweep_name(name: str, source: str, key: str = "name") -> str:
+    """`name` when it is a valid sweep name; else one UserError naming `source` and the rule."""
+    require(SWEEP_NAME.fullmatch(name) is not None, source, key, SWEEP_NAME_RULE, name)
+    return name
+
+
 def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
     """Read and validate a space file; every problem is a UserError naming the file and key."""
     path = resolve_space_path(name)
@@ -352,7 +364,7 @@ def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> Sea
         )
     base.update(overrides or {})
     space = SearchSpace(
-        name=str(raw.get("name") or path.stem),
+        name=check_sweep_name(str(raw.get("name") or path.stem), src),
         source=src,
         base=base,
         parameters=parameters,

@@ -96,6 +96,11 @@ def cell(value: Any, digits: int = 4) -> str:
     return f'<td data-sort="{esc(sort)}"{css}>{esc(fmt(value, digits))}</td>'
 
 
+def num(value: Any) -> str:
+    """A number for running text, escaped: a crafted record may hold anything where a number belongs."""
+    return esc(fmt(value))
+
+
 def text_cell(text: str, css: str = "", title: str = "") -> str:
     attrs = (f' class="{css}"' if css else "") + (f' title="{esc(title)}"' if title else "")
     return f"<td{attrs}>{text}</td>"
@@ -355,8 +360,8 @@ def section_importance(s: FinishedSweep) -> str:
         else ""
     )
     return (
-        title + f"<p>PED-ANOVA on the {imp['trials']} distillation trials' validation value at epoch "
-        f"{imp['at_epoch']}, which every trial reached (most were stopped by ASHA later), from the Optuna "
+        title + f"<p>PED-ANOVA on the {esc(imp['trials'])} distillation trials' validation value at epoch "
+        f"{esc(imp['at_epoch'])}, which every trial reached (most were stopped by ASHA later), from the Optuna "
         f"study; few trials give a rough ranking only.{branches}</p>"
         + img(chart(s, importance_figure(imp["importance"]), "importance"), "importance")
         + "</section>"
@@ -399,7 +404,7 @@ def runs_table(records: list[dict[str, Any]], winner: str | None) -> str:
         seeds = ", ".join(f"{seed}: {fmt(v)}" for seed, v in zip(c["seeds"], c["values"]))
         ci = c["ci95"]
         win = ' <span class="tag win">winner</span>' if c["name"] == winner else ""
-        budget = f" ({c['search_epochs']} ep)" if c.get("search_epochs") else ""
+        budget = f" ({esc(c['search_epochs'])} ep)" if c.get("search_epochs") else ""
         lines.append(
             "<tr>"
             + text_cell(esc(c["name"]) + win)
@@ -427,10 +432,10 @@ def verdict_callout(verdict: dict[str, Any] | None) -> str:
     lines = [f'<p class="verdict">{esc(verdict["sentence"])}</p>']
     lines.append(
         f"<p>Design <b>{esc(verdict['design'])}</b>, outcome <b>{esc(verdict['outcome'])}</b>: {pairs} on "
-        f"{esc(verdict['student'])}, paired by seed over {verdict['n_valid']} fresh seeds "
-        f"{esc(verdict['verdict_seeds'])}; teacher effect {fmt(verdict['effect'])}, 95% CI {fmt(ci[0])} … "
-        f"{fmt(ci[1])}, 90% CI {fmt(ci90[0])} … {fmt(ci90[1])} (no effect: inside ±{fmt(verdict['margin'])}); "
-        f"these seeds detect a difference of ±{fmt(verdict['mde80'])} with 80% power."
+        f"{esc(verdict['student'])}, paired by seed over {esc(verdict['n_valid'])} fresh seeds "
+        f"{esc(verdict['verdict_seeds'])}; teacher effect {num(verdict['effect'])}, 95% CI {num(ci[0])} … "
+        f"{num(ci[1])}, 90% CI {num(ci90[0])} … {num(ci90[1])} (no effect: inside ±{num(verdict['margin'])}); "
+        f"these seeds detect a difference of ±{num(verdict['mde80'])} with 80% power."
         + (f" The {esc(averaged_over(verdict['val_average']))}." if verdict.get("val_average") else "")
         + "</p>"
     )
@@ -438,13 +443,13 @@ def verdict_callout(verdict: dict[str, Any] | None) -> str:
     if interaction:
         lines.append(
             f"<p>Interaction (the teacher's effect at {esc(verdict['kd'])}'s settings minus at "
-            f"{esc(verdict['baseline'])}'s): {fmt(interaction['effect'])}, 95% CI {fmt(interaction['ci95'][0])} … "
-            f"{fmt(interaction['ci95'][1])}.</p>"
+            f"{esc(verdict['baseline'])}'s): {num(interaction['effect'])}, 95% CI {num(interaction['ci95'][0])} … "
+            f"{num(interaction['ci95'][1])}.</p>"
         )
     if tuned:
         lines.append(
             f"<p>Against the separately tuned baseline ({esc(tuned['kd'])} minus {esc(tuned['baseline'])}): "
-            f"{fmt(tuned['diff'])}, 95% CI {fmt(tuned['ci95'][0])} … {fmt(tuned['ci95'][1])}: this includes what "
+            f"{num(tuned['diff'])}, 95% CI {num(tuned['ci95'][0])} … {num(tuned['ci95'][1])}: this includes what "
             "each search found; it is not a test of the teacher.</p>"
         )
     return "".join(lines)
