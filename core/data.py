@@ -137,6 +137,8 @@ def read_image(path: Path) -> np.ndarray:
     """RGB uint8 HxWx3, every pixel decoded (a truncated file is an error, not grey; see core/image_files.py)."""
     try:
         return image_files.to_rgb8(image_files.decode(path))
+    except image_files.ImageTooLargeError as err:
+        raise UserError(f"{path}: {err}") from None
     except image_files.ImageFileError as err:
         raise UserError(f"{path}: truncated or corrupt image ({err}); replace or remove the file") from None
 
@@ -146,6 +148,8 @@ def read_mask(path: Path) -> np.ndarray:
     An empty-looking mask whose pixels are not all zero, or a colour-coded one, is an error naming the file."""
     try:
         decoded = image_files.decode(path)
+    except image_files.ImageTooLargeError as err:
+        raise UserError(f"{path}: {err}") from None
     except image_files.ImageFileError as err:
         raise UserError(f"{path}: truncated or corrupt mask ({err}); replace or remove the file") from None
     try:

@@ -12,6 +12,9 @@ alpha channel is not constant. Any other mask is read from its grey or RGB value
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -25,8 +28,30 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112
 
 
+# Pixels a file may hold before it is decoded (its header says how many): a small file can declare a huge
+# picture (a tiled 40000x40000 TIFF of 1.7 MB decodes to 4.5 GiB). Set in megapixels.
+MAX_MEGAPIXELS_ENV = "POLYP_KD_TUNE_MAX_MEGAPIXELS"
+DEFAULT_MAX_MEGAPIXELS = 50.0
+
+
 class ImageFileError(ValueError):
     """A file that cannot be decoded completely; core.data turns it into a UserError."""
+
+
+class ImageTooLargeError(ImageFileError):
+    """A file whose header declares more pixels than the limit: refused before anything is decoded."""
+
+
+def max_pixels() -> int:
+    """The pixel limit: $POLYP_KD_TUNE_MAX_MEGAPIXELS megapixels (default 50)."""
+    value = os.environ.get(MAX_MEGAPIXELS_ENV, "")
+    try:
+        megapixels = float(value) if value else DEFAULT_MAX_MEGAPIXELS
+    except ValueError:
+        megapixels = -1.0
+    if not megapixels > 0:
+        raise ImageFileError(f"${MAX_MEGAPIXELS_ENV}={value!r} is not a number of megapixels > 0")
+    return int(megapixels * 1_000_000)
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -37,13 +62,38 @@ def image_size(path: Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
                 return int(page.imagewidth), int(page.imagelength)
-        with Image.open(path) as image:
+        with _header_only(), Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _SWAPPING_ORIENTATIONS:
+            if _orientation(image) in _SWAPPING_ORIENTATIONS:
                 return height, width
             return width, height
     except Exception as err:  # noqa: BLE001 - every decoder has its own exception types; all mean "not readable"
         raise ImageFileError(_reason(err)) from None
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation, from what precedes the pixels: Pillow's getexif() on a PNG decodes every pixel
+    to look for an eXIf chunk after them, so a PNG's is read only where it comes first."""
+    if image.format != "PNG":
+        return image.getexif().get(_EXIF_ORIENTATION)
+    raw = image.info.get("exif")
+    if not raw:
+        return None
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(_EXIF_ORIENTATION)
+
+
+@contextlib.contextmanager
+def _header_only() -> Iterator[None]:
+    # Pillow refuses to open a file declaring over 179 MP (a decompression bomb) before telling its size;
+    # reading the header allocates nothing, and decode() compares the size with this project's own limit.
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def decode(path: Path) -> np.ndarray:
@@ -51,6 +101,12 @@ def decode(path: Path) -> np.ndarray:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Some library switched Pillow to filling truncated files with grey: the check below would pass.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated files would go unnoticed")
+    width, height = image_size(path)  # the header only: nothing is allocated for the pixels yet
+    if width * height > max_pixels():
+        raise ImageTooLargeError(
+            f"its header declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), over the "
+            f"{max_pixels() / 1e6:g} MP limit; resize it, or raise ${MAX_MEGAPIXELS_ENV}"
+        )
     try:
         array = _decode_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _decode_pil(path)
     except ImageFileError:

@@ -387,3 +387,52 @@ def test_real_polyp_data_decodes_completely_with_plausible_masks():
     report = check_files(data)
     assert report.files == 2 * (len(data.train) + sum(len(p) for p in data.test_sets.values()))
     assert 0.05 < report.train_foreground < 0.3 and report.warning() is None
+
+
+def _png_declaring(path, width, height):
+    """A PNG whose header declares width x height but which holds almost no pixel data (a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def _tiff_declaring(path, width, height):
+    """A small TIFF whose width and length tags are then rewritten to declare width x height."""
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((16, 16), np.uint8))
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages.first.tags["ImageWidth"].overwrite(width)
+        tif.pages.first.tags["ImageLength"].overwrite(height)
+    return path
+
+
+@pytest.mark.parametrize("write", [_png_declaring, _tiff_declaring])
+def test_an_image_declaring_too_many_pixels_is_refused_before_it_is_decoded(write, tmp_path, monkeypatch):
+    from core import image_files
+
+    def never(path):
+        raise AssertionError("decoded: the header check came too late")
+
+    monkeypatch.setattr(image_files, "_decode_pil", never)
+    monkeypatch.setattr(image_files, "_decode_tiff", never)
+    path = write(tmp_path / f"huge{'.png' if write is _png_declaring else '.tif'}", 40000, 40000)
+    assert path.stat().st_size < 10_000
+    with pytest.raises(UserError) as info:
+        read_image(path)
+    assert str(info.value) == (
+        f"{path}: its header declares 40000x40000 pixels (1600 MP), over the 50 MP limit; resize it, or raise "
+        "$POLYP_KD_TUNE_MAX_MEGAPIXELS"
+    )
+    with pytest.raises(UserError, match="over the 50 MP limit"):
+        read_mask(path)
+    monkeypatch.setenv("POLYP_KD_TUNE_MAX_MEGAPIXELS", "2000")  # raised: the decoder is reached
+    with pytest.raises(UserError, match="decoded: the header check came too late"):
+        read_image(path)
