@@ -209,13 +209,28 @@ def test_demo_port_0_serves_on_a_free_port_and_prints_its_url(export_dir, capsys
     launched = {}
     stand_in = types.ModuleType("core.demo")  # what tune.best imports; Gradio itself is not started here
     stand_in.build_demo = lambda predictor: "app"
-    stand_in.launch = lambda app, host, port: launched.update(host=host, port=port)
+    stand_in.launch = lambda app, host, port, auth: launched.update(host=host, port=port, auth=auth)
     monkeypatch.setitem(sys.modules, "core.demo", stand_in)
     best_cli.main(["demo", "--model", str(export_dir), "--port", "0"])
     port = launched["port"]
     assert port > 0 and launched["host"] == "127.0.0.1"
     assert f"at http://127.0.0.1:{port}/" in capsys.readouterr().out
     assert best_cli.demo_port("127.0.0.1", None) is None  # no --port: Gradio's first free one from 7860
+    assert launched["auth"] is None  # on this machine only: no login needed
+
+
+def test_demo_beyond_this_machine_needs_a_login(export_dir, capsys, monkeypatch):
+    launched = {}
+    stand_in = types.ModuleType("core.demo")
+    stand_in.build_demo = lambda predictor: "app"
+    stand_in.launch = lambda app, host, port, auth: launched.update(host=host, auth=auth)
+    monkeypatch.setitem(sys.modules, "core.demo", stand_in)
+    for extra, problem in (([], "without a login; pass --auth USER:PASS"), (["--auth", "alice"], "expected USER:PASS")):
+        with pytest.raises(SystemExit) as info:
+            best_cli.main(["demo", "--model", str(export_dir), "--host", "0.0.0.0", "--port", "0", *extra])
+        assert info.value.code == 2 and problem in capsys.readouterr().err and not launched
+    best_cli.main(["demo", "--model", str(export_dir), "--host", "0.0.0.0", "--port", "0", "--auth", "alice:s3cret"])
+    assert launched == {"host": "0.0.0.0", "auth": ("alice", "s3cret")}
 
 
 def test_predict_files_names_two_inputs_with_one_stem(onnx_predictor, demo_root, tmp_path):
@@ -239,6 +254,18 @@ def test_demo_segment_handles_colour_grey_and_alpha_images(onnx_predictor, demo_
     assert segment(onnx_predictor, None)[:2] == (None, None)
 
 
+def test_demo_reads_an_upload_from_its_file_with_the_pixel_cap_and_names_no_server_path(onnx_predictor, tmp_path):
+    import gradio as gr
+    from test_data import _png_declaring
+
+    from core.demo import segment
+
+    upload = _png_declaring(tmp_path / "upload.png", 12000, 12000)  # a few bytes declaring 144 MP
+    with pytest.raises(gr.Error) as info:
+        segment(onnx_predictor, str(upload))
+    assert "over the 50 MP limit" in info.value.message and str(tmp_path) not in info.value.message
+
+
 def test_demo_app_serves_the_page_and_segments_an_upload_offline(onnx_predictor, demo_root, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     from gradio_client import Client, handle_file
@@ -247,12 +274,13 @@ def test_demo_app_serves_the_page_and_segments_an_upload_offline(onnx_predictor,
 
     demo = build_demo(onnx_predictor)
     assert demo.analytics_enabled is False  # no version check or analytics call home
+    assert demo.delete_cache == (600, 600)  # uploads and results are forgotten
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     launch(demo, host="127.0.0.1", port=port, block=False)
     try:
-        assert not demo.share
+        assert not demo.share and demo.max_file_size == 20 * 1024 * 1024  # a larger upload is refused
         url = f"http://127.0.0.1:{port}/"
         html = urllib.request.urlopen(url, timeout=60).read().decode()
         assert "Polyp segmentation demo" in html

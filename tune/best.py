@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import socket
 import sys
 from collections.abc import Sequence
@@ -355,12 +356,35 @@ def predict(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> None:
     port = demo_port(args.host, args.port)  # before gradio's seconds of importing, and before the model loads
+    auth = demo_auth(args.host, args.auth)
     from core.demo import build_demo, launch  # gradio takes seconds to import: only for this command
 
     predictor = Predictor(args.model, runtime=args.runtime, device=args.device)
     where = f" at http://{args.host}:{port}/" if port is not None else ""
     print(f"serving {predictor.describe()}{where}; Ctrl-C stops it", flush=True)
-    launch(build_demo(predictor), host=args.host, port=port)
+    launch(build_demo(predictor), host=args.host, port=port, auth=auth)
+
+
+def demo_auth(host: str, auth: str | None) -> tuple[str, str] | None:
+    """(user, password) from --auth USER:PASS; required when the demo listens beyond this machine."""
+    if auth is None:
+        if not _is_loopback(host):
+            raise UserError(
+                f"--host {host}: the demo would be open to your network without a login; pass --auth USER:PASS "
+                f"(or serve on 127.0.0.1)"
+            )
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise UserError("--auth: expected USER:PASS, both not empty")
+    return user, password
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+    except (socket.gaierror, ValueError):
+        return False
 
 
 def demo_port(host: str, port: int | None) -> int | None:
@@ -446,11 +470,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             p.add_argument("--batch-size", type=int, default=8)
         else:
             p.add_argument(
-                "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes the demo to your network)"
+                "--host",
+                default="127.0.0.1",
+                help="address to listen on (0.0.0.0 exposes the demo to your network: --auth then)",
             )
             p.add_argument(
                 "--port", type=int, help="port (default: the first free one from 7860; 0: any free one, printed)"
             )
+            p.add_argument("--auth", help="USER:PASS login; required when --host is not this machine (127.0.0.1)")
     args = parser.parse_args(argv)
     with cli_errors():
         if args.command == "predict":
