@@ -7,7 +7,8 @@ usage() {
 usage: ./launch.sh [--dry-run] [--cluster FILE] [--storage URI] COMMAND [ARGS]
 
 commands:
-  up                          start (or update) the cluster: ray up
+  up                          start (or update) the cluster: ray up; writes the cluster's Ray token to
+                              .ray_auth_token first (owner-only, git-ignored) when there is none
   data [DIR]                  copy the dataset (default ./dataset) to every running node
                               (new nodes get ./dataset from cluster.yaml's file_mounts)
   sweep --space FILE [ARGS]   submit `python -m tune.search --space FILE ARGS` as a Ray job; a teacher
@@ -34,6 +35,8 @@ STORAGE="${POLYP_KD_STORAGE:-}"
 DASHBOARD=http://127.0.0.1:8265
 REMOTE_DATA='~/polyp-kd-data'
 LAST_JOB_FILE=.launch_last_job
+TOKEN_FILE=.ray_auth_token
+NAME_RULE='^[A-Za-z0-9][A-Za-z0-9._-]*$'
 
 die() { echo "error: $*" >&2; exit 2; }
 run() {
@@ -47,6 +50,11 @@ need_cluster_file() { [[ -f $CLUSTER ]] || die "$CLUSTER: cluster config not fou
 need_storage() {
   [[ -n $STORAGE ]] || die "no shared storage: pass --storage s3://bucket/path or set POLYP_KD_STORAGE"
 }
+need_token() {
+  [[ -s $TOKEN_FILE ]] || die "$TOKEN_FILE: no Ray token here; ./launch.sh up writes it (the cluster needs the same one)"
+}
+# A value that goes into a remote shell or a local path: letters, digits, '.', '_', '-' only.
+need_name() { [[ $2 =~ $NAME_RULE ]] || die "$1 '$2': use letters, digits, '.', '_' or '-' (starting with a letter or digit)"; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -64,6 +72,13 @@ command=$1; shift
 case $command in
   up)
     need_cluster_file
+    if [[ ! -s $TOKEN_FILE ]]; then
+      if [[ $DRY_RUN == 1 ]]; then
+        echo "# would write a new Ray token to $TOKEN_FILE (owner-only)"
+      else
+        (umask 077 && "$PYTHON" -c "import secrets; print(secrets.token_hex(32))" > "$TOKEN_FILE")
+      fi
+    fi
     run ray up -y "$CLUSTER"
     ;;
   data)
@@ -75,6 +90,7 @@ case $command in
   sweep)
     need_cluster_file
     need_storage
+    [[ $DRY_RUN == 1 ]] || need_token
     space=""
     teacher=()
     args=("$@")
@@ -92,7 +108,8 @@ case $command in
       run "$PYTHON" -m tune.cluster.storage upload "${upload%%$'\t'*}" "${upload#*$'\t'}"
       args+=(--teacher "${upload#*$'\t'}")
     fi
-    # The dashboard port of the head, forwarded to this machine for the job API.
+    # The dashboard port of the head, forwarded to this machine for the job API, which wants the token.
+    export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$PWD/$TOKEN_FILE"
     run ray dashboard "$CLUSTER" --port-forward 8265 &
     forward=$!
     trap 'kill $forward 2>/dev/null || true' EXIT
@@ -100,25 +117,27 @@ case $command in
     job_id="polyp-kd-$(date +%Y%m%d-%H%M%S)"
     run ray job submit --address "$DASHBOARD" --submission-id "$job_id" --no-wait \
       --working-dir . \
-      --runtime-env-json '{"excludes": [".venv", "results", "dataset", ".git"]}' \
+      --runtime-env-json '{"excludes": [".venv", "results", "dataset", ".git", ".ray_auth_token", ".env", "wandb"]}' \
       -- python -m tune.search --address auto --storage "$STORAGE" --set data_root="$REMOTE_DATA" "${args[@]}"
     [[ $DRY_RUN == 1 ]] || echo "$job_id" > "$LAST_JOB_FILE"
     echo "submitted $job_id; follow it with ./launch.sh logs $job_id"
     ;;
   status)
     need_cluster_file
-    run ray exec "$CLUSTER" "ray status && ray job list --address http://127.0.0.1:8265"
+    run ray exec "$CLUSTER" "export RAY_AUTH_MODE=token; ray status && ray job list --address http://127.0.0.1:8265"
     ;;
   logs)
     need_cluster_file
     job_id=${1:-$( [[ -f $LAST_JOB_FILE ]] && cat "$LAST_JOB_FILE" || true)}
     [[ -n $job_id ]] || die "no job id given and none submitted from here; see ./launch.sh status"
-    run ray exec "$CLUSTER" "ray job logs --follow --address http://127.0.0.1:8265 $job_id"
+    need_name "job id" "$job_id"
+    run ray exec "$CLUSTER" "RAY_AUTH_MODE=token ray job logs --follow --address http://127.0.0.1:8265 $job_id"
     ;;
   fetch)
     need_storage
     [[ $# -ge 1 ]] || die "fetch needs a sweep name, e.g. ./launch.sh fetch kd"
     sweep=$1
+    need_name "sweep" "$sweep"
     dest=${2:-results/$sweep}
     case $STORAGE in
       s3://*) run aws s3 sync "${STORAGE%/}/$sweep" "$dest" ;;

@@ -54,6 +54,65 @@ def test_cluster_shape_head_runs_no_trials_and_workers_are_spot_gpus():
 AWS_INSTANCES = {"g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.12xlarge": (48, 4), "g5.48xlarge": (192, 8)}
 
 
+def test_the_control_plane_is_closed():
+    """Ray's ports reachable by nobody without the cluster's token; the dashboard on the head's loopback (the
+    job API goes through launch.sh's SSH tunnel); SSH only from a stated range; the workers' profile is not
+    the head's; git-ignored files and the token never ship with the code."""
+    config = load_cluster()
+    head_start, worker_start = config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    assert all(
+        "RAY_AUTH_MODE=token ray start" in c and "chmod 600 ~/.ray/auth_token" in c for c in (head_start, worker_start)
+    )
+    assert config["file_mounts"]["~/.ray/auth_token"] == "./.ray_auth_token"
+    assert ".ray_auth_token" in (ROOT / ".gitignore").read_text().split()
+    assert config["rsync_filter"] == [".gitignore"] and "/.ray_auth_token" in config["rsync_exclude"]
+    (rule,) = config["provider"]["security_group"]["IpPermissions"]
+    assert (rule["FromPort"], rule["ToPort"]) == (22, 22) and all(r["CidrIp"] != "0.0.0.0/0" for r in rule["IpRanges"])
+    nodes = config["available_node_types"]
+    head_profile = nodes[config["head_node_type"]]["node_config"]["IamInstanceProfile"]["Name"]
+    worker_profiles = {
+        n["node_config"]["IamInstanceProfile"]["Name"] for k, n in nodes.items() if k != config["head_node_type"]
+    }
+    assert worker_profiles == {"polyp-kd-tune-worker"} and head_profile == "polyp-kd-tune-head"
+
+
+def test_up_writes_an_owner_only_token_once_and_a_sweep_needs_it(tmp_path):
+    work = tmp_path / "checkout"
+    work.mkdir()
+    for name in ("launch.sh", "cluster.yaml"):
+        (work / name).write_bytes((ROOT / name).read_bytes())
+    (work / "launch.sh").chmod(0o755)
+    fake_bin = tmp_path / "bin"  # a `ray` that only records how it was called
+    fake_bin.mkdir()
+    (fake_bin / "ray").write_text('#!/bin/sh\necho "ray $*" >> "$RAY_CALLS"\n')
+    (fake_bin / "ray").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "RAY_CALLS": str(tmp_path / "calls"),
+        "PYTHON": sys.executable,
+    }
+    run = subprocess.run([str(work / "launch.sh"), "up"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    token = work / ".ray_auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) == 64
+    assert token.read_text().strip() not in run.stdout + run.stderr  # never printed
+    first = token.read_text()
+    subprocess.run([str(work / "launch.sh"), "up"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert token.read_text() == first  # kept: the running cluster has it
+    token.unlink()
+    out = subprocess.run(
+        [str(work / "launch.sh"), "--storage", "s3://b", "sweep", "--space", "x.yaml"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "no Ray token here; ./launch.sh up writes it" in out.stderr
+
+
 def test_worker_resources_match_their_instance_types():
     for worker in cluster_shape().workers:
         assert (worker.cpu, worker.gpu) == AWS_INSTANCES[worker.instance], worker
@@ -195,6 +254,8 @@ def test_dry_run_data_syncs_to_every_node(demo_root):
         ),
         (["data", "/nonexistent"], "no TrainDataset"),
         (["bogus"], "unknown command 'bogus'"),
+        (["logs", "x; rm -rf ~"], "job id 'x; rm -rf ~': use letters, digits"),  # never pasted into a remote shell
+        (["--storage", "s3://b", "fetch", "../x"], "sweep '../x': use letters, digits"),  # never outside results/
     ],
 )
 def test_errors_are_one_clear_line(args, message):
