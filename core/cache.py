@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -30,7 +31,8 @@ from tqdm import tqdm
 from core.checkpoint import resolve_checkpoint_path
 from core.config import TrainConfig
 from core.data import SamplePair, normalize, read_image, read_mask, to_tensor
-from core.files import atomic_folder, default_cache_dir
+from core.errors import UserError
+from core.files import CACHE_ENV, atomic_folder, default_cache_dir
 
 # 2: files decoded completely (truncation is an error), 0/1 masks read as binary, TIFFs via tifffile.
 # 3: a mask drawn only in the alpha channel is read from it (was all background).
@@ -81,6 +83,7 @@ def decoded_samples(
 
     def build(tmp: Path) -> None:
         n = len(pairs)
+        require_free_disk(tmp, n * img_size * img_size * 4, f"decoded images ({n} at {img_size}px)")
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.uint8, (n, img_size, img_size, 3))
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, img_size, img_size))
         for i, pair in enumerate(
@@ -136,6 +139,7 @@ def teacher_logits(
     def build(tmp: Path) -> None:
         teacher = load_frozen_teacher(str(teacher_checkpoint), device)
         n, size = samples.images.shape[:2]
+        require_free_disk(tmp, n * size * size * 2, f"teacher logits ({n} at {size}px)")
         out = np.lib.format.open_memmap(tmp / "logits.npy", "w+", np.float16, (n, size, size))
         amp = device.type == "cuda"
         with torch.no_grad():
@@ -153,6 +157,20 @@ def teacher_logits(
 
     build_once(folder, build)
     return np.load(folder / "logits.npy", mmap_mode="r")
+
+
+def require_free_disk(folder: Path, needed: int, what: str) -> None:
+    """One UserError, before anything is allocated, when `folder`'s disk has less than `needed` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(
+            f"{folder.parent}: the cache of {what} needs {_size(needed)} and its disk has {_size(free)} free; free "
+            f"some space, or point cache_dir (or ${CACHE_ENV}) at a larger disk"
+        )
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
 
 
 def build_once(folder: Path, build: Callable[[Path], None]) -> None:

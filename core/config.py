@@ -59,10 +59,17 @@ def _compiles(pattern: str) -> bool:
     return True
 
 
+# Upper bounds that stop a typo (img_size: 100000) before it reaches an allocation: far above any real use.
+MAX_IMG_SIZE = 2048
+MAX_BATCH_SIZE = 4096
+
 # The rules a value must meet beyond its type; each text completes "<key>: must be ..., got <value>".
 ImgSize = Annotated[
     Integer,
-    must(lambda v: v >= 32 and v % 32 == 0, "a multiple of 32 (U-Net encoders downsample 5 times), at least 32"),
+    must(
+        lambda v: 32 <= v <= MAX_IMG_SIZE and v % 32 == 0,
+        f"a multiple of 32 (U-Net encoders downsample 5 times), from 32 to {MAX_IMG_SIZE}",
+    ),
 ]
 Backbone = Annotated[
     str,
@@ -98,7 +105,7 @@ class TrainConfig:
     encoder_weights: Annotated[OptionalText, one_of(ENCODER_WEIGHTS)] = "imagenet"
     teacher_checkpoint: OptionalText = field(default=None, metadata={"teacher_only": True})
     img_size: ImgSize = 320
-    batch_size: Annotated[Integer, at_least(1)] = 8
+    batch_size: Annotated[Integer, between(1, MAX_BATCH_SIZE)] = 8
     epochs: Annotated[Integer, at_least(1)] = 50
     learning_rate: Annotated[Number, above(0)] = 1e-4
     weight_decay: Annotated[Number, at_least(0)] = 1e-4

@@ -150,3 +150,16 @@ def test_a_truncated_training_image_fails_the_cache_build_by_name(pairs, tmp_pat
     # Nothing half-built is left to be mapped later, and the lock is free for the next build.
     assert [p.name for p in (tmp_path / "cache" / "decoded").iterdir() if p.is_dir()] == []
     assert decoded_samples(pairs, 64, tmp_path / "cache").images.shape[0] == len(pairs)
+
+
+def test_a_cache_larger_than_the_free_disk_is_one_error_before_anything_is_allocated(pairs, tmp_path, monkeypatch):
+    class Tiny:
+        free = 1000  # bytes
+
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: Tiny)
+    monkeypatch.setattr(cache.np.lib.format, "open_memmap", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(
+        UserError, match=r"the cache of decoded images \(\d+ at 64px\) needs 0\.\d MB and its disk has 0\.0 MB free"
+    ):
+        decoded_samples(pairs, 64, tmp_path)
+    assert not list((tmp_path / "decoded").glob("*/images.npy"))

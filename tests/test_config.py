@@ -95,6 +95,11 @@ def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(values
         ({"alpha": 1.5}, "alpha: must be in [0, 1], got 1.5"),
         ({"val_fraction": 1.0}, "val_fraction: must be in (0, 1), got 1.0"),
         ({"img_size": 100}, "img_size: must be a multiple of 32"),
+        (
+            {"img_size": 100000},
+            "img_size: must be a multiple of 32 (U-Net encoders downsample 5 times), from 32 to 2048",
+        ),
+        ({"batch_size": 10**9}, "batch_size: must be in [1, 4096], got 1000000000"),
         ({"kd_loss": "kl"}, "kd_loss: must be one of bce, mse, got 'kl'"),
         ({"encoder_weights": "ssl"}, "encoder_weights: must be one of imagenet, null, got 'ssl'"),
         ({"experiment_name": "a b"}, "experiment_name: must be letters, digits"),

@@ -112,7 +112,8 @@ def test_bad_space_is_one_clear_error(tmp_path, path_keys, value, message):
     [
         (["search", "num_sample"], 4, "search.num_sample: unknown key; known keys: num_samples, max_concurrent_trials"),
         (["search", "num_samples"], "abc", "search.num_samples: expected an integer, got 'abc'"),
-        (["search", "num_samples"], 0, "search.num_samples: must be >= 1, got 0"),
+        (["search", "num_samples"], 0, "search.num_samples: must be in [1, 100000], got 0"),
+        (["search", "num_samples"], 10**9, "search.num_samples: must be in [1, 100000], got 1000000000"),
     ],
 )
 def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(tmp_path, path_keys, value, message):

@@ -116,9 +116,12 @@ def parameter_specs(parameters: list[Parameter]) -> dict[str, Parameter]:
     return specs
 
 
+MAX_NUM_SAMPLES = 100_000  # trials per arm: --plan and the study are sized by it before anything runs
+
+
 @dataclass
 class SearchSettings:
-    num_samples: Annotated[Integer, at_least(1)] = 8
+    num_samples: Annotated[Integer, between(1, MAX_NUM_SAMPLES)] = 8
     max_concurrent_trials: Annotated[Integer, at_least(1)] = 2
     seed: Integer = 0
     max_failures: Annotated[Integer, at_least(0)] = 2
