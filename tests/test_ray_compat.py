@@ -45,6 +45,8 @@ from core.config import TrainConfig
 from tune.objective import Objective
 from tune.records import EPOCH_FILE
 from tune.sweep.ray_compat.conventions import (
+    AUTH_TOKEN_FILE,
+    AUTH_TOKEN_PATH_ENV,
     EXPERIMENT_STATE,
     RESULT_FILE,
     SEARCHER_STATE,
@@ -210,6 +212,24 @@ def test_ray_reads_the_state_file_with_the_greatest_name_not_the_newest_one(tmp_
     assert Path(_find_newest_experiment_checkpoint(str(tmp_path))).name == newest_state_file(listed, EXPERIMENT_STATE)
     expected = newest_state_file(listed, SEARCHER_STATE)
     assert _load_newest_checkpoint(str(tmp_path), SEARCHER_STATE) == {"stamp": expected.split("-", 2)[2][:-4]}
+
+
+def test_a_local_ray_writes_its_auth_token_where_conventions_say_and_the_sweep_makes_it_owner_only(
+    tmp_path, monkeypatch
+):
+    from ray._private.authentication import authentication_token_setup as token_setup
+
+    from tune.sweep.pipeline import owner_only_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert token_setup._get_default_token_path() == Path.home().joinpath(*AUTH_TOKEN_FILE)
+    monkeypatch.delenv(AUTH_TOKEN_PATH_ENV, raising=False)
+    token = Path.home().joinpath(*AUTH_TOKEN_FILE)
+    token.parent.mkdir()
+    token.write_text("secret")
+    token.chmod(0o644)  # as Ray leaves it under the usual umask
+    owner_only_token()
+    assert token.stat().st_mode & 0o777 == 0o600
 
 
 def test_rungs_are_rays_milestones():

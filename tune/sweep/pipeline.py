@@ -4,6 +4,7 @@ prepare → search → select → verdict → finish, each resumable; Ctrl-C or 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -43,6 +44,7 @@ from tune.sweep.console import ray_output
 from tune.sweep.finish import finish
 from tune.sweep.latency import check_budget, measure_students, write_latencies
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
+from tune.sweep.ray_compat.conventions import AUTH_TOKEN_FILE, AUTH_TOKEN_PATH_ENV
 from tune.sweep.runtime import SweepInterrupted, SweepRun
 from tune.sweep.search import completed_search, search
 from tune.sweep.select import select
@@ -204,6 +206,15 @@ def run_stages(
         return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
 
 
+def owner_only_token() -> None:
+    """Make Ray's auth token file readable by its owner only (Ray writes it with the umask's mode): whoever
+    reads it can run code on every Ray this user starts."""
+    path = Path(os.environ.get(AUTH_TOKEN_PATH_ENV) or Path.home().joinpath(*AUTH_TOKEN_FILE))
+    with contextlib.suppress(OSError):  # no token (authentication off), or a file this user does not own
+        if path.is_file() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 def run_in_ray(
     space: SearchSpace,
     paths: SweepPaths,
@@ -224,6 +235,7 @@ def run_in_ray(
         configure_logging=True,
         logging_level=logging.WARNING,
     )
+    owner_only_token()
     signals.install()  # again: ray.init installs a SIGTERM handler of its own that aborts the driver
     try:
         signals.check()  # a signal during ray.init

@@ -67,6 +67,15 @@ TUNE_STOP_SIGNAL = signal.SIGUSR1
 TUNE_STOP_WAIT_S = 5.0
 
 
+# --- token authentication ------------------------------------------------------------------------------------
+# A local ray.init turns token authentication on and, where no token exists, writes one to this file under the
+# home folder with the process's umask, readable by everyone as a rule
+# (_private.authentication.authentication_token_setup._get_default_token_path and the writer above it);
+# RAY_AUTH_TOKEN_PATH names another file.
+AUTH_TOKEN_FILE = (".ray", "auth_token")
+AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+
+
 # --- W&B -----------------------------------------------------------------------------------------------------
 
 
