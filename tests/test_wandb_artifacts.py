@@ -21,7 +21,7 @@ from tune import best as best_cli
 from tune.report.gallery import validation_gallery
 from tune.tracking.artifacts import gallery_images, report_artifact
 
-SWEEP = "kd demo"  # a space in it: artifact names and aliases take it as kd-demo
+SWEEP = "kd-demo"  # a sweep name (letters, digits, ".", "_", "-"): artifact names and aliases take it as is
 PROJECT = "polyp-kd-tune-tests"
 
 

@@ -148,11 +148,12 @@ def relative(path: str | None, sweep_dir: Path | None) -> str:
 
 
 def resolve(path: str, sweep_dir: Path) -> str:
-    """Inverse of `relative`: a path recorded in the sweep folder, made usable from here. A record names only
-    places inside the sweep folder (or a storage URI): any other path is one UserError, never followed."""
-    if not path or "://" in path:
+    """Inverse of `relative`: a path recorded in the sweep folder, made usable from here. A relative path must
+    stay inside the sweep folder (one that climbs out with `..` is one UserError, never followed); an absolute
+    one is a location the sweep wrote itself (its shared storage, when that is a folder) and is used as is."""
+    if not path or "://" in path or posixpath.isabs(path):
         return path
-    full = os.path.normpath(path if posixpath.isabs(path) else os.path.join(sweep_dir, path))
+    full = os.path.normpath(os.path.join(sweep_dir, path))
     inside = os.path.normpath(os.path.abspath(sweep_dir))
     if os.path.commonpath([os.path.abspath(full), inside]) != inside:
         raise UserError(
