@@ -44,3 +44,15 @@ def test_incomplete_checkpoints_are_never_chosen(demo_root, tmp_path):
     assert newest_checkpoint_beside(FS, str(tmp_path / "checkpoint_000005")) == str(tmp_path / "checkpoint_000000")
     assert newest_checkpoint_beside(FS, str(tmp_path / "checkpoint_000000")) is None
     assert newest_checkpoint_beside(FS, str(tmp_path / "missing" / "checkpoint_000000")) is None
+
+
+def test_a_stage_stopped_before_rays_first_snapshot_starts_over_instead_of_restoring(tmp_path):
+    from tune.sweep.state_files import restorable
+
+    experiment = tmp_path / "trials"
+    assert not restorable(str(experiment))  # nothing there
+    experiment.mkdir()
+    (experiment / "tuner.pkl").write_bytes(b"\x80\x05N.")  # what Ray writes as a Tuner starts
+    assert not restorable(str(experiment))  # stopped before its first snapshot: nothing recorded to resume
+    (experiment / "experiment_state-2026-12-06_05-17-18.json").write_text("{}")
+    assert restorable(str(experiment))

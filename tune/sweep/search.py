@@ -38,6 +38,7 @@ from tune.sweep.state_files import (
     missing_rows,
     prepare_restore,
     reconcile_journal,
+    restorable,
 )
 from tune.sweep.study import INFEASIBLE_ATTR, LATENCY_ATTR, journal_storage, load_study, tpe_sampler
 
@@ -140,7 +141,7 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
         KeepGoodStateCopies(),
         *stage_callbacks(f"search {arm}", run.space.objective.metric, run.space.asha.max_t),
     ]
-    if tune.Tuner.can_restore(experiment):
+    if restorable(experiment):
         for note in prepare_restore(
             run.paths.sweep_dir, experiment, run.study_name(arm), run.space.objective.metric, run.space.asha.max_t
         ):

@@ -21,7 +21,7 @@ from tune.sweep.console import stage_callbacks
 from tune.sweep.ray_compat.experiment_state import recorded_trials
 from tune.sweep.ray_compat.tuner_restore import restore_tuner
 from tune.sweep.runtime import SweepInterrupted, SweepRun, run_config, trainable_for, wandb_callbacks
-from tune.sweep.state_files import KeepGoodStateCopies, prepare_restore
+from tune.sweep.state_files import KeepGoodStateCopies, prepare_restore, restorable
 
 
 def seed_plan(search_seed: int, selection: int, verdict: int) -> tuple[list[int], list[int]]:
@@ -129,7 +129,7 @@ def retrain(
         KeepGoodStateCopies(),
         *stage_callbacks("selection" if job_type == "confirm" else job_type, space.objective.metric),
     ]
-    if tune.Tuner.can_restore(experiment):
+    if restorable(experiment):
         for note in prepare_restore(run.paths.sweep_dir, experiment, None, space.objective.metric, space.asha.max_t):
             print(note)
         tuner = restore_tuner(experiment, trainable, callbacks)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import pyarrow.fs as pafs
 from optuna.trial import TrialState as OptunaTrialState
+from ray import tune
 from ray.tune import Callback
 
 from core.errors import UserError
@@ -44,6 +45,16 @@ if TYPE_CHECKING:
 
 GOOD_COPY_SUFFIX = ".good"  # not .json/.pkl: Ray's restore neither reads nor downloads it
 ENDED = ("TERMINATED", "ERROR")
+
+
+def restorable(experiment: str) -> bool:
+    """Whether the Ray experiment at `experiment` has a run to resume. Ray writes tuner.pkl as a Tuner starts
+    (what Tuner.can_restore looks for) but its first experiment snapshot only later: a run stopped in between
+    recorded no trial, and a new Tuner starts the stage over."""
+    if not tune.Tuner.can_restore(experiment):
+        return False
+    fs, root = _filesystem(experiment)
+    return _newest(fs, root, EXPERIMENT_STATE) is not None
 
 
 def prepare_restore(
