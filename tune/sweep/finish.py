@@ -13,7 +13,7 @@ from typing import Any
 
 from ray import tune
 
-from core.checkpoint import best_epoch
+from core.checkpoint import best_epoch, load_checkpoint
 from core.config import config_from_dict
 from core.data import discover
 from core.errors import UserError
@@ -256,10 +256,15 @@ def score_checkpoint(folder: str, data_root: str | None = None, test: dict[str, 
     """Score a trial checkpoint's best-validation weights on every test set present (unless its `test` scores
     are given); with its best epoch (from the checkpoint's history), as best.json records them."""
     path = Path(folder) / CHECKPOINT_FILE
-    model, state = load_model(str(path))
-    cfg = config_from_dict(state["config"], source=f"{path}: config")
-    data = discover(data_root or cfg.data_root)
-    report = test or evaluate_test_sets(model, data, cfg.img_size, cfg.batch_size, resolve_device("auto"))
+    if test is None:
+        model, state = load_model(str(path))
+        cfg = config_from_dict(state["config"], source=f"{path}: config")
+        data = discover(data_root or cfg.data_root)
+        test = evaluate_test_sets(model, data, cfg.img_size, cfg.batch_size, resolve_device("auto"))
+    else:  # scored already: only the record is read, no model built and no data listed again
+        state = load_checkpoint(path, mmap=True)
+        cfg = config_from_dict(state["config"], source=f"{path}: config")
+    report = test
     best = best_epoch(state["history"])
     if best is None:
         raise UserError(f"{path}: checkpoint has no training history (a trial's records every epoch it trained)")
@@ -268,7 +273,7 @@ def score_checkpoint(folder: str, data_root: str | None = None, test: dict[str, 
         "config": cfg.to_dict(),
         "architecture": state["architecture"],
         "test": report,
-        "synthetic_data": data.synthetic,
+        "synthetic_data": bool(report["synthetic"]),
         "best_val_dice": best["val_dice"],
         "best_val_iou": best["val_iou"],
         "best_epoch": best["epoch"],
