@@ -170,6 +170,14 @@ def config_from_dict(values: Mapping[str, Any], source: str = "config", at: str 
         "at least 2 at img_size 32 (BatchNorm needs more than one value per channel there)",
         cfg.batch_size,
     )
+    # A val_groups file under a random split would be read by nothing: the user believes videos are kept whole.
+    require(
+        cfg.val_groups is None or cfg.val_split == "grouped",
+        source,
+        dotted(at, "val_groups"),
+        "null unless val_split is grouped (a random split reads no groups: set val_split: grouped)",
+        cfg.val_groups,
+    )
     return cfg
 
 

@@ -422,7 +422,9 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--val-split", choices=VAL_SPLITS)
     split.add_argument("--val-fraction", type=float)
     split.add_argument("--split-seed", type=int)
-    split.add_argument("--val-groups", help="CSV of stem,group rows that replaces the found groups")
+    split.add_argument(
+        "--val-groups", help="CSV of stem,group rows that replaces the found groups (with --val-split grouped)"
+    )
     split.add_argument("--out", required=True, help="file to write the validation stems to")
     return parser
 
@@ -447,7 +449,7 @@ def _split_command(args: argparse.Namespace) -> None:
     }
     cfg = config_from_dict({k: v for k, v in given.items() if v is not None}, source="core.data split")
     train = discover(cfg.data_root).train
-    inputs = [("--val-groups file", cfg.val_groups)] if cfg.val_groups else []
+    inputs = [("data root", cfg.data_root), *([("--val-groups file", cfg.val_groups)] if cfg.val_groups else [])]
     out = check_output(args.out, split_file_kind(train), inputs)
     split = training_split(cfg, train)
     val = [p.stem for p in split.val]

@@ -38,7 +38,7 @@ from core.models import load_model, resolve_device
 
 # Beside metrics.json (which an export holds too): how --out knows an earlier evaluation it may replace.
 EVALUATION_MARKER = "EVALUATION.txt"
-EVALUATION_KIND = OutputKind("an evaluation folder", (EVALUATION_MARKER,))
+EVALUATION_KIND = OutputKind("an evaluation folder")
 
 
 @torch.no_grad()
@@ -212,8 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-visuals", type=int, default=16, help="overlays per test set")
     parser.add_argument(
         "--out",
-        help="output folder (default results/evaluate/<experiment_name>); replaced "
-        f"only if an earlier evaluation wrote it ({EVALUATION_MARKER})",
+        help="output folder (default results/evaluate/<experiment_name>); an earlier evaluation there is "
+        "replaced (files you added are kept), anything else refused",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=8)

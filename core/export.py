@@ -39,7 +39,7 @@ EXPORT_FILES = (WEIGHTS_FILENAME, CONFIG_FILENAME, METRICS_FILENAME, ONNX_FILENA
 # flip a thresholded pixel except right at the boundary.
 ONNX_TOLERANCE = 1e-3
 # What an earlier export holds, so that --out replaces only one (an evaluation folder has metrics.json too).
-EXPORT_KIND = OutputKind("an export folder", (METRICS_FILENAME, WEIGHTS_FILENAME))
+EXPORT_KIND = OutputKind("an export folder")
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,21 @@ Readers never see a half-written folder, and the result has normal permissions (
 creates mode 0700, which hides exports and caches from the other users of a shared machine).
 
 One rule for every command's --out (`check_output`, `output_folder`): an existing output is replaced only
-when this project wrote it as the same kind of output (a folder by its marker files, e.g. an export's
-metrics.json; an empty folder is fine), and an output never is, contains or lies inside one of the
-command's inputs or the sweep folder it reads. Paths are compared resolved (symlinks, `..`). A failure of
-the machine while writing (no permission, read-only, disk full, file too large) is one UserError naming
-the file, and the earlier output is left as it was.
+when this project wrote it as the same kind of output (a folder by its manifest, OUTPUT_MANIFEST, which lists
+every file the command wrote with its hash; an empty folder is fine), and an output never is, contains or
+lies inside one of the command's inputs or the sweep folder it reads. A rerun replaces only the files the
+manifest lists: files the user added are carried into the new folder, and one the user edited since, or one
+in the way of a new file, stops the rerun before anything changes. Paths are compared resolved (symlinks,
+`..`). A failure of the machine while writing (no permission, read-only, disk full, file too large) is one
+UserError naming the file, and the earlier output is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -33,25 +37,40 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path, replace: bool = True) -> Iterator[Path]:
+def atomic_folder(
+    path: str | Path, replace: bool = True, keep: Callable[[Path, Path], list[str]] | None = None
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it becomes `path` (replacing an existing
-    one when `replace`), on any exception it is deleted and `path` is left as it was."""
+    one when `replace`), on any exception it is deleted and `path` is left as it was.
+
+    `keep(old, new)` names the entries (relative paths) of the existing folder to carry into the new one
+    before the swap, so that only the rest is replaced; if moving them fails they are moved back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    moved: list[str] = []
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
             if not replace:
                 raise FileExistsError(f"{path} exists")
+            for rel in keep(path, tmp) if keep else []:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path / rel, tmp / rel)
+                moved.append(rel)
             old = path.with_name(f".{path.name}-old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
+            moved.clear()  # they are at `path` now, where they were
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     finally:
+        for rel in reversed(moved):  # a failure before the swap: the user's files go back where they were
+            with contextlib.suppress(OSError):
+                (path / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / rel, path / rel)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -75,25 +94,100 @@ def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
     return Path(path)
 
 
+OUTPUT_MANIFEST = ".polyp-kd-tune-output.json"
+
+
 @dataclass(frozen=True)
 class OutputKind:
-    """A kind of output this project writes, and how to tell one it wrote: a folder by the marker files
-    every such folder holds; a file by `recognise` (None when it is one, else why it is not)."""
+    """A kind of output this project writes, and how to tell one it wrote: a folder by its OUTPUT_MANIFEST
+    (written by `output_folder`, naming this kind); a file by `recognise` (None when it is one, else why not)."""
 
     name: str  # with its article: "an export folder"
-    markers: tuple[str, ...] = ()
     recognise: Callable[[Path], str | None] | None = None
 
     def why_not_replaceable(self, path: Path) -> str | None:
-        """None when `path` may be replaced: absent, an empty folder, or an output of this kind."""
+        """None when `path` may be replaced: absent, an empty folder, or an output of this kind whose files
+        are as this project wrote them (the files the user added beside them are kept: `output_folder`)."""
         if not path.exists():
             return None
         if self.recognise is not None:
             return "a folder" if path.is_dir() else self.recognise(path)
         if not path.is_dir():
             return "a file"
-        missing = [m for m in self.markers if not (path / m).is_file()]
-        return f"no {missing[0]}" if missing and any(path.iterdir()) else None
+        if not any(path.iterdir()):
+            return None
+        manifest = read_manifest(path)
+        if manifest is None:
+            return f"no {OUTPUT_MANIFEST}: this project did not write it"
+        if manifest.get("kind") != self.name:
+            return f"its {OUTPUT_MANIFEST} says {manifest.get('kind')}"
+        for rel, expected in manifest["files"].items():
+            if _file_record(path / rel) not in (expected, None):
+                return f"{rel} changed since it was written"
+        return None
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The OUTPUT_MANIFEST of `folder` ({"kind": ..., "files": {relative path: {size, sha256}}}), or None
+    where there is none or it is not one (then nothing in the folder counts as this project's)."""
+    try:
+        manifest = json.loads((folder / OUTPUT_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return None
+    return manifest
+
+
+def _file_record(path: Path) -> dict[str, int | str] | None:
+    """Size and SHA-256 of a regular file (not followed through a link); None when there is none."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every file, link and folder under `folder`, relative, parents first (links are not followed)."""
+    found: list[str] = []
+    for top, dirs, files in os.walk(folder):
+        found.extend(str((Path(top) / name).relative_to(folder)) for name in sorted(dirs) + sorted(files))
+    return found
+
+
+def write_manifest(folder: Path, kind: OutputKind) -> None:
+    """Record every file and folder in `folder` as written by this project as `kind` (the last file written)."""
+    entries = _entries(folder)
+    record = {
+        "written_by": "polyp-kd-tune",
+        "kind": kind.name,
+        "files": {rel: record for rel in entries if (record := _file_record(folder / rel))},
+        "folders": [rel for rel in entries if (folder / rel).is_dir() and not (folder / rel).is_symlink()],
+    }
+    (folder / OUTPUT_MANIFEST).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def users_entries(old: Path, new: Path) -> list[str]:
+    """The entries of an earlier output `old` that its manifest does not list (what the user put there), to
+    carry into `new`: the topmost of each (a folder of their own moves whole). One in the way of a new
+    output's file or folder is a UserError, and nothing has moved yet."""
+    manifest = read_manifest(old) or {"files": {}}
+    ours = {*manifest["files"], *manifest.get("folders", []), OUTPUT_MANIFEST}
+    theirs: list[str] = []
+    for rel in _entries(old):
+        if rel in ours or any(rel.startswith(f"{top}/") for top in theirs):
+            continue  # ours, or inside a folder of theirs that moves whole
+        theirs.append(rel)
+    clash = next((rel for rel in theirs if os.path.lexists(new / rel)), None)
+    if clash:
+        raise UserError(
+            f"{old / clash}: this project did not write it and the new output has a file of that name; move "
+            f"it away and run again (nothing was changed)"
+        )
+    return theirs
 
 
 def check_output(
@@ -139,12 +233,14 @@ def output_folder(
     allowed: Sequence[str | Path] = (),
     needed_bytes: int | None = None,
 ) -> Iterator[Path]:
-    """`check_output`, then `atomic_folder` at the resolved path. A failure of the machine while writing
-    becomes one UserError naming the file (and `needed_bytes`, the expected size, where known)."""
+    """`check_output`, then `atomic_folder` at the resolved path, with the manifest of what was written
+    added last and the files the user added to an earlier output carried over. A failure of the machine while
+    writing becomes one UserError naming the file (and `needed_bytes`, the expected size, where known)."""
     target = check_output(out, kind, protected, allowed)
     try:
-        with atomic_folder(target) as tmp:
+        with atomic_folder(target, keep=users_entries) as tmp:
             yield tmp
+            write_manifest(tmp, kind)
     except OSError as err:
         problem = write_failure(err, Path(out), needed_bytes)
         if problem is None:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 RUNTIMES = ("auto", "onnxruntime", "onnxruntime-int8", "pytorch")
 PREDICTIONS_CSV = "predictions.csv"
-PREDICTION_KIND = OutputKind("a prediction folder", (PREDICTIONS_CSV,))
+PREDICTION_KIND = OutputKind("a prediction folder")
 PREDICTION_COLOUR = (255, 0, 0)  # red, as core.evaluate draws predictions
 
 

@@ -180,9 +180,27 @@ def image_thumbnails(pairs: Sequence, cache_dir: str | Path | None = None) -> np
 
 
 def csv_groups(path: str | Path, stems: Sequence[str]) -> list[list[str]]:
-    """The groups a `val_groups` CSV names, over `stems`; a stem it does not list is a group of its own
-    (and a stem it lists that is not among `stems` is ignored: one file may cover more data)."""
-    return _labelled_groups(read_val_groups(path)[0], stems)
+    """The groups a `val_groups` CSV names, over `stems`; a stem it does not list is a group of its own.
+    A stem it lists that is no image's is a UserError naming it (a typo, or a file name with its extension,
+    would otherwise leave its frames in groups of one, unseen)."""
+    label_of = read_val_groups(path)[0]
+    check_listed_stems(path, label_of, stems)
+    return _labelled_groups(label_of, stems)
+
+
+def check_listed_stems(path: str | Path, label_of: dict[str, str], stems: Sequence[str]) -> None:
+    known = set(stems)
+    strangers = [stem for stem in label_of if stem not in known]
+    if not strangers:
+        return
+    shown = ", ".join(repr(s) for s in strangers[:3])
+    shown += f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
+    hint = (
+        "; write stems without the file extension"
+        if any(Path(s).suffix and Path(s).stem in known for s in strangers)
+        else "; list only this data root's training images (TrainDataset/images, names without extension)"
+    )
+    raise UserError(f"{path}: {len(strangers)} of {len(label_of)} stems name no training image: {shown}{hint}")
 
 
 def _labelled_groups(label_of: dict[str, str], stems: Sequence[str]) -> list[list[str]]:
@@ -422,6 +440,7 @@ def _split(
     sources = {stem: source_of(stem, source_pattern) for stem in by_stem}
     if how == "grouped" and val_groups is not None:
         label_of, listed = read_val_groups(val_groups)
+        check_listed_stems(val_groups, label_of, list(by_stem))
         groups = _labelled_groups(label_of, list(by_stem))
         sources.update((stem, source) for stem, source in listed.items() if stem in by_stem)
     elif how == "grouped":

@@ -18,7 +18,7 @@ from core.files import OutputKind, output_folder
 
 TEST_SET_NAMES = ("Kvasir", "CVC-ClinicDB", "CVC-ColonDB", "CVC-300", "ETIS-LaribPolypDB")
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.txt"
-DEMO_DATA_KIND = OutputKind("a demo data folder", (SYNTHETIC_MARKER,))
+DEMO_DATA_KIND = OutputKind("a demo data folder")
 
 # Split ids feed the per-sample seed. They are spelled out instead of taken from list positions so that adding or
 # reordering sets can never change the bytes of the ones that already exist.
@@ -439,8 +439,8 @@ def write_demo_dataset(out: str | Path, size: int = 64, n_train: int = 48, n_tes
     """Write the synthetic dataset in the PraNet layout under ``out`` and return ``out``.
 
     Layout: out/TrainDataset/{images,masks} and out/TestDataset/<name>/{images,masks} for each of TEST_SET_NAMES,
-    plus out/SYNTHETIC_MARKER. An existing ``out`` is replaced only if it is empty or earlier demo data (it
-    holds SYNTHETIC_MARKER); otherwise a UserError (core.files.check_output).
+    plus out/SYNTHETIC_MARKER. An existing ``out`` is replaced only if it is empty or earlier demo data this
+    project wrote (files added to it since are kept); otherwise a UserError (core.files.output_folder).
     """
     out = Path(out)
     if size < 8:

@@ -13,6 +13,7 @@ from core import export as export_module
 from core.checkpoint import WEIGHTS_FILENAME
 from core.errors import UserError
 from core.export import EXPORT_FILES, export_run
+from core.files import OUTPUT_MANIFEST
 from core.quantize import INT8_ONNX_FILENAME
 from tune import best as best_cli
 
@@ -31,7 +32,8 @@ def exported(student_export):
 def test_export_writes_every_file_and_others_can_read_it(exported):
     out, record = exported
     int8 = (INT8_ONNX_FILENAME,) if record["int8"]["written"] else ()  # decided on validation Dice
-    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES + int8)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*EXPORT_FILES, *int8, OUTPUT_MANIFEST))
+    assert set(json.loads((out / OUTPUT_MANIFEST).read_text())["files"]) == {*EXPORT_FILES, *int8}
     # tempfile.mkdtemp's 0700 must not survive the rename: group and others can list and read the folder.
     assert stat.S_IMODE(out.stat().st_mode) & 0o055 == 0o055
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044 for p in out.iterdir())
@@ -73,7 +75,7 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(run_checkpoint, tm
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    with pytest.raises(UserError, match=r"mine: not an export folder \(no metrics.json\); choose another --out"):
+    with pytest.raises(UserError, match=r"mine: not an export folder \(no .polyp-kd-tune-output.json: this project"):
         export_run(run_checkpoint, mine, device="cpu")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 

@@ -1,6 +1,7 @@
 """core/files.py's one rule for every --out (export, predict, evaluate, demo data, split): only an output of
-the same kind that this project wrote is replaced, never an input or a sweep folder, and a full disk or a
-read-only folder is one line with the earlier output left as it was."""
+the same kind that this project wrote is replaced (told by its manifest, not by file names), and of it only the
+files it wrote; never an input or a sweep folder; a full disk or a read-only folder is one line with the
+earlier output left as it was."""
 
 import errno
 import json
@@ -22,11 +23,13 @@ from core.data import main as data_cli
 from core.errors import UserError
 from core.evaluate import main as evaluate_cli
 from core.export import export_run
-from core.files import OutputKind, check_output
+from core.files import OUTPUT_MANIFEST, OutputKind, atomic_folder, check_output, output_folder
 from core.synthetic import SYNTHETIC_MARKER, write_demo_dataset
 from tune import best as best_cli
 
-KIND = OutputKind("an export folder", ("metrics.json", "model.pt"))
+KIND = OutputKind("an export folder")
+NOT_OURS = f"no {OUTPUT_MANIFEST}: this project did not write it"
+CHOOSE = "choose another --out or remove it"
 DEMO_ARGS = ["--size", "32", "--train", "2", "--test", "1"]
 
 
@@ -73,14 +76,20 @@ def run_dir(student_checkpoint, tmp_path):
     return run
 
 
+def written_by_us(folder: Path, kind: OutputKind, files: dict[str, str]) -> Path:
+    """A folder `output_folder` wrote as `kind`, holding `files` (relative path: text), with its manifest."""
+    with output_folder(folder, kind) as tmp:
+        for name, text in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(text)
+    return folder
+
+
 @pytest.fixture()
 def old_export(tmp_path):
     """What replacing an export may not touch when it fails: an earlier export's files (stand-ins)."""
-    old = tmp_path / "export"
-    old.mkdir()
-    for name, text in (("metrics.json", "{}"), ("model.pt", "weights"), ("MODEL_CARD.md", "# card")):
-        (old / name).write_text(text)
-    return old
+    files = {"metrics.json": "{}", "model.pt": "weights", "MODEL_CARD.md": "# card"}
+    return written_by_us(tmp_path / "export", export_module.EXPORT_KIND, files)
 
 
 @pytest.fixture(scope="module")
@@ -102,24 +111,73 @@ def image(demo_root, tmp_path):
 
 def test_absent_empty_and_own_folders_may_be_written(tmp_path):
     (tmp_path / "empty").mkdir()
-    (tmp_path / "own").mkdir()
-    for name in KIND.markers:
-        (tmp_path / "own" / name).write_text("{}")
+    written_by_us(tmp_path / "own", KIND, {"metrics.json": "{}"})
     for name in ("absent", "empty", "own"):
         assert check_output(tmp_path / name, KIND) == (tmp_path / name).resolve()
 
 
-def test_a_folder_without_the_marker_or_a_file_is_refused_naming_it(tmp_path):
+def test_a_folder_without_a_manifest_a_file_or_another_kind_is_refused_naming_it(tmp_path):
     user_folder(tmp_path / "mine")
     with pytest.raises(UserError) as info:
         check_output(tmp_path / "mine", KIND)
-    assert (
-        str(info.value) == f"{tmp_path / 'mine'}: not an export folder (no metrics.json); choose another --out "
-        f"or remove it"
-    )
+    assert str(info.value) == f"{tmp_path / 'mine'}: not an export folder ({NOT_OURS}); {CHOOSE}"
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match=r"file: not an export folder \(a file\)"):
         check_output(tmp_path / "file", KIND)
+    written_by_us(tmp_path / "eval", OutputKind("an evaluation folder"), {"metrics.json": "{}"})
+    with pytest.raises(UserError, match=rf"eval: not an export folder \(its {OUTPUT_MANIFEST} says an evaluation"):
+        check_output(tmp_path / "eval", KIND)
+
+
+def test_a_rerun_replaces_what_it_wrote_and_carries_over_what_the_user_added(tmp_path):
+    out = written_by_us(tmp_path / "out", KIND, {"metrics.json": "1", "masks/a.png": "a", "gone.txt": "old"})
+    (out / "notes.txt").write_text("keep me")
+    (out / "masks" / "mine.png").write_text("my own mask")
+    user_folder(out / "mine")
+    (out / "empty").mkdir()
+    (out / "link").symlink_to(tmp_path)  # moved as a link, never followed
+    theirs = {k: v for k, v in snapshot(out).items() if k.startswith(("notes", "mine", "masks/mine"))}
+    written_by_us(out, KIND, {"metrics.json": "2", "masks/a.png": "b"})
+    after = snapshot(out)
+    assert {k: after[k] for k in theirs} == theirs and (out / "empty").is_dir()
+    assert (out / "link").readlink() == tmp_path
+    assert after["metrics.json"] == b"2" and after["masks/a.png"] == b"b" and "gone.txt" not in after
+    assert no_temporaries(tmp_path)
+
+
+def test_an_edited_output_file_or_a_user_file_in_the_way_stops_the_rerun_before_anything_changes(tmp_path):
+    out = written_by_us(tmp_path / "out", KIND, {"metrics.json": "1", "masks/a.png": "a"})
+    (out / "metrics.json").write_text("my edit")
+    before = snapshot(out)
+    with pytest.raises(UserError, match=r"not an export folder \(metrics.json changed since it was written\)"):
+        written_by_us(out, KIND, {"metrics.json": "2"})
+    (out / "metrics.json").write_text("1")
+    (out / "masks" / "b.png").write_text("mine")  # the rerun writes masks/b.png too
+    before = snapshot(out)
+    with pytest.raises(UserError) as info:
+        written_by_us(out, KIND, {"metrics.json": "2", "masks/b.png": "new"})
+    assert str(info.value) == (
+        f"{out / 'masks' / 'b.png'}: this project did not write it and the new output has a file of that name; "
+        f"move it away and run again (nothing was changed)"
+    )
+    assert snapshot(out) == before and no_temporaries(tmp_path)
+
+
+def test_a_failed_swap_puts_the_users_files_back(tmp_path, monkeypatch):
+    out = written_by_us(tmp_path / "out", KIND, {"metrics.json": "1"})
+    user_folder(out / "mine")
+    before = snapshot(out)
+    real = os.replace
+
+    def swap_fails(src, dst):
+        if Path(src) == out.resolve() or Path(src) == out:
+            raise OSError(errno.EIO, "Input/output error", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(files_module.os, "replace", swap_fails)
+    with pytest.raises(OSError), atomic_folder(out, keep=files_module.users_entries) as tmp:
+        (tmp / "metrics.json").write_text("2")
+    assert snapshot(out) == before and no_temporaries(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -156,10 +214,18 @@ def test_export_cli_leaves_a_user_folder_byte_identical(student_checkpoint, tmp_
     before = snapshot(mine)
     with pytest.raises(SystemExit) as info:
         export_module.main(["--checkpoint", str(student_checkpoint), "--out", str(mine)])
-    assert (
-        one_line_exit_2(info, capsys) == f"{mine}: not an export folder (no metrics.json); choose another "
-        f"--out or remove it"
-    )
+    assert one_line_exit_2(info, capsys) == f"{mine}: not an export folder ({NOT_OURS}); {CHOOSE}"
+    assert snapshot(mine) == before
+
+
+def test_a_user_made_lookalike_of_an_export_is_not_taken_for_one(student_checkpoint, tmp_path, capsys):
+    mine = user_folder(tmp_path / "mine")
+    (mine / "metrics.json").write_text("{}")
+    (mine / "model.pt").write_text("my weights")
+    before = snapshot(mine)
+    with pytest.raises(SystemExit) as info:
+        export_module.main(["--checkpoint", str(student_checkpoint), "--out", str(mine)])
+    assert NOT_OURS in one_line_exit_2(info, capsys)
     assert snapshot(mine) == before
 
 
@@ -403,16 +469,17 @@ def test_evaluate_replaces_its_own_output_but_not_a_user_or_export_folder(
         evaluate(student_checkpoint, test_dir, out, "--save-visuals", "--max-visuals", "1")
     assert (out / "EVALUATION.txt").is_file() and len(list((out / "visuals" / "hospital").iterdir())) == 1
     capsys.readouterr()
-    exported = tmp_path / "exported"
-    exported.mkdir()
-    (exported / "metrics.json").write_text("{}")  # as an export holds: still not an evaluation's folder
-    for folder, marker in ((user_folder(tmp_path / "mine"), "EVALUATION.txt"), (exported, "EVALUATION.txt")):
+    exported = written_by_us(tmp_path / "exported", export_module.EXPORT_KIND, {"metrics.json": "{}"})
+    for folder, why in (
+        (user_folder(tmp_path / "mine"), NOT_OURS),
+        (exported, f"its {OUTPUT_MANIFEST} says an export folder"),
+    ):
         before = snapshot(folder)
         with pytest.raises(SystemExit) as info:
             evaluate(student_checkpoint, test_dir, folder, "--save-visuals")
         assert (
-            one_line_exit_2(info, capsys) == f"{folder}: not an evaluation folder (no {marker}); choose "
-            f"another --out or remove it"
+            one_line_exit_2(info, capsys) == f"{folder}: not an evaluation folder ({why}); choose another --out "
+            f"or remove it"
         )
         assert snapshot(folder) == before
 
@@ -447,10 +514,35 @@ def test_demo_data_replaces_earlier_demo_data_but_not_a_user_folder(tmp_path, ca
     with pytest.raises(SystemExit) as info:
         data_cli(["demo", "--out", str(mine), *DEMO_ARGS])
     assert (
-        one_line_exit_2(info, capsys) == f"{mine}: not a demo data folder (no {SYNTHETIC_MARKER}); choose "
-        f"another --out or remove it"
+        one_line_exit_2(info, capsys) == f"{mine}: not a demo data folder ({NOT_OURS}); choose another --out or "
+        f"remove it"
     )
     assert snapshot(mine) == before
+
+
+@pytest.mark.parametrize("command", ["export", "predict", "evaluate", "demo"])
+def test_rerunning_a_command_into_its_own_output_keeps_the_files_the_user_added(
+    command, student_checkpoint, model_dir, image, test_dir, tmp_path
+):
+    out = tmp_path / "out"
+    commands = {
+        "export": lambda: export_module.main(["--checkpoint", str(student_checkpoint), "--out", str(out)]),
+        "predict": lambda: best_cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(out)]),
+        "evaluate": lambda: evaluate(student_checkpoint, test_dir, out, "--save-visuals", "--max-visuals", "1"),
+        "demo": lambda: data_cli(["demo", "--out", str(out), *DEMO_ARGS]),
+    }
+    commands[command]()
+    ours = snapshot(out)
+    (out / "notes.txt").write_text("my notes")
+    user_folder(out / "mine")
+    theirs = {k: v for k, v in snapshot(out).items() if k not in ours}
+    for folder in [p for p in out.iterdir() if p.is_dir() and p.name != "mine"][:1]:  # export writes none
+        (folder / "added.txt").write_text("inside one of its folders")
+        theirs[f"{folder.name}/added.txt"] = b"inside one of its folders"
+    commands[command]()
+    after = snapshot(out)
+    assert {k: after[k] for k in theirs} == theirs
+    assert set(after) == set(ours) | set(theirs) and no_temporaries(tmp_path)
 
 
 def test_split_replaces_its_own_file_but_not_a_user_file_or_its_groups(demo_root, tmp_path, capsys):
@@ -466,7 +558,7 @@ def test_split_replaces_its_own_file_but_not_a_user_file_or_its_groups(demo_root
     for args, needle in (
         (["--out", str(notes)], f"{notes}: not a split file (line 'buy milk' is no training"),
         (
-            ["--val-groups", str(groups), "--out", str(groups)],
+            ["--val-split", "grouped", "--val-groups", str(groups), "--out", str(groups)],
             f"{groups}: the output is the --val-groups file {groups}",
         ),
     ):
@@ -474,6 +566,17 @@ def test_split_replaces_its_own_file_but_not_a_user_file_or_its_groups(demo_root
             data_cli(["split", "--data-root", str(demo_root), *args])
         assert one_line_exit_2(info, capsys).startswith(needle)
     assert notes.read_text() == "buy milk\n" and groups.read_text() == "stem,group\n"
+
+
+def test_split_refuses_an_out_inside_the_data_root(demo_root, capsys):
+    before = snapshot(demo_root)
+    inside = demo_root / "TrainDataset" / "images" / "zz.png"
+    with pytest.raises(SystemExit) as info:
+        data_cli(["split", "--data-root", str(demo_root), "--out", str(inside)])
+    assert one_line_exit_2(info, capsys) == (
+        f"{inside}: the output lies inside the data root {demo_root}; choose another --out"
+    )
+    assert snapshot(demo_root) == before
 
 
 def test_a_cache_in_a_user_folder_writes_beside_their_files_and_deletes_none(demo_root, tmp_path):

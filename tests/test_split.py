@@ -149,7 +149,7 @@ def test_signatures_are_read_once_then_from_the_cache(planted, tmp_path, monkeyp
 def test_val_groups_csv_replaces_the_found_groups(planted, tmp_path):
     pairs = find_pairs(planted / "TrainDataset")
     csv_file = tmp_path / "groups.csv"
-    csv_file.write_text("stem,group\nsolo-a,left\nsolo-b,left\n\nsolo-c,right\nclip-1,right\nnot-here,left\n")
+    csv_file.write_text("stem,group\nsolo-a,left\nsolo-b,left\n\nsolo-c,right\nclip-1,right\n")
     groups = _sets(csv_groups(csv_file, [p.stem for p in pairs]))
     assert {frozenset({"solo-a", "solo-b"}), frozenset({"solo-c", "clip-1"})} <= groups
     # Stems the file does not list are their own group: the clip the content would keep whole is not.
@@ -158,6 +158,27 @@ def test_val_groups_csv_replaces_the_found_groups(planted, tmp_path):
         _, val = split_pairs(pairs, 0.3, seed, "grouped", val_groups=csv_file, cache_dir=tmp_path)
         val = {p.stem for p in val}
         assert len(val & {"solo-a", "solo-b"}) in (0, 2) and len(val & {"solo-c", "clip-1"}) in (0, 2)
+
+
+def test_val_groups_stems_that_name_no_image_are_an_error_naming_them(planted, tmp_path):
+    pairs = find_pairs(planted / "TrainDataset")
+    csv_file = tmp_path / "groups.csv"
+    csv_file.write_text("stem,group\nsolo-a.png,left\nsolo-b.png,left\nsolo-c,right\n")
+    with pytest.raises(UserError) as info:
+        split_pairs(pairs, 0.3, 0, "grouped", val_groups=csv_file, cache_dir=tmp_path)
+    assert str(info.value) == (
+        f"{csv_file}: 2 of 3 stems name no training image: 'solo-a.png', 'solo-b.png'; write stems without the "
+        f"file extension"
+    )
+    csv_file.write_text("solo-a,left\nsolo-aa,left\n")
+    with pytest.raises(UserError, match=r"1 of 2 stems name no training image: 'solo-aa'; list only"):
+        csv_groups(csv_file, [p.stem for p in pairs])
+
+
+def test_val_groups_with_a_random_split_is_refused_not_ignored(tmp_path):
+    with pytest.raises(UserError, match=r"val_groups: must be null unless val_split is grouped \(a random split"):
+        config_from_dict({"val_groups": str(tmp_path / "g.csv")})
+    assert config_from_dict({"val_groups": str(tmp_path / "g.csv"), "val_split": "grouped"}).val_groups
 
 
 def test_malformed_val_groups_line_is_named(tmp_path):
