@@ -122,7 +122,7 @@ class OutputKind:
         if manifest.get("kind") != self.name:
             return f"its {OUTPUT_MANIFEST} says {manifest.get('kind')}"
         for rel, expected in manifest["files"].items():
-            if _file_record(path / rel) not in (expected, None):
+            if file_digest(path / rel) not in (expected, None):
                 return f"{rel} changed since it was written"
         return None
 
@@ -139,7 +139,7 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest
 
 
-def _file_record(path: Path) -> dict[str, int | str] | None:
+def file_digest(path: Path) -> dict[str, int | str] | None:
     """Size and SHA-256 of a regular file (not followed through a link); None when there is none."""
     if path.is_symlink() or not path.is_file():
         return None
@@ -164,7 +164,7 @@ def write_manifest(folder: Path, kind: OutputKind) -> None:
     record = {
         "written_by": "polyp-kd-tune",
         "kind": kind.name,
-        "files": {rel: record for rel in entries if (record := _file_record(folder / rel))},
+        "files": {rel: record for rel in entries if (record := file_digest(folder / rel))},
         "folders": [rel for rel in entries if (folder / rel).is_dir() and not (folder / rel).is_symlink()],
     }
     (folder / OUTPUT_MANIFEST).write_text(json.dumps(record, indent=1), encoding="utf-8")

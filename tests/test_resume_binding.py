@@ -1,5 +1,6 @@
-"""A sweep is bound to its space and to its own folder: --resume with another space is refused (listing what
-changed), --resume --extend runs the extra trials, and a copied sweep resumes without touching the original."""
+"""A sweep is bound to its space, its data and its own folder: --resume with another space or changed data is
+refused (listing what changed), --resume --extend runs the extra trials, and a copied sweep resumes without
+touching the original."""
 
 import contextlib
 import hashlib
@@ -14,15 +15,16 @@ import pytest
 import yaml
 from test_sweep import _finished, read_rows, start_driver, tiny_space
 
+from core.errors import UserError
 from tune import search as search_cli
 from tune.records import SweepPaths
 from tune.space import check_resumable, load_space
-from tune.sweep.pipeline import bind_to_space
+from tune.sweep.pipeline import bind_to_data, bind_to_space
 from tune.sweep.ray_compat.experiment_state import recorded_trials
 
 
 def started_sweep(demo_root: Path, tmp_path: Path, **changes) -> tuple[Path, dict]:
-    """A sweep folder as a sweep's start leaves it (space.yaml, sweep.json), without running anything."""
+    """A sweep folder as a sweep's start leaves it (data.json, space.yaml, sweep.json), without running anything."""
     space = tiny_space(
         demo_root,
         num_samples=4,
@@ -36,6 +38,7 @@ def started_sweep(demo_root: Path, tmp_path: Path, **changes) -> tuple[Path, dic
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
     loaded = load_space(tmp_path / "s.yaml")
     sweep = tmp_path / "results" / "bound"
+    bind_to_data(SweepPaths.local(sweep), loaded, resume=False)
     bind_to_space(SweepPaths.local(sweep), loaded, resume=False, extend=False)
     return sweep, space
 
@@ -88,6 +91,41 @@ def test_a_hand_edited_space_file_in_the_sweep_folder_is_refused(demo_root, tmp_
         resume(tmp_path, space)
     err = capsys.readouterr().err
     assert info.value.code == 2 and "changed since the sweep started" in err and "sweep.json" in err
+
+
+def test_resume_on_changed_data_or_val_groups_is_refused_naming_what_changed(demo_root, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    train = data / "TrainDataset"
+    stems = sorted(p.stem for p in (train / "images").iterdir())
+    groups = tmp_path / "groups.csv"
+    groups.write_text("".join(f"{stem},video{i // 2}\n" for i, stem in enumerate(stems)))
+    base = tiny_space(data, 4, 3, tmp_path / "cache")["base"] | {"val_split": "grouped", "val_groups": str(groups)}
+    sweep, space = started_sweep(data, tmp_path, base=base)
+    before = {p.name: p.read_bytes() for p in sweep.iterdir()}
+    for name in ("images", "masks"):
+        shutil.copy(next((train / name).glob(f"{stems[0]}.*")), train / name / "zz-new.png")
+    with pytest.raises(SystemExit) as info:
+        resume(tmp_path, space)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err == (
+        f"error: {data}: the data changed since the sweep started (2 files added: TrainDataset/images/zz-new.png, "
+        f"TrainDataset/masks/zz-new.png); put it back as it was, or run the changed data as a new sweep with "
+        f"--name NEW"
+    )
+    for name in ("images", "masks"):
+        (train / name / "zz-new.png").unlink()
+    groups.write_text(groups.read_text().replace("video0", "video1"))  # two videos made one
+    with pytest.raises(SystemExit) as info:
+        resume(tmp_path, space)
+    assert f"(the val_groups file {groups} changed)" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in sweep.iterdir()} == before  # the records of what ran are untouched
+    groups.write_text(groups.read_text().replace("video1", "video0", 2))
+    bind_to_data(SweepPaths.local(sweep), load_space(tmp_path / "s.yaml"), resume=True)  # as it was
+    (train / "images" / f"{stems[1]}.jpg").write_bytes((train / "images" / f"{stems[2]}.jpg").read_bytes())
+    with pytest.raises(UserError, match=rf"\(1 file changed: TrainDataset/images/{stems[1]}.jpg\)"):
+        bind_to_data(SweepPaths.local(sweep), load_space(tmp_path / "s.yaml"), resume=True)
 
 
 def test_how_a_sweep_is_run_may_change_between_resumes(demo_root, tmp_path):

@@ -35,6 +35,7 @@ from tune.sweep.ray_compat.conventions import RESULT_FILE
 
 SPACE_FILE = "space.yaml"  # the resolved space the sweep ran
 SWEEP_FILE = "sweep.json"  # name and the base TrainConfig every trial starts from
+DATA_FILE = "data.json"  # every file of the data the sweep started on, by size and hash (core/data_fingerprint.py)
 SEARCH_FILE = "search.json"  # written when the search stage is complete: resume skips it
 BEST_FILE = "best.json"  # the winner, the confirmation and the verdict: the sweep is finished
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -59,6 +60,7 @@ EPOCH_FILE = "epoch.json"  # beside trainer.pt: which epoch it holds, readable w
 SHARED_OUTPUTS = (
     SPACE_FILE,
     SWEEP_FILE,
+    DATA_FILE,
     LEADERBOARD_FILE,
     BEST_FILE,
     TEST_PER_IMAGE_FILE,

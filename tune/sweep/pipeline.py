@@ -17,6 +17,8 @@ from typing import Any
 import ray
 import yaml
 
+from core.data import discover
+from core.data_fingerprint import data_changes, data_files
 from core.errors import UserError
 from core.files import write_file_atomic
 from core.latency import LatencyRecord
@@ -24,6 +26,7 @@ from tune.cluster import storage
 from tune.records import (
     BEST_FILE,
     CONFIRM_DIRNAME,
+    DATA_FILE,
     RAY_LOG_FILE,
     SEARCH_FILE,
     SPACE_FILE,
@@ -33,10 +36,12 @@ from tune.records import (
     SweepPaths,
     logged_wandb_runs,
     read_bound_space,
+    read_json,
     read_latencies,
     read_sweep_record,
     record_wandb_sweep,
     sweep_lock,
+    write_json,
     write_sweep_record,
 )
 from tune.space import SearchSpace, check_resumable, fingerprint
@@ -78,6 +83,7 @@ def run_sweep(
         check_folder(paths, resume)
         check_teacher_setting(space)
         students = student_latencies(space, paths, resume)  # a CPU target's budget is checked before Ray starts
+        bind_to_data(paths, space, resume)
         bind_to_space(paths, space, resume, extend)
         return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, verbose)
 
@@ -138,6 +144,30 @@ def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: b
         storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
 
 
+def bind_to_data(paths: SweepPaths, space: SearchSpace, resume: bool) -> None:
+    """A new sweep records every file of its data and its val_groups file (data.json); a resumed one must find
+    them as they were: trials scored on two validation sets would be ranked together, and a teacher trained
+    on the old split would fail every distillation run."""
+    now = data_files(discover(space.base["data_root"]), space.base.get("val_groups"))
+    path = paths.sweep_dir / DATA_FILE
+    if resume and paths.remote and not path.is_file():
+        fetch_records(paths)
+    if resume and path.is_file():
+        changes = data_changes(read_json(path, "run the sweep under a new --name").get("files", {}), now)
+        if changes:
+            raise UserError(
+                f"{space.base['data_root']}: the data changed since the sweep started ({changes}); put it back as "
+                f"it was, or run the changed data as a new sweep with --name NEW"
+            )
+        return
+    if resume:  # a sweep started before data.json existed: bound from here on
+        print(f"{path}: not recorded when the sweep started; the sweep is bound to the data as it is now")
+    paths.sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_json({"data_root": space.base["data_root"], "files": now}, path)
+    if paths.remote:
+        storage.upload(path, storage.join(paths.shared, DATA_FILE))
+
+
 def wandb_sweep(run: SweepRun) -> str | None:
     """The W&B Sweep every run of this sweep joins: registered once when online (its id kept in sweep.json,
     so a resumed sweep goes on in it); offline, wandb-sweep.yaml says how to register it after `wandb sync`."""
@@ -160,7 +190,7 @@ def wandb_sweep(run: SweepRun) -> str | None:
 
 def fetch_records(paths: SweepPaths) -> None:
     """A sweep in shared storage resumed from another machine: its space.yaml and sweep.json come from there."""
-    for name in (SPACE_FILE, SWEEP_FILE):
+    for name in (SPACE_FILE, SWEEP_FILE, DATA_FILE):
         if storage.exists(storage.join(paths.shared, name)):
             paths.sweep_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(storage.local_copy(storage.join(paths.shared, name)), paths.sweep_dir / name)
