@@ -276,16 +276,39 @@ def fake_sweep(student_checkpoint, tmp_path):
     return sweep
 
 
-@pytest.mark.parametrize("pointer", ["../../../../etc/hostname", "confirm/../../outside.pt"])
+@pytest.mark.parametrize(
+    "pointer",
+    [
+        "../../../../etc/hostname",
+        "confirm/../../outside.pt",
+        "/etc/hostname",
+        "file:///etc/hostname",
+        "STORAGE/../other/confirm/t1/best.pt",
+    ],
+)
 def test_a_record_pointing_outside_its_sweep_is_refused_and_never_followed(pointer, fake_sweep, tmp_path, capsys):
+    storage = tmp_path / "storage" / "kd"  # where the sweep says it ran: its records may point there
+    (fake_sweep / "sweep.json").write_text(json.dumps({"storage": f"file://{storage}"}))
+    pointer = pointer.replace("STORAGE", str(storage))
     best = json.loads((fake_sweep / "best.json").read_text())
     (fake_sweep / "best.json").write_text(json.dumps({**best, "checkpoint": pointer}))
     with pytest.raises(SystemExit) as info:
         best_cli.main(["export", "--sweep", str(fake_sweep), "--out", str(tmp_path / "export")])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and len(err.splitlines()) == 1
-    assert f"a record names {pointer!r}, outside the sweep folder" in err
+    assert f"a record names {pointer!r}, outside the sweep folder and its storage" in err
     assert not (tmp_path / "export").exists()
+
+
+def test_a_record_may_point_into_the_storage_the_sweep_ran_in(fake_sweep, tmp_path, capsys):
+    storage = tmp_path / "storage" / "kd"
+    shutil.copytree(fake_sweep / "confirm", storage / "confirm")
+    shutil.rmtree(fake_sweep / "confirm")
+    (fake_sweep / "sweep.json").write_text(json.dumps({"storage": f"file://{storage}"}))
+    best = json.loads((fake_sweep / "best.json").read_text())
+    (fake_sweep / "best.json").write_text(json.dumps({**best, "checkpoint": str(storage / "confirm/t1/best.pt")}))
+    best_cli.main(["export", "--sweep", str(fake_sweep), "--out", str(tmp_path / "export")])
+    assert (tmp_path / "export" / "model.pt").is_file() and "exported trial t1" in capsys.readouterr().out
 
 
 def test_sweep_names_are_one_folder_inside_the_storage(tmp_path, capsys):

@@ -424,8 +424,10 @@ def test_sweep_on_uri_storage_keeps_teacher_and_trials_where_every_node_reaches(
     # One trial per arm, each arm's experiment in the shared storage.
     for arm in ("trials", "control"):
         assert len([p for p in (remote / arm).iterdir() if p.name.startswith("train_trial")]) == 1
-    for name in ("best.json", "leaderboard.csv", "sweep.json", "space.yaml"):
+    for name in ("best.json", "leaderboard.csv", "sweep.json", "space.yaml", "data.json"):
         assert (remote / name).is_file(), name
+    # Its records may point into that storage (Ray records the trials there by path), and nowhere else outside.
+    assert json.loads((remote / "sweep.json").read_text())["storage"] == f"file://{remote}"
     base = json.loads((remote / "sweep.json").read_text())["base"]
     assert base["teacher_checkpoint"] == f"file://{remote}/teacher/best.pt"
     best = json.loads((tmp_path / "local" / "remote" / "best.json").read_text())

@@ -151,18 +151,40 @@ def relative(path: str | None, sweep_dir: Path | None) -> str:
 
 def resolve(path: str, sweep_dir: Path) -> str:
     """Inverse of `relative`: a path recorded in the sweep folder, made usable from here. A relative path must
-    stay inside the sweep folder (one that climbs out with `..` is one UserError, never followed); an absolute
-    one is a location the sweep wrote itself (its shared storage, when that is a folder) and is used as is."""
-    if not path or "://" in path or posixpath.isabs(path):
+    stay inside the sweep folder; an absolute path or a URI must lie inside the sweep folder or the storage it
+    ran in (sweep.json's `storage`: where a sweep on shared storage records its trials). Anything else is one
+    UserError, never followed."""
+    if not path:
         return path
-    full = os.path.normpath(os.path.join(sweep_dir, path))
-    inside = os.path.normpath(os.path.abspath(sweep_dir))
-    if os.path.commonpath([os.path.abspath(full), inside]) != inside:
-        raise UserError(
-            f"{sweep_dir}: a record names {path!r}, outside the sweep folder; a sweep's records only point "
-            "inside it: restore the record from the sweep's own output, or run the sweep again"
-        )
-    return full
+    if "://" not in path and not posixpath.isabs(path):
+        full = os.path.normpath(os.path.join(sweep_dir, path))
+        if _inside(full, str(sweep_dir)):
+            return full
+    elif _inside(path, str(sweep_dir)) or any(_inside(path, root) for root in _storage_of(sweep_dir)):
+        return path
+    raise UserError(
+        f"{sweep_dir}: a record names {path!r}, outside the sweep folder and its storage; a sweep's records "
+        "only point inside them: restore the record from the sweep's own output, or run the sweep again"
+    )
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies in it, after `..` and `.` are taken out (URIs compared as text)."""
+    if "://" in path or "://" in folder:
+        scheme, _, rest = path.partition("://")
+        folder_scheme, _, folder_rest = folder.partition("://")
+        return scheme == folder_scheme and _inside("/" + rest.lstrip("/"), "/" + folder_rest.lstrip("/"))
+    full, root = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    return os.path.commonpath([full, root]) == root
+
+
+def _storage_of(sweep_dir: Path) -> list[str]:
+    """Where the sweep's shared files are (sweep.json's `storage`) as a URI, and as a local path too when it
+    is a file:// URI (Ray records trials there by their path)."""
+    storage = _earlier_record(sweep_dir).get("storage")
+    if not isinstance(storage, str) or not storage:
+        return []
+    return [storage, storage.removeprefix("file://")] if storage.startswith("file://") else [storage]
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
@@ -489,11 +511,17 @@ def logged_wandb_runs(sweep_dir: Path) -> dict[str, str]:
 
 
 def write_sweep_record(
-    sweep_dir: Path, name: str, fingerprint: str, base: dict[str, Any] | None = None, wandb_sweep_id: str | None = None
+    sweep_dir: Path,
+    name: str,
+    fingerprint: str,
+    storage: str,
+    base: dict[str, Any] | None = None,
+    wandb_sweep_id: str | None = None,
 ) -> Path:
-    """sweep.json: the sweep's name, the fingerprint of the space it is bound to (tune/space.fingerprint),
-    once prepared the base TrainConfig every trial starts from, and the id of the W&B Sweep its runs join
-    (kept from the record already there: a resumed sweep goes on in the same W&B Sweep)."""
+    """sweep.json: the sweep's name, the fingerprint of the space it is bound to (tune/space.fingerprint), the
+    storage it runs in (the folder or URI its records may point into: `resolve`), once prepared the base
+    TrainConfig every trial starts from, and the id of the W&B Sweep its runs join (kept from the record
+    already there: a resumed sweep goes on in the same W&B Sweep)."""
     path = sweep_dir / SWEEP_FILE
     earlier = _earlier_record(sweep_dir)
     # uid: this sweep among the sweeps of the same name (the W&B summary run's id is made of it)
@@ -501,6 +529,7 @@ def write_sweep_record(
         "name": name,
         "uid": earlier.get("uid") or secrets.token_hex(4),
         "fingerprint": fingerprint,
+        "storage": storage,
     }
     if base is not None:
         record["base"] = base

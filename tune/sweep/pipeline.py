@@ -138,7 +138,7 @@ def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: b
             set_aside_later_stages(paths)
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
     write_file_atomic(paths.sweep_dir / SPACE_FILE, yaml.safe_dump(space.to_dict(), sort_keys=False))
-    record = write_sweep_record(paths.sweep_dir, space.name, fingerprint(space.to_dict()))
+    record = write_sweep_record(paths.sweep_dir, space.name, fingerprint(space.to_dict()), paths.shared)
     if paths.remote:
         storage.upload(paths.sweep_dir / SPACE_FILE, storage.join(paths.shared, SPACE_FILE))
         storage.upload(record, storage.join(paths.shared, SWEEP_FILE))

@@ -102,7 +102,7 @@ def prepare(run: SweepRun) -> TrainConfig:
         shared = storage.join(paths.shared, TEACHER_DIRNAME) if paths.remote else None
         base = base.replace(teacher_checkpoint=ensure_teacher(space, paths.sweep_dir, run.use_gpu, shared=shared))
     paths.sweep_dir.mkdir(parents=True, exist_ok=True)
-    record = write_sweep_record(paths.sweep_dir, space.name, fingerprint(space.to_dict()), base.to_dict())
+    record = write_sweep_record(paths.sweep_dir, space.name, fingerprint(space.to_dict()), paths.shared, base.to_dict())
     if paths.remote:
         storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
     warm_caches(space, base, run.use_gpu)
