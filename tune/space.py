@@ -45,7 +45,7 @@ from typing import Annotated, Any
 
 import yaml
 
-from core.config import TrainConfig, config_from_dict, read_yaml_mapping
+from core.config import MAX_SEED, Seed, TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
 from core.latency import DeployTarget
 from core.simulated_training import TRAINERS
@@ -123,7 +123,7 @@ MAX_NUM_SAMPLES = 100_000  # trials per arm: --plan and the study are sized by i
 class SearchSettings:
     num_samples: Annotated[Integer, between(1, MAX_NUM_SAMPLES)] = 8
     max_concurrent_trials: Annotated[Integer, at_least(1)] = 2
-    seed: Integer = 0
+    seed: Seed = 0
     max_failures: Annotated[Integer, at_least(0)] = 2
     # One trial process runs trial after trial: no per-trial start-up (~4 s of imports on a CPU machine).
     reuse_actors: Flag = True
@@ -211,7 +211,7 @@ class DemoData:
     size: Annotated[Integer, at_least(8, "px")] = 64
     train: Annotated[Integer, at_least(0)] = 48
     test: Annotated[Integer, at_least(0)] = 8
-    seed: Annotated[Integer, at_least(0, "numpy's SeedSequence needs it")] = 0
+    seed: Seed = 0
 
 
 @dataclass
@@ -409,6 +409,10 @@ def _validate(space: SearchSpace) -> None:
             config_from_dict({**base.to_dict(), parameter.name: value}, source=src, at="parameters")
     if space.teacher.train:
         space.teacher_config()
+    if space.confirm is not None:
+        # Selection and verdict runs take the seeds after the base seed (tune/sweep/select.py's seed_plan).
+        runs = space.confirm.seeds + space.confirm.verdict_seeds
+        require(base.seed + runs <= MAX_SEED, src, "base.seed", f"<= {MAX_SEED - runs} (seeds follow it)", base.seed)
     if space.control is not None:
         require(
             space.search.num_samples >= 2 or not space.control.baseline,
