@@ -76,3 +76,26 @@ def test_a_full_disk_in_any_command_is_one_line_and_exit_2(capsys):
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "no space left on device" in err and "--resume" in err, err
     assert len(err.splitlines()) == 1
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test where the sweep would start Ray (run_stages: W&B set up, ray.init, the stages)."""
+    from tune.sweep import pipeline
+
+    def started(*args, **kwargs):
+        pytest.fail("the sweep went on to start Ray")
+
+    monkeypatch.setattr(pipeline, "run_stages", started)
+
+
+def test_num_samples_from_the_command_line_meets_the_spaces_rules_before_ray(demo_root, tmp_path, capsys, no_ray):
+    # A control arm needs 2 trials: --num-samples 1 is refused with the line `search.num_samples: 1` gets.
+    space = tiny_space(demo_root, num_samples=4, max_t=1, cache_dir=tmp_path / "cache")
+    code, err = run_cli(tmp_path, space, capsys, "--num-samples", "1")
+    space["search"]["num_samples"] = 1
+    assert (code, err) == run_cli(tmp_path, space, capsys)
+    assert code == 2 and err == (
+        f"error: {tmp_path / 's.yaml'}: search.num_samples: must be >= 2 with a control arm (or control: null), got 1"
+    )
+    assert not (tmp_path / "results" / "tiny").exists()

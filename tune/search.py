@@ -120,17 +120,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def space_from_args(args: argparse.Namespace) -> SearchSpace:
-    """The space file with the command line's changes (name, trials, base keys, teacher)."""
-    space = load_space(args.space, parse_overrides(args.overrides))
+    """The space file with the command line's changes (name, trials, base keys, teacher), applied before the
+    space is checked: `--num-samples 1` meets the rules `search.num_samples: 1` in the file would."""
+    settings: dict[str, object] = {}
     if args.name:
-        space.name = check_sweep_name(args.name, "--name", "")
+        settings["name"] = check_sweep_name(args.name, "--name", "")
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise UserError("--num-samples must be >= 1")
-        space.search.num_samples = args.num_samples
+        settings["search.num_samples"] = args.num_samples
     if args.teacher:
-        space.teacher.checkpoint = args.teacher
-    return space
+        settings["teacher.checkpoint"] = args.teacher
+    return load_space(args.space, parse_overrides(args.overrides), settings)
 
 
 if __name__ == "__main__":

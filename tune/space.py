@@ -349,11 +349,18 @@ def check_sweep_name(name: str, source: str, key: str = "name") -> str:
     return name
 
 
-def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
-    """Read and validate a space file; every problem is a UserError naming the file and key."""
+def load_space(
+    name: str | Path, overrides: dict[str, Any] | None = None, settings: Mapping[str, Any] | None = None
+) -> SearchSpace:
+    """Read and validate a space file; every problem is a UserError naming the file and key. `overrides`
+    change base keys (`--set`); `settings` set space keys by dotted name (`search.num_samples` from
+    --num-samples) before anything is checked, so a value from the command line meets every rule the same
+    value in the file would."""
     path = resolve_space_path(name)
     raw = read_yaml_mapping(path)
     src = str(path)
+    for key, value in (settings or {}).items():
+        _set_dotted(raw, key, value)
     check_keys(raw, [f.name for f in dataclasses.fields(SearchSpace) if f.name != "source"], src)
     specs = build(dict[str, Any], raw.get("parameters"), src, "parameters")
     require(bool(specs), src, "parameters", "a mapping of at least one config key to a distribution", specs)
@@ -424,6 +431,20 @@ def _validate(space: SearchSpace) -> None:
 
 
 _EPOCHS_RULE = "unset: asha.max_t is the epoch budget"
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """raw[a][b] = value for key "a.b"; a missing or empty section becomes a mapping (a section that is not
+    one is left as written, for its own check to report)."""
+    *sections, last = key.split(".")
+    node = raw
+    for section in sections:
+        if node.get(section) is None:
+            node[section] = {}
+        node = node[section]
+        if not isinstance(node, dict):
+            return
+    node[last] = value
 
 
 def _whole(value: float) -> bool:
