@@ -58,6 +58,7 @@ from tune.sweep.ray_compat.conventions import (
     is_json_state,
     newest_state_file,
     rungs,
+    wandb_key_problem,
     wandb_run_id,
 )
 from tune.sweep.ray_compat.experiment_state import experiment_folders, recorded_trials, rerun_from_scratch
@@ -265,6 +266,14 @@ def test_rays_logging_actor_calls_wandb_init_through_its_wandb_attribute():
     """ray_compat.wandb_actor replaces `_wandb` to call `run_started` right after `wandb.init`."""
     assert "self._wandb.init(" in inspect.getsource(_WandbLoggingActor.run)
     assert "self._wandb = wandb" in inspect.getsource(_WandbLoggingActor.__init__)
+
+
+def test_wandbs_own_key_check_accepts_its_formats_and_words_the_problem_without_the_key():
+    """tune.tracking.mode refuses a malformed WANDB_API_KEY before a sweep with W&B's own format check."""
+    assert wandb_key_problem("0123456789abcdef" * 2 + "01234567") is None  # 40 hex characters
+    assert wandb_key_problem("local-" + "a" * 40) is None  # a self-hosted server's key
+    problem = wandb_key_problem("not-a-key")
+    assert problem == "API key must have 40+ characters, has 5." and "not-a-key" not in problem
 
 
 # --- OptunaSearch's and Optuna's internals (no Ray run) --------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 import yaml
 
 from core.errors import UserError
@@ -74,23 +75,35 @@ def run_sweep(
     remote = storage.is_uri(storage_root)
     shared = storage.join(storage_root, space.name)  # every node reaches this
     paths = SweepPaths((local_results / space.name).resolve() if remote else Path(shared), shared, remote)
+    address = address or os.environ.get("RAY_ADDRESS")
     with sweep_lock(paths.sweep_dir):
+        # Mistakes in the setup stop the sweep here, before its folder is written or anything trains.
         check_folder(paths, resume)
         check_teacher_setting(space)
-        students = student_latencies(space, paths, resume)  # a CPU target's budget is checked before Ray starts
+        target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
+        students = student_latencies(space, paths, resume, address)  # a CPU target's budget: checked here
         bind_to_space(paths, space, resume, extend)
-        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, verbose)
+        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, target, verbose)
 
 
-def student_latencies(space: SearchSpace, paths: SweepPaths, resume: bool) -> dict[str, dict] | None:
+def student_latencies(
+    space: SearchSpace, paths: SweepPaths, resume: bool, address: str | None
+) -> dict[str, dict] | None:
     """Each student backbone's latency at the space's deploy target: as recorded by the sweep being resumed,
-    else measured here (a CPU target; a CUDA one is measured on a GPU worker once Ray runs)."""
+    else measured here (a CPU target; a CUDA one is measured on a GPU worker once Ray runs: a cluster's, or
+    this machine's GPU)."""
     if space.deploy is None:
         return None
     recorded = read_latencies(paths.sweep_dir) if resume else None
     if recorded and recorded.get("deploy") == space.deploy.to_dict():
         return recorded["students"]
     if space.deploy.device == "cuda":
+        if not address and not torch.cuda.is_available():
+            # A local Ray has no GPU to offer: the measurement would wait for one forever.
+            raise UserError(
+                f"{space.source}: deploy.device: cuda, but this machine has no GPU to measure latency on; run "
+                f"the sweep on a GPU machine or a cluster (--address), or set deploy.device: cpu"
+            )
         return None
     students = measure_students(space)
     check_budget(space, students)
@@ -194,14 +207,13 @@ def run_stages(
     address: str | None,
     num_cpus: int | None,
     signals: StopSignals,
-    students: dict[str, dict] | None = None,
+    students: dict[str, dict] | None,
+    target: wandb_mode.WandbTarget,
     verbose: bool = False,
 ) -> dict:
     started = time.perf_counter()
-    target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
     wandb_mode.apply(target)
     print(target.line())
-    address = address or os.environ.get("RAY_ADDRESS")
     with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose):  # Ray's tables and logs: there, not here
         return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
 

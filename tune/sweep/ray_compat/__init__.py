@@ -17,6 +17,7 @@ changes it. Importing this package with another Ray version warns once. Product 
   TUNE_STOP_SIGNAL                                Tune's stop handler on SIGUSR1 (tune.tune._setup_signal_catching)
   TUNE_STOP_WAIT_S                                Tune's 5 s wait for ending trials (TuneController._cleanup_trials)
   wandb_run_id                                    a trial's W&B run id is its id (WandbLoggerCallback.log_trial_start)
+  wandb_key_problem                               W&B's check of an API key's format (wbauth.validation.check_api_key)
   AUTH_TOKEN_FILE, AUTH_TOKEN_PATH_ENV            where a local ray.init writes its auth token, with the umask's mode
                                                   (authentication_token_setup._get_default_token_path)
 
