@@ -53,6 +53,7 @@ from tune.sweep.signals import StopSignals
 from tune.sweep.state_files import repair_journal
 from tune.sweep.study import stored_sweep_name
 from tune.sweep.verdict import verdict_stage
+from tune.sweep.waits import task_result
 from tune.tracking import mode as wandb_mode
 from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
@@ -114,7 +115,10 @@ def gpu_latencies(space: SearchSpace) -> dict[str, dict]:
     """A CUDA target's latencies, measured by a Ray task on a GPU (the driver may have none)."""
 
     def on_gpu_worker(fn: Callable[..., LatencyRecord], *args: Any) -> LatencyRecord:
-        return ray.get(ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args))
+        ref = ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args)
+        return task_result(
+            ref, "the CUDA latency measurement", {"CPU": 1, "GPU": 1}, "lower deploy.img_size or deploy.batch"
+        )
 
     students = measure_students(space, on_gpu_worker)
     check_budget(space, students)
