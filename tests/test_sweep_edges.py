@@ -2,6 +2,7 @@
 late: masks with no polyp, a --set on a searched key, storage it cannot write, a disk that is full."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,19 @@ def test_online_wandb_without_a_usable_key_stops_before_ray(demo_root, tmp_path,
     assert out.returncode == 2 and out.stderr.strip() == line, out.stderr[-2000:]
     assert "not-a-key" not in out.stdout + out.stderr  # the key is never printed
     assert not (tmp_path / "results" / "tiny").exists()
+
+
+def test_the_interrupt_hint_repeats_every_option_so_it_resumes_as_printed(demo_root, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("stopped in the search")
+
+    monkeypatch.setattr(search_cli, "run_sweep", interrupted)
+    space = tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "cache")
+    storage = str(tmp_path / "my storage")  # a space in a path: the hint quotes it for a shell
+    options = ["--name", "n1", "--address", "auto", "--set", "val_fraction=0.3", "--num-samples", "4"]
+    code, err = run_cli(tmp_path, space, capsys, *options, storage=storage)
+    hint = err.splitlines()[-1]
+    assert code == 130 and hint.startswith("sweep interrupted — continue with the same command plus --resume: ")
+    command = shlex.split(hint.split(": ", 1)[1].removesuffix(" (stopped in the search)"))
+    space_file = str(tmp_path / "s.yaml")
+    assert command == ["python", "-m", "tune.search", "--space", space_file, "--storage", storage, *options, "--resume"]

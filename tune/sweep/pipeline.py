@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -277,13 +276,9 @@ def run_in_ray(
         selected = select(run, base, rows) if space.confirm else None
         judged = verdict_stage(run, base, selected) if selected else None
         return finish(run, rows, selected, judged, started)
-    except (SweepInterrupted, KeyboardInterrupt) as err:
-        detail = f" ({err})" if str(err) else ""
-        print(
-            f"\nsweep interrupted — continue with the same command plus --resume: "
-            f"python -m tune.search --space {space.source} --name {space.name} --resume{detail}",
-            file=sys.stderr,
-        )
-        raise SystemExit(signals.exit_code) from None
+    except SweepInterrupted as err:
+        # One kind of stop for the caller, which says how to resume: only the command line knows every option
+        # that finds this sweep again (--storage, --address, --set, ...).
+        raise KeyboardInterrupt(str(err)) from None
     finally:
         ray.shutdown()
