@@ -58,7 +58,6 @@ from tune.sweep.ray_compat.conventions import (
     is_json_state,
     newest_state_file,
     rungs,
-    wandb_key_problem,
     wandb_run_id,
 )
 from tune.sweep.ray_compat.experiment_state import experiment_folders, recorded_trials, rerun_from_scratch
@@ -71,6 +70,7 @@ from tune.sweep.ray_compat.optuna_search import (
 )
 from tune.sweep.ray_compat.tuner_restore import restore_tuner
 from tune.sweep.ray_compat.wandb_actor import SweepWandbLoggerCallback
+from tune.sweep.ray_compat.wandb_auth import wandb_key_problem
 from tune.sweep.signals import GRACE_S
 from tune.sweep.study import journal_storage
 from tune.tracking.run_settings import TrialRunSettings

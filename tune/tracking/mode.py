@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.errors import UserError
-from tune.sweep.ray_compat.conventions import wandb_key_problem
 
 MODES = ("auto", "online", "offline", "disabled")
 RunMode = Literal["online", "offline", "disabled"]  # what `wandb.init(mode=...)` is given
@@ -79,6 +78,9 @@ def check_online(why: str, found: bool | None = None) -> None:
             f"{why}, but no usable W&B API key (WANDB_API_KEY, `wandb login`): run `wandb login` or set "
             f"WANDB_API_KEY, or log offline with WANDB_MODE=offline (`wandb sync` uploads later)"
         )
+    # Imported here: readers of a finished sweep import this module and never go online (no W&B internals).
+    from tune.sweep.ray_compat.wandb_auth import wandb_key_problem
+
     key = os.environ.get("WANDB_API_KEY")
     problem = wandb_key_problem(key) if key else None
     if problem:

@@ -17,7 +17,6 @@ changes it. Importing this package with another Ray version warns once. Product 
   TUNE_STOP_SIGNAL                                Tune's stop handler on SIGUSR1 (tune.tune._setup_signal_catching)
   TUNE_STOP_WAIT_S                                Tune's 5 s wait for ending trials (TuneController._cleanup_trials)
   wandb_run_id                                    a trial's W&B run id is its id (WandbLoggerCallback.log_trial_start)
-  wandb_key_problem                               W&B's check of an API key's format (wbauth.validation.check_api_key)
   AUTH_TOKEN_FILE, AUTH_TOKEN_PATH_ENV            where a local ray.init writes its auth token, with the umask's mode
                                                   (authentication_token_setup._get_default_token_path)
 
@@ -42,6 +41,9 @@ changes it. Importing this package with another Ray version warns once. Product 
 `tuner_restore`:
   restore_tuner              Tuner._local_tuner (TunerInternal._run_config/_tune_config), SearchGenerator.set_state/
                              _total_samples/_experiment, train._internal.storage.get_fs_and_path
+
+`wandb_auth` (no Ray; W&B's internals):
+  wandb_key_problem          W&B's check of an API key's format (wandb.sdk.lib.wbauth.validation.check_api_key)
 
 `wandb_actor` (air.integrations.wandb):
   SweepWandbLoggerCallback   WandbLoggerCallback._logger_actor_cls/_start_logging_actor/_cleanup_logging_actor(s)/

@@ -84,16 +84,6 @@ def wandb_run_id(trial_id: str) -> str:
     return trial_id
 
 
-def wandb_key_problem(key: str) -> str | None:
-    """What is wrong with an API key's format, as W&B words it ("API key must have 40+ characters, has 9."),
-    or None: W&B's own check (wandb.sdk.lib.wbauth.validation.check_api_key, not part of its public API), so
-    the key formats it accepts (40+ characters, a host prefix, a JWT) stay its business. No network; the
-    text never holds the key."""
-    from wandb.sdk.lib.wbauth.validation import check_api_key
-
-    return check_api_key(key)
-
-
 # Ray's tqdm_ray replaces builtins.print with this function once it forwards its processes' output, and leaves
 # it there: the console's router looks through it for the module that printed.
 TQDM_RAY_PRINT = ("ray.experimental.tqdm_ray", "safe_print")
