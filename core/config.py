@@ -62,6 +62,8 @@ def _compiles(pattern: str) -> bool:
 # Upper bounds that stop a typo (img_size: 100000) before it reaches an allocation: far above any real use.
 MAX_IMG_SIZE = 2048
 MAX_BATCH_SIZE = 4096
+# Seeds go to numpy (SeedSequence: no negative), torch and Optuna's TPE (numpy's RandomState: below 2**32).
+MAX_SEED = 2**32 - 1
 
 # The rules a value must meet beyond its type; each text completes "<key>: must be ..., got <value>".
 ImgSize = Annotated[
@@ -91,6 +93,7 @@ SourcePattern = Annotated[
         "a valid regular expression with a (?P<source>...) group",
     ),
 ]
+Seed = Annotated[Integer, between(0, MAX_SEED, why="what numpy's and Optuna's random generators accept")]
 VAL_AVERAGES = ("sources", "images")
 
 
@@ -114,7 +117,7 @@ class TrainConfig:
     # A name in core/kd_losses.py's registry, read when checked: a term registered later is allowed.
     kd_loss: Annotated[str, one_of(lambda: tuple(KD_LOSSES))] = field(default="bce", metadata={"teacher_only": True})
     teacher_logits: Annotated[str, one_of(TEACHER_LOGITS)] = field(default="cached", metadata={"teacher_only": True})
-    seed: Integer = 42  # initialisation and augmentation order
+    seed: Seed = 42  # initialisation and augmentation order
     val_fraction: Annotated[Number, between(0, 1, open_ends=True)] = 0.1
     # random | grouped (frames of one video stay on one side; core/split.py)
     val_split: Annotated[str, one_of(VAL_SPLITS)] = "random"
@@ -124,7 +127,7 @@ class TrainConfig:
     # What val Dice (and so selection) averages over: each source equally, or every image; null: sources for
     # a grouped split, images for a random one.
     val_average: Annotated[OptionalText, one_of((None, *VAL_AVERAGES))] = None
-    split_seed: Integer = 42  # the validation split; fixed while `seed` varies across repeated runs
+    split_seed: Seed = 42  # the validation split; fixed while `seed` varies across repeated runs
     num_workers: Annotated[Integer, at_least(0)] = 2
     device: Device = "auto"
     cache_dir: OptionalText = None

@@ -75,6 +75,17 @@ def test_out_of_range_values(demo_root, tmp_path, capsys, override, key):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("key", ["seed", "split_seed"])
+def test_a_negative_seed_is_one_line_before_training(demo_root, tmp_path, capsys, key):
+    # numpy's generators refuse it mid-training (augmentation order, the split) with a traceback.
+    code, err = call(train_cli.main, [*base_args(demo_root, tmp_path / "runs"), "--set", f"{key}=-1"], capsys)
+    assert_one_line_error(code, err)
+    assert err == (
+        f"error: --set: {key}: must be in [0, 4294967295] (what numpy's and Optuna's random generators accept), got -1"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_teacher_checkpoint_missing_wrong_or_not_a_checkpoint(demo_root, tmp_path, capsys):
     args = [*base_args(demo_root, tmp_path / "runs"), "--mode", "distillation"]
     code, err = call(train_cli.main, [*args, "--set", f"teacher_checkpoint={tmp_path / 'none.pt'}"], capsys)

@@ -2,9 +2,11 @@
 cluster, none on a CPU-only machine), and which teacher a cluster sweep must upload first."""
 
 import pytest
+import ray
 import yaml
+from conftest import tiny_space
 
-from core.errors import UserError
+from core.errors import UserError, cli_errors
 from tune.cluster.teacher_upload import teacher_upload
 from tune.space import SPACES_DIR, load_space
 from tune.sweep import prepare
@@ -65,3 +67,35 @@ def test_only_a_local_teacher_is_uploaded(tmp_path, teacher_checkpoint):
     space.teacher.checkpoint = str(tmp_path / "missing")
     with pytest.raises(UserError, match="is not on this machine"):
         teacher_upload(space, "s3://bucket/sweeps")
+
+
+def test_a_teacher_that_runs_out_of_memory_is_one_line_and_nothing_is_kept(demo_root, tmp_path, monkeypatch, capsys):
+    # Ray's memory monitor stops the task (ray.exceptions.OutOfMemoryError at ray.get): stood in for, no Ray.
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(yaml.safe_dump(tiny_space(demo_root, num_samples=2, max_t=1, cache_dir=tmp_path / "c")))
+    space = load_space(space_file)
+
+    class Task:
+        def remote(self, *args):
+            return "ref"
+
+    def out_of_memory(*args, **kwargs):
+        raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.\nMemory ...")
+
+    monkeypatch.setattr(ray, "remote", lambda **options: lambda fn: Task())
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    monkeypatch.setattr(ray, "wait", lambda refs, timeout: (refs, []))
+    monkeypatch.setattr(ray, "get", out_of_memory)
+    with pytest.raises(SystemExit) as info, cli_errors():
+        prepare.ensure_teacher(space, tmp_path / "sweep", use_gpu=False)
+    err = capsys.readouterr().err
+    assert (
+        info.value.code == 2
+        and "Traceback" not in err
+        and err.strip()
+        == (
+            f"error: the teacher training task ran out of memory: Ray stopped it as its node ran low; lower "
+            f"teacher.train's batch_size or img_size in {space_file}, or use nodes with more memory"
+        )
+    )
+    assert not (tmp_path / "sweep" / "teacher").exists()

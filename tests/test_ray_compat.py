@@ -70,6 +70,7 @@ from tune.sweep.ray_compat.optuna_search import (
 )
 from tune.sweep.ray_compat.tuner_restore import restore_tuner
 from tune.sweep.ray_compat.wandb_actor import SweepWandbLoggerCallback
+from tune.sweep.ray_compat.wandb_auth import wandb_key_problem
 from tune.sweep.signals import GRACE_S
 from tune.sweep.study import journal_storage
 from tune.tracking.run_settings import TrialRunSettings
@@ -265,6 +266,14 @@ def test_rays_logging_actor_calls_wandb_init_through_its_wandb_attribute():
     """ray_compat.wandb_actor replaces `_wandb` to call `run_started` right after `wandb.init`."""
     assert "self._wandb.init(" in inspect.getsource(_WandbLoggingActor.run)
     assert "self._wandb = wandb" in inspect.getsource(_WandbLoggingActor.__init__)
+
+
+def test_wandbs_own_key_check_accepts_its_formats_and_words_the_problem_without_the_key():
+    """tune.tracking.mode refuses a malformed WANDB_API_KEY before a sweep with W&B's own format check."""
+    assert wandb_key_problem("0123456789abcdef" * 2 + "01234567") is None  # 40 hex characters
+    assert wandb_key_problem("local-" + "a" * 40) is None  # a self-hosted server's key
+    problem = wandb_key_problem("not-a-key")
+    assert problem == "API key must have 40+ characters, has 5." and "not-a-key" not in problem
 
 
 # --- OptunaSearch's and Optuna's internals (no Ray run) --------------------------------------------------

@@ -123,6 +123,30 @@ def test_unknown_key_wrong_type_and_out_of_range_are_worded_as_everywhere(tmp_pa
     assert str(info.value).startswith(f"{path}: {message}")
 
 
+@pytest.mark.parametrize(
+    "path_keys, value, message",
+    [
+        (["base", "seed"], -1, "base.seed: must be in [0, 4294967295]"),
+        (["base", "split_seed"], -1, "base.split_seed: must be in [0, 4294967295]"),
+        (["search", "seed"], -1, "search.seed: must be in [0, 4294967295]"),
+        (["search", "seed"], 2**32, "search.seed: must be in [0, 4294967295]"),
+        (["demo_data"], {"seed": -1}, "demo_data.seed: must be in [0, 4294967295]"),
+        (["teacher"], {"train": {"seed": -1}}, "teacher.train.seed: must be in [0, 4294967295]"),
+        # Selection and verdict runs take the seeds after the base seed: the last must still be one.
+        (["confirm"], {"seeds": 2, "verdict_seeds": 2}, None),
+    ],
+)
+def test_seeds_out_of_numpys_range_are_refused_before_ray(tmp_path, path_keys, value, message):
+    space = with_change(path_keys, value)
+    if message is None:
+        space["base"]["seed"] = 2**32 - 4
+        message = "base.seed: must be <= 4294967291 (seeds follow it), got 4294967292"
+    path = write(tmp_path, space)
+    with pytest.raises(UserError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}: {message}") and len(str(info.value).splitlines()) == 1
+
+
 def test_search_settings_take_the_simulated_trainer(tmp_path):
     assert load_space(write(tmp_path, with_change(["search", "trainer"], "simulated"))).search.trainer == "simulated"
     assert load_space(write(tmp_path, VALID)).search.trainer == "torch"

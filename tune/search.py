@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,24 +114,37 @@ def main(argv: Sequence[str] | None = None) -> None:
                 signals,
                 args.verbose,
             )
-        except KeyboardInterrupt:
-            print("\nsweep interrupted — continue with the same command plus --resume", file=sys.stderr)
+        except KeyboardInterrupt as err:
+            detail = f" ({err})" if str(err) else ""
+            print(
+                f"\nsweep interrupted — continue with the same command plus --resume: "
+                f"{resume_command(sys.argv[1:] if argv is None else argv)}{detail}",
+                file=sys.stderr,
+            )
             raise SystemExit(signals.exit_code) from None
     sys.stdout.flush()
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this sweep, to be copied: every option as given (the space, --name,
+    --storage, --address, --set, ...: they find the sweep and make its space again) plus --resume."""
+    args = list(argv) if "--resume" in argv else [*argv, "--resume"]
+    return shlex.join(["python", "-m", "tune.search", *args])
+
+
 def space_from_args(args: argparse.Namespace) -> SearchSpace:
-    """The space file with the command line's changes (name, trials, base keys, teacher)."""
-    space = load_space(args.space, parse_overrides(args.overrides))
+    """The space file with the command line's changes (name, trials, base keys, teacher), applied before the
+    space is checked: `--num-samples 1` meets the rules `search.num_samples: 1` in the file would."""
+    settings: dict[str, object] = {}
     if args.name:
-        space.name = check_sweep_name(args.name, "--name", "")
+        settings["name"] = check_sweep_name(args.name, "--name", "")
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise UserError("--num-samples must be >= 1")
-        space.search.num_samples = args.num_samples
+        settings["search.num_samples"] = args.num_samples
     if args.teacher:
-        space.teacher.checkpoint = args.teacher
-    return space
+        settings["teacher.checkpoint"] = args.teacher
+    return load_space(args.space, parse_overrides(args.overrides), settings)
 
 
 if __name__ == "__main__":

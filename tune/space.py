@@ -45,7 +45,7 @@ from typing import Annotated, Any
 
 import yaml
 
-from core.config import TrainConfig, config_from_dict, read_yaml_mapping
+from core.config import MAX_SEED, Seed, TrainConfig, config_from_dict, read_yaml_mapping
 from core.errors import UserError
 from core.latency import DeployTarget
 from core.simulated_training import TRAINERS
@@ -123,7 +123,7 @@ MAX_NUM_SAMPLES = 100_000  # trials per arm: --plan and the study are sized by i
 class SearchSettings:
     num_samples: Annotated[Integer, between(1, MAX_NUM_SAMPLES)] = 8
     max_concurrent_trials: Annotated[Integer, at_least(1)] = 2
-    seed: Integer = 0
+    seed: Seed = 0
     max_failures: Annotated[Integer, at_least(0)] = 2
     # One trial process runs trial after trial: no per-trial start-up (~4 s of imports on a CPU machine).
     reuse_actors: Flag = True
@@ -211,7 +211,7 @@ class DemoData:
     size: Annotated[Integer, at_least(8, "px")] = 64
     train: Annotated[Integer, at_least(0)] = 48
     test: Annotated[Integer, at_least(0)] = 8
-    seed: Annotated[Integer, at_least(0, "numpy's SeedSequence needs it")] = 0
+    seed: Seed = 0
 
 
 @dataclass
@@ -349,11 +349,18 @@ def check_sweep_name(name: str, source: str, key: str = "name") -> str:
     return name
 
 
-def load_space(name: str | Path, overrides: dict[str, Any] | None = None) -> SearchSpace:
-    """Read and validate a space file; every problem is a UserError naming the file and key."""
+def load_space(
+    name: str | Path, overrides: dict[str, Any] | None = None, settings: Mapping[str, Any] | None = None
+) -> SearchSpace:
+    """Read and validate a space file; every problem is a UserError naming the file and key. `overrides`
+    change base keys (`--set`); `settings` set space keys by dotted name (`search.num_samples` from
+    --num-samples) before anything is checked, so a value from the command line meets every rule the same
+    value in the file would."""
     path = resolve_space_path(name)
     raw = read_yaml_mapping(path)
     src = str(path)
+    for key, value in (settings or {}).items():
+        _set_dotted(raw, key, value)
     check_keys(raw, [f.name for f in dataclasses.fields(SearchSpace) if f.name != "source"], src)
     specs = build(dict[str, Any], raw.get("parameters"), src, "parameters")
     require(bool(specs), src, "parameters", "a mapping of at least one config key to a distribution", specs)
@@ -409,6 +416,10 @@ def _validate(space: SearchSpace) -> None:
             config_from_dict({**base.to_dict(), parameter.name: value}, source=src, at="parameters")
     if space.teacher.train:
         space.teacher_config()
+    if space.confirm is not None:
+        # Selection and verdict runs take the seeds after the base seed (tune/sweep/select.py's seed_plan).
+        runs = space.confirm.seeds + space.confirm.verdict_seeds
+        require(base.seed + runs <= MAX_SEED, src, "base.seed", f"<= {MAX_SEED - runs} (seeds follow it)", base.seed)
     if space.control is not None:
         require(
             space.search.num_samples >= 2 or not space.control.baseline,
@@ -420,6 +431,20 @@ def _validate(space: SearchSpace) -> None:
 
 
 _EPOCHS_RULE = "unset: asha.max_t is the epoch budget"
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """raw[a][b] = value for key "a.b"; a missing or empty section becomes a mapping (a section that is not
+    one is left as written, for its own check to report)."""
+    *sections, last = key.split(".")
+    node = raw
+    for section in sections:
+        if node.get(section) is None:
+            node[section] = {}
+        node = node[section]
+        if not isinstance(node, dict):
+            return
+    node[last] = value
 
 
 def _whole(value: float) -> bool:

@@ -8,13 +8,13 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 import yaml
 
 from core.data import discover
@@ -57,6 +57,7 @@ from tune.sweep.signals import StopSignals
 from tune.sweep.state_files import repair_journal
 from tune.sweep.study import stored_sweep_name
 from tune.sweep.verdict import verdict_stage
+from tune.sweep.waits import task_result
 from tune.tracking import mode as wandb_mode
 from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
@@ -79,24 +80,36 @@ def run_sweep(
     remote = storage.is_uri(storage_root)
     shared = storage.join(storage_root, space.name)  # every node reaches this
     paths = SweepPaths((local_results / space.name).resolve() if remote else Path(shared), shared, remote)
+    address = address or os.environ.get("RAY_ADDRESS")
     with sweep_lock(paths.sweep_dir):
+        # Mistakes in the setup stop the sweep here, before its folder is written or anything trains.
         check_folder(paths, resume)
         check_teacher_setting(space)
-        students = student_latencies(space, paths, resume)  # a CPU target's budget is checked before Ray starts
+        target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
+        students = student_latencies(space, paths, resume, address)  # a CPU target's budget: checked here
         bind_to_data(paths, space, resume)
         bind_to_space(paths, space, resume, extend)
-        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, verbose)
+        return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, target, verbose)
 
 
-def student_latencies(space: SearchSpace, paths: SweepPaths, resume: bool) -> dict[str, dict] | None:
+def student_latencies(
+    space: SearchSpace, paths: SweepPaths, resume: bool, address: str | None
+) -> dict[str, dict] | None:
     """Each student backbone's latency at the space's deploy target: as recorded by the sweep being resumed,
-    else measured here (a CPU target; a CUDA one is measured on a GPU worker once Ray runs)."""
+    else measured here (a CPU target; a CUDA one is measured on a GPU worker once Ray runs: a cluster's, or
+    this machine's GPU)."""
     if space.deploy is None:
         return None
     recorded = read_latencies(paths.sweep_dir) if resume else None
     if recorded and recorded.get("deploy") == space.deploy.to_dict():
         return recorded["students"]
     if space.deploy.device == "cuda":
+        if not address and not torch.cuda.is_available():
+            # A local Ray has no GPU to offer: the measurement would wait for one forever.
+            raise UserError(
+                f"{space.source}: deploy.device: cuda, but this machine has no GPU to measure latency on; run "
+                f"the sweep on a GPU machine or a cluster (--address), or set deploy.device: cpu"
+            )
         return None
     students = measure_students(space)
     check_budget(space, students)
@@ -107,7 +120,10 @@ def gpu_latencies(space: SearchSpace) -> dict[str, dict]:
     """A CUDA target's latencies, measured by a Ray task on a GPU (the driver may have none)."""
 
     def on_gpu_worker(fn: Callable[..., LatencyRecord], *args: Any) -> LatencyRecord:
-        return ray.get(ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args))
+        ref = ray.remote(num_gpus=1, num_cpus=1)(fn).remote(*args)
+        return task_result(
+            ref, "the CUDA latency measurement", {"CPU": 1, "GPU": 1}, "lower deploy.img_size or deploy.batch"
+        )
 
     students = measure_students(space, on_gpu_worker)
     check_budget(space, students)
@@ -224,14 +240,13 @@ def run_stages(
     address: str | None,
     num_cpus: int | None,
     signals: StopSignals,
-    students: dict[str, dict] | None = None,
+    students: dict[str, dict] | None,
+    target: wandb_mode.WandbTarget,
     verbose: bool = False,
 ) -> dict:
     started = time.perf_counter()
-    target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
     wandb_mode.apply(target)
     print(target.line())
-    address = address or os.environ.get("RAY_ADDRESS")
     with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose):  # Ray's tables and logs: there, not here
         return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
 
@@ -291,13 +306,9 @@ def run_in_ray(
         selected = select(run, base, rows) if space.confirm else None
         judged = verdict_stage(run, base, selected) if selected else None
         return finish(run, rows, selected, judged, started)
-    except (SweepInterrupted, KeyboardInterrupt) as err:
-        detail = f" ({err})" if str(err) else ""
-        print(
-            f"\nsweep interrupted — continue with the same command plus --resume: "
-            f"python -m tune.search --space {space.source} --name {space.name} --resume{detail}",
-            file=sys.stderr,
-        )
-        raise SystemExit(signals.exit_code) from None
+    except SweepInterrupted as err:
+        # One kind of stop for the caller, which says how to resume: only the command line knows every option
+        # that finds this sweep again (--storage, --address, --set, ...).
+        raise KeyboardInterrupt(str(err)) from None
     finally:
         ray.shutdown()

@@ -33,6 +33,7 @@ from tune.cluster import storage
 from tune.records import SWEEP_FILE, TEACHER_DIRNAME, write_sweep_record
 from tune.space import SearchSpace, fingerprint
 from tune.sweep.runtime import SweepRun
+from tune.sweep.waits import task_result
 
 
 def prepare_data(space: SearchSpace) -> None:
@@ -170,7 +171,12 @@ def warm_caches(space: SearchSpace, cfg: TrainConfig, use_gpu: bool) -> None:
     print(f"caches: preparing {what} at {cfg.img_size}px")
     gpus = space.resources.gpu if use_gpu else 0
     task = ray.remote(num_cpus=space.resources.cpu, num_gpus=gpus, max_retries=0)(_warm_caches)
-    placement = ray.get(task.remote(cfg))
+    placement = task_result(
+        task.remote(cfg),
+        "the cache warm-up task",
+        {"CPU": space.resources.cpu, "GPU": gpus},
+        "lower base.img_size (the caches hold every training image at it)",
+    )
     print(f"caches: warm on {_describe(placement)}; a node added later builds its own in its first trial")
 
 
@@ -215,6 +221,11 @@ def ensure_teacher(space: SearchSpace, sweep_dir: Path, use_gpu: bool, shared: s
     cpus = min(share * space.search.max_concurrent_trials, largest) if largest >= share else share
     gpus = space.resources.gpu if use_gpu else 0
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train_teacher)
-    trained, placement = ray.get(task.remote(cfg, resume_from, shared))
+    trained, placement = task_result(
+        task.remote(cfg, resume_from, shared),
+        "the teacher training task",
+        {"CPU": cpus, "GPU": gpus},
+        f"lower teacher.train's batch_size or img_size in {space.source}",
+    )
     print(f"teacher: trained on {_describe(placement)}")
     return trained

@@ -42,6 +42,9 @@ changes it. Importing this package with another Ray version warns once. Product 
   restore_tuner              Tuner._local_tuner (TunerInternal._run_config/_tune_config), SearchGenerator.set_state/
                              _total_samples/_experiment, train._internal.storage.get_fs_and_path
 
+`wandb_auth` (no Ray; W&B's internals):
+  wandb_key_problem          W&B's check of an API key's format (wandb.sdk.lib.wbauth.validation.check_api_key)
+
 `wandb_actor` (air.integrations.wandb):
   SweepWandbLoggerCallback   WandbLoggerCallback._logger_actor_cls/_start_logging_actor/_cleanup_logging_actor(s)/
                              _signal_logging_actor_stop/_trial_queues/_trial_logging_actors/_trial_logging_futures/
