@@ -88,7 +88,11 @@ def test_over_budget_students_are_never_trained_and_the_front_lists_both(demo_ro
     assert all(r["epochs"] == 0 and r["latency_ms"] == KNOWN_MS[SLOW] for r in infeasible)
     header = (sweep / "leaderboard.csv").read_text().splitlines()[0].split(",")
     assert "latency_ms" in header
+    # A `mode: baseline` space's trials and candidates are labelled by what they train, and none has a teacher.
+    arms = {line.split(",")[header.index("arm")] for line in (sweep / "leaderboard.csv").read_text().splitlines()[1:]}
+    assert arms == {"baseline"}
     best = json.loads((sweep / "best.json").read_text())
+    assert best["winner"] == "baseline-1" and not any(c["teacher"] for c in best["confirmation"])
     assert best["deploy"]["target"]["latency_budget_ms"] == 10.0 and best["student"] == FAST
     front = {e["backbone"]: e for e in best["front"]}
     assert front[FAST]["feasible"] and front[FAST]["mean"] is not None and front[FAST]["pareto"]

@@ -219,3 +219,23 @@ def test_asha_milestones_are_ray_asha_rungs(tmp_path, max_t, grace, factor, expe
     # Ray's own scheduler, as tune/sweep/runtime.py builds it, records the same milestones.
     scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=factor)
     assert sorted(m for m, _ in scheduler._brackets[0]._rungs) == expected
+
+
+@pytest.mark.slow
+def test_a_sweep_without_a_control_arm_speaks_of_no_tuned_baseline(sweep_copy):
+    from tune.space import fingerprint
+
+    page = (sweep_copy / "report.html").read_text()
+    assert "dashed: control arm" in page  # the shared sweep has a control arm (and the ablation design)
+    space = yaml.safe_load((sweep_copy / "space.yaml").read_text())
+    space["control"] = None
+    (sweep_copy / "space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    record = json.loads((sweep_copy / "sweep.json").read_text())
+    (sweep_copy / "sweep.json").write_text(json.dumps({**record, "fingerprint": fingerprint(space)}))
+    best = json.loads((sweep_copy / "best.json").read_text())
+    best["kd_vs_baseline"]["tuned"] = None  # as the verdict of a sweep without a control arm records it
+    (sweep_copy / "best.json").write_text(json.dumps(best))
+    report_cli.main(["--sweep", str(sweep_copy)])
+    page = (sweep_copy / "report.html").read_text()
+    assert "dashed: control arm" not in page and "tuned baseline" not in page
+    assert "<b>Verdict runs</b>: the winner, and the same configuration without its teacher, retrained" in page

@@ -65,3 +65,16 @@ def test_control_arm_never_samples_a_teacher_only_key():
     assert arm == {"arm": "baseline"}
     sampled_keys = set(Sampled("baseline", trial.params).params)
     assert sampled_keys == {"learning_rate", "student_backbone"} and not sampled_keys & teacher_only_keys()
+
+
+def test_runs_are_labelled_by_what_they_train_in_wandb():
+    from core.config import TrainConfig
+    from tune.tracking.run_settings import TrialRunSettings
+
+    for mode, label in (("baseline", "baseline"), ("teacher", "teacher"), ("distillation", "kd")):
+        settings = TrialRunSettings("s", TrainConfig(mode=mode, teacher_checkpoint="t.pt"))
+        kwargs = settings.init_kwargs(Sampled("kd", {"learning_rate": 1e-3}).to_ray(), {})
+        assert kwargs["config"]["arm"] == label and f"arm:{label}" in kwargs["tags"], mode
+    control = TrialRunSettings("s", TrainConfig(mode="distillation", teacher_checkpoint="t.pt"))
+    kwargs = control.init_kwargs(Sampled("baseline", {"learning_rate": 1e-3}).to_ray(), {})
+    assert kwargs["config"]["arm"] == "baseline" and kwargs["config"]["mode"] == "baseline"

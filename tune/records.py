@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.files import atomic_file, write_file_atomic
 from tune.cluster.storage import join
 from tune.objective import Objective
-from tune.sampling import Sampled
+from tune.sampling import Sampled, arm_label
 from tune.space import SearchSpace, fingerprint, load_space
 from tune.statistics import mean_ci95
 from tune.sweep.ray_compat.conventions import RESULT_FILE
@@ -355,14 +355,15 @@ CSV_COLUMNS = [
 ]
 
 
-def write_leaderboard(rows: list[TrialRow], path: Path) -> None:
+def write_leaderboard(rows: list[TrialRow], path: Path, mode: str = "distillation") -> None:
+    """leaderboard.csv: one row per trial, best first; `mode` (the space's) labels the arms (`arm_label`)."""
     params = sorted({k for row in rows for k in row.params})
     with atomic_file(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS + [f"param:{p}" for p in params] + ["error", "checkpoint", "trial_dir"])
         for row in rows:
             writer.writerow(
-                [getattr(row, c) for c in CSV_COLUMNS]
+                [arm_label(row.arm, mode) if c == "arm" else getattr(row, c) for c in CSV_COLUMNS]
                 + [row.params.get(p, "") for p in params]
                 + [row.error, row.checkpoint, row.trial_dir]
             )
@@ -405,10 +406,12 @@ class Candidate(_OfASample):
     search_value: float  # its objective value in the search (possibly at a partial budget)
     search_epochs: int
     front: bool = False  # its student backbone's entry on the Dice–latency front (chosen on search values)
+    distilled: bool = True  # False in a space that does not distil (`mode: baseline` or `teacher`)
 
     @property
     def teacher(self) -> bool:
-        return self.arm == "kd"
+        """Whether its runs learn from the sweep's teacher (the main arm of a distillation space)."""
+        return self.arm == "kd" and self.distilled
 
 
 @dataclass
@@ -474,6 +477,7 @@ class Confirmed:
             record["search_value"],
             record["search_epochs"],
             bool(record.get("front", False)),
+            bool(record.get("teacher", True)),  # only a main-arm ("kd") candidate's matters
         )
         return cls(
             candidate,

@@ -54,6 +54,12 @@ class Sampled:
         return cls(config.get("arm", "kd"), {k: v for k, v in config.items() if k != "arm"})
 
 
+def arm_label(arm: str, mode: str) -> str:
+    """How an arm is shown: the main arm ("kd" in every record) by what its runs train — `kd` in a
+    distillation space, else the space's mode (`baseline`, `teacher`); the control arm as `baseline`."""
+    return mode if arm == "kd" and mode != "distillation" else arm
+
+
 def candidate_config(name: str, sampled: Sampled) -> dict[str, Any]:
     """A selected configuration as Ray's grid holds it: each seed run's config is {candidate: this, seed: S}."""
     return {"name": name, "arm": sampled.arm, "params": sampled.values}

@@ -236,6 +236,11 @@ class SearchSpace:
         return self.base.get("mode") == "distillation"
 
     @property
+    def mode(self) -> str:
+        """What the main arm's runs train: `distillation`, `baseline` or `teacher` (the base's mode)."""
+        return str(self.base.get("mode", TrainConfig.mode))
+
+    @property
     def has_control(self) -> bool:
         return self.distillation and self.control is not None and self.control.baseline
 

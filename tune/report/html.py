@@ -26,6 +26,7 @@ from tune.records import (
     REPORT_FILE,
     SPACE_FILE,
     FinishedSweep,
+    arm_label,
     logged_wandb_runs,
     read_finished,
     read_trial_curve,
@@ -256,7 +257,7 @@ def section_leaderboard(s: FinishedSweep, specs: dict[str, Parameter]) -> str:
             f'<tr class="arm-{esc(r.arm)}">'
             + cell(r.rank)
             + f'<td data-sort="{esc(r.trial_id)}">{esc(r.trial_id)}{marks}</td>'
-            + text_cell(esc(r.arm))
+            + text_cell(esc(arm_label(r.arm, s.space.mode)))
             + text_cell(esc(r.end), f"end-{end_css}")
             + cell(r.epochs)
             + cell(r.objective)
@@ -302,9 +303,10 @@ def section_curves(s: FinishedSweep, curves: dict[str, list[tuple[int, float]]],
     shown = sum(1 for r in s.rows if curves.get(r.trial_id))
     more = f" The {MAX_SMALL_MULTIPLES} best-ranked trials are drawn one by one." if shown > MAX_SMALL_MULTIPLES else ""
     return (
-        f'<section id="curves"><h2>Validation curves</h2><p>Validation Dice after each epoch (dashed: control '
-        f"arm without a teacher; dotted verticals: ASHA rungs; a curve that ends early was stopped by ASHA; "
-        f"star: the trial's best epoch).{more}</p>"
+        '<section id="curves"><h2>Validation curves</h2><p>Validation Dice after each epoch ('
+        + ("dashed: control arm without a teacher; " if s.space.has_control else "")
+        + f"dotted verticals: ASHA rungs; a curve that ends early was stopped by ASHA; star: the trial's best "
+        f"epoch).{more}</p>"
         + img(
             chart(s, curves_figure(s.rows, curves, milestones, s.space.asha.max_t), "curves"), "all validation curves"
         )
@@ -455,6 +457,15 @@ def verdict_callout(verdict: dict[str, Any] | None) -> str:
     return "".join(lines)
 
 
+# What each verdict design retrains (tune/sweep/verdict.py); a sweep without a control arm runs the ablation.
+VERDICT_RUNS = {
+    "ablation": "the winner, and the same configuration without its teacher",
+    "factorial": "the winner, the same configuration without its teacher, and the tuned baseline of the same "
+    "student with and without the teacher",
+    "tuned": "the winner, and the separately tuned baseline of the same student",
+}
+
+
 def section_confirmation(s: FinishedSweep) -> str:
     b = s.best
     title = '<section id="confirmation"><h2>Selection, estimate and verdict</h2>'
@@ -466,15 +477,15 @@ def section_confirmation(s: FinishedSweep) -> str:
             + "</section>"
         )
     metric = s.space.objective.metric
+    design = (b.get("kd_vs_baseline") or {}).get("design", "ablation")
     return (
         title + f"<p><b>Selection</b>: the best configurations of each arm (ranked at the highest epoch budget "
         f"they all reached) retrained from scratch at the full budget on the selection seeds; {esc(metric)} "
         f"per seed, mean and Student-t 95% interval. The best mean is chosen, so it overstates.</p>"
         + runs_table(confirmation, b.get("winner"))
         + img(chart(s, confirmation_figure(confirmation, metric), "confirmation"), "selection over seeds")
-        + "<p><b>Verdict runs</b>: the winner, the best distillation configuration without its teacher and (the "
-        "factorial design) the tuned baseline of the same student with the teacher added, retrained on fresh seeds "
-        "no other run used: the winner's estimate and the verdict on the teacher.</p>"
+        + f"<p><b>Verdict runs</b>: {VERDICT_RUNS.get(design, VERDICT_RUNS['ablation'])}, retrained on fresh "
+        "seeds no other run used: the winner's estimate and the verdict on the teacher.</p>"
         + verdict_callout(b.get("kd_vs_baseline"))
         + runs_table(b.get("verdict_runs") or [], b.get("winner"))
         + "</section>"

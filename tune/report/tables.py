@@ -9,13 +9,14 @@ from dataclasses import asdict
 from typing import Any
 
 from tune.objective import Objective
-from tune.records import Confirmed, TrialRow, rank_confirmed
+from tune.records import Confirmed, TrialRow, arm_label, rank_confirmed
 from tune.report.format import fmt, interval
 
 
-def format_leaderboard(rows: list[dict[str, Any]] | list[TrialRow], limit: int = 20) -> str:
-    """A console table of leaderboard rows (TrialRows, or dicts read back from leaderboard.csv)."""
-    dicts = [_row_dict(r) for r in rows]
+def format_leaderboard(rows: list[dict[str, Any]] | list[TrialRow], limit: int = 20, mode: str = "distillation") -> str:
+    """A console table of leaderboard rows (TrialRows, their arms labelled for the space's `mode`, or dicts
+    read back from leaderboard.csv, labelled already)."""
+    dicts = [_row_dict(r, mode) for r in rows]
     params = sorted({k for row in dicts for k in row if k.startswith("param:")})
     # Only a sweep with a deploy target times its students: the column is absent, not empty, elsewhere.
     latency = any(row.get("latency_ms") not in (None, "") for row in dicts)
@@ -84,10 +85,10 @@ def format_front(
     )
 
 
-def _row_dict(row: dict[str, Any] | TrialRow) -> dict[str, Any]:
+def _row_dict(row: dict[str, Any] | TrialRow, mode: str) -> dict[str, Any]:
     if isinstance(row, dict):
         return row
-    out = {**asdict(row), "arm": row.arm}
+    out = {**asdict(row), "arm": arm_label(row.arm, mode)}
     out.update({f"param:{k}": v for k, v in row.params.items()})
     return out
 

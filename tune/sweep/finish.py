@@ -61,7 +61,7 @@ def finish(
 ) -> dict[str, Any]:
     """Write best.json and every report of a finished sweep; returns what best.json holds."""
     space, paths = run.space, run.paths
-    print("\n" + format_leaderboard(rows))
+    print("\n" + format_leaderboard(rows, mode=space.mode))
     best = {"sweep": space.name, "objective": space.objective.to_dict(), **study_summary(run)}
     winner = choose_winner(run, rows, selected, judged)
     verdict = judged.verdict if judged else None

@@ -21,6 +21,7 @@ from tune.records import (
     SEARCH_FILE,
     TrialRow,
     TrialState,
+    arm_label,
     read_search,
     relative,
     write_leaderboard,
@@ -60,7 +61,7 @@ def search(run: SweepRun, base: TrainConfig) -> list[TrialRow]:
     rows = leaderboard(trials, space.objective, space.asha.max_t, paths.sweep_dir)
     trained = len(rows)
     rows += infeasible_rows(run, trained)
-    write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE)
+    write_leaderboard(rows, paths.sweep_dir / LEADERBOARD_FILE, space.mode)
     if any(r.end == "interrupted" for r in rows) or trained < space.search.num_samples:
         raise SweepInterrupted(
             f"{sum(r.end != 'interrupted' for r in rows[:trained])} of {space.search.num_samples} search trials ended"
@@ -139,7 +140,7 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
     callbacks = [
         *wandb_callbacks(run, "trial", base),
         KeepGoodStateCopies(),
-        *stage_callbacks(f"search {arm}", run.space.objective.metric, run.space.asha.max_t),
+        *stage_callbacks(f"search {arm_label(arm, run.space.mode)}", run.space.objective.metric, run.space.asha.max_t),
     ]
     if restorable(experiment):
         for note in prepare_restore(
@@ -149,7 +150,7 @@ def search_arm(run: SweepRun, base: TrainConfig, arm: str, num_samples: int, exp
         tuner = restore_tuner(experiment, trainable, callbacks, tune_config(run, arm, num_samples))
     else:
         name = experiment.rstrip("/").rsplit("/", 1)[-1]
-        print(f"\nsearching arm {arm}: {num_samples} trials")
+        print(f"\nsearching arm {arm_label(arm, run.space.mode)}: {num_samples} trials")
         tuner = tune.Tuner(
             trainable, tune_config=tune_config(run, arm, num_samples), run_config=run_config(run, name, callbacks)
         )

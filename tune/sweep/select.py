@@ -15,7 +15,7 @@ from ray import tune
 from core.config import TrainConfig
 from core.errors import UserError
 from tune.objective import Objective
-from tune.records import Candidate, Confirmed, TrialRow, TrialState, relative
+from tune.records import Candidate, Confirmed, TrialRow, TrialState, arm_label, relative
 from tune.sampling import candidate_config, run_candidate
 from tune.sweep.console import stage_callbacks
 from tune.sweep.ray_compat.experiment_state import recorded_trials
@@ -52,19 +52,22 @@ def choose_candidates(
     objective: Objective,
     arms: tuple[str, ...] = ("kd", "baseline"),
     front_of: str | None = None,
+    mode: str = "distillation",
 ) -> list[Candidate]:
     """The `top_k` best configurations of each arm, ranked by the objective at the highest budget they all
     reached. Trials that errored, diverged or were interrupted are never candidates; ASHA-stopped ones are.
     With a deploy target (`front_of`: the base's student backbone), also one configuration per student
-    backbone for the Dice–latency front (`front_picks`), marked `front`."""
-    chosen = []
+    backbone for the Dice–latency front (`front_picks`), marked `front`. `mode` (the space's) names them:
+    kd-1 in a distillation space, baseline-1 or teacher-1 in one without a teacher (`arm_label`)."""
+    chosen, distilled = [], mode == "distillation"
     for arm in arms:
         mine = [r for r in rows if r.arm == arm and r.usable]
         if not mine:
             continue
         budget = common_budget(mine, top_k, milestones)
         for i, row in enumerate(ranked_at(mine, budget, objective)[:top_k], 1):
-            chosen.append(Candidate(f"{arm}-{i}", row.trial_id, row.sampled, row.value_at(budget), budget))
+            name = f"{arm_label(arm, mode)}-{i}"
+            chosen.append(Candidate(name, row.trial_id, row.sampled, row.value_at(budget), budget, False, distilled))
     if front_of is None:
         return chosen
     by_trial = {c.trial_id: c for c in chosen}
@@ -72,7 +75,17 @@ def choose_candidates(
         if row.trial_id in by_trial:
             by_trial[row.trial_id].front = True
         else:
-            chosen.append(Candidate(f"front-{name}", row.trial_id, row.sampled, row.value_at(budget), budget, True))
+            chosen.append(
+                Candidate(
+                    f"front-{name}",
+                    row.trial_id,
+                    row.sampled,
+                    row.value_at(budget),
+                    budget,
+                    True,
+                    mode == "distillation",
+                )
+            )
     return chosen
 
 
@@ -104,7 +117,7 @@ def select(run: SweepRun, base: TrainConfig, rows: list[TrialRow]) -> list[Confi
     assert confirm is not None, "the pipeline runs selection only with confirm settings"
     milestones = sorted(set(space.asha.milestones()) | {space.asha.max_t})
     front_of = space.base_config().student_backbone if space.deploy else None
-    candidates = choose_candidates(rows, confirm.top_k, milestones, space.objective, front_of=front_of)
+    candidates = choose_candidates(rows, confirm.top_k, milestones, space.objective, front_of=front_of, mode=space.mode)
     if not any(c.arm == "kd" for c in candidates):
         raise UserError(f"{run.paths.sweep_dir}: no trial of the search ended usable; see leaderboard.csv")
     seeds, _ = seed_plan(base.seed, confirm.seeds, confirm.verdict_seeds)

@@ -11,7 +11,7 @@ from typing import Any
 
 from core.config import TrainConfig
 from tune.objective import Objective
-from tune.sampling import run_sample, trial_config
+from tune.sampling import arm_label, run_sample, trial_config
 from tune.tracking.run_metrics import define_epoch_metrics
 from tune.tracking.wandb_sweep import join_sweep
 
@@ -30,7 +30,7 @@ class TrialRunSettings:
         with the run's config, tags and W&B Sweep."""
         cfg = trial_config(trial_params, self.base)
         sampled, _ = run_sample(trial_params)
-        arm = sampled.arm
+        arm = arm_label(sampled.arm, cfg.mode)  # what its runs train: `kd`, `baseline` or `teacher`
         kwargs = {
             **init_kwargs,
             "config": {**cfg.to_dict(), "arm": arm, "sweep": self.sweep, "trial_params": sampled.params},
