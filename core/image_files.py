@@ -111,6 +111,11 @@ def decode(path: Path) -> np.ndarray:
         array = _decode_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _decode_pil(path)
     except ImageFileError:
         raise
+    except MemoryError:  # this picture only: its caller skips it (predict) or names it (training data)
+        raise ImageFileError(
+            f"not enough memory to decode its {width}x{height} pixels; resize it, or lower "
+            f"${MAX_MEGAPIXELS_ENV} to refuse such files before decoding"
+        ) from None
     except Exception as err:  # noqa: BLE001 - as in image_size(): any decoder's error means "not readable"
         raise ImageFileError(_reason(err)) from None
     if array.dtype == bool:

@@ -240,6 +240,26 @@ def test_predict_files_names_two_inputs_with_one_stem(onnx_predictor, demo_root,
     assert len(run.written) == 1 and len(run.problems) == 1 and "a.jpg" in run.problems[0]
 
 
+def test_an_image_that_runs_out_of_memory_is_skipped_and_the_others_are_written(
+    onnx_predictor, demo_root, tmp_path, monkeypatch
+):
+    from core import image_files
+
+    real = image_files._decode_pil
+
+    def out_of_memory_on_big(path):
+        if path.name == "big.png":
+            raise MemoryError  # as numpy or Pillow raise it when an allocation fails
+        return real(path)
+
+    monkeypatch.setattr(image_files, "_decode_pil", out_of_memory_on_big)
+    for name in ("big.png", "fine.png"):
+        write_rgb(tmp_path / name, odd_sized_image(demo_root))
+    run = predict_files(onnx_predictor, [tmp_path / "big.png", tmp_path / "fine.png"], tmp_path / "out", progress=False)
+    assert [source.name for source, _ in run.written] == ["fine.png"] and len(run.problems) == 1
+    assert "big.png" in run.problems[0] and "not enough memory to decode its" in run.problems[0]
+
+
 def test_demo_segment_handles_colour_grey_and_alpha_images(onnx_predictor, demo_root):
     from core.demo import segment
 
