@@ -239,3 +239,27 @@ def test_a_sweep_without_a_control_arm_speaks_of_no_tuned_baseline(sweep_copy):
     page = (sweep_copy / "report.html").read_text()
     assert "dashed: control arm" not in page and "tuned baseline" not in page
     assert "<b>Verdict runs</b>: the winner, and the same configuration without its teacher, retrained" in page
+
+
+@pytest.mark.slow
+def test_readers_of_a_finished_sweep_never_unpickle(sweep_copy, demo_root, tmp_path, monkeypatch, capsys):
+    """The trust boundary (docs/cluster.md): a sweep folder you only read is data. show, report, export and
+    predict read JSON, CSV, YAML, weights-only checkpoints and ONNX; any unpickling here fails the test."""
+    import pickle
+
+    from ray import cloudpickle
+
+    from tune import best as best_cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickled while reading a finished sweep")
+
+    for module in (pickle, cloudpickle):
+        for name in ("load", "loads"):
+            monkeypatch.setattr(module, name, refuse)
+    best_cli.main(["show", "--sweep", str(sweep_copy)])
+    report_cli.main(["--sweep", str(sweep_copy)])
+    best_cli.main(["export", "--sweep", str(sweep_copy), "--out", str(tmp_path / "export")])
+    image = next((demo_root / "TestDataset" / "Kvasir" / "images").iterdir())
+    best_cli.main(["predict", "--model", str(tmp_path / "export"), str(image), "--out", str(tmp_path / "pred")])
+    assert (tmp_path / "pred" / "masks").is_dir() and "exported trial" in capsys.readouterr().out
