@@ -16,7 +16,7 @@ from tune.report.tables import format_confirmation
 from tune.sampling import Sampled
 from tune.statistics import mde80, mean_ci95
 from tune.sweep.select import choose_candidates, common_budget, seed_plan
-from tune.sweep.verdict import judge, partner_for, plan_verdict, with_teacher, without_teacher
+from tune.sweep.verdict import judge, no_verdict_reason, partner_for, plan_verdict, with_teacher, without_teacher
 
 DICE = Objective("best_val_dice", "max")
 SEEDS = (50, 51, 52, 53)
@@ -276,3 +276,15 @@ def test_selection_table_ranks_by_mean():
     )
     lines = table.splitlines()
     assert lines[2].startswith("kd-2") and lines[3].startswith("kd-1") and "0.8000" in lines[2]
+
+
+def test_a_distillation_sweep_without_a_verdict_says_why():
+    kd = runs("kd-1", "kd", [math.nan] * len(SEEDS))
+    baseline = runs("baseline-1", "baseline", [0.6] * len(SEEDS))
+    assert plan_verdict([kd, baseline], DICE, BASE, "ablation") is None
+    assert no_verdict_reason([kd, baseline], "ablation") == (
+        "every selection run of the distillation configurations (kd-1) failed or diverged"
+    )
+    fine = runs("kd-1", "kd", [0.7] * len(SEEDS))
+    assert plan_verdict([fine], DICE, BASE, "tuned") is None
+    assert "no baseline configuration was selected" in no_verdict_reason([fine], "tuned")

@@ -6,6 +6,7 @@ pictures, W&B's summary run, and a copy in shared storage.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
 from tune.sweep.study import load_study, param_importance, state_counts
 from tune.sweep.test_sets import TestSetScores, over_seeds, score_verdict_checkpoints, teacher_effect
-from tune.sweep.verdict import VerdictRuns, backbone
+from tune.sweep.verdict import VerdictRuns, backbone, no_verdict_reason
 
 
 @dataclass
@@ -86,6 +87,9 @@ def finish(
         print(f"\nverdict: {verdict.sentence}")
         for line in verdict_details(best["kd_vs_baseline"], space.objective.label):
             print(f"  {line}")
+    elif space.distillation and selected:  # a distillation sweep always owes its user the verdict, or why not
+        why = no_verdict_reason(selected, space.confirm.verdict if space.confirm else "ablation")
+        print(f"\nverdict: none — {why}; see {paths.confirm}", file=sys.stderr)
     importance = best["importance"]
     if importance:
         print(

@@ -147,6 +147,15 @@ def plan_verdict(
     return VerdictPlan("factorial" if len(pairs) == 2 else "ablation", student, kd.candidate, partner, pairs)
 
 
+def no_verdict_reason(confirmed: list[Confirmed], design: str) -> str:
+    """Why a distillation sweep's verdict stage had nothing to compare (plan_verdict gave None)."""
+    teacher = [c for c in confirmed if c.candidate.teacher]
+    if not teacher or all(math.isnan(c.mean) for c in teacher):
+        names = ", ".join(c.candidate.name for c in teacher) or "none selected"
+        return f"every selection run of the distillation configurations ({names}) failed or diverged"
+    return f"the {design} design compares with the tuned baseline, and no baseline configuration was selected"
+
+
 def verdict_stage(run: SweepRun, base: TrainConfig, confirmed: list[Confirmed]) -> VerdictRuns:
     """Retrain the winner and the verdict's configurations on the verdict seeds; judge the teacher."""
     objective, confirm = run.space.objective, run.space.confirm
@@ -155,6 +164,8 @@ def verdict_stage(run: SweepRun, base: TrainConfig, confirmed: list[Confirmed]) 
     if math.isnan(winner.mean):
         raise UserError(f"{run.paths.sweep_dir}: every selection run failed; see {run.paths.confirm}")
     plan = plan_verdict(confirmed, objective, base, confirm.verdict)
+    if plan is None and run.space.distillation:
+        print(f"no verdict on the teacher: {no_verdict_reason(confirmed, confirm.verdict)}; see {run.paths.confirm}")
     chosen = plan.candidates(winner.candidate) if plan else [winner.candidate]
     _, seeds = seed_plan(base.seed, confirm.seeds, confirm.verdict_seeds)
     print(
