@@ -59,6 +59,7 @@ from tune.sweep.study import stored_sweep_name
 from tune.sweep.verdict import verdict_stage
 from tune.sweep.waits import task_result
 from tune.tracking import mode as wandb_mode
+from tune.tracking.network import wandb_timeout_s
 from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
 
@@ -86,6 +87,8 @@ def run_sweep(
         check_folder(paths, resume)
         check_teacher_setting(space)
         target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
+        if target.on:
+            wandb_timeout_s()  # $POLYP_KD_TUNE_WANDB_TIMEOUT_S, checked before anything runs
         students = student_latencies(space, paths, resume, address)  # a CPU target's budget: checked here
         bind_to_data(paths, space, resume)
         bind_to_space(paths, space, resume, extend)
