@@ -50,6 +50,7 @@ from tune.sweep.finish import finish
 from tune.sweep.latency import check_budget, measure_students, write_latencies
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.ray_compat.conventions import AUTH_TOKEN_FILE, AUTH_TOKEN_PATH_ENV
+from tune.sweep.ray_compat.local_ray import loopback_only
 from tune.sweep.runtime import SweepInterrupted, SweepRun
 from tune.sweep.search import completed_search, search
 from tune.sweep.select import select
@@ -250,7 +251,9 @@ def run_stages(
     started = time.perf_counter()
     wandb_mode.apply(target)
     print(target.line())
-    with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose):  # Ray's tables and logs: there, not here
+    # A new local Ray listens on loopback only; a cluster's nodes must reach each other.
+    local = contextlib.nullcontext() if address else loopback_only()
+    with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose), local:  # Ray's tables and logs: there, not here
         return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
 
 
