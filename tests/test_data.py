@@ -98,7 +98,7 @@ def test_demo_data_is_deterministic_and_labelled_synthetic(tmp_path):
     a = write_demo_dataset(tmp_path / "a", size=32, n_train=4, n_test=2, seed=3)
     b = write_demo_dataset(tmp_path / "b", size=32, n_train=4, n_test=2, seed=3)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 1 + 2 * 4 + 5 * 2 * 2
+    assert len(files) == 2 + 2 * 4 + 5 * 2 * 2  # the marker and the manifest of what was written (core/files.py)
     assert all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
     assert "SYNTHETIC" in (a / SYNTHETIC_MARKER).read_text()
     assert discover(a).synthetic

@@ -16,6 +16,7 @@ import pickle
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -418,3 +419,48 @@ def test_a_restored_tuner_runs_new_trials_where_the_experiment_is_now(experiment
     tuner.fit()
     assert len(recorded_trials(str(moved))) == 3  # the trial count raised on resume
     assert sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*")) == before  # nothing there
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_local_ray_started_in_loopback_only_listens_on_loopback_only():
+    """local_ray.loopback_only: every listening socket of Ray's processes (the driver, GCS, raylet, workers) is
+    on a loopback address (`ss -ltnp`); without it Ray 2.60 listens on every interface. In a fresh interpreter:
+    this file's tests share one Ray of their own."""
+    code = (
+        "import json, os, subprocess, ray\n"
+        "from tune.sweep.ray_compat.local_ray import LOOPBACK_ENV, loopback_only\n"
+        "with loopback_only():\n"
+        "    ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
+        "    ray.get(ray.remote(lambda: 1).remote())  # a worker too\n"
+        "    parents = {}\n"
+        "    for d in filter(str.isdigit, os.listdir('/proc')):\n"
+        "        try:\n"
+        "            parents[int(d)] = int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "        except (OSError, IndexError, ValueError):\n"
+        "            pass\n"
+        "    pids, grown = {os.getpid()}, True\n"
+        "    while grown:  # this process and every process under it: Ray's\n"
+        "        more = {p for p, parent in parents.items() if parent in pids} - pids\n"
+        "        pids, grown = pids | more, bool(more)\n"
+        "    ss = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True, check=True).stdout\n"
+        "    ray.shutdown()\n"
+        "print(json.dumps({'pids': sorted(pids), 'ss': ss, 'env_after': os.environ.get(LOOPBACK_ENV)}))\n"
+    )
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    listening = [
+        (line.split()[3], int(pid))
+        for line in seen["ss"].splitlines()
+        for pid in re.findall(r"pid=(\d+)", line)
+        if int(pid) in seen["pids"]
+    ]
+    assert len({pid for _, pid in listening}) >= 3, seen["ss"]  # the driver, GCS, raylet (and a worker)
+    exposed = [(address, pid) for address, pid in listening if not re.match(r"(127\.|\[::ffff:127\.|\[::1\])", address)]
+    assert not exposed, seen["ss"]
+    assert seen["env_after"] is None  # restored: a later `ray start` in the process is not refused

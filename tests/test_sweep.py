@@ -575,3 +575,40 @@ def test_rerunning_the_end_of_a_sweep_updates_its_one_w_and_b_summary_run(finish
     after = summary_ids()
     assert len(before) == 1 and len(after) == 2 and set(after) == set(before)
     assert json.loads((finished_sweep / "sweep.json").read_text())["uid"] in before[0]
+
+
+def test_a_sweep_online_without_wandb_says_what_it_waits_for_and_ends_complete(demo_root, tmp_path):
+    """W&B online with a well-formed key and no W&B (a closed local port): every wait on W&B is announced and
+    bounded ($POLYP_KD_TUNE_WANDB_TIMEOUT_S), the runs are logged offline for `wandb sync`, and the sweep's
+    results are complete: exit 0."""
+    space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", control=None, confirm=None)
+    space["wandb"]["mode"] = "online"
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        WANDB_MODE="online",
+        WANDB_API_KEY=FAKE_KEY,
+        WANDB_BASE_URL="http://127.0.0.1:9",
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+        WANDB_SILENT="true",
+        POLYP_KD_TUNE_WANDB_TIMEOUT_S="3",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [sys.executable, "-m", "tune.search", "--space", str(tmp_path / "s.yaml"), "--storage", str(tmp_path / "r")]
+    started = time.monotonic()
+    done = subprocess.run([*cmd, "--num-cpus", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep, out = tmp_path / "r" / "tiny", done.stdout
+    assert (sweep / "best.json").is_file() and (sweep / "report.html").is_file()
+    wandb_dir = sweep / "wandb"
+    assert "W&B: registering the W&B Sweep (at most 3 s)" in out
+    assert "W&B: the sweep was not registered as a W&B Sweep (" in out
+    assert f"runs of this stage (at most 26 s; what W&B does not get stays in {wandb_dir} for `wandb sync`)" in out
+    assert f"W&B: logging the sweep's summary run (at most 26 s; without W&B it is kept in {wandb_dir}" in out
+    assert f"the summary run is logged offline in {wandb_dir}: upload it later with `wandb sync {wandb_dir}`" in out
+    assert f"W&B: 3 runs of this sweep are offline in {wandb_dir}: upload them with `wandb sync {wandb_dir}`" in out
+    assert "W&B Report not made: W&B did not get every run" in out and "Traceback" not in done.stderr
+    assert len(list(wandb_dir.glob("offline-run-*"))) == 3  # both trials and the summary, for `wandb sync`
+    # Without the bounds: 100 s for each run's start (wandb's default init_timeout), 19 s for the Sweep.
+    assert seconds < 240, seconds

@@ -240,6 +240,7 @@ def test_register_sweep_sends_the_generated_config_and_a_failure_is_one_line(mon
     assert calls == [
         {"sweep": sweep_config(space), "entity": "team", "project": "polyp-kd-tune", "prior_runs": ["t1", "t2"]}
     ]
+    capsys.readouterr()
 
     def offline(**_):
         raise wandb.errors.CommError("Network error (ConnectionError), entering retry loop.")
@@ -247,7 +248,8 @@ def test_register_sweep_sends_the_generated_config_and_a_failure_is_one_line(mon
     monkeypatch.setattr(wandb, "sweep", offline)
     assert register_sweep(space, None, "polyp-kd-tune") is None
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and "Network error" in out[0] and SWEEP_YAML in out[0]
+    assert len(out) == 2 and out[0].startswith("W&B: registering the W&B Sweep (at most ")
+    assert "Network error" in out[1] and SWEEP_YAML in out[1]
 
 
 @pytest.mark.parametrize("space_name", ["baseline", "teacher"])

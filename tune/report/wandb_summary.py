@@ -11,10 +11,11 @@ from typing import Any
 
 import wandb
 
-from tune.records import CHARTS_DIRNAME, TrialRow, read_sweep_record, resolve
+from tune.records import CHARTS_DIRNAME, WANDB_DIRNAME, TrialRow, read_sweep_record, resolve
 from tune.report.gallery import validation_gallery
 from tune.tracking.artifacts import gallery_images, report_artifact
 from tune.tracking.mode import RunMode
+from tune.tracking.network import init_or_offline, run_settings, run_wait_s, sync_hint, wandb_timeout_s
 
 
 def summary_run_id(sweep_dir: Path, sweep: str) -> str:
@@ -31,20 +32,44 @@ def log_sweep_summary(
     space: dict[str, Any],
     best: dict[str, Any],
     rows: list[TrialRow],
-) -> str:
-    """Write (or update) the summary run; returns the run's folder."""
-    run = wandb.init(
-        project=project,
-        entity=entity,
-        group=group,
-        job_type="summary",
-        name=f"{best['sweep']}-summary",
-        id=summary_run_id(sweep_dir, best["sweep"]),
-        resume="allow",
-        dir=str(sweep_dir),
-        mode=mode,
-        config={"space": space},
-        tags=[best["sweep"], "summary"],
+) -> bool:
+    """Write (or update) the summary run. Online, each wait on W&B is bounded ($POLYP_KD_TUNE_WANDB_TIMEOUT_S)
+    and announced: without W&B the run is logged offline, a timed-out upload stays on disk, each one line
+    naming what `wandb sync` uploads later. Returns whether W&B was reached (or was not asked for)."""
+    timeout_s = wandb_timeout_s()
+    wandb_dir = Path(sweep_dir) / WANDB_DIRNAME
+    if mode == "online":
+        print(
+            f"W&B: logging the sweep's summary run (at most {run_wait_s(timeout_s):.0f} s; without W&B it is "
+            f"kept in {wandb_dir} for `wandb sync`)",
+            flush=True,
+        )
+
+    def went_offline(reason: str) -> None:
+        print(
+            f"W&B: not reached within {timeout_s:g} s ({reason}); the summary run is logged offline in "
+            f"{wandb_dir}: upload it later with {sync_hint(wandb_dir)}",
+            flush=True,
+        )
+
+    run, offline_reason = init_or_offline(
+        wandb.init,
+        dict(
+            project=project,
+            entity=entity,
+            group=group,
+            job_type="summary",
+            name=f"{best['sweep']}-summary",
+            id=summary_run_id(sweep_dir, best["sweep"]),
+            resume="allow",
+            dir=str(sweep_dir),
+            mode=mode,
+            config={"space": space},
+            tags=[best["sweep"], "summary"],
+            # finish_timeout_raises: the one public way to learn that the upload was cut off.
+            settings={**run_settings(timeout_s), "finish_timeout_raises": True},
+        ),
+        went_offline,
     )
     try:
         logged: dict[str, Any] = {"leaderboard": leaderboard_table(rows), "test": test_table(best)}
@@ -58,9 +83,23 @@ def log_sweep_summary(
         run.log(logged)
         run.summary.update(summary_values(best))
         run.log_artifact(report_artifact(sweep_dir, best["sweep"]), aliases=["latest", best["sweep"]])
-        return run.dir
     finally:
+        uploaded = _finish(run, timeout_s, wandb_dir)
+    return uploaded and offline_reason is None
+
+
+def _finish(run: Any, timeout_s: float, wandb_dir: Path) -> bool:
+    """End the run; False, after one line, when its upload did not end within `timeout_s`."""
+    try:
         run.finish()
+    except TimeoutError:
+        print(
+            f"W&B: the summary run's upload did not end within {timeout_s:g} s; it stays in {wandb_dir}: "
+            f"upload it later with {sync_hint(wandb_dir, include_online=True)}",
+            flush=True,
+        )
+        return False
+    return True
 
 
 def leaderboard_table(rows: list[TrialRow]) -> wandb.Table:

@@ -40,12 +40,13 @@ from tune.records import (
 from tune.report.format import averaged_over, estimate_text, verdict_details
 from tune.report.html import write_report
 from tune.report.tables import format_confirmation, format_front, format_leaderboard, format_test_scores
-from tune.report.wandb_report import publish_wandb_report
+from tune.report.wandb_report import publish_wandb_report, unsynced_offline_runs
 from tune.report.wandb_summary import log_sweep_summary
 from tune.sweep.runtime import SweepRun
 from tune.sweep.study import load_study, param_importance, state_counts
 from tune.sweep.test_sets import TestSetScores, over_seeds, score_verdict_checkpoints, teacher_effect
 from tune.sweep.verdict import VerdictRuns, backbone, no_verdict_reason
+from tune.tracking.network import sync_hint
 
 
 @dataclass
@@ -302,8 +303,9 @@ def publish(run: SweepRun, rows: list[TrialRow], best: dict[str, Any]) -> None:
         + ", ".join(f"{n} {e}" for e, n in ends.items() if n)
         + f") in {best['wall_seconds']:.0f}s -> {paths.sweep_dir}"
     )
+    reached = True
     if run.wandb_mode != "disabled":
-        log_sweep_summary(
+        reached = log_sweep_summary(
             space.wandb.project,
             run.wandb_entity,
             space.wandb.group or space.name,
@@ -314,9 +316,23 @@ def publish(run: SweepRun, rows: list[TrialRow], best: dict[str, Any]) -> None:
             rows,
         )
     if run.wandb_mode == "online":
-        url = publish_wandb_report(paths.sweep_dir, space, run.wandb_entity)
-        if url:
-            print(f"W&B Report: {url}")
+        wandb_dir = paths.sweep_dir / WANDB_DIRNAME
+        offline = unsynced_offline_runs(paths.sweep_dir)
+        if offline:
+            # Trial runs that could not reach W&B were logged offline (tune/tracking/network.py).
+            print(
+                f"W&B: {len(offline)} runs of this sweep are offline in {wandb_dir}: upload them with "
+                f"{sync_hint(wandb_dir)}"
+            )
+        if reached and not offline:
+            url = publish_wandb_report(paths.sweep_dir, space, run.wandb_entity)
+            if url:
+                print(f"W&B Report: {url}")
+        else:  # the Report charts uploaded runs: a later `tune.report --wandb` makes it, after the upload
+            print(
+                f"W&B Report not made: W&B did not get every run; after the upload, make it with "
+                f"`python -m tune.report --sweep {paths.sweep_dir} --wandb`"
+            )
     if run.wandb_mode == "offline":
         print(
             f"W&B runs are offline in {paths.sweep_dir / WANDB_DIRNAME}; upload them with "

@@ -50,6 +50,7 @@ from tune.sweep.finish import finish
 from tune.sweep.latency import check_budget, measure_students, write_latencies
 from tune.sweep.prepare import check_teacher_setting, prepare, requests_gpu
 from tune.sweep.ray_compat.conventions import AUTH_TOKEN_FILE, AUTH_TOKEN_PATH_ENV
+from tune.sweep.ray_compat.local_ray import loopback_only
 from tune.sweep.runtime import SweepInterrupted, SweepRun
 from tune.sweep.search import completed_search, search
 from tune.sweep.select import select
@@ -59,6 +60,7 @@ from tune.sweep.study import stored_sweep_name
 from tune.sweep.verdict import verdict_stage
 from tune.sweep.waits import task_result
 from tune.tracking import mode as wandb_mode
+from tune.tracking.network import wandb_timeout_s
 from tune.tracking.wandb_sweep import register_sweep, write_sweep_yaml
 
 
@@ -86,6 +88,8 @@ def run_sweep(
         check_folder(paths, resume)
         check_teacher_setting(space)
         target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
+        if target.on:
+            wandb_timeout_s()  # $POLYP_KD_TUNE_WANDB_TIMEOUT_S, checked before anything runs
         students = student_latencies(space, paths, resume, address)  # a CPU target's budget: checked here
         bind_to_data(paths, space, resume)
         bind_to_space(paths, space, resume, extend)
@@ -247,7 +251,9 @@ def run_stages(
     started = time.perf_counter()
     wandb_mode.apply(target)
     print(target.line())
-    with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose):  # Ray's tables and logs: there, not here
+    # A new local Ray listens on loopback only; a cluster's nodes must reach each other.
+    local = contextlib.nullcontext() if address else loopback_only()
+    with ray_output(paths.sweep_dir / RAY_LOG_FILE, verbose), local:  # Ray's tables and logs: there, not here
         return run_in_ray(space, paths, address, num_cpus, signals, students, target, started)
 
 

@@ -4,6 +4,7 @@ the trainable with its resources, ASHA, the run config, W&B's callback and mode,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from tune.sweep.signals import StopSignals
 from tune.sweep.study import study_name
 from tune.sweep.trainable import train_trial
 from tune.tracking.mode import RunMode
+from tune.tracking.network import run_wait_s, wandb_timeout_s
 from tune.tracking.run_settings import TrialRunSettings
 
 
@@ -57,6 +59,7 @@ def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
     if run.wandb_mode == "disabled":
         return []
     w = run.space.wandb
+    timeout_s = wandb_timeout_s()
     return [
         SweepWandbLoggerCallback(
             project=w.project,
@@ -67,7 +70,9 @@ def wandb_callbacks(run: SweepRun, job_type: str, base: TrainConfig) -> list:
             job_type=job_type,
             excludes=["is_best", "node_id", "run_started_at"],
             log_config=False,
-            settings=TrialRunSettings(run.space.name, base, run.space.objective, run.wandb_sweep_id),
+            settings=TrialRunSettings(run.space.name, base, run.space.objective, run.wandb_sweep_id, timeout_s),
+            # Ray's wait at the end of a stage for runs still logging (30 min by default): their start and end.
+            upload_timeout=math.ceil(run_wait_s(timeout_s)),
             max_actors=run.space.search.max_concurrent_trials,
             idle=run.wandb_actors,
         )

@@ -12,6 +12,7 @@ from typing import Any
 from core.config import TrainConfig
 from tune.objective import Objective
 from tune.sampling import arm_label, run_sample, trial_config
+from tune.tracking.network import run_settings
 from tune.tracking.run_metrics import define_epoch_metrics
 from tune.tracking.wandb_sweep import join_sweep
 
@@ -24,10 +25,11 @@ class TrialRunSettings:
     base: TrainConfig
     objective: Objective = field(default_factory=Objective)
     wandb_sweep_id: str | None = None
+    timeout_s: float | None = None  # bounds each run's start and end ($POLYP_KD_TUNE_WANDB_TIMEOUT_S)
 
     def init_kwargs(self, trial_params: dict[str, Any], init_kwargs: dict[str, Any]) -> dict[str, Any]:
         """`init_kwargs` (Ray's `wandb.init` keyword arguments for a trial whose Ray config is `trial_params`)
-        with the run's config, tags and W&B Sweep."""
+        with the run's config, tags, W&B Sweep and network bounds."""
         cfg = trial_config(trial_params, self.base)
         sampled, _ = run_sample(trial_params)
         arm = arm_label(sampled.arm, cfg.mode)  # what its runs train: `kd`, `baseline` or `teacher`
@@ -36,6 +38,8 @@ class TrialRunSettings:
             "config": {**cfg.to_dict(), "arm": arm, "sweep": self.sweep, "trial_params": sampled.params},
             "tags": [self.sweep, f"arm:{arm}", cfg.student_backbone, init_kwargs.get("job_type", "trial")],
         }
+        if self.timeout_s is not None:
+            kwargs["settings"] = {**(init_kwargs.get("settings") or {}), **run_settings(self.timeout_s)}
         return join_sweep(kwargs, self.wandb_sweep_id)
 
     def run_started(self, run: Any) -> None:

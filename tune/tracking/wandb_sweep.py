@@ -17,6 +17,7 @@ from core.config import teacher_only_keys
 from core.files import write_file_atomic
 from tune.sampling import bounds
 from tune.space import Parameter, SearchSpace, all_parameters, parameter_specs
+from tune.tracking.network import call_with_timeout, wandb_timeout_s
 
 SWEEP_YAML = "wandb-sweep.yaml"  # in the sweep folder: what `wandb sweep` registers later, offline sweeps included
 # W&B's method closest to Optuna's TPE: `bayes` is W&B's sequential model-based search, as TPE is (`random`
@@ -100,23 +101,33 @@ def register_sweep(
     """Register the W&B Sweep (online only: W&B creates sweeps on its server) and return its id; `prior_runs`
     (W&B run ids in `project`) become members, e.g. the runs of a sweep that ran before it was registered.
 
-    A failure (no network, no or a wrong API key) is one printed line and None, not an error: the Sweep is a
+    Announced, and bounded by $POLYP_KD_TUNE_WANDB_TIMEOUT_S. A failure (no network, no or a wrong API key) is
+    one printed line and None, not an error: the Sweep is a
     view of runs that are logged either way, so it does not stop a search; `write_sweep_yaml` keeps what
     registering it later needs. wandb.sweep also sets WANDB_ENTITY and WANDB_PROJECT in this process to the
     sweep's: the trial processes Ray starts inherit them, and a run joins a sweep only in its entity and project."""
     import wandb
 
+    timeout_s = wandb_timeout_s()
+    print(f"W&B: registering the W&B Sweep (at most {timeout_s:g} s)", flush=True)
+    config = sweep_config(space, name)
     try:
-        return wandb.sweep(
-            sweep=sweep_config(space, name), entity=entity, project=project, prior_runs=list(prior_runs) or None
+        # wandb.sweep takes no timeout (its API client's is fixed when wandb is imported): bounded here. One
+        # that answers later is ignored: its runs are logged either way.
+        done, sweep_id = call_with_timeout(
+            lambda: wandb.sweep(sweep=config, entity=entity, project=project, prior_runs=list(prior_runs) or None),
+            timeout_s,
         )
+        if done:
+            return sweep_id
+        reason = f"W&B did not answer within {timeout_s:g} s"
     except (wandb.errors.Error, OSError) as err:  # CommError (network, HTTP), UsageError/AuthenticationError (key)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(
-            f"W&B: the sweep was not registered as a W&B Sweep ({reason}); its runs are logged without one. "
-            f"To register it later: see the header of {SWEEP_YAML} in the sweep folder"
-        )
-        return None
+    print(
+        f"W&B: the sweep was not registered as a W&B Sweep ({reason}); its runs are logged without one. "
+        f"To register it later: see the header of {SWEEP_YAML} in the sweep folder"
+    )
+    return None
 
 
 def join_sweep(init_kwargs: dict[str, Any], sweep_id: str | None) -> dict[str, Any]:

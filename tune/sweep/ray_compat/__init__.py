@@ -42,13 +42,18 @@ changes it. Importing this package with another Ray version warns once. Product 
   restore_tuner              Tuner._local_tuner (TunerInternal._run_config/_tune_config), SearchGenerator.set_state/
                              _total_samples/_experiment, train._internal.storage.get_fs_and_path
 
+`local_ray`:
+  loopback_only              ray_constants.ENABLE_RAY_CLUSTER (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER) read by
+                             services.get_node_ip_address: false, a local Ray's node address is 127.0.0.1 and its
+                             processes listen there only (ray.init turns an explicit 127.0.0.1 into the node's IP)
+
 `wandb_auth` (no Ray; W&B's internals):
   wandb_key_problem          W&B's check of an API key's format (wandb.sdk.lib.wbauth.validation.check_api_key)
 
 `wandb_actor` (air.integrations.wandb):
   SweepWandbLoggerCallback   WandbLoggerCallback._logger_actor_cls/_start_logging_actor/_cleanup_logging_actor(s)/
                              _signal_logging_actor_stop/_trial_queues/_trial_logging_actors/_trial_logging_futures/
-                             _logging_future_to_trial/_upload_timeout; Ray's `reinit=True` and WANDB_API_KEY in
+                             _logging_future_to_trial/_upload_timeout/kwargs; Ray's `reinit=True` and WANDB_API_KEY in
                              the actor's runtime_env
   ReusableWandbLoggingActor  _WandbLoggingActor: its constructor's arguments, `_wandb`, `run`
 """

@@ -5,6 +5,7 @@ and an interrupted sweep's runs end without the driver hanging.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -12,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
+from tune.tracking.network import init_or_offline, sync_hint
+
 if TYPE_CHECKING:
     from tune.tracking.run_settings import TrialRunSettings
+
+QUIET_WAIT_S = 2.0  # runs that end their upload within this need no line
 
 
 class _WandbWithStartHook:
@@ -31,7 +36,13 @@ class _WandbWithStartHook:
     def init(self, *args, **kwargs):
         import wandb
 
-        run = wandb.init(*args, **kwargs)
+        # Online without W&B (no network): the run is logged offline in the sweep's wandb/ folder, for `wandb
+        # sync`, instead of the actor failing and the trial's run being lost; the line goes to ray.log.
+        run, _ = init_or_offline(
+            functools.partial(wandb.init, *args),
+            kwargs,
+            lambda reason: print(f"W&B: not reached ({reason}); this run is logged offline"),
+        )
         if self.run_started is not None:
             self.run_started(run)
         return run
@@ -151,7 +162,7 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         return None
 
     def on_experiment_end(self, trials, **info):
-        """End every trial's run, then wait a bounded time for them to finish writing.
+        """End every trial's run, then wait a bounded, announced time for them to finish writing.
 
         Ray signals the end of a run only for trials that ended; the run of a trial still running when the
         sweep is interrupted never got it (seen with `reuse_actors`), and Ray then waited its whole
@@ -160,8 +171,34 @@ class SweepWandbLoggerCallback(WandbLoggerCallback):
         the shared pool, where there is one: the next stage's runs start without new processes."""
         for trial in list(self._trial_queues):
             self._signal_logging_actor_stop(trial)
-        self._cleanup_logging_actors(timeout=self._upload_timeout, kill_on_timeout=True)
+        self._wait_for_uploads()
+        self._cleanup_logging_actors(timeout=0, kill_on_timeout=True)
         if not self._shared:
             for actor, _ in self._idle:
                 ray.kill(actor)
             self._idle.clear()
+
+    def _wait_for_uploads(self) -> None:
+        """Wait at most `upload_timeout` for the runs still logging, announced when it lasts: without a network
+        each run's start and end take their bounds (tune/tracking/network.py); the runs whose upload did
+        not end stay in the sweep's wandb/ folder for `wandb sync`, one line says so, and the stage goes on."""
+        futures = list(self._trial_logging_futures.values())
+        if not futures:
+            return
+        wandb_dir = os.path.join(self.kwargs.get("dir") or ".", "wandb")
+        _, late = ray.wait(futures, num_returns=len(futures), timeout=QUIET_WAIT_S)
+        if not late:
+            return
+        doing = "uploading" if self.kwargs.get("mode") == "online" else "ending"
+        print(
+            f"W&B: {doing} {len(late)} runs of this stage (at most {self._upload_timeout} s; what W&B does not "
+            f"get stays in {wandb_dir} for `wandb sync`)",
+            flush=True,
+        )
+        _, late = ray.wait(late, num_returns=len(late), timeout=self._upload_timeout)
+        if late:
+            print(
+                f"W&B: {len(late)} runs did not end their upload within {self._upload_timeout} s (is W&B "
+                f"reachable?); they stay in {wandb_dir}: upload them later with {sync_hint(wandb_dir, True)}",
+                flush=True,
+            )
