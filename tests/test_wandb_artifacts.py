@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import wandb
 import yaml
 
 from core.errors import UserError
+from core.files import OUTPUT_MANIFEST
 from core.metrics import dice_iou
 from tune import best as best_cli
 from tune.report.gallery import validation_gallery
@@ -25,9 +27,12 @@ SWEEP = "kd-demo"  # a sweep name (letters, digits, ".", "_", "-"): artifact nam
 PROJECT = "polyp-kd-tune-tests"
 
 
-def write_sweep(folder: Path, checkpoint: Path, mode: str) -> Path:
-    """The two files `tune.best export` reads: best.json naming `checkpoint` and the space with W&B `mode`."""
-    folder.mkdir(parents=True)
+def write_sweep(folder: Path, checkpoint: Path | None, mode: str) -> Path:
+    """What `tune.best export` reads: best.json naming a copy of `checkpoint` in the sweep folder (a record
+    points inside its sweep; None: a test that never reads it) and the space with W&B `mode`."""
+    (folder / "confirm" / "t1").mkdir(parents=True)
+    if checkpoint is not None:
+        shutil.copy(checkpoint, folder / "confirm" / "t1" / "best.pt")
     test = {
         "test_sets": {"Kvasir": {"dice": 0.5, "iou": 0.4, "n": 2}},
         "mean": {"dice": 0.5, "iou": 0.4, "n": 2},
@@ -35,7 +40,7 @@ def write_sweep(folder: Path, checkpoint: Path, mode: str) -> Path:
         "synthetic": True,
     }
     best = {
-        "checkpoint": str(checkpoint),
+        "checkpoint": "confirm/t1/best.pt",
         "sweep": SWEEP,
         "trial_id": "t1",
         "best_val_dice": 0.6,
@@ -116,7 +121,7 @@ def test_export_logs_the_winner_as_a_model_artifact_with_its_onnx_files(
     disabled_export, tmp_path, monkeypatch, capsys, wandb_folders
 ):
     _, out, _, _ = disabled_export
-    sweep = write_sweep(tmp_path / "offline-sweep", Path("unused"), "offline")
+    sweep = write_sweep(tmp_path / "offline-sweep", None, "offline")
     export_again(monkeypatch, out)
     best_cli.main(["export", "--sweep", str(sweep), "--out", str(out)])
     printed = capsys.readouterr()
@@ -135,7 +140,8 @@ def test_export_logs_the_winner_as_a_model_artifact_with_its_onnx_files(
     metadata = json.loads(artifact["metadata"])
     assert metadata["test"]["mean"]["dice"] == 0.5 and metadata["config"]["img_size"] == 64
     files = {e["path"]: e for e in artifact["manifest"]["contents"]}
-    assert set(files) == {p.name for p in out.iterdir()} and {"model.onnx", "model.pt"} <= set(files)
+    shipped = {p.name for p in out.iterdir() if p.name != OUTPUT_MANIFEST}  # the manifest is for reruns only
+    assert set(files) == shipped and {"model.onnx", "model.pt"} <= set(files)
     for name, entry in files.items():  # the bytes `wandb sync` uploads: staged copies, not the export folder
         staged = Path(entry["local_path"])
         assert staged.is_relative_to(wandb_folders) and staged.read_bytes() == (out / name).read_bytes()
@@ -143,7 +149,7 @@ def test_export_logs_the_winner_as_a_model_artifact_with_its_onnx_files(
 
 def test_no_wandb_skips_the_artifact(disabled_export, tmp_path, monkeypatch, capsys):
     _, out, _, _ = disabled_export
-    sweep = write_sweep(tmp_path / "offline-sweep", Path("unused"), "offline")
+    sweep = write_sweep(tmp_path / "offline-sweep", None, "offline")
     export_again(monkeypatch, out)
     best_cli.main(["export", "--sweep", str(sweep), "--out", str(out), "--no-wandb"])
     assert "W&B" not in capsys.readouterr().out and not (sweep / "wandb").exists()
@@ -151,7 +157,7 @@ def test_no_wandb_skips_the_artifact(disabled_export, tmp_path, monkeypatch, cap
 
 def test_wandb_failing_is_one_warning_and_the_export_stands(disabled_export, tmp_path, monkeypatch, capsys):
     _, out, _, _ = disabled_export
-    sweep = write_sweep(tmp_path / "offline-sweep", Path("unused"), "offline")
+    sweep = write_sweep(tmp_path / "offline-sweep", None, "offline")
     export_again(monkeypatch, out)
 
     def unreachable(*args, **kwargs):
