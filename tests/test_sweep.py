@@ -17,6 +17,7 @@ import torch
 import yaml
 from conftest import FAKE_KEY, tiny_space, trial_reports
 
+from core.files import OUTPUT_MANIFEST
 from tune import best as best_cli
 from tune import search as search_cli
 
@@ -346,7 +347,8 @@ def test_show_and_export_round_trip_and_onnx_matches_pytorch_on_a_batch(finished
     best_cli.main(["export", "--sweep", str(finished_sweep), "--out", str(out)])
     names = {p.name for p in out.iterdir()}
     # model.int8.onnx only when it keeps validation Dice (core/quantize.py)
-    assert names - {"model.int8.onnx"} == {"model.pt", "model.onnx", "config.yaml", "metrics.json", "MODEL_CARD.md"}
+    expected = {"model.pt", "model.onnx", "config.yaml", "metrics.json", "MODEL_CARD.md", OUTPUT_MANIFEST}
+    assert names - {"model.int8.onnx"} == expected
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["onnx"]["max_abs_diff"] < 1e-3 and "test image" in metrics["onnx"]["checked_on"]
     state = torch.load(out / "model.pt", weights_only=True)

@@ -175,6 +175,7 @@ def test_report_command_line_says_what_to_do_when_it_cannot_publish(finished_swe
     assert report_command_line(finished_sweep).startswith("W&B report not made: W&B is disabled (")
     # Online, but the sweep's runs were logged offline and never synced: no report over runs W&B lacks.
     monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # online needs a key (tune/tracking/mode.py)
     line = report_command_line(finished_sweep)
     assert "offline runs of this sweep are not uploaded yet" in line
     assert f"wandb sync {finished_sweep}/wandb/offline-run-*" in line
