@@ -300,15 +300,21 @@ def test_a_record_pointing_outside_its_sweep_is_refused_and_never_followed(point
     assert not (tmp_path / "export").exists()
 
 
-def test_a_record_may_point_into_the_storage_the_sweep_ran_in(fake_sweep, tmp_path, capsys):
+def test_a_record_may_point_into_the_sweep_folder_or_the_storage_it_ran_in(fake_sweep, tmp_path):
+    from tune.records import resolve
+
     storage = tmp_path / "storage" / "kd"
-    shutil.copytree(fake_sweep / "confirm", storage / "confirm")
-    shutil.rmtree(fake_sweep / "confirm")
     (fake_sweep / "sweep.json").write_text(json.dumps({"storage": f"file://{storage}"}))
-    best = json.loads((fake_sweep / "best.json").read_text())
-    (fake_sweep / "best.json").write_text(json.dumps({**best, "checkpoint": str(storage / "confirm/t1/best.pt")}))
-    best_cli.main(["export", "--sweep", str(fake_sweep), "--out", str(tmp_path / "export")])
-    assert (tmp_path / "export" / "model.pt").is_file() and "exported trial t1" in capsys.readouterr().out
+    for inside in (str(storage / "trials" / "t1"), f"file://{storage}/trials/t1", str(fake_sweep / "confirm")):
+        assert resolve(inside, fake_sweep) == inside
+    assert resolve("confirm/t1/best.pt", fake_sweep) == str(fake_sweep / "confirm" / "t1" / "best.pt")
+    for outside in (str(tmp_path / "storage" / "kd2"), f"file://{storage}/../other", "s3://bucket/kd"):
+        with pytest.raises(UserError, match="outside the sweep folder and its storage"):
+            resolve(outside, fake_sweep)
+    (fake_sweep / "sweep.json").write_text(json.dumps({"storage": "s3://bucket/sweeps/kd"}))
+    assert resolve("s3://bucket/sweeps/kd/trials/t1", fake_sweep) == "s3://bucket/sweeps/kd/trials/t1"
+    with pytest.raises(UserError):
+        resolve("s3://bucket/sweeps/kd-other/t1", fake_sweep)
 
 
 def test_sweep_names_are_one_folder_inside_the_storage(tmp_path, capsys):
@@ -545,13 +551,17 @@ def test_demo_data_replaces_earlier_demo_data_but_not_a_user_folder(tmp_path, ca
 
 @pytest.mark.parametrize("command", ["export", "predict", "evaluate", "demo"])
 def test_rerunning_a_command_into_its_own_output_keeps_the_files_the_user_added(
-    command, student_checkpoint, model_dir, image, test_dir, tmp_path
+    command, run_dir, student_export, model_dir, image, test_dir, tmp_path
 ):
     out = tmp_path / "out"
+
+    def export() -> None:  # the first run: the session's export of the same run, copied
+        _ = export_run(run_dir, out, device="cpu") if out.exists() else shutil.copytree(student_export[0], out)
+
     commands = {
-        "export": lambda: export_module.main(["--checkpoint", str(student_checkpoint), "--out", str(out)]),
+        "export": export,
         "predict": lambda: best_cli.main(["predict", "--model", str(model_dir), str(image), "--out", str(out)]),
-        "evaluate": lambda: evaluate(student_checkpoint, test_dir, out, "--save-visuals", "--max-visuals", "1"),
+        "evaluate": lambda: evaluate(run_dir, test_dir, out, "--save-visuals", "--max-visuals", "1"),
         "demo": lambda: data_cli(["demo", "--out", str(out), *DEMO_ARGS]),
     }
     commands[command]()

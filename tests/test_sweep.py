@@ -585,6 +585,7 @@ def test_a_sweep_online_without_wandb_says_what_it_waits_for_and_ends_complete(d
     results are complete: exit 0."""
     space = tiny_space(demo_root, num_samples=2, max_t=2, cache_dir=tmp_path / "cache", control=None, confirm=None)
     space["wandb"]["mode"] = "online"
+    space["base"]["mode"] = "baseline"  # no teacher to train first: W&B's waits are what is tested
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(
