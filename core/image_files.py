@@ -13,7 +13,6 @@ alpha channel is not constant. Any other mask is read from its grey or RGB value
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import cv2
 import numpy as np
 import tifffile
 from PIL import Image, ImageFile, ImageOps
+
+from core.environment import positive_number
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 # EXIF orientations 5-8 turn the picture by 90 degrees (cv2.imread and exif_transpose apply them).
@@ -43,15 +44,9 @@ class ImageTooLargeError(ImageFileError):
 
 
 def max_pixels() -> int:
-    """The pixel limit: $POLYP_KD_TUNE_MAX_MEGAPIXELS megapixels (default 50)."""
-    value = os.environ.get(MAX_MEGAPIXELS_ENV, "")
-    try:
-        megapixels = float(value) if value else DEFAULT_MAX_MEGAPIXELS
-    except ValueError:
-        megapixels = -1.0
-    if not megapixels > 0:
-        raise ImageFileError(f"${MAX_MEGAPIXELS_ENV}={value!r} is not a number of megapixels > 0")
-    return int(megapixels * 1_000_000)
+    """The pixel limit: $POLYP_KD_TUNE_MAX_MEGAPIXELS megapixels (default 50); a value that is not a number
+    > 0 is a UserError (a setting's mistake, not one file's)."""
+    return int(positive_number(MAX_MEGAPIXELS_ENV, DEFAULT_MAX_MEGAPIXELS, "megapixels") * 1_000_000)
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -11,7 +11,6 @@ task and what to lower, instead of Ray's traceback. Ctrl-C interrupts every wait
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import ray
 import torch
 
+from core.environment import positive_number
 from core.errors import UserError
 
 NODE_WAIT_ENV = "POLYP_KD_TUNE_NODE_WAIT_S"
@@ -29,14 +29,7 @@ FETCH_TIMEOUT_S = 60.0  # a ready result is a small value (a path, a placement):
 
 def node_wait_s() -> float:
     """Seconds to wait for a node that fits a task: $POLYP_KD_TUNE_NODE_WAIT_S, default 900."""
-    value = os.environ.get(NODE_WAIT_ENV, "")
-    try:
-        seconds = float(value) if value else DEFAULT_NODE_WAIT_S
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise UserError(f"${NODE_WAIT_ENV}={value!r}: must be a number of seconds > 0")
-    return seconds
+    return positive_number(NODE_WAIT_ENV, DEFAULT_NODE_WAIT_S, "seconds")
 
 
 def describe_resources(needs: Mapping[str, float]) -> str:

@@ -11,13 +11,12 @@ No Ray here: the sweep's Ray pieces (tune/sweep/ray_compat/wandb_actor.py) and i
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import UserError
+from core.environment import positive_number
 
 TIMEOUT_ENV = "POLYP_KD_TUNE_WANDB_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 60.0
@@ -29,14 +28,7 @@ T = TypeVar("T")
 
 def wandb_timeout_s() -> float:
     """Seconds W&B gets for each network wait: $POLYP_KD_TUNE_WANDB_TIMEOUT_S, default 60."""
-    value = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        seconds = float(value) if value else DEFAULT_TIMEOUT_S
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise UserError(f"${TIMEOUT_ENV}={value!r}: must be a number of seconds > 0 (default {DEFAULT_TIMEOUT_S:g})")
-    return seconds
+    return positive_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, "seconds")
 
 
 def run_settings(timeout_s: float) -> dict[str, float]:
