@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.extend and not args.resume:
             raise UserError("--extend continues a sweep: use it with --resume")
         try:
-            prepare_data(space)
+            data = prepare_data(space)
             run_sweep(
                 space,
                 storage.resolve(args.storage),
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.extend,
                 signals,
                 args.verbose,
+                data,
             )
         except KeyboardInterrupt as err:
             detail = f" ({err})" if str(err) else ""

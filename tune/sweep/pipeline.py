@@ -17,7 +17,7 @@ import ray
 import torch
 import yaml
 
-from core.data import discover
+from core.data import PolypData, discover
 from core.data_fingerprint import data_changes, data_files
 from core.errors import UserError
 from core.files import write_file_atomic
@@ -74,11 +74,13 @@ def run_sweep(
     extend: bool = False,
     signals: StopSignals | None = None,
     verbose: bool = False,
+    data: PolypData | None = None,
 ) -> dict:
     """`storage_root` is a local folder or a URI shared by every node; with a URI the sweep's own files
     are also kept in <local_results>/<sweep>/ on this machine and copied to the storage at the end.
     `extend`: with `resume`, the space may raise search.num_samples and the extra trials run. Ray's output
-    goes to <sweep>/ray.log; `verbose`: to the console as well."""
+    goes to <sweep>/ray.log; `verbose`: to the console as well. `data`: the space's data as prepare_data
+    scanned it (scanned here when not given)."""
     remote = storage.is_uri(storage_root)
     shared = storage.join(storage_root, space.name)  # every node reaches this
     paths = SweepPaths((local_results / space.name).resolve() if remote else Path(shared), shared, remote)
@@ -86,12 +88,13 @@ def run_sweep(
     with sweep_lock(paths.sweep_dir):
         # Mistakes in the setup stop the sweep here, before its folder is written or anything trains.
         check_folder(paths, resume)
-        check_teacher_setting(space)
+        data = data or discover(space.base["data_root"])
+        check_teacher_setting(space, data)
         target = wandb_mode.resolve_mode(space.wandb.mode, space.wandb.entity)
         if target.on:
             wandb_timeout_s()  # $POLYP_KD_TUNE_WANDB_TIMEOUT_S, checked before anything runs
         students = student_latencies(space, paths, resume, address)  # a CPU target's budget: checked here
-        bind_to_data(paths, space, resume)
+        bind_to_data(paths, space, resume, data)
         bind_to_space(paths, space, resume, extend)
         return run_stages(space, paths, address, num_cpus, signals or StopSignals(), students, target, verbose)
 
@@ -164,11 +167,11 @@ def bind_to_space(paths: SweepPaths, space: SearchSpace, resume: bool, extend: b
         storage.upload(record, storage.join(paths.shared, SWEEP_FILE))
 
 
-def bind_to_data(paths: SweepPaths, space: SearchSpace, resume: bool) -> None:
+def bind_to_data(paths: SweepPaths, space: SearchSpace, resume: bool, data: PolypData | None = None) -> None:
     """A new sweep records every file of its data and its val_groups file (data.json); a resumed one must find
     them as they were: trials scored on two validation sets would be ranked together, and a teacher trained
     on the old split would fail every distillation run."""
-    now = data_files(discover(space.base["data_root"]), space.base.get("val_groups"))
+    now = data_files(data or discover(space.base["data_root"]), space.base.get("val_groups"))
     path = paths.sweep_dir / DATA_FILE
     if resume and paths.remote and not path.is_file():
         fetch_records(paths)

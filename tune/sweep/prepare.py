@@ -36,9 +36,10 @@ from tune.sweep.runtime import SweepRun
 from tune.sweep.waits import task_result
 
 
-def prepare_data(space: SearchSpace) -> None:
+def prepare_data(space: SearchSpace) -> PolypData:
     """Make data_root and val_groups absolute (trials run in another working directory), create demo data if the
-    space asks for it and it is missing; then scan it, so bad data fails before Ray starts."""
+    space asks for it and it is missing; then scan it, so bad data fails before Ray starts. Returns what it
+    found, for the checks after it (a scan reads every file's header: once per sweep start is enough)."""
     root = Path(space.base.get("data_root", "dataset")).expanduser().resolve()
     space.base["data_root"] = str(root)
     if space.base.get("val_groups"):
@@ -53,6 +54,7 @@ def prepare_data(space: SearchSpace) -> None:
     data = discover(root)
     print(data.describe())
     check_foreground(space, data)
+    return data
 
 
 def check_foreground(space: SearchSpace, data: PolypData) -> None:
@@ -74,9 +76,9 @@ def check_foreground(space: SearchSpace, data: PolypData) -> None:
                 print(report.warning(), file=sys.stderr)
 
 
-def check_teacher_setting(space: SearchSpace) -> None:
+def check_teacher_setting(space: SearchSpace, data: PolypData | None = None) -> None:
     """A teacher checkpoint named in the space must exist and must not have seen the students' validation
-    images; checked before Ray starts."""
+    images; checked before Ray starts (`data`: the space's data, scanned already)."""
     path = space.teacher.checkpoint
     if not space.distillation or path is None:
         return
@@ -91,7 +93,8 @@ def check_teacher_setting(space: SearchSpace) -> None:
         )
     path = require_teacher_path(str(Path(path).resolve()))
     cfg = space.base_config()
-    check_teacher_split(teacher_split(path), training_split(cfg, discover(cfg.data_root).train).record, path)
+    train = (data or discover(cfg.data_root)).train
+    check_teacher_split(teacher_split(path), training_split(cfg, train).record, path)
 
 
 def prepare(run: SweepRun) -> TrainConfig:
